@@ -1,0 +1,1 @@
+"""The Trove HTTP API: FastAPI app, services, runtimes, stores and events."""

@@ -1,0 +1,122 @@
+"""trove-server: serve the API, bootstrap a workspace, maintenance commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from trove_api.context import AppContext
+from trove_api.services.keys import NewWorkspace, create_workspace, workspace_count
+from trove_core.errors import TroveError
+from trove_core.settings import Settings, load_settings
+
+FIRST_RUN_FILE = "first-run-keys.txt"
+log = logging.getLogger("trove")
+
+
+def credentials_text(new: NewWorkspace, base_url: str) -> str:
+    return (
+        f"Trove workspace: {new.workspace_id}\n"
+        f"Admin key (keys, webhooks, events; no filesystem): {new.admin_key.api_key}\n"
+        f"Workspace key (any namespace via X-Namespace):     {new.workspace_key.api_key}\n"
+        "\n"
+        "Try it:\n"
+        "  from trove_sdk import TroveClient\n"
+        f'  client = TroveClient(api_key="{new.workspace_key.api_key}", namespace="my-agent", '
+        f'base_url="{base_url}")\n'
+        '  print(client.exec("echo hello from workspace/"))\n'
+        "\n"
+        "CLI:\n"
+        f"  trove login --api-key {new.workspace_key.api_key} --base-url {base_url} "
+        "--namespace my-agent\n"
+    )
+
+
+def _base_url(settings: Settings) -> str:
+    host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    return f"http://{host}:{settings.port}"
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from trove_api.main import create_app
+
+    try:
+        ctx = AppContext.open(settings)
+        warnings = getattr(ctx.runtime, "startup_report", lambda: [])()
+    except TroveError as exc:
+        print(f"trove-server: cannot start: {exc.detail}", file=sys.stderr)
+        return 2
+    for warning in warnings:
+        print(f"\n*** WARNING: {warning}\n", file=sys.stderr)
+    keys_file = settings.data_dir / FIRST_RUN_FILE
+    if settings.bootstrap_on_start and workspace_count(ctx.db) == 0:
+        new = create_workspace(
+            ctx.db,
+            "default",
+            admin_plaintext=settings.admin_key.get_secret_value() if settings.admin_key else None,
+        )
+        text = credentials_text(new, _base_url(settings))
+        _write_private(keys_file, text)
+        print(text)
+        print(f"(saved to {keys_file.resolve()}, mode 0600)\n")
+    elif keys_file.exists():
+        print(f"Trove: your first-run workspace id and keys are in {keys_file.resolve()}\n")
+    uvicorn.run(
+        create_app(settings, ctx),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        proxy_headers=True,
+    )
+    return 0
+
+
+def bootstrap(settings: Settings, name: str) -> int:
+    ctx = AppContext.open(settings)
+    try:
+        new = create_workspace(ctx.db, name)
+    finally:
+        ctx.db.dispose()
+    print(credentials_text(new, _base_url(settings)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="trove-server", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_parser = sub.add_parser("serve", help="run the API (settings from TROVE_* variables)")
+    serve_parser.add_argument("--host")
+    serve_parser.add_argument("--port", type=int)
+    serve_parser.add_argument("--runtime", choices=["local", "kubernetes"])
+    serve_parser.add_argument("--data-dir", type=Path)
+    boot = sub.add_parser("bootstrap", help="create a workspace with an admin and a workspace key")
+    boot.add_argument("--name", default="default")
+    args = parser.parse_args(argv)
+    overrides = {
+        key: value
+        for key, value in vars(args).items()
+        if key in ("host", "port", "runtime", "data_dir") and value is not None
+    }
+    settings = load_settings(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    if args.command == "serve":
+        return serve(settings)
+    return bootstrap(settings, args.name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Events: the envelope, the durable event log, and (later) webhook delivery and SSE."""

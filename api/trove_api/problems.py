@@ -1,0 +1,123 @@
+"""Every error rendered as problem+json with a string ``detail`` (the official client shows it)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from trove_core.errors import InvalidRequestError, TroveError
+from trove_core.wire import HEADER_REQUEST_ID
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+_TYPE_BASE = "https://trove.dev/problems/"
+
+
+def request_id_of(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+def problem_response(
+    request: Request,
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    request_id = request_id_of(request)
+    body: dict[str, Any] = {
+        "type": _TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "request_id": request_id,
+    }
+    if extra:
+        body.update({k: v for k, v in extra.items() if k not in body})
+    all_headers = {HEADER_REQUEST_ID: request_id} if request_id else {}
+    all_headers.update(headers or {})
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=all_headers)
+
+
+async def _trove_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TroveError)
+    headers = dict(exc.headers)
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    elif exc.status in (429, 503):
+        headers["Retry-After"] = "1"
+    if exc.status >= 500:
+        log.error("request %s failed: %s", request_id_of(request), exc.detail)
+    return problem_response(
+        request,
+        status=exc.status,
+        code=exc.code,
+        title=exc.title,
+        detail=exc.detail,
+        extra=exc.extra,
+        headers=headers,
+    )
+
+
+def flatten_validation(errors: Any) -> str:
+    parts = []
+    for error in errors:
+        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        message = str(error.get("msg", "invalid"))
+        parts.append(f"{location}: {message}" if location else message)
+    return "; ".join(parts) or "Invalid request"
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return problem_response(
+        request,
+        status=InvalidRequestError.status,
+        code=InvalidRequestError.code,
+        title=InvalidRequestError.title,
+        detail=flatten_validation(exc.errors()),
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "route_not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    detail = str(exc.detail)
+    if exc.status_code == 404:
+        detail = f"No route for {request.method} {request.url.path}"
+    return problem_response(
+        request,
+        status=exc.status_code,
+        code=code,
+        title=detail if exc.status_code != 404 else "Not found",
+        detail=detail,
+        headers=dict(exc.headers or {}),
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("request %s crashed", request_id_of(request), exc_info=exc)
+    return problem_response(
+        request,
+        status=500,
+        code="internal_error",
+        title="Internal server error",
+        detail=f"Internal server error (request id {request_id_of(request)})",
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(TroveError, _trove_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,187 @@
+"""Files: POST /write, PUT and GET /files/{path}, POST /delete, GET /v1/files(/content)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from email.utils import formatdate
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.background import BackgroundTask
+
+from trove_api.deps import ContextDep, FsCallDep
+from trove_api.ranges import etag, parse_range
+from trove_api.schemas.common import problems
+from trove_api.schemas.files import (
+    DeleteRequest,
+    DeleteResult,
+    FileContent,
+    FileInfo,
+    FileResult,
+    ListResult,
+    WriteRequest,
+)
+from trove_core import paths
+from trove_core.clock import from_ns
+from trove_core.errors import RangeNotSatisfiableError
+from trove_core.runtime import FileReader
+from trove_core.wire import HEADER_SIZE, HEADER_TRUNCATED, LIST_MAX_DEPTH, LIST_MAX_ENTRIES
+
+router = APIRouter(tags=["files"])
+
+
+@router.post("/write", response_model=FileResult, responses=problems(400, 401, 403, 413, 422))
+async def write_file(body: WriteRequest, call: FsCallDep, ctx: ContextDep) -> FileResult:
+    """Atomically write UTF-8 text (creating parent directories). At most 10 MiB."""
+    written = await ctx.files.write_text(call.caller, call.namespace, body.path, body.content)
+    return FileResult(path=written.path, size_bytes=written.size_bytes)
+
+
+@router.put(
+    "/files/{path:path}",
+    response_model=FileResult,
+    responses=problems(400, 401, 403, 413),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def upload_file(path: str, request: Request, call: FsCallDep, ctx: ContextDep) -> FileResult:
+    """Stream raw bytes to a file (at most 100 MiB), atomically: a broken upload leaves nothing."""
+    declared = request.headers.get("content-length")
+    written = await ctx.files.upload(
+        call.caller,
+        call.namespace,
+        path,
+        request.stream(),
+        int(declared) if declared and declared.isdigit() else None,
+    )
+    return FileResult(path=written.path, size_bytes=written.size_bytes)
+
+
+@router.api_route(
+    "/files/{path:path}",
+    methods=["GET", "HEAD"],
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes."},
+        206: {"content": {"application/octet-stream": {}}, "description": "The requested range."},
+        **problems(400, 401, 403, 404, 416),
+    },
+)
+async def download_file(path: str, request: Request, call: FsCallDep, ctx: ContextDep) -> Response:
+    """Raw bytes (at most 100 MiB; `X-Trove-Size` is the full size, `X-Trove-Truncated` 1 if cut).
+
+    Supports a single `Range: bytes=a-b` (206, `Content-Range`), `If-Range`, and a strong `ETag`.
+    """
+    reader = await ctx.files.open(call.caller, call.namespace, path)
+    try:
+        size = reader.stat.size
+        tag = etag(size, reader.stat.mtime_ns)
+        served = min(size, ctx.settings.read_max_bytes)
+        headers = {
+            HEADER_SIZE: str(size),
+            HEADER_TRUNCATED: "1" if served < size else "0",
+            "ETag": tag,
+            "Accept-Ranges": "bytes",
+            "Last-Modified": _http_date(reader.stat.mtime_ns),
+        }
+        start, end, status = 0, served, 200
+        if_range = request.headers.get("if-range")
+        if if_range is None or if_range == tag:
+            try:
+                wanted = parse_range(request.headers.get("range"), served)
+            except RangeNotSatisfiableError as exc:
+                exc.headers["Content-Range"] = f"bytes */{served}"
+                raise
+            if wanted is not None:
+                start, end, status = wanted.start, wanted.end, 206
+                headers["Content-Range"] = f"bytes {start}-{end - 1}/{served}"
+        headers["Content-Length"] = str(end - start)
+    except BaseException:
+        await reader.aclose()
+        raise
+    if request.method == "HEAD":
+        await reader.aclose()
+        return Response(status_code=status, headers=headers, media_type="application/octet-stream")
+    return StreamingResponse(
+        _stream(reader, start, end),
+        status_code=status,
+        headers=headers,
+        media_type="application/octet-stream",
+        background=BackgroundTask(reader.aclose),
+    )
+
+
+async def _stream(reader: FileReader, start: int, end: int) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in reader.iter_bytes(start, end):
+            yield chunk
+    finally:
+        await reader.aclose()
+
+
+@router.post("/delete", response_model=DeleteResult, responses=problems(400, 401, 403, 404))
+async def delete_path(body: DeleteRequest, call: FsCallDep, ctx: ContextDep) -> DeleteResult:
+    """Delete a file or a directory tree (recursive). The namespace root itself is refused."""
+    shown = await ctx.files.delete(call.caller, call.namespace, body.path)
+    return DeleteResult(deleted=shown)
+
+
+@router.get("/v1/files", response_model=ListResult, responses=problems(400, 401, 403, 404))
+async def list_files(
+    call: FsCallDep,
+    ctx: ContextDep,
+    path: Annotated[str, Query(description="Directory, with or without workspace/.")] = "workspace/",
+    recursive: Annotated[bool, Query(description="All descendants, depth first.")] = False,
+) -> ListResult:
+    """Directories first, then files, alphabetical. Recursive listings stop at 1000 entries or
+    20 levels and then say `truncated: true`. A namespace never written lists as empty."""
+    entries, truncated = await ctx.files.list(
+        call.caller,
+        call.namespace,
+        path,
+        recursive=recursive,
+        max_entries=LIST_MAX_ENTRIES,
+        max_depth=LIST_MAX_DEPTH,
+    )
+    return ListResult(
+        entries=[
+            FileInfo(
+                name=paths.basename(e.rel),
+                path=paths.display(e.rel),
+                is_dir=e.is_dir,
+                size_bytes=None if e.is_dir else e.size,
+                modified_at=from_ns(e.mtime_ns),
+            )
+            for e in entries
+        ],
+        truncated=truncated,
+    )
+
+
+@router.get(
+    "/v1/files/content", response_model=FileContent, responses=problems(400, 401, 403, 404)
+)
+async def read_content(
+    call: FsCallDep,
+    ctx: ContextDep,
+    path: Annotated[str, Query(description="File, with or without workspace/.")],
+) -> FileContent:
+    """A text preview (first 1 MiB). Binary files answer `encoding: binary`, `content: null`."""
+    preview = await ctx.files.preview(call.caller, call.namespace, path)
+    return FileContent(
+        path=paths.display(preview.stat.rel),
+        size_bytes=preview.stat.size,
+        modified_at=from_ns(preview.stat.mtime_ns),
+        encoding="binary" if preview.content is None else "utf-8",
+        content=preview.content,
+        truncated=preview.truncated,
+    )
+
+
+def _http_date(mtime_ns: int) -> str:
+    return formatdate(mtime_ns / 1e9, usegmt=True)

@@ -1,0 +1,1 @@
+"""The Kubernetes runtime: a TroveNamespace per namespace, exec and files through the pod exec API."""

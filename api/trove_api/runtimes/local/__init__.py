@@ -1,0 +1,1 @@
+"""The local runtime: a directory per namespace, each command in a bubblewrap sandbox."""

@@ -1,0 +1,75 @@
+"""Per-namespace cgroups (memory and process caps), v1 or v2, whichever this host lets us write.
+
+Most user machines run cgroup v2 only; these CI machines mount v1 controllers. When neither is
+writable (not root, or a read-only hierarchy) the runtime falls back to rlimits and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Literal
+
+log = logging.getLogger(__name__)
+
+CgroupMode = Literal["v1", "v2", "none"]
+_GROUP = "trove"
+
+
+class Cgroups:
+    def __init__(self, memory_bytes: int, max_pids: int, root: Path = Path("/sys/fs/cgroup")):
+        self.memory_bytes = memory_bytes
+        self.max_pids = max_pids
+        self.root = root
+        self.mode: CgroupMode = self._detect()
+
+    def _detect(self) -> CgroupMode:
+        if os.geteuid() != 0:
+            return "none"
+        v1_dirs = [self.root / "memory", self.root / "pids"]
+        if all((d / "cgroup.procs").exists() for d in v1_dirs):
+            try:
+                for d in v1_dirs:
+                    (d / _GROUP).mkdir(exist_ok=True)
+                return "v1"
+            except OSError as exc:
+                log.warning("cgroup v1 not writable (%s)", exc)
+        controllers = self.root / "cgroup.controllers"
+        if controllers.exists() and {"memory", "pids"} <= set(controllers.read_text().split()):
+            try:
+                (self.root / _GROUP).mkdir(exist_ok=True)
+                (self.root / "cgroup.subtree_control").write_text("+memory +pids")
+                (self.root / _GROUP / "cgroup.subtree_control").write_text("+memory +pids")
+                return "v2"
+            except OSError as exc:
+                log.warning("cgroup v2 not writable (%s)", exc)
+        return "none"
+
+    def prepare(self, key: str) -> list[str]:
+        """Create (or refresh) the namespace's groups; return the cgroup.procs files to join."""
+        if self.mode == "v1":
+            memory = self.root / "memory" / _GROUP / key
+            pids = self.root / "pids" / _GROUP / key
+            memory.mkdir(exist_ok=True)
+            pids.mkdir(exist_ok=True)
+            (memory / "memory.limit_in_bytes").write_text(str(self.memory_bytes))
+            _try_write(memory / "memory.memsw.limit_in_bytes", str(self.memory_bytes))
+            (pids / "pids.max").write_text(str(self.max_pids))
+            return [str(memory / "cgroup.procs"), str(pids / "cgroup.procs")]
+        if self.mode == "v2":
+            group = self.root / _GROUP / key
+            group.mkdir(exist_ok=True)
+            (group / "memory.max").write_text(str(self.memory_bytes))
+            _try_write(group / "memory.swap.max", "0")
+            (group / "pids.max").write_text(str(self.max_pids))
+            return [str(group / "cgroup.procs")]
+        return []
+
+
+def _try_write(path: Path, value: str) -> None:
+    # Swap accounting is often disabled; the memory limit still holds without it.
+    try:
+        path.write_text(value)
+    except OSError:
+        pass

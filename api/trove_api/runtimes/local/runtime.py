@@ -1,0 +1,412 @@
+"""LocalRuntime: namespaces are host directories, commands run in bubblewrap as per-namespace uids."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import stat
+import subprocess
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from trove_api.runtimes.local import fs
+from trove_api.runtimes.local.cgroups import Cgroups
+from trove_api.runtimes.local.process import run_captured
+from trove_api.runtimes.local.sandbox import (
+    Limits,
+    build_bwrap_argv,
+    build_drop_privileges,
+    build_limits_wrapper,
+    build_shell,
+)
+from trove_core.errors import (
+    IsADirectoryError_,
+    PathNotFoundError,
+    PayloadTooLargeError,
+    TroveError,
+)
+from trove_core.paths import display
+from trove_core.runtime import ExecOutput, ExecSpec, FileStat, NamespaceRef
+from trove_core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_READ_CHUNK = 256 * 1024
+
+
+class SandboxUnavailableError(TroveError):
+    code = "sandbox_unavailable"
+    title = "bubblewrap cannot run on this host"
+
+
+@dataclass
+class _LocalFile:
+    fd: int
+    stat: FileStat
+
+    async def iter_bytes(self, start: int, end: int) -> AsyncIterator[bytes]:
+        position = start
+        while position < end:
+            chunk = await asyncio.to_thread(
+                os.pread, self.fd, min(_READ_CHUNK, end - position), position
+            )
+            if not chunk:
+                return
+            position += len(chunk)
+            yield chunk
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+class LocalRuntime:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        sandbox: bool,
+        network: bool,
+        uid_base: int,
+        limits: Limits,
+        memory_bytes: int,
+    ) -> None:
+        self.root = (data_dir / "namespaces").resolve()
+        self.staging = (data_dir / "staging").resolve()
+        self.sandbox = sandbox
+        self.network = network
+        self.uid_base = uid_base
+        self.as_root = os.geteuid() == 0
+        self.cgroups = Cgroups(memory_bytes, limits.processes)
+        if self.cgroups.mode != "none":
+            limits = Limits(limits.cpu_seconds, limits.file_bytes, limits.processes, None)
+        self.limits = limits
+        for directory in (data_dir, self.root, self.staging):
+            directory.mkdir(parents=True, exist_ok=True)
+        # Traversable but not listable: sandbox uids must reach their own directory only.
+        os.chmod(data_dir, 0o711)
+        os.chmod(self.root, 0o711)
+        os.chmod(self.staging, 0o700)
+        self._sweep_staging()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalRuntime:
+        return cls(
+            settings.data_dir,
+            sandbox=settings.sandbox == "bwrap",
+            network=settings.sandbox_network == "on",
+            uid_base=settings.sandbox_uid_base,
+            limits=Limits(
+                cpu_seconds=settings.exec_cpu_s,
+                file_bytes=settings.exec_file_mb * 1024 * 1024,
+                processes=settings.exec_pids,
+                address_space_bytes=settings.exec_memory_mb * 1024 * 1024,
+            ),
+            memory_bytes=settings.exec_memory_mb * 1024 * 1024,
+        )
+
+    # -- start-up -----------------------------------------------------------------------
+
+    def startup_report(self) -> list[str]:
+        """Check the sandbox works; return warnings to print. Raises if it cannot run."""
+        warnings = []
+        if not self.sandbox:
+            warnings.append(
+                "TROVE_SANDBOX=none: commands run UNSANDBOXED as the server's own user, with "
+                "full access to everything it can touch. Use this only for development."
+            )
+            return warnings
+        if shutil.which("bwrap") is None:
+            raise SandboxUnavailableError(
+                "bubblewrap (bwrap) is not installed. Install it (apt-get install bubblewrap) "
+                "or set TROVE_SANDBOX=none to run commands unsandboxed (development only)."
+            )
+        probe = self.root / f".probe-{secrets.token_hex(4)}"
+        probe.mkdir(mode=0o700)
+        try:
+            if self.as_root:
+                os.chown(probe, self.uid_base, self.uid_base)
+            argv = self._argv(str(probe), self.uid_base if self.as_root else None, [], "true")
+            result = subprocess.run(argv, capture_output=True, timeout=30, check=False)
+        finally:
+            shutil.rmtree(probe, ignore_errors=True)
+        if result.returncode != 0 and b"Permission denied" in result.stderr and self.as_root:
+            raise SandboxUnavailableError(
+                f"sandbox uids cannot reach {self.root}: every parent directory of "
+                "TROVE_DATA_DIR must be traversable by other users (chmod o+x), or choose "
+                "a data dir elsewhere (e.g. under /var/lib or /srv). bwrap said: "
+                + result.stderr.decode(errors="replace").strip()
+            )
+        if result.returncode != 0:
+            raise SandboxUnavailableError(
+                "bubblewrap cannot create a sandbox here: "
+                + result.stderr.decode(errors="replace").strip()
+                + ". Enable unprivileged user namespaces, or set TROVE_SANDBOX=none "
+                "(development only)."
+            )
+        if not self.as_root:
+            warnings.append(
+                "Running as non-root: commands are sandboxed, but every namespace runs as this "
+                f"server's uid ({os.geteuid()}), so a sandbox escape would reach the others."
+            )
+        if self.cgroups.mode == "none":
+            warnings.append(
+                "No writable cgroup hierarchy: memory and process limits fall back to "
+                "per-process rlimits."
+            )
+        return warnings
+
+    def _sweep_staging(self) -> None:
+        # Uploads interrupted by a crash leave temp files here, never in a namespace.
+        for entry in self.staging.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+    # -- namespaces ---------------------------------------------------------------------
+
+    def _dir(self, ns: NamespaceRef) -> Path:
+        return self.root / ns.workspace_id / ns.name
+
+    def _uid(self, ns: NamespaceRef) -> int | None:
+        return ns.uid if self.as_root and ns.uid is not None else None
+
+    async def provision(self, ns: NamespaceRef) -> None:
+        await asyncio.to_thread(self._provision, ns)
+
+    def _provision(self, ns: NamespaceRef) -> None:
+        workspace_dir = self.root / ns.workspace_id
+        workspace_dir.mkdir(mode=0o711, exist_ok=True)
+        os.chmod(workspace_dir, 0o711)
+        directory = self._dir(ns)
+        directory.mkdir(mode=0o700, exist_ok=True)
+        uid = self._uid(ns)
+        if uid is not None:
+            st = directory.stat()
+            if st.st_uid != uid:
+                os.chown(directory, uid, uid)
+        os.chmod(directory, 0o700)
+
+    def path_aliases(self, ns: NamespaceRef) -> Sequence[str]:
+        # /workspace inside the sandbox is a real, stable path and stays as it is; host paths
+        # (e.g. in /proc/self/mountinfo, or everywhere when unsandboxed) must not leak.
+        if self.sandbox:
+            return [str(self._dir(ns))]
+        return [str(self._view(ns) / "workspace"), str(self._dir(ns))]
+
+    def _view(self, ns: NamespaceRef) -> Path:
+        return self.root / ns.workspace_id / f".view-{ns.name}"
+
+    # -- exec -----------------------------------------------------------------------------
+
+    def _argv(self, directory: str, uid: int | None, cgroup_procs: list[str], script: str) -> list[str]:
+        return (
+            build_limits_wrapper(cgroup_procs, self.limits)
+            + build_drop_privileges(uid)
+            + build_bwrap_argv(directory, network=self.network)
+            + build_shell(script)
+        )
+
+    async def exec(self, ns: NamespaceRef, spec: ExecSpec) -> ExecOutput:
+        directory = self._dir(ns)
+        if not self.sandbox:
+            # Unsandboxed: run beside the namespace dir, which is visible as workspace/.
+            return await self._exec_unsandboxed(ns, spec)
+        cgroup_procs = await asyncio.to_thread(self.cgroups.prepare, _cgroup_key(ns))
+        argv = self._argv(str(directory), self._uid(ns), cgroup_procs, spec.script)
+        return await run_captured(
+            argv,
+            stdin=spec.stdin,
+            timeout_s=spec.timeout_s,
+            output_limit=spec.output_limit,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        )
+
+    async def _exec_unsandboxed(self, ns: NamespaceRef, spec: ExecSpec) -> ExecOutput:
+        # The namespace directory is named after the namespace; expose it as workspace/ via a
+        # per-namespace view directory holding one symlink.
+        view = self._view(ns)
+        await asyncio.to_thread(_ensure_view, view, self._dir(ns))
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self._dir(ns)),
+            "LANG": "C.UTF-8",
+        }
+        return await run_captured(
+            build_limits_wrapper([], self.limits) + build_shell(spec.script),
+            stdin=spec.stdin,
+            timeout_s=spec.timeout_s,
+            output_limit=spec.output_limit,
+            env=env,
+            cwd=str(view),
+        )
+
+    # -- files ----------------------------------------------------------------------------
+
+    async def write(
+        self, ns: NamespaceRef, rel: str, chunks: AsyncIterator[bytes], max_bytes: int
+    ) -> int:
+        await self.provision(ns)
+        owner = fs.Owner(self._uid(ns))
+        real = await asyncio.to_thread(fs.resolve, self._dir(ns), rel)
+        head, last = fs.split(real)
+        temp_name = f"upload-{secrets.token_hex(8)}"
+        staging_fd = os.open(self.staging, os.O_RDONLY | os.O_DIRECTORY)
+        temp_fd = os.open(
+            temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=staging_fd
+        )
+        size = 0
+        committed = False
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLargeError(
+                        f"{display(rel)} is larger than the limit of {max_bytes} bytes"
+                    )
+                view = memoryview(chunk)
+                while view:
+                    written = os.write(temp_fd, view)
+                    view = view[written:]
+            await asyncio.to_thread(
+                self._commit, ns, temp_fd, staging_fd, temp_name, head, last, owner, real
+            )
+            committed = True
+            return size
+        except OSError as exc:
+            raise fs.translate(exc, rel) from exc
+        finally:
+            os.close(temp_fd)
+            if not committed:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp_name, dir_fd=staging_fd)
+            os.close(staging_fd)
+
+    def _commit(
+        self,
+        ns: NamespaceRef,
+        temp_fd: int,
+        staging_fd: int,
+        temp_name: str,
+        head: str,
+        last: str,
+        owner: fs.Owner,
+        real: str,
+    ) -> None:
+        if not last:
+            raise IsADirectoryError_("Is a directory: workspace/")
+        owner.apply(temp_fd)
+        os.fsync(temp_fd)
+        root_fd = fs.open_root(self._dir(ns))
+        try:
+            parent_fd = fs.open_dir(root_fd, head, create=True, owner=owner)
+        finally:
+            os.close(root_fd)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                existing = os.stat(last, dir_fd=parent_fd, follow_symlinks=False)
+                if stat.S_ISDIR(existing.st_mode):
+                    raise IsADirectoryError_(f"Is a directory: {display(real)}")
+            # rename() replaces the name itself: a symlink swapped in here is replaced, not followed.
+            os.rename(temp_name, last, src_dir_fd=staging_fd, dst_dir_fd=parent_fd)
+            os.fsync(parent_fd)
+        finally:
+            os.close(parent_fd)
+
+    async def open_file(self, ns: NamespaceRef, rel: str) -> _LocalFile:
+        return await asyncio.to_thread(self._open_file, ns, rel)
+
+    def _open_file(self, ns: NamespaceRef, rel: str) -> _LocalFile:
+        directory = self._dir(ns)
+        if not directory.is_dir():
+            raise PathNotFoundError(f"Path not found: {display(rel)}")
+        real = fs.resolve(directory, rel)
+        if not real:
+            raise IsADirectoryError_(f"Is a directory: {display(rel)}")
+        head, last = fs.split(real)
+        root_fd = fs.open_root(directory)
+        try:
+            parent_fd = fs.open_dir(root_fd, head)
+        finally:
+            os.close(root_fd)
+        try:
+            fd = os.open(last, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+        except OSError as exc:
+            raise fs.translate(exc, rel) from exc
+        finally:
+            os.close(parent_fd)
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            os.close(fd)
+            raise IsADirectoryError_(f"Is a directory: {display(rel)}")
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise IsADirectoryError_(f"Not a regular file: {display(rel)}")
+        return _LocalFile(fd=fd, stat=fs.stat_to_file(rel, st))
+
+    async def list_dir(
+        self, ns: NamespaceRef, rel: str, *, recursive: bool, max_entries: int, max_depth: int
+    ) -> tuple[list[FileStat], bool]:
+        return await asyncio.to_thread(
+            self._list_dir, ns, rel, recursive, max_entries, max_depth
+        )
+
+    def _list_dir(
+        self, ns: NamespaceRef, rel: str, recursive: bool, max_entries: int, max_depth: int
+    ) -> tuple[list[FileStat], bool]:
+        directory = self._dir(ns)
+        if not directory.is_dir():
+            if rel:
+                raise PathNotFoundError(f"Path not found: {display(rel)}")
+            return [], False
+        real = fs.resolve(directory, rel)
+        root_fd = fs.open_root(directory)
+        try:
+            entries, truncated = fs.list_entries(
+                root_fd, real, recursive=recursive, max_entries=max_entries, max_depth=max_depth
+            )
+        finally:
+            os.close(root_fd)
+        if real != rel:
+            # Report entries under the name the caller used, not the symlink's target.
+            prefix = f"{real}/" if real else ""
+            base = f"{rel}/" if rel else ""
+            entries = [
+                FileStat(base + e.rel[len(prefix):], e.is_dir, e.size, e.mtime_ns) for e in entries
+            ]
+        return entries, truncated
+
+    async def delete(self, ns: NamespaceRef, rel: str) -> None:
+        await asyncio.to_thread(self._delete, ns, rel)
+
+    def _delete(self, ns: NamespaceRef, rel: str) -> None:
+        directory = self._dir(ns)
+        if not directory.is_dir():
+            raise PathNotFoundError(f"Path not found: {display(rel)}")
+        real = fs.resolve(directory, rel, follow_last=False)
+        root_fd = fs.open_root(directory)
+        try:
+            fs.remove(root_fd, real)
+        finally:
+            os.close(root_fd)
+
+    async def aclose(self) -> None:
+        return None
+
+
+
+def _cgroup_key(ns: NamespaceRef) -> str:
+    return f"{ns.workspace_id}.{ns.name}"
+
+
+def _ensure_view(view: Path, target: Path) -> None:
+    view.mkdir(mode=0o700, exist_ok=True)
+    link = view / "workspace"
+    if not link.is_symlink():
+        link.symlink_to(target)

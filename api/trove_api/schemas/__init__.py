@@ -1,0 +1,1 @@
+"""Pydantic wire models, named as in WIRE.md."""

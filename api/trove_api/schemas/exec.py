@@ -1,0 +1,31 @@
+"""Exec wire models (WIRE.md E1, E2)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, field_validator
+
+from trove_core.wire import STDIN_MAX_BYTES
+
+
+class ExecRequest(BaseModel):
+    command: str = Field(description="Run by bash in a fresh shell; cwd contains workspace/.")
+    stdin: str | None = Field(
+        None, description=f"UTF-8 text piped to the command (at most {STDIN_MAX_BYTES} bytes)."
+    )
+
+    @field_validator("stdin")
+    @classmethod
+    def _stdin_cap(cls, value: str | None) -> str | None:
+        if value is not None:
+            size = len(value.encode("utf-8", "surrogatepass"))
+            if size > STDIN_MAX_BYTES:
+                raise ValueError(f"stdin is {size} bytes; the limit is {STDIN_MAX_BYTES} bytes")
+        return value
+
+
+class ExecResult(BaseModel):
+    exit_code: int
+    stdout: str
+    stderr: str
+    duration_ms: int
+    truncated: bool = Field(False, description="True when an output stream hit the cap.")

@@ -1,0 +1,1 @@
+"""Business logic above the Runtime line: auth, namespaces, files, exec, keys, workspaces."""

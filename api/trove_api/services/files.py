@@ -1,0 +1,178 @@
+"""Files: caps, display paths and events around the runtime's byte moving."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from trove_api.events import types
+from trove_api.services.auth import Caller
+from trove_api.services.events import EventEmitter
+from trove_api.services.namespaces import NamespaceService
+from trove_core import paths
+from trove_core.errors import (
+    IsADirectoryError_,
+    PathNotFoundError,
+    PathRejectedError,
+    PayloadTooLargeError,
+    RootDeleteRefusedError,
+)
+from trove_core.runtime import FileReader, FileStat, Runtime
+from trove_core.wire import PREVIEW_MAX_BYTES
+
+
+@dataclass(frozen=True)
+class Written:
+    path: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Preview:
+    stat: FileStat
+    content: str | None
+    truncated: bool
+
+
+class FileService:
+    def __init__(
+        self,
+        runtime: Runtime,
+        namespaces: NamespaceService,
+        emitter: EventEmitter,
+        *,
+        write_max_bytes: int,
+        upload_max_bytes: int,
+    ) -> None:
+        self.runtime = runtime
+        self.namespaces = namespaces
+        self.emitter = emitter
+        self.write_max_bytes = write_max_bytes
+        self.upload_max_bytes = upload_max_bytes
+
+    async def write_text(self, caller: Caller, namespace: str, raw_path: str, content: str) -> Written:
+        data = content.encode("utf-8", "surrogatepass")
+        if len(data) > self.write_max_bytes:
+            raise PayloadTooLargeError(
+                f"Content is {len(data)} bytes; POST /write accepts at most "
+                f"{self.write_max_bytes} bytes (use PUT /files for larger or binary files)"
+            )
+
+        async def one_chunk() -> AsyncIterator[bytes]:
+            yield data
+
+        return await self._store(caller, namespace, raw_path, one_chunk(), self.write_max_bytes)
+
+    async def upload(
+        self,
+        caller: Caller,
+        namespace: str,
+        raw_path: str,
+        chunks: AsyncIterator[bytes],
+        declared_length: int | None,
+    ) -> Written:
+        if declared_length is not None and declared_length > self.upload_max_bytes:
+            raise PayloadTooLargeError(
+                f"Body is {declared_length} bytes; PUT /files accepts at most "
+                f"{self.upload_max_bytes} bytes"
+            )
+        return await self._store(caller, namespace, raw_path, chunks, self.upload_max_bytes)
+
+    async def _store(
+        self,
+        caller: Caller,
+        namespace: str,
+        raw_path: str,
+        chunks: AsyncIterator[bytes],
+        max_bytes: int,
+    ) -> Written:
+        rel = _file_path(raw_path)
+        ns = await self.namespaces.ensure(caller.workspace_id, namespace, caller.actor)
+        size = await self.runtime.write(ns, rel, chunks, max_bytes)
+        shown = paths.display(rel)
+        await self.emitter.emit(
+            workspace_id=caller.workspace_id,
+            namespace=namespace,
+            type_=types.FILE_WRITTEN,
+            actor=caller.actor,
+            data={"path": shown, "size_bytes": size},
+        )
+        return Written(path=shown, size_bytes=size)
+
+    async def open(self, caller: Caller, namespace: str, raw_path: str) -> FileReader:
+        rel = paths.normalize(raw_path)
+        ns = await self.namespaces.find(caller.workspace_id, namespace)
+        if not rel:
+            raise IsADirectoryError_("Is a directory: workspace/")
+        if ns is None:
+            raise PathNotFoundError(f"Path not found: {paths.display(rel)}")
+        return await self.runtime.open_file(ns, rel)
+
+    async def preview(self, caller: Caller, namespace: str, raw_path: str) -> Preview:
+        reader = await self.open(caller, namespace, raw_path)
+        try:
+            limit = min(reader.stat.size, PREVIEW_MAX_BYTES)
+            head = b"".join([chunk async for chunk in reader.iter_bytes(0, limit)])
+        finally:
+            await reader.aclose()
+        truncated = reader.stat.size > PREVIEW_MAX_BYTES
+        return Preview(stat=reader.stat, content=_decode_text(head, truncated), truncated=truncated)
+
+    async def list(
+        self, caller: Caller, namespace: str, raw_path: str, *, recursive: bool,
+        max_entries: int, max_depth: int,
+    ) -> tuple[list[FileStat], bool]:
+        rel = paths.normalize(raw_path)
+        ns = await self.namespaces.find(caller.workspace_id, namespace)
+        if ns is None:
+            if rel:
+                raise PathNotFoundError(f"Path not found: {paths.display(rel)}")
+            return [], False
+        return await self.runtime.list_dir(
+            ns, rel, recursive=recursive, max_entries=max_entries, max_depth=max_depth
+        )
+
+    async def delete(self, caller: Caller, namespace: str, raw_path: str) -> str:
+        rel = paths.normalize(raw_path)
+        if not rel:
+            raise RootDeleteRefusedError(
+                "Refusing to delete the namespace root (workspace/); delete its contents instead"
+            )
+        ns = await self.namespaces.find(caller.workspace_id, namespace)
+        if ns is None:
+            raise PathNotFoundError(f"Path not found: {paths.display(rel)}")
+        await self.runtime.delete(ns, rel)
+        shown = paths.display(rel)
+        await self.emitter.emit(
+            workspace_id=caller.workspace_id,
+            namespace=namespace,
+            type_=types.FILE_DELETED,
+            actor=caller.actor,
+            data={"path": shown},
+        )
+        return shown
+
+
+def _file_path(raw_path: str) -> str:
+    rel = paths.normalize(raw_path)
+    if not rel:
+        raise PathRejectedError("Path rejected: name a file inside workspace/, not the root")
+    return rel
+
+
+def _decode_text(head: bytes, truncated: bool) -> str | None:
+    """UTF-8 text, or None for binary (invalid UTF-8 or a NUL byte; WIRE.md A7)."""
+    if b"\x00" in head:
+        return None
+    if truncated:
+        # Cut back to a character boundary so a multibyte char split by the cap is not "binary".
+        for cut in range(0, 4):
+            try:
+                return head[: len(head) - cut].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+        return None
+    try:
+        return head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None

@@ -1,0 +1,86 @@
+"""Namespaces come into being on first write or exec; reads never provision anything."""
+
+from __future__ import annotations
+
+import asyncio
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+
+from trove_api.events import types
+from trove_api.events.log import Actor, record
+from trove_api.stores.db import Database
+from trove_api.stores.tables import namespaces
+from trove_core.clock import now_ts
+from trove_core.runtime import NamespaceRef, Runtime
+
+
+class NamespaceService:
+    def __init__(self, db: Database, runtime: Runtime, uid_base: int) -> None:
+        self.db = db
+        self.runtime = runtime
+        self.uid_base = uid_base
+        # Namespaces are never renamed or re-numbered, so a ref, once provisioned, stays valid.
+        self._ready: dict[tuple[str, str], NamespaceRef] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def _ref(self, workspace_id: str, name: str, number: int) -> NamespaceRef:
+        return NamespaceRef(workspace_id=workspace_id, name=name, uid=self.uid_base + number)
+
+    async def find(self, workspace_id: str, name: str) -> NamespaceRef | None:
+        """The namespace if it exists; never creates it."""
+        ready = self._ready.get((workspace_id, name))
+        if ready is not None:
+            return ready
+        number = await asyncio.to_thread(self._select, workspace_id, name)
+        return None if number is None else self._ref(workspace_id, name, number)
+
+    async def ensure(self, workspace_id: str, name: str, actor: Actor) -> NamespaceRef:
+        key = (workspace_id, name)
+        ready = self._ready.get(key)
+        if ready is not None:
+            return ready
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            ready = self._ready.get(key)
+            if ready is not None:
+                return ready
+            number = await asyncio.to_thread(self._select_or_create, workspace_id, name, actor)
+            ref = self._ref(workspace_id, name, number)
+            await self.runtime.provision(ref)
+            self._ready[key] = ref
+            return ref
+
+    def _select(self, workspace_id: str, name: str) -> int | None:
+        with self.db.read() as conn:
+            return conn.execute(
+                select(namespaces.c.id).where(
+                    namespaces.c.workspace_id == workspace_id, namespaces.c.name == name
+                )
+            ).scalar_one_or_none()
+
+    def _select_or_create(self, workspace_id: str, name: str, actor: Actor) -> int:
+        existing = self._select(workspace_id, name)
+        if existing is not None:
+            return existing
+        try:
+            with self.db.write() as conn:
+                number = conn.execute(
+                    insert(namespaces).values(
+                        workspace_id=workspace_id, name=name, created_at=now_ts()
+                    )
+                ).inserted_primary_key
+                record(
+                    conn,
+                    workspace_id=workspace_id,
+                    namespace=name,
+                    type_=types.NAMESPACE_CREATED,
+                    actor=actor,
+                    data={"namespace": name},
+                )
+            assert number is not None
+            return int(number[0])
+        except IntegrityError:
+            # Another replica created it first.
+            found = self._select(workspace_id, name)
+            assert found is not None
+            return found

@@ -1,0 +1,1 @@
+"""Durable state: the metadata database (and, later, snapshot stores)."""

@@ -1,0 +1,1 @@
+"""Pure shared code for the Trove server and operator: settings, names, paths, errors, the Runtime protocol."""

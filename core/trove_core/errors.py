@@ -1,0 +1,180 @@
+"""Every error the server can answer with, one root, each with a stable snake_case ``code``.
+
+    TroveError (500 internal_error)
+    ├── BadRequestError (400 bad_request)
+    │   ├── PathRejectedError (400 path_rejected)
+    │   ├── NamespaceInvalidError (400 namespace_invalid)
+    │   ├── NamespaceRequiredError (400 namespace_required)
+    │   ├── NotADirectoryError_ (400 not_a_directory)
+    │   ├── IsADirectoryError_ (400 is_a_directory)
+    │   └── RootDeleteRefusedError (400 root_delete_refused)
+    ├── UnauthenticatedError (401 unauthenticated)
+    ├── ForbiddenError (403 forbidden)
+    │   ├── AdminKeyOnFilesystemError (403 admin_key_on_filesystem)
+    │   ├── AdminRequiredError (403 admin_required)
+    │   ├── NamespaceForbiddenError (403 namespace_forbidden)
+    │   └── WorkspaceForbiddenError (403 workspace_forbidden)
+    ├── NotFoundError (404 not_found)
+    │   ├── PathNotFoundError (404 path_not_found)
+    │   └── KeyNotFoundError (404 key_not_found)
+    ├── ExecTimeoutError (408 exec_timeout)
+    ├── PayloadTooLargeError (413 payload_too_large)
+    ├── RangeNotSatisfiableError (416 range_not_satisfiable)
+    ├── InvalidRequestError (422 invalid_request)
+    ├── RateLimitedError (429 rate_limited)
+    ├── StorageFullError (507 storage_full)
+    └── UnavailableError (503 unavailable)
+
+Codes are wire strings: add new ones, never rename.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class TroveError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Internal server error"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        retry_after: int | None = None,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.detail = detail or self.title
+        self.retry_after = retry_after
+        self.headers = headers or {}
+        # Extra members merged into the problem body (e.g. partial stdout on a timeout).
+        self.extra = extra or {}
+        super().__init__(self.detail)
+
+
+class BadRequestError(TroveError):
+    status = 400
+    code = "bad_request"
+    title = "Bad request"
+
+
+class PathRejectedError(BadRequestError):
+    code = "path_rejected"
+    title = "Path rejected"
+
+
+class NamespaceInvalidError(BadRequestError):
+    code = "namespace_invalid"
+    title = "Invalid namespace"
+
+
+class NamespaceRequiredError(BadRequestError):
+    code = "namespace_required"
+    title = "Namespace required"
+
+
+class NotADirectoryError_(BadRequestError):  # noqa: N801 - the builtin name is taken
+    code = "not_a_directory"
+    title = "Not a directory"
+
+
+class IsADirectoryError_(BadRequestError):  # noqa: N801 - the builtin name is taken
+    code = "is_a_directory"
+    title = "Is a directory"
+
+
+class RootDeleteRefusedError(BadRequestError):
+    code = "root_delete_refused"
+    title = "The namespace root cannot be deleted"
+
+
+class UnauthenticatedError(TroveError):
+    status = 401
+    code = "unauthenticated"
+    title = "Missing, unknown or revoked API key"
+
+
+class ForbiddenError(TroveError):
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class AdminKeyOnFilesystemError(ForbiddenError):
+    code = "admin_key_on_filesystem"
+    title = "Admin keys cannot touch the filesystem"
+
+
+class AdminRequiredError(ForbiddenError):
+    code = "admin_required"
+    title = "An admin key is required"
+
+
+class NamespaceForbiddenError(ForbiddenError):
+    code = "namespace_forbidden"
+    title = "This key is locked to another namespace"
+
+
+class WorkspaceForbiddenError(ForbiddenError):
+    code = "workspace_forbidden"
+    title = "This key belongs to another workspace"
+
+
+class NotFoundError(TroveError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class PathNotFoundError(NotFoundError):
+    code = "path_not_found"
+    title = "Path not found"
+
+
+class KeyNotFoundError(NotFoundError):
+    code = "key_not_found"
+    title = "Key not found"
+
+
+class ExecTimeoutError(TroveError):
+    status = 408
+    code = "exec_timeout"
+    title = "Command timed out"
+
+
+class PayloadTooLargeError(TroveError):
+    status = 413
+    code = "payload_too_large"
+    title = "Payload too large"
+
+
+class RangeNotSatisfiableError(TroveError):
+    status = 416
+    code = "range_not_satisfiable"
+    title = "Range not satisfiable"
+
+
+class InvalidRequestError(TroveError):
+    status = 422
+    code = "invalid_request"
+    title = "Invalid request"
+
+
+class RateLimitedError(TroveError):
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+
+
+class UnavailableError(TroveError):
+    status = 503
+    code = "unavailable"
+    title = "Service unavailable"
+
+
+class StorageFullError(TroveError):
+    status = 507
+    code = "storage_full"
+    title = "Insufficient storage"
