@@ -54,7 +54,7 @@ def serve(settings: Settings) -> int:
 
     try:
         ctx = AppContext.open(settings)
-        warnings = getattr(ctx.runtime, "startup_report", lambda: [])()
+        warnings: list[str] = getattr(ctx.runtime, "startup_report", list)()
     except TroveError as exc:
         print(f"trove-server: cannot start: {exc.detail}", file=sys.stderr)
         return 2

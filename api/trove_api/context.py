@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from trove_api.metrics import Metrics
 from trove_api.runtimes import make_runtime
@@ -33,6 +34,7 @@ class AppContext:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.effective_database_url)
         db.migrate()
+        _make_private(settings.data_dir)
         runtime = runtime or make_runtime(settings)
         emitter = EventEmitter(db)
         namespaces = NamespaceService(db, runtime, settings.sandbox_uid_base)
@@ -63,3 +65,9 @@ class AppContext:
     async def aclose(self) -> None:
         await self.runtime.aclose()
         self.db.dispose()
+
+
+def _make_private(data_dir: Path) -> None:
+    # The database holds key digests and the event log: readable by the server alone.
+    for path in data_dir.glob("trove.db*"):
+        path.chmod(0o600)

@@ -37,9 +37,7 @@ async def get_caller(
     ctx: ContextDep,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    return await asyncio.to_thread(
-        authenticate, ctx.db, request.headers.get("authorization")
-    )
+    return await asyncio.to_thread(authenticate, ctx.db, request.headers.get("authorization"))
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
@@ -58,8 +56,7 @@ def get_fs_call(
     x_namespace: Annotated[
         str | None,
         Header(
-            description=f"Namespace to act on ({NAMESPACE_PATTERN}); optional for keys locked "
-            "to a namespace."
+            description=f"Namespace to act on ({NAMESPACE_PATTERN}); optional for keys locked to a namespace."
         ),
     ] = None,
 ) -> FsCall:

@@ -1,1 +1,1 @@
-"""Pure shared code for the Trove server and operator: settings, names, paths, errors, the Runtime protocol."""
+"""Pure shared code for the Trove server and operator: settings, names, paths, errors, Runtime."""

@@ -75,12 +75,12 @@ class NamespaceRequiredError(BadRequestError):
     title = "Namespace required"
 
 
-class NotADirectoryError_(BadRequestError):  # noqa: N801 - the builtin name is taken
+class NotADirectoryError_(BadRequestError):
     code = "not_a_directory"
     title = "Not a directory"
 
 
-class IsADirectoryError_(BadRequestError):  # noqa: N801 - the builtin name is taken
+class IsADirectoryError_(BadRequestError):
     code = "is_a_directory"
     title = "Is a directory"
 

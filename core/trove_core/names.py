@@ -21,7 +21,7 @@ WEBHOOK_PREFIX: Final = "wh"
 
 WORKSPACE_KEY_PREFIX: Final = "trove-sk-"
 ADMIN_KEY_PREFIX: Final = "trove-sk-admin-"
-WEBHOOK_SECRET_PREFIX: Final = "trove-whsec-"
+WEBHOOK_SECRET_PREFIX: Final = "trove-whsec-"  # noqa: S105 - a prefix, not a secret
 
 
 def new_id(prefix: str, hex_chars: int = 16) -> str:
@@ -35,9 +35,7 @@ def is_valid_namespace(name: str) -> bool:
 
 def validate_namespace(name: str) -> str:
     if not is_valid_namespace(name):
-        raise NamespaceInvalidError(
-            f"Invalid namespace {name[:140]!r}: it must match {NAMESPACE_PATTERN}"
-        )
+        raise NamespaceInvalidError(f"Invalid namespace {name[:140]!r}: it must match {NAMESPACE_PATTERN}")
     return name
 
 

@@ -32,9 +32,7 @@ def normalize(raw: str) -> str:
         parts = parts[1:]
     for part in parts:
         if len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
-            raise PathRejectedError(
-                f"Path rejected: a component is longer than {MAX_COMPONENT_BYTES} bytes"
-            )
+            raise PathRejectedError(f"Path rejected: a component is longer than {MAX_COMPONENT_BYTES} bytes")
     return "/".join(parts)
 
 

@@ -72,9 +72,7 @@ class Runtime(Protocol):
         """Run ``spec`` in a fresh sandboxed shell; nothing it starts outlives the call."""
         ...
 
-    async def write(
-        self, ns: NamespaceRef, rel: str, chunks: AsyncIterator[bytes], max_bytes: int
-    ) -> int:
+    async def write(self, ns: NamespaceRef, rel: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
         """Atomically replace ``rel`` with the streamed bytes (creating parents); return the size.
 
         Raises ``PayloadTooLargeError`` past ``max_bytes``; on any failure no partial file remains.

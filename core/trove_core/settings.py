@@ -15,9 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trove_core.wire import MIB
 
-CLIENT_ENV_NAMES = frozenset(
-    {"api_key", "base_url", "namespace", "workspace_id", "webhook_secret"}
-)
+CLIENT_ENV_NAMES = frozenset({"api_key", "base_url", "namespace", "workspace_id", "webhook_secret"})
 
 
 class Settings(BaseSettings):
@@ -59,9 +57,7 @@ class Settings(BaseSettings):
     write_max_bytes: int = Field(10 * MIB, ge=1, description="Largest /write content (bytes).")
     upload_max_bytes: int = Field(100 * MIB, ge=1, description="Largest PUT /files body (bytes).")
     read_max_bytes: int = Field(100 * MIB, ge=1, description="Largest GET /files body (bytes).")
-    json_body_max_bytes: int = Field(
-        32 * MIB, ge=1024, description="Largest JSON request body (bytes)."
-    )
+    json_body_max_bytes: int = Field(32 * MIB, ge=1024, description="Largest JSON request body (bytes).")
     admin_key: SecretStr | None = Field(
         None,
         description="If set, an admin key accepted for the first workspace (e.g. from a Secret).",
@@ -69,9 +65,7 @@ class Settings(BaseSettings):
     bootstrap_on_start: bool = Field(
         True, description="Create a first workspace and keys when the database has none."
     )
-    log_level: Literal["debug", "info", "warning", "error"] = Field(
-        "info", description="Log level."
-    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

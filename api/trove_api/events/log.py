@@ -23,7 +23,6 @@ class Actor:
 SYSTEM = Actor(key_id=None, key_name="system")
 
 
-
 def record(
     conn: Connection,
     *,

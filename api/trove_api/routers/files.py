@@ -163,9 +163,7 @@ async def list_files(
     )
 
 
-@router.get(
-    "/v1/files/content", response_model=FileContent, responses=problems(400, 401, 403, 404)
-)
+@router.get("/v1/files/content", response_model=FileContent, responses=problems(400, 401, 403, 404))
 async def read_content(
     call: FsCallDep,
     ctx: ContextDep,

@@ -61,9 +61,7 @@ async def create_key(
     return KeyCreated(**_metadata(minted.record).model_dump(), api_key=minted.api_key)
 
 
-@router.get(
-    "/v1/workspaces/{workspace_id}/keys", response_model=KeyList, responses=problems(401, 403)
-)
+@router.get("/v1/workspaces/{workspace_id}/keys", response_model=KeyList, responses=problems(401, 403))
 async def list_keys(workspace_id: str, caller: WorkspaceCallerDep, ctx: ContextDep) -> KeyList:
     """Active keys (admin keys, and workspace keys not locked to a namespace)."""
     if caller.namespace is not None:

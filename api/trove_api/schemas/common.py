@@ -18,7 +18,4 @@ class Problem(BaseModel):
 
 def problems(*statuses: int) -> dict[int | str, dict[str, object]]:
     """OpenAPI ``responses`` entries for the error statuses a route can answer."""
-    return {
-        status: {"model": Problem, "content": {"application/problem+json": {}}}
-        for status in statuses
-    }
+    return {status: {"model": Problem, "content": {"application/problem+json": {}}} for status in statuses}

@@ -63,9 +63,7 @@ def authenticate(db: Database, authorization: str | None) -> Caller:
         raise UnauthenticatedError("Invalid API key")
     wanted = digest(token)
     with db.read() as conn:
-        row = conn.execute(
-            select(api_keys).where(api_keys.c.digest == wanted)
-        ).mappings().first()
+        row = conn.execute(select(api_keys).where(api_keys.c.digest == wanted)).mappings().first()
     if row is None or not hmac.compare_digest(row["digest"], wanted):
         raise UnauthenticatedError("Invalid API key")
     if row["revoked_at"] is not None:
@@ -82,14 +80,15 @@ def authenticate(db: Database, authorization: str | None) -> Caller:
 def require_filesystem(caller: Caller) -> None:
     if caller.is_admin:
         raise AdminKeyOnFilesystemError(
-            "Admin keys manage keys and webhooks; they cannot touch the filesystem. "
-            "Use a workspace key."
+            "Admin keys manage keys and webhooks; they cannot touch the filesystem. Use a workspace key."
         )
 
 
 def require_admin(caller: Caller) -> None:
     if not caller.is_admin:
-        raise AdminRequiredError("This operation needs an admin key; workspace keys cannot manage keys or webhooks.")
+        raise AdminRequiredError(
+            "This operation needs an admin key; workspace keys cannot manage keys or webhooks."
+        )
 
 
 def require_workspace(caller: Caller, workspace_id: str) -> None:
@@ -105,8 +104,7 @@ def resolve_namespace(caller: Caller, header: str | None) -> str:
     if caller.namespace is not None:
         if requested is not None and requested != caller.namespace:
             raise NamespaceForbiddenError(
-                f"This key is locked to namespace {caller.namespace!r}; "
-                f"it cannot access {requested[:140]!r}"
+                f"This key is locked to namespace {caller.namespace!r}; it cannot access {requested[:140]!r}"
             )
         return caller.namespace
     if requested is None:

@@ -62,9 +62,7 @@ class ExecService:
         self.timeout_s = timeout_s
         self.output_limit = output_limit
 
-    async def run(
-        self, caller: Caller, namespace: str, command: str, stdin: str | None
-    ) -> ExecResult:
+    async def run(self, caller: Caller, namespace: str, command: str, stdin: str | None) -> ExecResult:
         ns = await self.namespaces.ensure(caller.workspace_id, namespace, caller.actor)
         spec = ExecSpec(
             script=build_script(command),

@@ -73,8 +73,7 @@ class FileService:
     ) -> Written:
         if declared_length is not None and declared_length > self.upload_max_bytes:
             raise PayloadTooLargeError(
-                f"Body is {declared_length} bytes; PUT /files accepts at most "
-                f"{self.upload_max_bytes} bytes"
+                f"Body is {declared_length} bytes; PUT /files accepts at most {self.upload_max_bytes} bytes"
             )
         return await self._store(caller, namespace, raw_path, chunks, self.upload_max_bytes)
 
@@ -119,8 +118,14 @@ class FileService:
         return Preview(stat=reader.stat, content=_decode_text(head, truncated), truncated=truncated)
 
     async def list(
-        self, caller: Caller, namespace: str, raw_path: str, *, recursive: bool,
-        max_entries: int, max_depth: int,
+        self,
+        caller: Caller,
+        namespace: str,
+        raw_path: str,
+        *,
+        recursive: bool,
+        max_entries: int,
+        max_depth: int,
     ) -> tuple[list[FileStat], bool]:
         rel = paths.normalize(raw_path)
         ns = await self.namespaces.find(caller.workspace_id, namespace)

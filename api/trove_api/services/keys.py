@@ -104,9 +104,7 @@ class KeyService:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create(
-        self, caller: Caller, *, name: str, namespace: str | None, admin: bool
-    ) -> MintedKey:
+    def create(self, caller: Caller, *, name: str, namespace: str | None, admin: bool) -> MintedKey:
         if admin and namespace is not None:
             raise InvalidRequestError("An admin key cannot be locked to a namespace")
         if namespace is not None:
@@ -167,11 +165,20 @@ def create_workspace(db: Database, name: str, *, admin_plaintext: str | None = N
             data={"workspace_id": workspace_id, "name": name},
         )
         admin = insert_key(
-            conn, workspace_id=workspace_id, name="admin", namespace=None, admin=True,
-            actor=SYSTEM, plaintext=admin_plaintext,
+            conn,
+            workspace_id=workspace_id,
+            name="admin",
+            namespace=None,
+            admin=True,
+            actor=SYSTEM,
+            plaintext=admin_plaintext,
         )
         workspace = insert_key(
-            conn, workspace_id=workspace_id, name="workspace", namespace=None, admin=False,
+            conn,
+            workspace_id=workspace_id,
+            name="workspace",
+            namespace=None,
+            admin=False,
             actor=SYSTEM,
         )
     return NewWorkspace(workspace_id=workspace_id, admin_key=admin, workspace_key=workspace)

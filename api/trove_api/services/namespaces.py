@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
@@ -65,9 +66,7 @@ class NamespaceService:
         try:
             with self.db.write() as conn:
                 number = conn.execute(
-                    insert(namespaces).values(
-                        workspace_id=workspace_id, name=name, created_at=now_ts()
-                    )
+                    insert(namespaces).values(workspace_id=workspace_id, name=name, created_at=now_ts())
                 ).inserted_primary_key
                 record(
                     conn,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -63,4 +65,98 @@ events = Table(
     Column("actor_key_name", String(200), nullable=True),
     Column("data", Text, nullable=False),
     Index("ix_events_workspace_created", "workspace_id", "created_at"),
+)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("workspace_id", String(64), ForeignKey("workspaces.id"), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("events", Text, nullable=False),  # JSON list of types, or ["*"]
+    Column("namespace", String(128), nullable=True),
+    Column("description", Text, nullable=True),
+    # The signing secret must be readable to sign deliveries (like Stripe's endpoint secrets).
+    Column("secret", String(128), nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_at", String(32), nullable=False),
+    Column("deleted_at", String(32), nullable=True),
+    Column("last_delivery_at", String(32), nullable=True),
+    Column("last_delivery_ok", Boolean, nullable=True),
+    Column("last_delivery_status", Integer, nullable=True),
+    Index("ix_webhooks_workspace", "workspace_id"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("webhook_id", String(64), ForeignKey("webhooks.id"), nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("workspace_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),  # epoch seconds
+    Column("claimed_until", Float, nullable=True),  # a dispatcher's lease (several replicas)
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", String(32), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+    Index("ix_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_deliveries_webhook", "webhook_id", "created_at"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("delivery_id", String(64), ForeignKey("webhook_deliveries.id"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", String(32), nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("response_excerpt", Text, nullable=True),
+    Index("ix_attempts_delivery", "delivery_id"),
+)
+
+device_codes = Table(
+    "device_codes",
+    metadata,
+    Column("device_code_digest", String(64), primary_key=True),
+    Column("user_code", String(16), nullable=False, unique=True),
+    Column("status", String(16), nullable=False),  # pending|approved|denied|expired|consumed
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("workspace_id", String(64), nullable=True),
+    # The minted key waits here (plaintext) only until the CLI's first poll collects it.
+    Column("api_key", String(256), nullable=True),
+    Column("client", String(128), nullable=True),
+)
+
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("namespace", String(128), nullable=False),
+    Column("label", String(128), nullable=True),
+    Column("kind", String(16), nullable=False),  # manual | auto
+    Column("size_bytes", Integer, nullable=False),
+    Column("checksum", String(80), nullable=False),  # sha256:<hex> of the stored tarball
+    Column("storage_key", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Index("ix_snapshots_namespace", "workspace_id", "namespace", "created_at"),
+)
+
+job_runs = Table(
+    "job_runs",
+    metadata,
+    # One row per (job, period): the unique key makes "once per day" hold across restarts
+    # and replicas.
+    Column("job", String(64), primary_key=True),
+    Column("run_key", String(64), primary_key=True),
+    Column("started_at", String(32), nullable=False),
+    Column("finished_at", String(32), nullable=True),
+    Column("detail", Text, nullable=True),
 )

@@ -6,6 +6,7 @@ writable (not root, or a read-only hierarchy) the runtime falls back to rlimits 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -69,7 +70,5 @@ class Cgroups:
 
 def _try_write(path: Path, value: str) -> None:
     # Swap accounting is often disabled; the memory limit still holds without it.
-    try:
+    with contextlib.suppress(OSError):
         path.write_text(value)
-    except OSError:
-        pass

@@ -192,4 +192,3 @@ def remove(root_fd: int, rel: str) -> None:
         raise translate(exc, rel) from exc
     finally:
         os.close(parent_fd)
-

@@ -67,7 +67,8 @@ async def run_captured(
         env=dict(env) if env is not None else None,
         cwd=cwd,
     )
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
     out, err = _Capture(output_limit), _Capture(output_limit)
     tasks = [
         asyncio.create_task(out.consume(proc.stdout)),

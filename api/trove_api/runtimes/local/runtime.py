@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import secrets
@@ -52,9 +53,7 @@ class _LocalFile:
     async def iter_bytes(self, start: int, end: int) -> AsyncIterator[bytes]:
         position = start
         while position < end:
-            chunk = await asyncio.to_thread(
-                os.pread, self.fd, min(_READ_CHUNK, end - position), position
-            )
+            chunk = await asyncio.to_thread(os.pread, self.fd, min(_READ_CHUNK, end - position), position)
             if not chunk:
                 return
             position += len(chunk)
@@ -76,20 +75,23 @@ class LocalRuntime:
         limits: Limits,
         memory_bytes: int,
     ) -> None:
-        self.root = (data_dir / "namespaces").resolve()
-        self.staging = (data_dir / "staging").resolve()
         self.sandbox = sandbox
         self.network = network
         self.uid_base = uid_base
         self.as_root = os.geteuid() == 0
+        data_dir.mkdir(parents=True, exist_ok=True)
+        base = _sandbox_base(data_dir.resolve(), self.as_root and sandbox)
+        self.root = base / "namespaces"
+        # Staging sits beside the namespaces: same filesystem, so rename() is atomic.
+        self.staging = base / "staging"
         self.cgroups = Cgroups(memory_bytes, limits.processes)
         if self.cgroups.mode != "none":
             limits = Limits(limits.cpu_seconds, limits.file_bytes, limits.processes, None)
         self.limits = limits
-        for directory in (data_dir, self.root, self.staging):
+        for directory in (base, self.root, self.staging):
             directory.mkdir(parents=True, exist_ok=True)
         # Traversable but not listable: sandbox uids must reach their own directory only.
-        os.chmod(data_dir, 0o711)
+        os.chmod(base, 0o711)
         os.chmod(self.root, 0o711)
         os.chmod(self.staging, 0o700)
         self._sweep_staging()
@@ -156,8 +158,7 @@ class LocalRuntime:
             )
         if self.cgroups.mode == "none":
             warnings.append(
-                "No writable cgroup hierarchy: memory and process limits fall back to "
-                "per-process rlimits."
+                "No writable cgroup hierarchy: memory and process limits fall back to per-process rlimits."
             )
         return warnings
 
@@ -249,9 +250,7 @@ class LocalRuntime:
 
     # -- files ----------------------------------------------------------------------------
 
-    async def write(
-        self, ns: NamespaceRef, rel: str, chunks: AsyncIterator[bytes], max_bytes: int
-    ) -> int:
+    async def write(self, ns: NamespaceRef, rel: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
         await self.provision(ns)
         owner = fs.Owner(self._uid(ns))
         real = await asyncio.to_thread(fs.resolve, self._dir(ns), rel)
@@ -274,9 +273,7 @@ class LocalRuntime:
                 while view:
                     written = os.write(temp_fd, view)
                     view = view[written:]
-            await asyncio.to_thread(
-                self._commit, ns, temp_fd, staging_fd, temp_name, head, last, owner, real
-            )
+            await asyncio.to_thread(self._commit, ns, temp_fd, staging_fd, temp_name, head, last, owner, real)
             committed = True
             return size
         except OSError as exc:
@@ -353,9 +350,7 @@ class LocalRuntime:
     async def list_dir(
         self, ns: NamespaceRef, rel: str, *, recursive: bool, max_entries: int, max_depth: int
     ) -> tuple[list[FileStat], bool]:
-        return await asyncio.to_thread(
-            self._list_dir, ns, rel, recursive, max_entries, max_depth
-        )
+        return await asyncio.to_thread(self._list_dir, ns, rel, recursive, max_entries, max_depth)
 
     def _list_dir(
         self, ns: NamespaceRef, rel: str, recursive: bool, max_entries: int, max_depth: int
@@ -377,9 +372,7 @@ class LocalRuntime:
             # Report entries under the name the caller used, not the symlink's target.
             prefix = f"{real}/" if real else ""
             base = f"{rel}/" if rel else ""
-            entries = [
-                FileStat(base + e.rel[len(prefix):], e.is_dir, e.size, e.mtime_ns) for e in entries
-            ]
+            entries = [FileStat(base + e.rel[len(prefix) :], e.is_dir, e.size, e.mtime_ns) for e in entries]
         return entries, truncated
 
     async def delete(self, ns: NamespaceRef, rel: str) -> None:
@@ -399,6 +392,37 @@ class LocalRuntime:
     async def aclose(self) -> None:
         return None
 
+
+def _traversable_by_others(path: Path) -> bool:
+    for directory in [path, *path.parents]:
+        if directory.exists() and not os.stat(directory).st_mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+def _sandbox_base(data_dir: Path, needs_traversal: bool) -> Path:
+    """Where namespace directories live: the data dir, unless sandbox uids cannot reach it.
+
+    Sandboxes run as unprivileged uids and bubblewrap binds the namespace directory by path,
+    so every parent must be traversable (o+x). A data dir under a private home (``/root`` is
+    0700) is not; then the namespaces live under /var/lib/trove, linked from the data dir.
+    """
+    if not needs_traversal or _traversable_by_others(data_dir):
+        return data_dir
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+    base = Path("/var/lib/trove/sandboxes") / digest
+    base.mkdir(parents=True, exist_ok=True)
+    for parent in (Path("/var/lib/trove"), Path("/var/lib/trove/sandboxes")):
+        os.chmod(parent, 0o711)
+    link = data_dir / "namespaces"
+    if not link.is_symlink() and not link.exists():
+        link.symlink_to(base / "namespaces")
+    log.warning(
+        "%s is not reachable by sandbox uids (a parent lacks o+x); namespace directories live in %s instead",
+        data_dir,
+        base,
+    )
+    return base
 
 
 def _cgroup_key(ns: NamespaceRef) -> str:

@@ -1,0 +1,60 @@
+# Trove server. `make run` and `make test` set everything up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+export TROVE_HOST ?= 127.0.0.1
+export TROVE_PORT ?= 8080
+export TROVE_DATA_DIR ?= ./.trove
+export TROVE_RUNTIME ?= local
+
+.PHONY: help run test lint bench deps dev-deps system-deps lock clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+system-deps:  ## install bubblewrap (apt, when missing and root)
+	@if ! command -v bwrap >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq bubblewrap; \
+	  else echo "bubblewrap (bwrap) is missing: install it, or run with TROVE_SANDBOX=none" >&2; fi; \
+	fi
+
+$(UV):
+	$(PYTHON) -m pip install --quiet --user uv 2>/dev/null || $(PYTHON) -m pip install --quiet uv
+
+$(VENV)/.deps: requirements/main.txt pyproject.toml | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
+	$(UV) pip install --quiet --python $(PY) --require-hashes -r requirements/main.txt
+	$(UV) pip install --quiet --python $(PY) --no-deps -e .
+	touch $@
+
+$(VENV)/.dev-deps: requirements/dev.txt $(VENV)/.deps
+	$(UV) pip install --quiet --python $(PY) --require-hashes -r requirements/dev.txt
+	touch $@
+
+deps: system-deps $(VENV)/.deps  ## install the server's dependencies into .venv
+dev-deps: system-deps $(VENV)/.dev-deps  ## install server + test/lint dependencies into .venv
+
+run: deps  ## start the API on $TROVE_HOST:$TROVE_PORT with the local backend (prints keys on first start)
+	$(VENV)/bin/trove-server serve
+
+test: dev-deps  ## the whole test suite (unit, contract through the official SDK/CLI/MCP, hostile)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: dev-deps  ## ruff, mypy --strict, import-linter
+	$(VENV)/bin/ruff check core api operator tests bench
+	$(VENV)/bin/ruff format --check core api operator tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+bench: dev-deps  ## benchmarks with their raw baselines and ratios (bench/)
+	$(PY) -m bench
+
+lock:  ## re-pin requirements/*.txt with hashes (uv pip compile)
+	$(UV) pip compile pyproject.toml --generate-hashes --python-version 3.11 -q --no-header -o requirements/main.txt
+	$(UV) pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 -q --no-header -o requirements/dev.txt
+
+clean:  ## remove .venv and local data (./.trove)
+	rm -rf $(VENV) .trove .pytest_cache .mypy_cache .ruff_cache
