@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
+from starlette.requests import ClientDisconnect
 
 from trove_api.deps import ContextDep, FsCallDep
 from trove_api.ranges import etag, parse_range
@@ -24,7 +25,7 @@ from trove_api.schemas.files import (
 )
 from trove_core import paths
 from trove_core.clock import from_ns
-from trove_core.errors import RangeNotSatisfiableError
+from trove_core.errors import BadRequestError, RangeNotSatisfiableError
 from trove_core.runtime import FileReader
 from trove_core.wire import HEADER_SIZE, HEADER_TRUNCATED, LIST_MAX_DEPTH, LIST_MAX_ENTRIES
 
@@ -52,13 +53,17 @@ async def write_file(body: WriteRequest, call: FsCallDep, ctx: ContextDep) -> Fi
 async def upload_file(path: str, request: Request, call: FsCallDep, ctx: ContextDep) -> FileResult:
     """Stream raw bytes to a file (at most 100 MiB), atomically: a broken upload leaves nothing."""
     declared = request.headers.get("content-length")
-    written = await ctx.files.upload(
-        call.caller,
-        call.namespace,
-        path,
-        request.stream(),
-        int(declared) if declared and declared.isdigit() else None,
-    )
+    try:
+        written = await ctx.files.upload(
+            call.caller,
+            call.namespace,
+            path,
+            request.stream(),
+            int(declared) if declared and declared.isdigit() else None,
+        )
+    except ClientDisconnect:
+        # Nothing was written (the runtime discards its temp file); nobody is left to answer.
+        raise BadRequestError("Upload interrupted: the client disconnected") from None
     return FileResult(path=written.path, size_bytes=written.size_bytes)
 
 

@@ -24,6 +24,7 @@ class Cgroups:
         self.max_pids = max_pids
         self.root = root
         self.mode: CgroupMode = self._detect()
+        self._prepared: dict[str, list[str]] = {}
 
     def _detect(self) -> CgroupMode:
         if os.geteuid() != 0:
@@ -48,7 +49,13 @@ class Cgroups:
         return "none"
 
     def prepare(self, key: str) -> list[str]:
-        """Create (or refresh) the namespace's groups; return the cgroup.procs files to join."""
+        """Create the namespace's groups (once per process); return the cgroup.procs files."""
+        prepared = self._prepared.get(key)
+        if prepared is None or not all(os.path.exists(p) for p in prepared):
+            prepared = self._prepared[key] = self._create(key)
+        return prepared
+
+    def _create(self, key: str) -> list[str]:
         if self.mode == "v1":
             memory = self.root / "memory" / _GROUP / key
             pids = self.root / "pids" / _GROUP / key

@@ -56,7 +56,13 @@ async def run_captured(
     output_limit: int,
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
+    kill_group_on_exit: bool = False,
 ) -> ExecOutput:
+    """Run ``argv`` in a new session; on timeout kill its whole process group.
+
+    ``kill_group_on_exit`` also kills the group after a normal exit, for unsandboxed runs whose
+    background children would otherwise survive (a sandbox's pid namespace dies with it).
+    """
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         *argv,
@@ -83,10 +89,13 @@ async def run_captured(
     except TimeoutError:
         timed_out = True
     finally:
-        # Whatever happened, nothing this call started may outlive it.
-        _kill_group(proc.pid)
+        # Kill while the leader is still unreaped, so its pid (the group id) cannot have been
+        # reused by an unrelated process.
         if proc.returncode is None:
+            _kill_group(proc.pid)
             await proc.wait()
+        elif kill_group_on_exit:
+            _kill_group(proc.pid)
     _done, pending = await asyncio.wait(tasks, timeout=_DRAIN_GRACE_S)
     for task in pending:
         task.cancel()

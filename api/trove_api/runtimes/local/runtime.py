@@ -49,6 +49,7 @@ class SandboxUnavailableError(TroveError):
 class _LocalFile:
     fd: int
     stat: FileStat
+    closed: bool = False
 
     async def iter_bytes(self, start: int, end: int) -> AsyncIterator[bytes]:
         position = start
@@ -60,8 +61,11 @@ class _LocalFile:
             yield chunk
 
     async def aclose(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        # Idempotent: closing an fd number twice could close a file another thread just opened.
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
 
 
 class LocalRuntime:
@@ -246,12 +250,12 @@ class LocalRuntime:
             output_limit=spec.output_limit,
             env=env,
             cwd=str(view),
+            kill_group_on_exit=True,
         )
 
     # -- files ----------------------------------------------------------------------------
 
     async def write(self, ns: NamespaceRef, rel: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
-        await self.provision(ns)
         owner = fs.Owner(self._uid(ns))
         real = await asyncio.to_thread(fs.resolve, self._dir(ns), rel)
         head, last = fs.split(real)
