@@ -3,13 +3,16 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := $(PYTHON) -m uv
+endif
 export TROVE_HOST ?= 127.0.0.1
 export TROVE_PORT ?= 8080
 export TROVE_DATA_DIR ?= ./.trove
 export TROVE_RUNTIME ?= local
 
-.PHONY: help run test lint bench deps dev-deps system-deps lock clean
+.PHONY: help run test lint bench deps dev-deps system-deps lock clean uv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -21,10 +24,11 @@ system-deps:  ## install bubblewrap (apt, when missing and root)
 	  else echo "bubblewrap (bwrap) is missing: install it, or run with TROVE_SANDBOX=none" >&2; fi; \
 	fi
 
-$(UV):
-	$(PYTHON) -m pip install --quiet --user uv 2>/dev/null || $(PYTHON) -m pip install --quiet uv
+uv:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
+	  || $(PYTHON) -m pip install --quiet --user --break-system-packages uv
 
-$(VENV)/.deps: requirements/main.txt pyproject.toml | $(UV)
+$(VENV)/.deps: requirements/main.txt pyproject.toml | uv
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
 	$(UV) pip install --quiet --python $(PY) --require-hashes -r requirements/main.txt
 	$(UV) pip install --quiet --python $(PY) --no-deps -e .

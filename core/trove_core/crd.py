@@ -1,5 +1,8 @@
 """The TroveNamespace custom resource's coordinates and the label keys shared by API and operator."""
 
+import hashlib
+import re
+from dataclasses import dataclass
 from typing import Final
 
 GROUP: Final = "trove.dev"
@@ -11,3 +14,41 @@ SHORT_NAME: Final = "tns"
 LABEL_NAMESPACE: Final = "trove.dev/namespace"
 LABEL_WORKSPACE: Final = "trove.dev/workspace"
 LABEL_COMPONENT: Final = "trove.dev/component"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_APP_NAME: Final = "app.kubernetes.io/name"
+ANNOTATION_LAST_ACTIVITY: Final = "trove.dev/last-activity"
+FINALIZER: Final = "trove.dev/cleanup"
+
+# Object names are DNS-1123 labels (≤ 63). Children append at most ``-netpol`` (7), so the
+# parent name stays within 63 - 7 = 56: a readable prefix of at most 40 characters, a dash
+# and a 12-hex-digit hash of (workspace, namespace).
+_PREFIX_MAX: Final = 40
+_HASH_CHARS: Final = 12
+_UNSAFE = re.compile(r"[^a-z0-9-]+")
+
+
+def object_name(workspace_id: str, namespace: str) -> str:
+    """The TroveNamespace object name for (workspace, namespace): deterministic and DNS-1123 safe.
+
+    The readable prefix is the lowercased, sanitised namespace; the hash covers both parts
+    exactly, so ``Alice`` and ``alice`` (or two workspaces' ``alice``) never collide.
+    """
+    prefix = _UNSAFE.sub("-", namespace.lower()).strip("-")[:_PREFIX_MAX].strip("-") or "ns"
+    if not prefix[0].isalpha():
+        prefix = "ns-" + prefix
+        prefix = prefix[:_PREFIX_MAX].strip("-")
+    digest = hashlib.sha256(f"{workspace_id}\x00{namespace}".encode()).hexdigest()[:_HASH_CHARS]
+    return f"{prefix}-{digest}"
+
+
+@dataclass(frozen=True)
+class ChildNames:
+    """Names of the objects the operator makes for one TroveNamespace."""
+
+    pod: str
+    pvc: str
+    network_policy: str
+
+
+def child_names(name: str) -> ChildNames:
+    return ChildNames(pod=f"{name}-pod", pvc=f"{name}-data", network_policy=f"{name}-netpol")

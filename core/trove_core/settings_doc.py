@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from pydantic_core import PydanticUndefined
 
 from trove_core.settings import Settings
@@ -25,7 +28,18 @@ def settings_table() -> str:
     return "\n".join(rows)
 
 
+def refresh(readme: Path) -> None:
+    """Replace the table between the markers in ``readme``."""
+    text = readme.read_text()
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{BEGIN}\n{settings_table()}\n{END}{tail}")
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--write":
+        refresh(Path(sys.argv[2]))
+        return
     print(BEGIN)
     print(settings_table())
     print(END)

@@ -1,0 +1,1 @@
+"""Foundation benchmarks: each figure is printed beside a raw baseline measured in the same run."""

@@ -1,0 +1,80 @@
+"""The raw baseline for execs: the exact argv the local runtime spawns, built by its own code."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import ServerProcess
+from trove_api.runtimes.local.runtime import LocalRuntime, _cgroup_key
+from trove_api.services.exec import build_script
+from trove_core.runtime import NamespaceRef
+from trove_core.settings import load_settings
+
+
+@dataclass(frozen=True)
+class RawSandbox:
+    argv: list[str]
+    env: dict[str, str]
+    directory: Path
+    uid: int | None
+
+    def run_sync(self) -> float:
+        """Spawn the sandbox once (output captured, like the server does); seconds taken."""
+        started = time.perf_counter()
+        done = subprocess.run(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env=self.env,
+            start_new_session=True,
+            check=False,
+        )
+        elapsed = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"raw sandbox exited {done.returncode}: {done.stderr.decode(errors='replace')}")
+        return elapsed
+
+    async def run_async(self) -> float:
+        started = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.env,
+            start_new_session=True,
+        )
+        _out, err = await proc.communicate()
+        elapsed = time.perf_counter() - started
+        if proc.returncode != 0:
+            raise RuntimeError(f"raw sandbox exited {proc.returncode}: {err.decode(errors='replace')}")
+        return elapsed
+
+
+def raw_sandbox(server: ServerProcess, namespace: str, command: str) -> RawSandbox:
+    """The sandbox the server would spawn for ``command`` in ``namespace`` (which must exist).
+
+    The runtime is built from the same settings as the server (same TROVE_* environment, same
+    data dir), so limits, network and the namespace directory match. Constructing it sweeps
+    the staging directory: call this only while no upload is in flight on ``server``.
+    """
+    settings = load_settings(data_dir=server.data_dir)
+    runtime = LocalRuntime.from_settings(settings)
+    if not runtime.sandbox:
+        raise RuntimeError("TROVE_SANDBOX=none: there is no sandbox to compare against")
+    probe = NamespaceRef(server.workspace_id, namespace)
+    directory = runtime._dir(probe)
+    if not directory.is_dir():
+        raise RuntimeError(f"namespace {namespace!r} has not been provisioned yet ({directory})")
+    # The server chowns the namespace directory to the namespace's uid (uid_base + its number).
+    ref = NamespaceRef(server.workspace_id, namespace, directory.stat().st_uid)
+    cgroup_procs = runtime.cgroups.prepare(_cgroup_key(ref))
+    argv = runtime._argv(str(directory), runtime._uid(ref), cgroup_procs, build_script(command))
+    # The same environment run_captured hands the sandbox chain.
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    return RawSandbox(argv=argv, env=env, directory=directory, uid=runtime._uid(ref))

@@ -1,0 +1,118 @@
+"""The local runtime's command-line builders: what the sandbox can see, and the order of the chain."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from trove_api.runtimes.local.runtime import LocalRuntime
+from trove_api.runtimes.local.sandbox import (
+    SANDBOX_ROOT,
+    Limits,
+    build_bwrap_argv,
+    build_drop_privileges,
+    build_limits_wrapper,
+    build_shell,
+)
+
+NS_ROOT = "/srv/trove/namespaces/ws-1/agent"
+SYSTEM_DIRS = {"/usr", "/etc"}
+_BIND_OPTS = {"--bind", "--ro-bind", "--dev-bind", "--bind-try", "--ro-bind-try", "--dev-bind-try"}
+
+
+def _binds(argv: list[str]) -> list[tuple[str, str, str]]:
+    """(option, host source, sandbox destination) for every bind in a bwrap argv."""
+    found = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg in _BIND_OPTS:
+            found.append((arg, argv[i + 1], argv[i + 2]))
+    return found
+
+
+@pytest.mark.parametrize("network", [True, False])
+def test_only_the_namespace_and_read_only_system_dirs_are_bound(network: bool) -> None:
+    argv = build_bwrap_argv(NS_ROOT, network=network)
+    binds = _binds(argv)
+    writable = [(src, dst) for opt, src, dst in binds if opt != "--ro-bind"]
+    assert writable == [(NS_ROOT, SANDBOX_ROOT)]
+    for opt, src, dst in binds:
+        if opt == "--ro-bind":
+            assert src in SYSTEM_DIRS and dst == src
+    assert not any(opt.startswith("--dev-bind") for opt, _, _ in binds)
+
+
+def test_namespaces_are_unshared_and_children_die_with_the_sandbox() -> None:
+    argv = build_bwrap_argv(NS_ROOT, network=False)
+    assert argv[0] == "bwrap"
+    for flag in ("--unshare-all", "--die-with-parent", "--new-session", "--clearenv"):
+        assert flag in argv
+    assert argv[-1] == "--"
+    assert argv[argv.index("--proc") + 1] == "/proc"
+    assert argv[argv.index("--tmpfs") + 1] == "/tmp"
+    assert argv[argv.index("--chdir") + 1] == "/"
+
+
+def test_network_flag_is_honoured() -> None:
+    assert "--share-net" in build_bwrap_argv(NS_ROOT, network=True)
+    assert "--share-net" not in build_bwrap_argv(NS_ROOT, network=False)
+
+
+def test_environment_is_clean() -> None:
+    argv = build_bwrap_argv(NS_ROOT, network=True)
+    env = {argv[i + 1]: argv[i + 2] for i, arg in enumerate(argv) if arg == "--setenv"}
+    assert env["HOME"] == SANDBOX_ROOT
+    assert set(env) == {"HOME", "PATH", "LANG", "TERM", "USER"}
+    assert NS_ROOT not in " ".join(env.values())
+    assert argv.index("--clearenv") < argv.index("--setenv")
+
+
+def test_drop_privileges() -> None:
+    assert build_drop_privileges(None) == []
+    argv = build_drop_privileges(200_007)
+    assert argv[0] == "setpriv"
+    assert "--reuid=200007" in argv and "--regid=200007" in argv
+    assert "--clear-groups" in argv
+    assert "--inh-caps=-all" in argv
+    assert argv[-1] == "--"
+
+
+def test_limits_wrapper_sets_the_limits() -> None:
+    limits = Limits(cpu_seconds=7, file_bytes=1024 * 1024, processes=33, address_space_bytes=512 * 1024 * 1024)
+    argv = build_limits_wrapper([], limits) + ["/bin/sh", "-c", "ulimit -t; ulimit -f; ulimit -p; ulimit -v"]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["7", "2048", "33", str(512 * 1024)]
+
+
+def test_limits_wrapper_refuses_to_run_when_a_step_fails() -> None:
+    limits = Limits(cpu_seconds=7, file_bytes=1024, processes=33, address_space_bytes=None)
+    argv = build_limits_wrapper(["/nonexistent/dir/cgroup.procs"], limits) + ["/bin/echo", "ran"]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert result.returncode == 125
+    assert "ran" not in result.stdout
+
+
+def test_limits_wrapper_quotes_cgroup_paths() -> None:
+    argv = build_limits_wrapper(["/sys/fs/cgroup/x y;rm -rf/cgroup.procs"], Limits(1, 1024, 8, None))
+    assert "'/sys/fs/cgroup/x y;rm -rf/cgroup.procs'" in argv[2]
+
+
+def test_shell() -> None:
+    assert build_shell("echo hi") == ["/bin/bash", "--noprofile", "--norc", "-c", "echo hi"]
+
+
+def test_runtime_chain_drops_privileges_before_bubblewrap() -> None:
+    runtime = LocalRuntime.__new__(LocalRuntime)
+    runtime.network = False
+    runtime.limits = Limits(cpu_seconds=60, file_bytes=1024, processes=64, address_space_bytes=None)
+    argv = runtime._argv(NS_ROOT, 200_003, ["/sys/fs/cgroup/pids/trove/k/cgroup.procs"], "echo hi")
+    assert argv[:2] == ["/bin/sh", "-c"]  # limits and cgroups first, inherited by everything below
+    setpriv, bwrap, bash = argv.index("setpriv"), argv.index("bwrap"), argv.index("/bin/bash")
+    assert setpriv < bwrap < bash
+    assert "--reuid=200003" in argv[setpriv:bwrap]
+    assert argv[-1] == "echo hi"
+    assert "--share-net" not in argv
+    host_paths = [src for _, src, _ in _binds(argv[bwrap:])]
+    assert set(host_paths) <= SYSTEM_DIRS | {NS_ROOT}
