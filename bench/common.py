@@ -175,6 +175,14 @@ def proc_status_kb(pid: int, field_name: str) -> int:
     raise KeyError(field_name)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    with open(f"/proc/{pid}/stat") as handle:
+        # The command name (field 2) may hold spaces; count fields after its closing parenthesis.
+        fields = handle.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def reset_peak_rss(pid: int) -> bool:
     """Reset VmHWM to the current RSS (``5`` > clear_refs, Linux ≥ 4.0); False if not allowed."""
     try:

@@ -22,6 +22,7 @@ class RawSandbox:
     env: dict[str, str]
     directory: Path
     uid: int | None
+    pids_current: list[Path]
 
     def run_sync(self) -> float:
         """Spawn the sandbox once (output captured, like the server does); seconds taken."""
@@ -36,8 +37,23 @@ class RawSandbox:
         )
         elapsed = time.perf_counter() - started
         if done.returncode != 0:
-            raise RuntimeError(f"raw sandbox exited {done.returncode}: {done.stderr.decode(errors='replace')}")
+            raise RuntimeError(
+                f"raw sandbox exited {done.returncode}: {done.stderr.decode(errors='replace')}"
+            )
         return elapsed
+
+    def settle(self, timeout_s: float = 5.0) -> None:
+        """Wait until the namespace's sandboxes from earlier runs are gone (their pids are freed).
+
+        50 sandboxes hold ~150 of the namespace's process slots and die asynchronously, so a
+        round started at once after another can find the cap full.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            counts = [int(p.read_text()) for p in self.pids_current if p.exists()]
+            if not any(counts):
+                return
+            time.sleep(0.01)
 
     async def run_async(self) -> float:
         started = time.perf_counter()
@@ -77,4 +93,5 @@ def raw_sandbox(server: ServerProcess, namespace: str, command: str) -> RawSandb
     argv = runtime._argv(str(directory), runtime._uid(ref), cgroup_procs, build_script(command))
     # The same environment run_captured hands the sandbox chain.
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    return RawSandbox(argv=argv, env=env, directory=directory, uid=runtime._uid(ref))
+    pids_current = [Path(procs).parent / "pids.current" for procs in cgroup_procs]
+    return RawSandbox(argv, env, directory, runtime._uid(ref), [p for p in pids_current if p.exists()])

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.s3 import S3Server, start_s3
 from tests.support.server import LiveServer, start_server
 
 
@@ -20,3 +21,10 @@ def server() -> Iterator[LiveServer]:
 def namespace() -> str:
     """A fresh namespace name per test, so tests never see each other's files."""
     return "t-" + secrets.token_hex(6)
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """A real S3 server (SeaweedFS) on loopback with real credentials; started on first use."""
+    with start_s3() as live:
+        yield live

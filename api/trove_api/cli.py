@@ -93,6 +93,30 @@ def bootstrap(settings: Settings, name: str) -> int:
     return 0
 
 
+def snapshot_jobs(settings: Settings, job: str, day: str | None, force: bool) -> int:
+    """Run the daily snapshot or prune job now (for the day given, default: the due one)."""
+    import asyncio
+    from datetime import UTC, date, datetime
+
+    async def run() -> int:
+        ctx = AppContext.open(settings)
+        try:
+            jobs = ctx.snapshot_jobs
+            when = date.fromisoformat(day) if day else jobs.period(datetime.now(UTC))
+            if job == "run-daily":
+                report = await jobs.run_daily(when, force=force)
+            else:
+                report = await jobs.prune(when, force=force)
+        finally:
+            await ctx.aclose()
+        print(report.summary())
+        for snapshot_id in report.created + report.deleted:
+            print(snapshot_id)
+        return 1 if report.failed else 0
+
+    return asyncio.run(run())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trove-server", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--data-dir", type=Path)
     boot = sub.add_parser("bootstrap", help="create a workspace with an admin and a workspace key")
     boot.add_argument("--name", default="default")
+    snaps = sub.add_parser("snapshots", help="daily auto snapshots and pruning, now")
+    snaps.add_argument("job", choices=["run-daily", "prune"])
+    snaps.add_argument("--day", help="the day to run for, YYYY-MM-DD (default: the one due now)")
+    snaps.add_argument("--force", action="store_true", help="run even if that day's run finished")
     args = parser.parse_args(argv)
     overrides = {
         key: value
@@ -115,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "serve":
         return serve(settings)
+    if args.command == "snapshots":
+        return snapshot_jobs(settings, args.job, args.day, args.force)
     return bootstrap(settings, args.name)
 
 

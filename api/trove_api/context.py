@@ -5,14 +5,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from trove_api.events.dispatcher import Dispatcher
+from trove_api.events.hub import EventHub
 from trove_api.metrics import Metrics
 from trove_api.runtimes import make_runtime
+from trove_api.services.device_login import DeviceLoginService
+from trove_api.services.event_feed import EventFeedService
 from trove_api.services.events import EventEmitter
 from trove_api.services.exec import ExecService
 from trove_api.services.files import FileService
 from trove_api.services.keys import KeyService
+from trove_api.services.namespace_locks import NamespaceLocks
 from trove_api.services.namespaces import NamespaceService
+from trove_api.services.ratelimit import RateLimiter
+from trove_api.services.snapshot_jobs import SnapshotJobs
+from trove_api.services.snapshots import SnapshotService
+from trove_api.services.webhooks import WebhookService
 from trove_api.stores.db import Database
+from trove_api.stores.snapshots import SnapshotStore, make_snapshot_store
 from trove_core.runtime import Runtime
 from trove_core.settings import Settings
 
@@ -28,6 +38,16 @@ class AppContext:
     files: FileService
     execs: ExecService
     keys: KeyService
+    hub: EventHub
+    dispatcher: Dispatcher
+    event_feed: EventFeedService
+    webhooks: WebhookService
+    device_login: DeviceLoginService
+    device_start_limit: RateLimiter
+    device_form_limit: RateLimiter
+    snapshot_store: SnapshotStore
+    snapshots: SnapshotService
+    snapshot_jobs: SnapshotJobs
 
     @classmethod
     def open(cls, settings: Settings, runtime: Runtime | None = None) -> AppContext:
@@ -38,6 +58,11 @@ class AppContext:
         runtime = runtime or make_runtime(settings)
         emitter = EventEmitter(db)
         namespaces = NamespaceService(db, runtime, settings.sandbox_uid_base)
+        locks = NamespaceLocks()
+        snapshot_store = make_snapshot_store(settings)
+        snapshot_service = SnapshotService(db, runtime, snapshot_store, namespaces, emitter, locks)
+        hub = EventHub(db, poll_interval=settings.events_poll_interval_s)
+        dispatcher = Dispatcher(db, settings)
         return cls(
             settings=settings,
             db=db,
@@ -51,6 +76,7 @@ class AppContext:
                 emitter,
                 write_max_bytes=settings.write_max_bytes,
                 upload_max_bytes=settings.upload_max_bytes,
+                locks=locks,
             ),
             execs=ExecService(
                 runtime,
@@ -58,12 +84,42 @@ class AppContext:
                 emitter,
                 timeout_s=settings.exec_timeout_s,
                 output_limit=settings.exec_output_bytes,
+                locks=locks,
             ),
             keys=KeyService(db),
+            hub=hub,
+            dispatcher=dispatcher,
+            event_feed=EventFeedService(db, hub, keepalive_s=settings.sse_keepalive_s),
+            webhooks=WebhookService(db, dispatcher),
+            device_login=DeviceLoginService(
+                db, ttl_s=settings.device_code_ttl_s, interval_s=settings.device_poll_interval_s
+            ),
+            device_start_limit=RateLimiter(settings.device_start_rate),
+            device_form_limit=RateLimiter(settings.device_form_rate),
+            snapshot_store=snapshot_store,
+            snapshots=snapshot_service,
+            snapshot_jobs=SnapshotJobs(
+                db,
+                snapshot_service,
+                retention_days=settings.snapshot_retention_days,
+                daily_hour=settings.snapshot_daily_hour,
+                interval_s=settings.snapshot_job_interval_s,
+                enabled=settings.snapshot_daily,
+            ),
         )
 
+    async def start(self) -> None:
+        """Start the background tasks: the SSE event hub, the webhook dispatcher, daily snapshots."""
+        await self.hub.start()
+        await self.dispatcher.start(run_worker=self.settings.webhook_dispatch)
+        self.snapshot_jobs.start()
+
     async def aclose(self) -> None:
+        await self.snapshot_jobs.stop()
+        await self.dispatcher.aclose()
+        await self.hub.aclose()
         await self.runtime.aclose()
+        await self.snapshot_store.aclose()
         self.db.dispose()
 
 

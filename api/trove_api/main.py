@@ -12,8 +12,8 @@ from fastapi import FastAPI
 from trove_api import problems
 from trove_api.context import AppContext
 from trove_api.middleware import RequestContextMiddleware
+from trove_api.routers import device, events, files, identity, ops, snapshots, webhooks
 from trove_api.routers import exec as exec_router
-from trove_api.routers import files, identity, ops
 from trove_core.settings import Settings
 
 DESCRIPTION = """\
@@ -37,6 +37,7 @@ def create_app(settings: Settings, context: AppContext | None = None) -> FastAPI
         )
         ctx = context or AppContext.open(settings)
         app.state.ctx = ctx
+        await ctx.start()
         try:
             yield
         finally:
@@ -52,7 +53,11 @@ def create_app(settings: Settings, context: AppContext | None = None) -> FastAPI
     problems.install(app)
     app.include_router(exec_router.router)
     app.include_router(files.router)
+    app.include_router(snapshots.router)
     app.include_router(identity.router)
     app.include_router(ops.router)
+    app.include_router(events.router)
+    app.include_router(webhooks.router)
+    app.include_router(device.router)
     app.add_middleware(RequestContextMiddleware, json_body_max_bytes=settings.json_body_max_bytes)
     return app

@@ -91,6 +91,10 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, TroveError):
+        # FastAPI turns any error raised while it reads a body into "400 error parsing the
+        # body"; the body cap (middleware) raises PayloadTooLargeError there, which must stay 413.
+        return await _trove_error(request, exc.__cause__)
     code = {404: "route_not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     detail = str(exc.detail)
     if exc.status_code == 404:

@@ -7,7 +7,8 @@
     │   ├── NamespaceRequiredError (400 namespace_required)
     │   ├── NotADirectoryError_ (400 not_a_directory)
     │   ├── IsADirectoryError_ (400 is_a_directory)
-    │   └── RootDeleteRefusedError (400 root_delete_refused)
+    │   ├── RootDeleteRefusedError (400 root_delete_refused)
+    │   └── DeviceCodeInvalidError (400 device_code_invalid)
     ├── UnauthenticatedError (401 unauthenticated)
     ├── ForbiddenError (403 forbidden)
     │   ├── AdminKeyOnFilesystemError (403 admin_key_on_filesystem)
@@ -16,14 +17,19 @@
     │   └── WorkspaceForbiddenError (403 workspace_forbidden)
     ├── NotFoundError (404 not_found)
     │   ├── PathNotFoundError (404 path_not_found)
-    │   └── KeyNotFoundError (404 key_not_found)
+    │   ├── KeyNotFoundError (404 key_not_found)
+    │   ├── WebhookNotFoundError (404 webhook_not_found)
+    │   ├── DeliveryNotFoundError (404 delivery_not_found)
+    │   └── SnapshotNotFoundError (404 snapshot_not_found)
     ├── ExecTimeoutError (408 exec_timeout)
     ├── PayloadTooLargeError (413 payload_too_large)
     ├── RangeNotSatisfiableError (416 range_not_satisfiable)
     ├── InvalidRequestError (422 invalid_request)
+    │   └── SnapshotCorruptError (422 snapshot_corrupt)
     ├── RateLimitedError (429 rate_limited)
     ├── StorageFullError (507 storage_full)
     └── UnavailableError (503 unavailable)
+        └── SnapshotStoreUnavailableError (503 snapshot_store_unavailable)
 
 Codes are wire strings: add new ones, never rename.
 """
@@ -90,6 +96,11 @@ class RootDeleteRefusedError(BadRequestError):
     title = "The namespace root cannot be deleted"
 
 
+class DeviceCodeInvalidError(BadRequestError):
+    code = "device_code_invalid"
+    title = "Unknown, expired or used login code"
+
+
 class UnauthenticatedError(TroveError):
     status = 401
     code = "unauthenticated"
@@ -138,6 +149,21 @@ class KeyNotFoundError(NotFoundError):
     title = "Key not found"
 
 
+class WebhookNotFoundError(NotFoundError):
+    code = "webhook_not_found"
+    title = "Webhook not found"
+
+
+class DeliveryNotFoundError(NotFoundError):
+    code = "delivery_not_found"
+    title = "Webhook delivery not found"
+
+
+class SnapshotNotFoundError(NotFoundError):
+    code = "snapshot_not_found"
+    title = "Snapshot not found"
+
+
 class ExecTimeoutError(TroveError):
     status = 408
     code = "exec_timeout"
@@ -162,6 +188,13 @@ class InvalidRequestError(TroveError):
     title = "Invalid request"
 
 
+class SnapshotCorruptError(InvalidRequestError):
+    """A stored tarball that fails its checksum or holds a member a restore must refuse."""
+
+    code = "snapshot_corrupt"
+    title = "Snapshot cannot be restored"
+
+
 class RateLimitedError(TroveError):
     status = 429
     code = "rate_limited"
@@ -178,3 +211,8 @@ class StorageFullError(TroveError):
     status = 507
     code = "storage_full"
     title = "Insufficient storage"
+
+
+class SnapshotStoreUnavailableError(UnavailableError):
+    code = "snapshot_store_unavailable"
+    title = "Snapshot store unavailable"

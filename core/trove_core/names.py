@@ -18,6 +18,7 @@ EVENT_PREFIX: Final = "evt"
 SNAPSHOT_PREFIX: Final = "snap"
 AUTO_SNAPSHOT_PREFIX: Final = "auto"
 WEBHOOK_PREFIX: Final = "wh"
+DELIVERY_PREFIX: Final = "dlv"
 
 WORKSPACE_KEY_PREFIX: Final = "trove-sk-"
 ADMIN_KEY_PREFIX: Final = "trove-sk-admin-"

@@ -23,7 +23,12 @@ def normalize(raw: str) -> str:
     """Return the namespace-relative form of ``raw`` ("" is the namespace root)."""
     if "\x00" in raw:
         raise PathRejectedError("Path rejected: it contains a NUL byte")
-    if len(raw.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+    try:
+        encoded = raw.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (JSON can carry "\ud800") names no file and cannot be echoed back.
+        raise PathRejectedError("Path rejected: it is not valid Unicode (lone surrogate)") from None
+    if len(encoded) > MAX_PATH_BYTES:
         raise PathRejectedError(f"Path rejected: longer than {MAX_PATH_BYTES} bytes")
     parts = [p for p in raw.split("/") if p not in ("", ".")]
     if ".." in parts:
@@ -31,7 +36,7 @@ def normalize(raw: str) -> str:
     if parts and parts[0] == DISPLAY_ROOT:
         parts = parts[1:]
     for part in parts:
-        if len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
+        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
             raise PathRejectedError(f"Path rejected: a component is longer than {MAX_COMPONENT_BYTES} bytes")
     return "/".join(parts)
 
@@ -39,6 +44,12 @@ def normalize(raw: str) -> str:
 def display(rel: str) -> str:
     """The form every response uses: ``workspace/<rel>`` (``workspace/`` for the root)."""
     return f"{DISPLAY_ROOT}/{rel}" if rel else f"{DISPLAY_ROOT}/"
+
+
+def printable(name: str) -> str:
+    """``name`` as valid UTF-8 for a response: bytes a command wrote that are not UTF-8 (held
+    as surrogate escapes) become U+FFFD instead of breaking the JSON encoder."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def basename(rel: str) -> str:

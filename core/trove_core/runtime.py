@@ -96,6 +96,24 @@ class Runtime(Protocol):
         """Remove a file or a whole directory tree (``PathNotFoundError`` if missing)."""
         ...
 
+    def export_tar(self, ns: NamespaceRef) -> AsyncIterator[bytes]:
+        """Stream the namespace root as a gzip-compressed tar (never whole in memory or on disk).
+
+        Holds regular files, directories, symlinks (as links) and hard links; other file types
+        are skipped. A namespace with no storage yet exports as an empty archive.
+        """
+        ...
+
+    async def import_tar(self, ns: NamespaceRef, chunks: AsyncIterator[bytes]) -> int:
+        """Replace the namespace's contents with the streamed gzip tar; return regular files restored.
+
+        All or nothing: members are checked (``trove_core.archive``) and extracted into a new
+        directory that replaces the namespace only after the stream ended cleanly; any failure
+        (``SnapshotCorruptError`` for a bad or unsafe tarball, errors raised by ``chunks``,
+        ``StorageFullError``) leaves the namespace exactly as it was.
+        """
+        ...
+
     def path_aliases(self, ns: NamespaceRef) -> Sequence[str]:
         """Absolute paths that name the namespace root in command output (rewritten to ``workspace``)."""
         ...

@@ -66,11 +66,120 @@ class Settings(BaseSettings):
         True, description="Create a first workspace and keys when the database has none."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    k8s_namespace: str = Field(
+        "default", description="Kubernetes namespace of the TroveNamespace objects and sandbox pods."
+    )
+    k8s_sandbox_image: str = Field(
+        "trove-sandbox:0.1.0", description="Sandbox pod image (kubernetes runtime)."
+    )
+    k8s_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="Pull policy of the sandbox image."
+    )
+    k8s_storage_size: str = Field("1Gi", description="PVC size of a new namespace (a Kubernetes quantity).")
+    k8s_storage_class: str | None = Field(None, description="StorageClass of new PVCs (unset: the default).")
+    k8s_cpu_request: str = Field("50m", description="Sandbox pod CPU request.")
+    k8s_cpu_limit: str = Field("1", description="Sandbox pod CPU limit.")
+    k8s_memory_request: str = Field("64Mi", description="Sandbox pod memory request.")
+    k8s_memory_limit: str = Field("1Gi", description="Sandbox pod memory limit.")
+    k8s_ready_timeout_s: float = Field(
+        20.0, gt=0, lt=30, description="How long a call waits for a namespace's pod to be Ready before 503."
+    )
+    k8s_idle_suspend_s: int = Field(
+        3600, ge=0, description="Suspend a namespace's pod after this long idle (PVC kept); 0 never."
+    )
+    k8s_channel_idle_s: float = Field(
+        300.0, gt=0, description="Close a pod's warm exec channel after this long unused."
+    )
+    k8s_kubeconfig: Path | None = Field(
+        None, description="Kubeconfig file (default: $KUBECONFIG or ~/.kube/config; unused in-cluster)."
+    )
+    k8s_in_cluster: bool | None = Field(
+        None, description="Use the pod's service account (default: detect from the environment)."
+    )
+    public_base_url: str | None = Field(
+        None,
+        description="Externally visible base URL for device-login links (default: the request's own).",
+    )
+    webhook_allow_private: bool = Field(
+        False,
+        description="Allow webhook deliveries to private, loopback and link-local addresses (tests, dev).",
+    )
+    webhook_timeout_s: float = Field(
+        10.0, gt=0, lt=30, description="Timeout of one webhook delivery attempt (and of /test), seconds."
+    )
+    webhook_max_attempts: int = Field(
+        8, ge=1, le=50, description="Attempts per webhook delivery before it is marked failed."
+    )
+    webhook_backoff_base_s: float = Field(
+        5.0, gt=0, description="First retry delay of a webhook delivery; doubles per attempt, with jitter."
+    )
+    webhook_backoff_max_s: float = Field(
+        3600.0, gt=0, description="Longest delay between webhook attempts (also caps Retry-After)."
+    )
+    webhook_poll_interval_s: float = Field(
+        1.0, gt=0, description="How often the dispatcher looks for due deliveries without a wake-up."
+    )
+    webhook_concurrency: int = Field(16, ge=1, le=256, description="Webhook deliveries in flight at once.")
+    webhook_dispatch: bool = Field(
+        True, description="Run the webhook dispatcher in this process (turn off on API-only replicas)."
+    )
+    sse_keepalive_s: float = Field(15.0, gt=0, description="Seconds between SSE keep-alive comments.")
+    events_poll_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often the event hub checks the log for events written by other processes.",
+    )
+    device_code_ttl_s: int = Field(600, ge=30, description="Lifetime of a device-login code, seconds.")
+    device_poll_interval_s: int = Field(
+        2, ge=1, description="Poll interval the device-login flow advertises to the CLI, seconds."
+    )
+    device_start_rate: int = Field(
+        10, ge=1, description="Device-login flows one client IP may start per minute."
+    )
+    device_form_rate: int = Field(
+        20, ge=1, description="Approval-form submissions one client IP may make per minute."
+    )
+
+    snapshot_store: Literal["directory", "s3"] = Field(
+        "directory",
+        description="Where snapshot tarballs live: a directory (default) or an S3-compatible bucket.",
+    )
+    snapshot_dir: Path | None = Field(
+        None, description="Directory of the `directory` snapshot store (default: <data dir>/snapshots)."
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint URL (MinIO, SeaweedFS, …); unset means AWS S3 itself."
+    )
+    s3_bucket: str | None = Field(None, description="S3 bucket for snapshots (required for the s3 store).")
+    s3_access_key_id: str | None = Field(
+        None, description="S3 access key id (unset: boto3's default credential chain)."
+    )
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret access key.")
+    s3_region: str = Field("us-east-1", description="S3 region.")
+    s3_prefix: str = Field("snapshots/", description="Key prefix for snapshot objects in the bucket.")
+    s3_create_bucket: bool = Field(True, description="Create the bucket on first use when it is missing.")
+    s3_part_size_mb: int = Field(
+        8, ge=5, le=512, description="Multipart upload part size (MiB); bounds memory per snapshot."
+    )
+    snapshot_retention_days: int = Field(
+        30, ge=1, description="Automatic (`auto-`) snapshots older than this are pruned; `snap-` never."
+    )
+    snapshot_daily: bool = Field(
+        True, description="Take daily `auto-` snapshots of changed namespaces and prune old ones."
+    )
+    snapshot_daily_hour: int = Field(
+        3, ge=0, le=23, description="UTC hour from which the daily snapshot and prune jobs run."
+    )
+    snapshot_job_interval_s: float = Field(
+        300.0, gt=0, description="How often the server checks whether the daily jobs are due, seconds."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.write_max_bytes > self.json_body_max_bytes:
             raise ValueError("write_max_bytes must not exceed json_body_max_bytes")
+        if self.snapshot_store == "s3" and not self.s3_bucket:
+            raise ValueError("snapshot_store=s3 needs s3_bucket (TROVE_S3_BUCKET)")
         return self
 
     @computed_field  # type: ignore[prop-decorator]

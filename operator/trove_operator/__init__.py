@@ -1,1 +1,5 @@
 """The Trove operator: kopf handlers that give each TroveNamespace a PVC-backed sandbox pod."""
+
+from trove_operator import handlers, lifecycle
+
+__all__ = ["handlers", "lifecycle"]

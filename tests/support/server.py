@@ -57,7 +57,9 @@ def _free_port() -> int:
 @contextmanager
 def start_server(**overrides: Any) -> Iterator[LiveServer]:
     """Start a server with its own data dir; ``overrides`` are Settings fields."""
-    data_dir = overrides.pop("data_dir", None) or make_data_dir()
+    given = overrides.pop("data_dir", None)
+    # A data dir passed in belongs to the caller (e.g. a restart on the same data): keep it.
+    data_dir = given or make_data_dir()
     port = _free_port()
     settings = Settings(data_dir=data_dir, host="127.0.0.1", port=port, **overrides)
     ctx = AppContext.open(settings)
@@ -93,5 +95,5 @@ def start_server(**overrides: Any) -> Iterator[LiveServer]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
-        if os.environ.get("TROVE_TEST_KEEP_DATA") != "1":
+        if given is None and os.environ.get("TROVE_TEST_KEEP_DATA") != "1":
             shutil.rmtree(data_dir, ignore_errors=True)

@@ -51,7 +51,18 @@ def test_bearer_token(header: str, token: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "header", [None, "", "   ", "Bearer", "Bearer ", "Bearer    ", "Basic dXNlcjpwdw==", "trove-sk-x", "Token trove-sk-x"]
+    "header",
+    [
+        None,
+        "",
+        "   ",
+        "Bearer",
+        "Bearer ",
+        "Bearer    ",
+        "Basic dXNlcjpwdw==",
+        "trove-sk-x",
+        "Token trove-sk-x",
+    ],
 )
 def test_bearer_token_refuses(header: str | None) -> None:
     with pytest.raises(UnauthenticatedError) as info:

@@ -37,7 +37,23 @@ def test_valid_names(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["", "x" * 129, "a b", "a/b", "..", ".", "a.b", "ns\n", "\nns", "é", "a\x00", "٣", "ｆｕｌｌ", "a:b", "ns "],
+    [
+        "",
+        "x" * 129,
+        "a b",
+        "a/b",
+        "..",
+        ".",
+        "a.b",
+        "ns\n",
+        "\nns",
+        "é",
+        "a\x00",
+        "٣",
+        "ｆｕｌｌ",
+        "a:b",
+        "ns ",
+    ],
 )
 def test_invalid_names(name: str) -> None:
     assert not is_valid_namespace(name)

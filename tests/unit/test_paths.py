@@ -7,14 +7,25 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from trove_core.errors import PathRejectedError
-from trove_core.paths import MAX_COMPONENT_BYTES, MAX_PATH_BYTES, basename, display, normalize, parent
+from trove_core.paths import (
+    MAX_COMPONENT_BYTES,
+    MAX_PATH_BYTES,
+    basename,
+    display,
+    normalize,
+    parent,
+    printable,
+)
 
 # Path-ish text: mostly separators, dots and the prefix, so the interesting spellings are common.
-_PIECES = st.sampled_from(["/", "//", ".", "..", "...", "workspace", "a", "b c", "é", "\x00", "\\", "%2e", " "])
+_PIECES = st.sampled_from(
+    ["/", "//", ".", "..", "...", "workspace", "a", "b c", "é", "\x00", "\\", "%2e", " ", "\udc80", "\ud800"]
+)
 _PATHS = st.one_of(
     st.lists(_PIECES, max_size=12).map("".join),
     st.lists(_PIECES, max_size=8).map("/".join),
     st.text(max_size=300),
+    st.text(st.characters(exclude_categories=()), max_size=50),  # lone surrogates included
 )
 
 
@@ -46,7 +57,18 @@ def test_normalize_examples(raw: str, rel: str) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["..", "../x", "a/../b", "a/..", "/..", "workspace/../etc", "workspace/a/../../b", "a/\x00", "\x00", "a\x00b"],
+    [
+        "..",
+        "../x",
+        "a/../b",
+        "a/..",
+        "/..",
+        "workspace/../etc",
+        "workspace/a/../../b",
+        "a/\x00",
+        "\x00",
+        "a\x00b",
+    ],
 )
 def test_normalize_rejects_traversal_and_nul(raw: str) -> None:
     with pytest.raises(PathRejectedError) as info:
@@ -104,3 +126,9 @@ def test_basename_parent() -> None:
     assert basename("top") == "top"
     assert parent("a/b/c.txt") == "a/b"
     assert parent("top") == ""
+
+
+def test_printable() -> None:
+    assert printable("plain/é") == "plain/é"
+    assert printable("d/\udcff\udcfebad") == "d/\ufffd\ufffdbad"
+    printable("\udc80").encode("utf-8")

@@ -33,7 +33,8 @@ def test_parse_range(header: str | None, size: int, expected: ByteRange | None) 
 
 
 @pytest.mark.parametrize(
-    ("header", "size"), [("bytes=10-", 10), ("bytes=10-20", 10), ("bytes=5-2", 10), ("bytes=-0", 10), ("bytes=0-", 0)]
+    ("header", "size"),
+    [("bytes=10-", 10), ("bytes=10-20", 10), ("bytes=5-2", 10), ("bytes=-0", 10), ("bytes=0-", 0)],
 )
 def test_unsatisfiable(header: str, size: int) -> None:
     with pytest.raises(RangeNotSatisfiableError) as info:

@@ -80,7 +80,9 @@ def test_drop_privileges() -> None:
 
 
 def test_limits_wrapper_sets_the_limits() -> None:
-    limits = Limits(cpu_seconds=7, file_bytes=1024 * 1024, processes=33, address_space_bytes=512 * 1024 * 1024)
+    limits = Limits(
+        cpu_seconds=7, file_bytes=1024 * 1024, processes=33, address_space_bytes=512 * 1024 * 1024
+    )
     argv = build_limits_wrapper([], limits) + ["/bin/sh", "-c", "ulimit -t; ulimit -f; ulimit -p; ulimit -v"]
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
     assert out == ["7", "2048", "33", str(512 * 1024)]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
 
-from trove_api.stores.tables import events
+from trove_api.stores.db import flag_commit
+from trove_api.stores.tables import events, webhook_deliveries, webhooks
 from trove_core.clock import next_after, now_ts
-from trove_core.names import EVENT_PREFIX, new_id
+from trove_core.names import DELIVERY_PREFIX, EVENT_PREFIX, new_id
 from trove_core.wire import API_VERSION
 
 
@@ -21,6 +23,9 @@ class Actor:
 
 
 SYSTEM = Actor(key_id=None, key_name="system")
+# Commit topics (``Database.listen``): the event hub wakes on the first, the dispatcher on the second.
+EVENTS_TOPIC = "events"
+DELIVERIES_TOPIC = "webhook_deliveries"
 
 
 def record(
@@ -31,12 +36,15 @@ def record(
     type_: str,
     actor: Actor,
     data: dict[str, Any],
+    fan_out: bool = True,
 ) -> dict[str, Any]:
-    """Insert one event and return its envelope.
+    """Insert one event, queue its webhook deliveries, and return its envelope.
 
     ``created_at`` is strictly increasing per workspace (clients use it as an exclusive
     cursor); ``Database.write`` serialises writers, so reading the latest and inserting after
-    it cannot interleave with another writer.
+    it cannot interleave with another writer. The deliveries are rows in the same
+    transaction, so an event that commits is delivered at least once and one that rolls back
+    never is. ``fan_out=False`` is for ``webhook.test``, which goes to one hook directly.
     """
     latest = conn.execute(
         select(func.max(events.c.created_at)).where(events.c.workspace_id == workspace_id)
@@ -55,6 +63,11 @@ def record(
             data=json.dumps(data, separators=(",", ":"), ensure_ascii=False),
         )
     )
+    flag_commit(conn, EVENTS_TOPIC)
+    if fan_out and enqueue_deliveries(
+        conn, workspace_id=workspace_id, namespace=namespace, type_=type_, event_id=event_id
+    ):
+        flag_commit(conn, DELIVERIES_TOPIC)
     return envelope(
         event_id=event_id,
         type_=type_,
@@ -64,6 +77,56 @@ def record(
         actor=actor,
         data=data,
     )
+
+
+def hook_matches(
+    hook_events: list[str], hook_namespace: str | None, type_: str, namespace: str | None
+) -> bool:
+    """A hook takes an event when it names its type (or ``*``) and, if filtered, its namespace."""
+    if hook_namespace is not None and hook_namespace != namespace:
+        return False
+    return "*" in hook_events or type_ in hook_events
+
+
+def enqueue_deliveries(
+    conn: Connection, *, workspace_id: str, namespace: str | None, type_: str, event_id: str
+) -> int:
+    """Queue one pending delivery per matching live webhook; returns how many."""
+    hooks = conn.execute(
+        select(webhooks.c.id, webhooks.c.events, webhooks.c.namespace).where(
+            webhooks.c.workspace_id == workspace_id,
+            webhooks.c.deleted_at.is_(None),
+            webhooks.c.enabled.is_(True),
+        )
+    ).all()
+    rows = [
+        new_delivery_row(webhook_id=hook.id, event_id=event_id, workspace_id=workspace_id)
+        for hook in hooks
+        if hook_matches(json.loads(hook.events), hook.namespace, type_, namespace)
+    ]
+    if rows:
+        conn.execute(insert(webhook_deliveries), rows)
+    return len(rows)
+
+
+def new_delivery_row(
+    *, webhook_id: str, event_id: str, workspace_id: str, claimed_until: float | None = None
+) -> dict[str, Any]:
+    stamp = now_ts()
+    return {
+        "id": new_id(DELIVERY_PREFIX, 24),
+        "webhook_id": webhook_id,
+        "event_id": event_id,
+        "workspace_id": workspace_id,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": time.time(),
+        "claimed_until": claimed_until,
+        "last_status_code": None,
+        "last_error": None,
+        "created_at": stamp,
+        "updated_at": stamp,
+    }
 
 
 def envelope(
@@ -86,3 +149,16 @@ def envelope(
         "actor": {"key_id": actor.key_id, "key_name": actor.key_name},
         "data": data,
     }
+
+
+def envelope_from_row(row: Any) -> dict[str, Any]:
+    """The envelope of a stored ``events`` row."""
+    return envelope(
+        event_id=row["id"],
+        type_=row["type"],
+        workspace_id=row["workspace_id"],
+        namespace=row["namespace"],
+        created_at=row["created_at"],
+        actor=Actor(key_id=row["actor_key_id"], key_name=row["actor_key_name"]),
+        data=json.loads(row["data"]),
+    )

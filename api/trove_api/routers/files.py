@@ -67,16 +67,14 @@ async def upload_file(path: str, request: Request, call: FsCallDep, ctx: Context
     return FileResult(path=written.path, size_bytes=written.size_bytes)
 
 
-@router.api_route(
-    "/files/{path:path}",
-    methods=["GET", "HEAD"],
-    response_class=StreamingResponse,
-    responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes."},
-        206: {"content": {"application/octet-stream": {}}, "description": "The requested range."},
-        **problems(400, 401, 403, 404, 416),
-    },
-)
+_DOWNLOAD_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes."},
+    206: {"content": {"application/octet-stream": {}}, "description": "The requested range."},
+    **problems(400, 401, 403, 404, 416),
+}
+
+
+@router.get("/files/{path:path}", response_class=StreamingResponse, responses=_DOWNLOAD_RESPONSES)
 async def download_file(path: str, request: Request, call: FsCallDep, ctx: ContextDep) -> Response:
     """Raw bytes (at most 100 MiB; `X-Trove-Size` is the full size, `X-Trove-Truncated` 1 if cut).
 
@@ -121,6 +119,19 @@ async def download_file(path: str, request: Request, call: FsCallDep, ctx: Conte
     )
 
 
+# HEAD shares the handler; a separate route gives it its own OpenAPI operation id (one route
+# with both methods would emit a duplicate id, and a warning on every /openapi.json).
+router.add_api_route(
+    "/files/{path:path}",
+    download_file,
+    methods=["HEAD"],
+    response_class=StreamingResponse,
+    responses=_DOWNLOAD_RESPONSES,
+    operation_id="head_file",
+    summary="Head File",
+)
+
+
 async def _stream(reader: FileReader, start: int, end: int) -> AsyncIterator[bytes]:
     try:
         async for chunk in reader.iter_bytes(start, end):
@@ -156,8 +167,8 @@ async def list_files(
     return ListResult(
         entries=[
             FileInfo(
-                name=paths.basename(e.rel),
-                path=paths.display(e.rel),
+                name=paths.printable(paths.basename(e.rel)),
+                path=paths.printable(paths.display(e.rel)),
                 is_dir=e.is_dir,
                 size_bytes=None if e.is_dir else e.size,
                 modified_at=from_ns(e.mtime_ns),

@@ -12,6 +12,10 @@ def make_runtime(settings: Settings) -> Runtime:
         from trove_api.runtimes.local.runtime import LocalRuntime
 
         return LocalRuntime.from_settings(settings)
+    if settings.runtime == "kubernetes":
+        from trove_api.runtimes.kubernetes.runtime import KubernetesRuntime
+
+        return KubernetesRuntime.from_settings(settings)
     raise TroveError(
         f"Runtime {settings.runtime!r} is not available in this build yet; use TROVE_RUNTIME=local"
     )

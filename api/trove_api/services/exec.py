@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from trove_api.events import types
 from trove_api.services.auth import Caller
 from trove_api.services.events import EventEmitter
+from trove_api.services.namespace_locks import NamespaceLocks
 from trove_api.services.namespaces import NamespaceService
 from trove_core.errors import ExecTimeoutError
 from trove_core.runtime import ExecOutput, ExecSpec, Runtime
@@ -55,10 +56,13 @@ class ExecService:
         *,
         timeout_s: float,
         output_limit: int,
+        locks: NamespaceLocks | None = None,
     ) -> None:
         self.runtime = runtime
         self.namespaces = namespaces
         self.emitter = emitter
+        # Shared with other execs and writes; a snapshot restore takes it exclusively.
+        self.locks = locks or NamespaceLocks()
         self.timeout_s = timeout_s
         self.output_limit = output_limit
 
@@ -70,7 +74,8 @@ class ExecService:
             timeout_s=self.timeout_s,
             output_limit=self.output_limit,
         )
-        output = await self.runtime.exec(ns, spec)
+        async with self.locks.shared(caller.workspace_id, namespace):
+            output = await self.runtime.exec(ns, spec)
         result = self._render(output, self.runtime.path_aliases(ns))
         await self.emitter.emit(
             workspace_id=caller.workspace_id,

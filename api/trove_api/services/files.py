@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from trove_api.events import types
 from trove_api.services.auth import Caller
 from trove_api.services.events import EventEmitter
+from trove_api.services.namespace_locks import NamespaceLocks
 from trove_api.services.namespaces import NamespaceService
 from trove_core import paths
 from trove_core.errors import (
@@ -43,10 +44,13 @@ class FileService:
         *,
         write_max_bytes: int,
         upload_max_bytes: int,
+        locks: NamespaceLocks | None = None,
     ) -> None:
         self.runtime = runtime
         self.namespaces = namespaces
         self.emitter = emitter
+        # Shared with execs and other writes; a snapshot restore takes it exclusively.
+        self.locks = locks or NamespaceLocks()
         self.write_max_bytes = write_max_bytes
         self.upload_max_bytes = upload_max_bytes
 
@@ -87,7 +91,8 @@ class FileService:
     ) -> Written:
         rel = _file_path(raw_path)
         ns = await self.namespaces.ensure(caller.workspace_id, namespace, caller.actor)
-        size = await self.runtime.write(ns, rel, chunks, max_bytes)
+        async with self.locks.shared(caller.workspace_id, namespace):
+            size = await self.runtime.write(ns, rel, chunks, max_bytes)
         shown = paths.display(rel)
         await self.emitter.emit(
             workspace_id=caller.workspace_id,
@@ -146,7 +151,8 @@ class FileService:
         ns = await self.namespaces.find(caller.workspace_id, namespace)
         if ns is None:
             raise PathNotFoundError(f"Path not found: {paths.display(rel)}")
-        await self.runtime.delete(ns, rel)
+        async with self.locks.shared(caller.workspace_id, namespace):
+            await self.runtime.delete(ns, rel)
         shown = paths.display(rel)
         await self.emitter.emit(
             workspace_id=caller.workspace_id,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_TOPICS = "trove.commit_topics"
 
 
 class Database:
@@ -28,11 +30,28 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self._write_lock = threading.Lock()
+        self._listeners: dict[str, list[Callable[[], None]]] = {}
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         with self._write_lock, self.engine.begin() as connection:
-            yield connection
+            connection.info.pop(_TOPICS, None)
+            try:
+                yield connection
+            finally:
+                topics: set[str] = connection.info.pop(_TOPICS, set())
+            # Committed: only now may waiters (event hub, webhook dispatcher) read the rows.
+        for topic in topics:
+            for callback in list(self._listeners.get(topic, ())):
+                callback()
+
+    def listen(self, topic: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the writer's thread) after each commit that flagged ``topic``."""
+        self._listeners.setdefault(topic, []).append(callback)
+
+    def unlisten(self, topic: str, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.get(topic, []).remove(callback)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -49,6 +68,11 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def flag_commit(connection: Connection, topic: str) -> None:
+    """Tell ``topic``'s listeners once the transaction ``connection`` is in commits."""
+    connection.info.setdefault(_TOPICS, set()).add(topic)
 
 
 def make_engine(url: str) -> Engine:

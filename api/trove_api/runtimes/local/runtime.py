@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from trove_api.runtimes.local import fs
+from trove_api.runtimes.local import fs, tarball
 from trove_api.runtimes.local.cgroups import Cgroups
 from trove_api.runtimes.local.process import run_captured
 from trove_api.runtimes.local.sandbox import (
@@ -37,7 +37,9 @@ from trove_core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_READ_CHUNK = 256 * 1024
+# One thread hop per chunk: 1 MiB keeps that overhead small (curl downloads ran ~1.4x faster
+# than with 256 KiB) while a stream still holds only about one chunk in memory.
+_READ_CHUNK = 1024 * 1024
 
 
 class SandboxUnavailableError(TroveError):
@@ -223,15 +225,21 @@ class LocalRuntime:
         if not self.sandbox:
             # Unsandboxed: run beside the namespace dir, which is visible as workspace/.
             return await self._exec_unsandboxed(ns, spec)
-        cgroup_procs = await asyncio.to_thread(self.cgroups.prepare, _cgroup_key(ns))
+        cgroup_procs, leaf = await asyncio.to_thread(self.cgroups.prepare_exec, _cgroup_key(ns))
         argv = self._argv(str(directory), self._uid(ns), cgroup_procs, spec.script)
-        return await run_captured(
-            argv,
-            stdin=spec.stdin,
-            timeout_s=spec.timeout_s,
-            output_limit=spec.output_limit,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-        )
+        try:
+            return await run_captured(
+                argv,
+                stdin=spec.stdin,
+                timeout_s=spec.timeout_s,
+                output_limit=spec.output_limit,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            )
+        finally:
+            # Nothing an exec started may outlive it: its sandbox's pid namespace may still be
+            # tearing down when bwrap reports the exit.
+            if leaf is not None:
+                await asyncio.to_thread(self.cgroups.reap, leaf)
 
     async def _exec_unsandboxed(self, ns: NamespaceRef, spec: ExecSpec) -> ExecOutput:
         # The namespace directory is named after the namespace; expose it as workspace/ via a
@@ -392,6 +400,15 @@ class LocalRuntime:
             fs.remove(root_fd, real)
         finally:
             os.close(root_fd)
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    def export_tar(self, ns: NamespaceRef) -> AsyncIterator[bytes]:
+        return tarball.export_tar(self._dir(ns))
+
+    async def import_tar(self, ns: NamespaceRef, chunks: AsyncIterator[bytes]) -> int:
+        await self.provision(ns)
+        return await tarball.import_tar(self.staging, self._dir(ns), self._uid(ns), chunks)
 
     async def aclose(self) -> None:
         return None

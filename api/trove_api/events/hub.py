@@ -1,0 +1,167 @@
+"""The event hub: one poller per process fans new events out to every SSE subscriber.
+
+Subscribers never query the database on their own while they keep up: the hub reads new
+rows once (woken right after each local commit, and every ``poll_interval`` for events
+other processes wrote) into a bounded buffer and wakes everyone waiting. A subscriber that
+fell behind the buffer, or resumes from an old ``Last-Event-ID``, catches up from the
+database in chunks and then follows the buffer again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+
+from trove_api.events import feed
+from trove_api.events.log import EVENTS_TOPIC, envelope_from_row
+from trove_api.stores.db import Database
+from trove_api.stores.tables import events
+
+log = logging.getLogger(__name__)
+
+BUFFER_SIZE = 4096
+CATCH_UP_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Buffered:
+    seq: int
+    event: dict[str, Any]
+
+
+class EventHub:
+    def __init__(self, db: Database, *, poll_interval: float) -> None:
+        self.db = db
+        self.poll_interval = poll_interval
+        self._buffer: deque[Buffered] = deque(maxlen=BUFFER_SIZE)
+        # The buffer holds every event with floor < seq <= head.
+        self._floor = 0
+        self._head = 0
+        self._changed = asyncio.Condition()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def head(self) -> int:
+        return self._head
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._head = self._floor = await asyncio.to_thread(self._max_seq)
+        self.db.listen(EVENTS_TOPIC, self._poke)
+        self._task = asyncio.create_task(self._run(), name="trove-event-hub")
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self.db.unlisten(EVENTS_TOPIC, self._poke)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _poke(self) -> None:
+        # Called from the writer's thread after its commit.
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._wake.set)
+
+    def _max_seq(self) -> int:
+        with self.db.read() as conn:
+            return int(conn.execute(select(func.max(events.c.seq))).scalar_one_or_none() or 0)
+
+    def _fetch_new(self, after: int) -> list[Buffered]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(events).where(events.c.seq > after).order_by(events.c.seq.asc()).limit(CATCH_UP_CHUNK)
+            ).mappings()
+            return [Buffered(int(row["seq"]), envelope_from_row(row)) for row in rows]
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            self._wake.clear()
+            try:
+                await self._pull()
+            except Exception:  # the next tick is the retry
+                log.exception("event hub poll failed")
+
+    async def _pull(self) -> None:
+        while True:
+            fresh = await asyncio.to_thread(self._fetch_new, self._head)
+            if not fresh:
+                return
+            for item in fresh:
+                if len(self._buffer) == self._buffer.maxlen:
+                    self._floor = self._buffer[0].seq
+                self._buffer.append(item)
+            self._head = fresh[-1].seq
+            async with self._changed:
+                self._changed.notify_all()
+            if len(fresh) < CATCH_UP_CHUNK:
+                return
+
+    async def follow(
+        self, scope: feed.Scope, *, after: int | None, keepalive: float
+    ) -> AsyncIterator[dict[str, Any] | None]:
+        """Events visible to ``scope`` after log position ``after`` (None: from now), forever.
+
+        Yields None every ``keepalive`` seconds without an event, so the caller can ping.
+        """
+        cursor = self._head if after is None else after
+        while not self._closed:
+            if cursor < self._floor:
+                # Everything up to this floor was committed before the query below starts.
+                floor = self._floor
+                chunk = await asyncio.to_thread(self._catch_up, scope, cursor)
+                for seq, event in chunk:
+                    cursor = seq
+                    yield event
+                if len(chunk) < CATCH_UP_CHUNK:
+                    cursor = max(cursor, floor)
+                continue
+            pending = self._newer_than(cursor)
+            if pending:
+                for item in pending:
+                    cursor = item.seq
+                    if scope.admits(item.event["namespace"], item.event["type"]):
+                        yield item.event
+                continue
+            if not await self._wait_past(cursor, keepalive):
+                yield None
+
+    def _newer_than(self, cursor: int) -> list[Buffered]:
+        # Scan from the newest end: a subscriber that keeps up touches only the new items.
+        found: list[Buffered] = []
+        for item in reversed(self._buffer):
+            if item.seq <= cursor:
+                break
+            found.append(item)
+        found.reverse()
+        return found
+
+    def _catch_up(self, scope: feed.Scope, cursor: int) -> list[tuple[int, dict[str, Any]]]:
+        with self.db.read() as conn:
+            return feed.after_seq(conn, scope, cursor, CATCH_UP_CHUNK)
+
+    async def _wait_past(self, cursor: int, wait_s: float) -> bool:
+        async with self._changed:
+            try:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self._head > cursor or self._closed), wait_s
+                )
+            except TimeoutError:
+                return False
+        return True

@@ -1,0 +1,120 @@
+"""CLI login: POST /v1/auth/device/start|poll (no auth), approve/deny (admin), the /cli page."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
+
+from trove_api.deps import CallerDep, ContextDep
+from trove_api.routers import device_page
+from trove_api.schemas.common import problems
+from trove_api.schemas.device import (
+    DeviceApproved,
+    DeviceDecision,
+    DeviceDenied,
+    DevicePoll,
+    DevicePollRequest,
+    DeviceStart,
+)
+from trove_api.services.auth import authenticate
+from trove_core.errors import TroveError
+
+router = APIRouter(tags=["device login"])
+FORM_MAX_BYTES = 8192
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _base_url(request: Request, ctx: ContextDep) -> str:
+    return (ctx.settings.public_base_url or str(request.base_url)).rstrip("/")
+
+
+@router.post("/v1/auth/device/start", response_model=DeviceStart, responses=problems(429))
+async def start_device_login(request: Request, ctx: ContextDep) -> DeviceStart:
+    """Start a browser login for the CLI (no auth, no body). Rate limited per client address."""
+    ctx.device_start_limit.hit(_client(request), what="login attempts")
+    started = await asyncio.to_thread(ctx.device_login.start, _client(request))
+    page = f"{_base_url(request, ctx)}/cli"
+    return DeviceStart(
+        device_code=started.device_code,
+        user_code=started.user_code,
+        verification_uri=page,
+        verification_uri_complete=f"{page}?code={quote(started.user_code)}",
+        interval=started.interval,
+        expires_in=started.expires_in,
+    )
+
+
+@router.post("/v1/auth/device/poll", response_model=DevicePoll, response_model_exclude_none=True)
+async def poll_device_login(body: DevicePollRequest, ctx: ContextDep) -> DevicePoll:
+    """200 with a status for every state; the key comes in exactly one `approved` answer. Never limited."""
+    answer = await asyncio.to_thread(ctx.device_login.poll, body.device_code)
+    return DevicePoll.model_validate(answer)
+
+
+@router.post("/v1/auth/device/approve", response_model=DeviceApproved, responses=problems(400, 401, 403, 429))
+async def approve_device_login(
+    request: Request, body: DeviceDecision, caller: CallerDep, ctx: ContextDep
+) -> DeviceApproved:
+    """Approve a waiting login (admin key): mints a workspace key, optionally locked to `namespace`."""
+    ctx.device_form_limit.hit(_client(request), what="approval attempts")
+    minted = await asyncio.to_thread(
+        ctx.device_login.approve, caller, body.user_code, namespace=body.namespace, name=body.name
+    )
+    return DeviceApproved(
+        status="approved",
+        key_id=minted.record.key_id,
+        workspace_id=caller.workspace_id,
+        namespace=minted.record.namespace,
+    )
+
+
+@router.post("/v1/auth/device/deny", response_model=DeviceDenied, responses=problems(400, 401, 403, 429))
+async def deny_device_login(
+    request: Request, body: DeviceDecision, caller: CallerDep, ctx: ContextDep
+) -> DeviceDenied:
+    """Deny a waiting login (admin key); the CLI's next poll says `denied`."""
+    ctx.device_form_limit.hit(_client(request), what="approval attempts")
+    await asyncio.to_thread(ctx.device_login.deny, caller, body.user_code)
+    return DeviceDenied(status="denied")
+
+
+@router.get("/cli", response_class=HTMLResponse, include_in_schema=False)
+async def approval_page(code: Annotated[str, Query(max_length=32)] = "") -> HTMLResponse:
+    """The page `verification_uri_complete` points at: confirm the code, paste an admin key."""
+    return HTMLResponse(device_page.approval_form(code), headers=device_page.SECURITY_HEADERS)
+
+
+@router.post("/cli", response_class=HTMLResponse, include_in_schema=False)
+async def submit_approval(request: Request, ctx: ContextDep) -> HTMLResponse:
+    """The form's target: approve or deny with the pasted admin key (rate limited per client)."""
+    raw = await request.body()
+    fields = {k: v[0] for k, v in parse_qs(raw[:FORM_MAX_BYTES].decode("utf-8", "replace")).items()}
+    code = fields.get("user_code", "")[:32]
+    try:
+        ctx.device_form_limit.hit(_client(request), what="approval attempts")
+        caller = await asyncio.to_thread(authenticate, ctx.db, f"Bearer {fields.get('api_key', '').strip()}")
+        if fields.get("action") == "deny":
+            await asyncio.to_thread(ctx.device_login.deny, caller, code)
+            html = device_page.denied(code)
+        else:
+            minted = await asyncio.to_thread(
+                ctx.device_login.approve,
+                caller,
+                code,
+                namespace=fields.get("namespace"),
+                name=fields.get("name"),
+            )
+            html = device_page.approved(code, caller.workspace_id, minted.record.namespace)
+    except TroveError as exc:
+        headers = dict(device_page.SECURITY_HEADERS)
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
+        return HTMLResponse(device_page.approval_form(code, error=exc.detail), exc.status, headers=headers)
+    return HTMLResponse(html, headers=device_page.SECURITY_HEADERS)

@@ -1,0 +1,338 @@
+"""The client half of the warm channel: framed, id-tagged requests to trove-agent over any byte pipe.
+
+The agent (``images/sandbox/trove_agent.py``) speaks 9-byte ``>IIB`` headers (payload length,
+request id, type) in both directions. One ``AgentSession`` multiplexes any number of
+concurrent commands and transfers; the transport (a pod exec websocket, or a local pipe in
+tests) only moves bytes. If the transport drops, every open request fails with
+``ChannelLostError`` and the owner reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from trove_core.errors import (
+    IsADirectoryError_,
+    NotADirectoryError_,
+    PathNotFoundError,
+    PathRejectedError,
+    PayloadTooLargeError,
+    RootDeleteRefusedError,
+    StorageFullError,
+    TroveError,
+    UnavailableError,
+)
+from trove_core.paths import display
+from trove_core.runtime import ExecOutput, ExecSpec, FileStat
+
+HEADER = struct.Struct(">IIB")
+OPEN, DATA, EOF, CANCEL, STDOUT, STDERR, RESULT, HELLO = 1, 2, 3, 4, 5, 6, 7, 8
+FRAME_BYTES = 256 * 1024
+READ_WINDOW = 4 * 1024 * 1024
+EXPORT_WINDOW = 8 * 1024 * 1024
+EXPORT_ACK_BYTES = 1024 * 1024
+_LOST = -1
+
+Sender = Callable[[bytes], Awaitable[None]]
+
+
+class ChannelLostError(UnavailableError):
+    code = "sandbox_channel_lost"
+    title = "The connection to the sandbox dropped"
+
+
+_ERRORS: dict[str, tuple[type[TroveError], str]] = {
+    "path_not_found": (PathNotFoundError, "Path not found: {}"),
+    "not_a_directory": (NotADirectoryError_, "Not a directory: {}"),
+    "is_a_directory": (IsADirectoryError_, "Is a directory: {}"),
+    "path_rejected": (PathRejectedError, "Path rejected: {} {}"),
+    "storage_full": (StorageFullError, "No space left while writing {}"),
+    "payload_too_large": (PayloadTooLargeError, "{} is larger than the limit"),
+    "root_delete_refused": (RootDeleteRefusedError, "Refusing to delete the namespace root ({})"),
+}
+
+
+def agent_error(result: dict[str, Any]) -> TroveError:
+    code = str(result.get("code", "internal"))
+    rel = str(result.get("rel", ""))
+    message = str(result.get("message", ""))
+    if code in _ERRORS:
+        cls, template = _ERRORS[code]
+        return cls(template.format(display(rel), message).strip())
+    return TroveError(f"Sandbox error ({code}) on {display(rel)}: {message}")
+
+
+class Request:
+    def __init__(self, session: AgentSession, rid: int) -> None:
+        self.session = session
+        self.id = rid
+        self.queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
+
+    async def send(self, kind: int, payload: bytes = b"") -> None:
+        await self.session.send_frame(self.id, kind, payload)
+
+    async def send_data(self, data: bytes) -> None:
+        view = memoryview(data)
+        for start in range(0, len(view), FRAME_BYTES):
+            await self.send(DATA, bytes(view[start : start + FRAME_BYTES]))
+
+    async def next(self) -> tuple[int, bytes]:
+        kind, payload = await self.queue.get()
+        if kind == _LOST:
+            raise ChannelLostError("The connection to the sandbox pod dropped; retry the call")
+        return kind, payload
+
+    async def result(self) -> dict[str, Any]:
+        """Skip to the RESULT frame (discarding anything else)."""
+        while True:
+            kind, payload = await self.next()
+            if kind == RESULT:
+                return _json(payload)
+
+    def close(self) -> None:
+        self.session.requests.pop(self.id, None)
+
+
+def _json(payload: bytes) -> dict[str, Any]:
+    value = json.loads(payload)
+    if not isinstance(value, dict):
+        raise TroveError("The sandbox agent sent a malformed reply")
+    return value
+
+
+class AgentSession:
+    """Frame parser + request table over one transport."""
+
+    def __init__(self, sender: Sender) -> None:
+        self._sender = sender
+        self._buffer = bytearray()
+        self._next_id = 1
+        self.requests: dict[int, Request] = {}
+        self.hello: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.closed = False
+        self.last_used = time.monotonic()
+
+    # -- transport side -------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        while len(self._buffer) >= HEADER.size:
+            size, rid, kind = HEADER.unpack_from(self._buffer)
+            end = HEADER.size + size
+            if len(self._buffer) < end:
+                return
+            payload = bytes(self._buffer[HEADER.size : end])
+            del self._buffer[:end]
+            if kind == HELLO and rid == 0:
+                if not self.hello.done():
+                    self.hello.set_result(_json(payload))
+                continue
+            request = self.requests.get(rid)
+            if request is not None:
+                request.queue.put_nowait((kind, payload))
+                if kind == RESULT:
+                    self.requests.pop(rid, None)
+
+    def connection_lost(self) -> None:
+        self.closed = True
+        if not self.hello.done():
+            self.hello.set_exception(ChannelLostError("The sandbox agent did not start"))
+        for request in list(self.requests.values()):
+            request.queue.put_nowait((_LOST, b""))
+        self.requests.clear()
+
+    async def send_frame(self, rid: int, kind: int, payload: bytes = b"") -> None:
+        if self.closed:
+            raise ChannelLostError("The connection to the sandbox pod is closed; retry the call")
+        await self._sender(HEADER.pack(len(payload), rid, kind) + payload)
+
+    # -- requests -------------------------------------------------------------------------
+
+    async def open(self, op: dict[str, Any]) -> Request:
+        if self.closed:
+            raise ChannelLostError("The connection to the sandbox pod is closed; retry the call")
+        self.last_used = time.monotonic()
+        rid = self._next_id
+        self._next_id = (self._next_id % 0xFFFFFFFE) + 1
+        request = Request(self, rid)
+        self.requests[rid] = request
+        await request.send(OPEN, json.dumps(op).encode())
+        return request
+
+    async def call(self, op: dict[str, Any]) -> dict[str, Any]:
+        request = await self.open(op)
+        try:
+            result = await request.result()
+        finally:
+            request.close()
+        if not result.get("ok"):
+            raise agent_error(result)
+        return result
+
+    async def exec(self, spec: ExecSpec, file_bytes: int) -> ExecOutput:
+        request = await self.open(
+            {
+                "op": "exec",
+                "script": spec.script,
+                "timeout": spec.timeout_s,
+                "limit": spec.output_limit,
+                "stdin": spec.stdin is not None,
+                "file_bytes": file_bytes,
+            }
+        )
+        try:
+            if spec.stdin is not None:
+                await request.send_data(spec.stdin)
+                await request.send(EOF)
+            out, err = bytearray(), bytearray()
+            while True:
+                kind, payload = await request.next()
+                if kind == STDOUT:
+                    out += payload
+                elif kind == STDERR:
+                    err += payload
+                elif kind == RESULT:
+                    result = _json(payload)
+                    break
+        except asyncio.CancelledError:
+            with contextlib.suppress(TroveError, OSError):
+                await request.send(CANCEL)
+            raise
+        finally:
+            request.close()
+        if not result.get("ok"):
+            raise agent_error(result)
+        return ExecOutput(
+            exit_code=int(result["exit_code"]),
+            stdout=bytes(out),
+            stderr=bytes(err),
+            stdout_truncated=bool(result["stdout_truncated"]),
+            stderr_truncated=bool(result["stderr_truncated"]),
+            timed_out=bool(result["timed_out"]),
+            duration_ms=int(result["duration_ms"]),
+        )
+
+    async def write(self, rel: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
+        request = await self.open({"op": "write", "path": rel, "max_bytes": max_bytes})
+        size = 0
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    await request.send(CANCEL)
+                    await request.result()
+                    raise PayloadTooLargeError(
+                        f"{display(rel)} is larger than the limit of {max_bytes} bytes"
+                    )
+                # An early answer (e.g. a rejected path) ends the upload at once.
+                if not request.queue.empty():
+                    break
+                await request.send_data(chunk)
+            else:
+                await request.send(EOF)
+            result = await request.result()
+        except BaseException:
+            if not self.closed and request.id in self.requests:
+                with contextlib.suppress(TroveError, OSError):
+                    await request.send(CANCEL)
+            raise
+        finally:
+            request.close()
+        if not result.get("ok"):
+            raise agent_error(result)
+        return int(result["size"])
+
+    async def list(
+        self, rel: str, *, recursive: bool, max_entries: int, max_depth: int
+    ) -> tuple[list[FileStat], bool]:
+        result = await self.call(
+            {
+                "op": "list",
+                "path": rel,
+                "recursive": recursive,
+                "max_entries": max_entries,
+                "max_depth": max_depth,
+            }
+        )
+        entries = [
+            FileStat(rel=str(e[0]), is_dir=bool(e[1]), size=int(e[2]), mtime_ns=int(e[3]))
+            for e in result["entries"]
+        ]
+        return entries, bool(result["truncated"])
+
+    async def delete(self, rel: str) -> None:
+        await self.call({"op": "delete", "path": rel})
+
+    async def export_tar(self) -> AsyncIterator[bytes]:
+        """The namespace as a gzip tar, acknowledged as consumed so the pod never runs ahead."""
+        request = await self.open({"op": "export", "window": EXPORT_WINDOW})
+        consumed = acknowledged = 0
+        finished = False
+        try:
+            while True:
+                kind, payload = await request.next()
+                if kind == DATA:
+                    yield payload
+                    consumed += len(payload)
+                    if consumed - acknowledged >= EXPORT_ACK_BYTES:
+                        await request.send(DATA, str(consumed).encode())
+                        acknowledged = consumed
+                elif kind == RESULT:
+                    finished = True
+                    result = _json(payload)
+                    if not result.get("ok"):
+                        raise agent_error(result)
+                    return
+        finally:
+            if not finished and not self.closed:
+                with contextlib.suppress(TroveError, OSError):
+                    await request.send(CANCEL)
+            request.close()
+
+    async def open_file(self, rel: str) -> AgentFile:
+        result = await self.call({"op": "open", "path": rel})
+        stat = FileStat(rel=rel, is_dir=False, size=int(result["size"]), mtime_ns=int(result["mtime_ns"]))
+        return AgentFile(self, int(result["handle"]), stat)
+
+
+class AgentFile:
+    """A file the agent holds open; bytes are pulled in bounded windows, so memory stays flat."""
+
+    def __init__(self, session: AgentSession, handle: int, stat: FileStat) -> None:
+        self.session = session
+        self.handle = handle
+        self.stat = stat
+
+    async def iter_bytes(self, start: int, end: int) -> AsyncIterator[bytes]:
+        position = start
+        while position < end:
+            window_end = min(end, position + READ_WINDOW)
+            request = await self.session.open(
+                {"op": "pread", "handle": self.handle, "start": position, "end": window_end}
+            )
+            try:
+                while True:
+                    kind, payload = await request.next()
+                    if kind == DATA:
+                        position += len(payload)
+                        yield payload
+                    elif kind == RESULT:
+                        result = _json(payload)
+                        if not result.get("ok"):
+                            raise agent_error(result)
+                        break
+            finally:
+                request.close()
+            if position < window_end:
+                return  # the file shrank
+
+    async def aclose(self) -> None:
+        if not self.session.closed:
+            with contextlib.suppress(TroveError):
+                await self.session.call({"op": "close", "handle": self.handle})

@@ -1,0 +1,122 @@
+"""TroveNamespace objects from the API's side: create on first use, wake when suspended, wait for Ready."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from trove_api.runtimes.kubernetes.kubeapi import KubeApi, Manifest
+from trove_core.crd import (
+    ANNOTATION_LAST_ACTIVITY,
+    GROUP,
+    KIND,
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    VERSION,
+    object_name,
+)
+from trove_core.errors import UnavailableError
+from trove_core.runtime import NamespaceRef
+from trove_core.settings import Settings
+
+
+class SandboxNotReadyError(UnavailableError):
+    code = "sandbox_not_ready"
+    title = "The namespace's sandbox is not ready yet"
+
+
+def build_tns(settings: Settings, ns: NamespaceRef) -> Manifest:
+    """The object the API creates for a namespace; the operator fills in the rest."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {
+            "name": object_name(ns.workspace_id, ns.name),
+            "labels": {LABEL_MANAGED_BY: "trove-api", LABEL_COMPONENT: "namespace"},
+        },
+        "spec": {
+            "workspaceId": ns.workspace_id,
+            "namespace": ns.name,
+            "image": settings.k8s_sandbox_image,
+            "imagePullPolicy": settings.k8s_image_pull_policy,
+            "storage": {"size": settings.k8s_storage_size}
+            | ({"storageClassName": settings.k8s_storage_class} if settings.k8s_storage_class else {}),
+            "resources": {
+                "requests": {"cpu": settings.k8s_cpu_request, "memory": settings.k8s_memory_request},
+                "limits": {"cpu": settings.k8s_cpu_limit, "memory": settings.k8s_memory_limit},
+            },
+            "egress": "all" if settings.sandbox_network == "on" else "none",
+            "suspended": False,
+            "idleSuspendSeconds": settings.k8s_idle_suspend_s,
+        },
+    }
+
+
+def ready_pod(obj: Manifest) -> str | None:
+    """The pod name if the object reports Ready for its current generation."""
+    status: dict[str, Any] = obj.get("status") or {}
+    generation = (obj.get("metadata") or {}).get("generation")
+    if status.get("phase") != "Ready" or not status.get("pod"):
+        return None
+    if generation is not None and status.get("observedGeneration", 0) < generation:
+        return None
+    return str(status["pod"])
+
+
+class NamespaceControl:
+    def __init__(self, api: KubeApi, settings: Settings) -> None:
+        self.api = api
+        self.settings = settings
+
+    async def ensure(self, ns: NamespaceRef) -> Manifest:
+        name = object_name(ns.workspace_id, ns.name)
+        existing = await self.api.get_tns(name)
+        if existing is not None:
+            return existing
+        return await self.api.create_tns(build_tns(self.settings, ns))
+
+    async def wait_ready(self, ns: NamespaceRef) -> str:
+        """Create, wake and watch until the pod is Ready; 503 + Retry-After past the deadline."""
+        deadline = time.monotonic() + self.settings.k8s_ready_timeout_s
+        name = object_name(ns.workspace_id, ns.name)
+        obj = await self.ensure(ns)
+        if (obj.get("spec") or {}).get("suspended"):
+            obj = await self.api.patch_tns(name, {"spec": {"suspended": False}}) or obj
+        pod = ready_pod(obj)
+        while pod is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._not_ready(obj)
+            version = str((obj.get("metadata") or {}).get("resourceVersion", "0"))
+            try:
+                async with asyncio.timeout(remaining):
+                    async for event in self.api.watch_tns(name, version, remaining):
+                        if event.get("type") == "DELETED":
+                            obj = await self.ensure(ns)
+                            break
+                        if event.get("type") in ("ADDED", "MODIFIED"):
+                            obj = event["object"]
+                            pod = ready_pod(obj)
+                            if pod is not None:
+                                break
+                    else:
+                        # The server ended the watch early (or 410 Gone): read afresh and re-watch.
+                        obj = await self.api.get_tns(name) or await self.ensure(ns)
+                        pod = ready_pod(obj)
+            except TimeoutError:
+                raise self._not_ready(obj) from None
+        return pod
+
+    def _not_ready(self, obj: Manifest) -> SandboxNotReadyError:
+        status = obj.get("status") or {}
+        phase = status.get("phase") or "Pending"
+        reason = status.get("message") or "the operator has not reported on it yet"
+        return SandboxNotReadyError(
+            f"The namespace's sandbox is not ready after {self.settings.k8s_ready_timeout_s:g}s "
+            f"(phase {phase}: {reason}); retry shortly",
+            retry_after=5 if phase != "Failed" else 30,
+        )
+
+    async def touch(self, name: str, stamp: str) -> None:
+        await self.api.patch_tns(name, {"metadata": {"annotations": {ANNOTATION_LAST_ACTIVITY: stamp}}})

@@ -1,0 +1,202 @@
+"""KubernetesRuntime: a TroveNamespace per namespace; exec and files over a warm channel per pod."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+
+from trove_api.runtimes.kubernetes.channel import AgentFile, AgentSession, ChannelLostError
+from trove_api.runtimes.kubernetes.kubeapi import KubeApi, PodGoneError, load_configuration
+from trove_api.runtimes.kubernetes.namespaces import NamespaceControl
+from trove_api.runtimes.kubernetes.podexec import AgentMissingError, WarmChannel, fresh_exec
+from trove_core.crd import object_name
+from trove_core.errors import TroveError, UnavailableError
+from trove_core.runtime import ExecOutput, ExecSpec, FileStat, NamespaceRef
+from trove_core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ACTIVITY_FLUSH_S = 60.0
+
+
+class SnapshotRestoreUnsupportedError(TroveError):
+    status = 501
+    code = "not_implemented"
+    title = "Not implemented on this runtime"
+
+
+AGENT_RECHECK_S = 300.0
+
+
+class KubernetesRuntime:
+    def __init__(self, settings: Settings, api: KubeApi) -> None:
+        self.settings = settings
+        self.api = api
+        self.control = NamespaceControl(api, settings)
+        self.file_bytes = settings.exec_file_mb * 1024 * 1024
+        self._channels: dict[str, WarmChannel] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        # Pods whose image lacks the agent: exec falls back to fresh streams until this time.
+        self._no_agent: dict[str, tuple[str, float]] = {}
+        self._activity: dict[str, float] = {}
+        self._flushed: dict[str, float] = {}
+        self._housekeeper: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KubernetesRuntime:
+        return cls(settings, KubeApi(load_configuration(settings), settings.k8s_namespace))
+
+    # -- channels -------------------------------------------------------------------------------
+
+    def _touch(self, name: str) -> None:
+        # A dict write only: the annotation is patched later, by the housekeeper.
+        self._activity[name] = time.time()
+        if self._housekeeper is None or self._housekeeper.done():
+            self._housekeeper = asyncio.create_task(self._housekeeping(), name="trove-k8s-housekeeping")
+
+    async def _session(self, ns: NamespaceRef) -> AgentSession:
+        name = object_name(ns.workspace_id, ns.name)
+        self._touch(name)
+        channel = self._channels.get(name)
+        if channel is not None and channel.open:
+            channel.session.last_used = time.monotonic()
+            return channel.session
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            channel = self._channels.get(name)
+            if channel is not None and channel.open:
+                return channel.session
+            for attempt in range(3):
+                pod = await self.control.wait_ready(ns)
+                try:
+                    channel = await WarmChannel.connect(self.api, pod)
+                except PodGoneError:
+                    # Status still named a pod that was just deleted: wait for the new one.
+                    if attempt == 2:
+                        raise
+                    await asyncio.sleep(0.5 * (attempt + 1))
+                    continue
+                except AgentMissingError:
+                    self._no_agent[name] = (pod, time.monotonic() + AGENT_RECHECK_S)
+                    raise
+                self._channels[name] = channel
+                return channel.session
+        raise UnavailableError("The sandbox pod is restarting; retry", retry_after=2)
+
+    # -- Runtime --------------------------------------------------------------------------------
+
+    async def provision(self, ns: NamespaceRef) -> None:
+        await self.control.ensure(ns)
+
+    async def exec(self, ns: NamespaceRef, spec: ExecSpec) -> ExecOutput:
+        name = object_name(ns.workspace_id, ns.name)
+        fallback = self._no_agent.get(name)
+        if fallback is not None and fallback[1] > time.monotonic():
+            self._touch(name)
+            return await fresh_exec(self.api, await self.control.wait_ready(ns), spec)
+        try:
+            session = await self._session(ns)
+        except AgentMissingError:
+            return await fresh_exec(self.api, await self.control.wait_ready(ns), spec)
+        return await session.exec(spec, self.file_bytes)
+
+    async def write(self, ns: NamespaceRef, rel: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
+        session = await self._files(ns)
+        return await session.write(rel, chunks, max_bytes)
+
+    async def open_file(self, ns: NamespaceRef, rel: str) -> AgentFile:
+        try:
+            return await (await self._files(ns)).open_file(rel)
+        except ChannelLostError:  # idempotent: once more on a fresh channel
+            return await (await self._files(ns)).open_file(rel)
+
+    async def list_dir(
+        self, ns: NamespaceRef, rel: str, *, recursive: bool, max_entries: int, max_depth: int
+    ) -> tuple[list[FileStat], bool]:
+        for attempt in (1, 2):
+            session = await self._files(ns)
+            try:
+                return await session.list(
+                    rel, recursive=recursive, max_entries=max_entries, max_depth=max_depth
+                )
+            except ChannelLostError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def delete(self, ns: NamespaceRef, rel: str) -> None:
+        session = await self._files(ns)
+        await session.delete(rel)
+
+    async def _files(self, ns: NamespaceRef) -> AgentSession:
+        try:
+            return await self._session(ns)
+        except AgentMissingError as exc:
+            raise UnavailableError(
+                "File operations need trove-agent in the sandbox image "
+                f"({self.settings.k8s_sandbox_image}); build it from images/sandbox",
+                retry_after=60,
+            ) from exc
+
+    async def export_tar(self, ns: NamespaceRef) -> AsyncIterator[bytes]:
+        for attempt in (1, 2):
+            session = await self._files(ns)
+            try:
+                async for chunk in session.export_tar():
+                    yield chunk
+                return
+            except ChannelLostError:
+                if attempt == 2:
+                    raise
+
+    async def import_tar(self, ns: NamespaceRef, chunks: AsyncIterator[bytes]) -> int:
+        raise SnapshotRestoreUnsupportedError(
+            "Snapshot restore is not available on the kubernetes runtime in this build"
+        )
+
+    def path_aliases(self, ns: NamespaceRef) -> Sequence[str]:
+        # /workspace is the real, stable path inside the pod; no host path is visible there.
+        return []
+
+    # -- housekeeping ---------------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        """Record activity at most once a minute per namespace; close idle channels."""
+        period = min(ACTIVITY_FLUSH_S, self.settings.k8s_channel_idle_s / 2)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self._flush_activity()
+                await self._close_idle()
+            except Exception:  # the next round is the retry
+                log.exception("kubernetes runtime housekeeping failed")
+
+    async def _flush_activity(self) -> None:
+        now = time.time()
+        for name, seen in list(self._activity.items()):
+            if seen <= self._flushed.get(name, 0) or now - self._flushed.get(name, 0) < ACTIVITY_FLUSH_S:
+                continue
+            stamp = dt.datetime.fromtimestamp(seen, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            with contextlib.suppress(UnavailableError):
+                await self.control.touch(name, stamp)
+                self._flushed[name] = now
+
+    async def _close_idle(self) -> None:
+        cutoff = time.monotonic() - self.settings.k8s_channel_idle_s
+        for name, channel in list(self._channels.items()):
+            if not channel.open or (channel.session.last_used < cutoff and not channel.session.requests):
+                self._channels.pop(name, None)
+                await channel.close()
+
+    async def aclose(self) -> None:
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeper
+        await asyncio.gather(*(c.close() for c in self._channels.values()), return_exceptions=True)
+        self._channels.clear()
+        await self.api.aclose()

@@ -1,0 +1,52 @@
+"""``trove-operator``: run the kopf operator with our flags (namespaces, peering, liveness)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+
+import kopf
+
+import trove_operator  # noqa: F401 - registers the handlers
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trove-operator", description=__doc__)
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="Kubernetes namespace to watch (repeatable); default: $TROVE_K8S_NAMESPACE or all",
+    )
+    parser.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    parser.add_argument(
+        "--peering",
+        default=os.environ.get("TROVE_OPERATOR_PEERING", "trove-operator"),
+        help="KopfPeering object shared by replicas (needs crds/kopf-peering.yaml)",
+    )
+    parser.add_argument(
+        "--standalone", action="store_true", help="no peering: only for a single replica or tests"
+    )
+    parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL")
+    parser.add_argument("--verbose", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    namespaces = args.namespace or [n for n in [os.environ.get("TROVE_K8S_NAMESPACE")] if n]
+    clusterwide = args.all_namespaces or not namespaces
+    kopf.run(
+        standalone=args.standalone,
+        peering_name=None if args.standalone else args.peering,
+        clusterwide=clusterwide,
+        namespaces=[] if clusterwide else namespaces,
+        liveness_endpoint=args.liveness or None,
+    )

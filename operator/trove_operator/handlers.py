@@ -1,0 +1,74 @@
+"""Thin kopf handlers: reconcile TroveNamespaces, follow their pods, suspend idle ones."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+import kopf
+
+from trove_core.crd import GROUP, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NAMESPACE, PLURAL, VERSION
+from trove_operator import reconciler
+from trove_operator.kube import Kube
+
+log = logging.getLogger(__name__)
+
+
+def _kube(memo: Any) -> Kube:
+    kube: Kube = memo.kube
+    return kube
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    kube = _kube(memo)
+    manifest = dict(body)
+    try:
+        phase = reconciler.sync(kube, manifest)
+    except reconciler.MalformedSpecError as exc:
+        reconciler.fail_malformed(kube, manifest, exc)
+        raise
+    log.info("reconciled %s/%s: %s", body.meta.namespace, body.meta.name, phase)
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_COMPONENT: "sandbox", LABEL_MANAGED_BY: "trove-operator"})
+def follow_pod(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """A sandbox pod changed, ended or vanished: re-sync its TroveNamespace (recreating the pod)."""
+    pod = event["object"]
+    meta = pod.get("metadata") or {}
+    owner = (meta.get("labels") or {}).get(LABEL_NAMESPACE)
+    if not owner:
+        return
+    kube = _kube(memo)
+    body = kube.get_tns(meta["namespace"], owner)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return
+    try:
+        reconciler.sync(kube, body)
+    except reconciler.MalformedSpecError:
+        return  # the CR handler already reported it
+    except kopf.TemporaryError as exc:
+        # Event handlers are not retried; the timer below is the safety net.
+        log.warning("re-sync of %s/%s after a pod event failed: %s", meta["namespace"], owner, exc)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=30, initial_delay=30, idle=10)
+def stop_idle(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Suspend namespaces idle past ``idleSuspendSeconds``; re-sync status as a safety net."""
+    kube = _kube(memo)
+    manifest = dict(body)
+    try:
+        spec = reconciler.parse_spec(manifest)
+        limit = spec.idle_suspend_seconds
+        idle = reconciler.idle_for(manifest, dt.datetime.now(dt.UTC))
+        if limit and not spec.suspended and idle is not None and idle > limit:
+            log.info("suspending %s/%s after %.0f s idle", body.meta.namespace, body.meta.name, idle)
+            kube.patch_spec(body.meta.namespace or "", body.meta.name or "", {"suspended": True})
+            return
+        reconciler.sync(kube, manifest)
+    except (reconciler.MalformedSpecError, kopf.TemporaryError) as exc:
+        # The next tick is the retry.
+        log.warning("timer for %s/%s: %s", body.meta.namespace, body.meta.name, exc)

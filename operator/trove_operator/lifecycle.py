@@ -1,0 +1,45 @@
+"""Operator start-up and health: settings and client on ``memo``, kopf tuning, liveness probe."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from trove_core.crd import GROUP
+from trove_operator.kube import Kube, load_config
+
+log = logging.getLogger(__name__)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    load_config()
+    memo.kube = Kube()
+    # Progress and the last-handled spec live in our own annotations: the CRD's structural
+    # schema would prune kopf's default ``status.kopf`` field.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{GROUP}/operator"
+    # Watches that never time out go silently stale behind some load balancers
+    # (kopf issues #585, #847): reconnect every few minutes.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    # Handlers are sync and run in a thread pool: bound it, so a burst of 100 new namespaces
+    # does not open 100 API connections at once.
+    settings.execution.max_workers = 16
+    settings.batching.worker_limit = 32
+    settings.posting.level = logging.WARNING
+    # Two replicas: peering makes the lower-priority one pause while the other is alive.
+    settings.peering.priority = 100
+    log.info("trove-operator configured")
+
+
+@kopf.on.probe(id="api")
+def api_reachable(memo: kopf.Memo, **_: Any) -> str:
+    kube: Kube = memo.kube
+    return kube.server_version()

@@ -1,0 +1,141 @@
+"""One idempotent pass over a TroveNamespace: children to match the spec, status to match the children."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any, cast
+
+import kopf
+from pydantic import ValidationError
+
+from trove_core.crd import ANNOTATION_LAST_ACTIVITY, child_names
+from trove_operator import builders
+from trove_operator.kube import Kube, Manifest
+from trove_operator.spec import TroveNamespaceSpec
+
+log = logging.getLogger(__name__)
+
+
+class MalformedSpecError(kopf.PermanentError):
+    """The spec does not parse; retrying cannot help until someone edits it."""
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_spec(body: Manifest) -> TroveNamespaceSpec:
+    try:
+        return TroveNamespaceSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        meta = body.get("metadata") or {}
+        raise MalformedSpecError(
+            f"TroveNamespace {meta.get('namespace')}/{meta.get('name')} is malformed: {exc}"
+        ) from exc
+
+
+def fail_malformed(kube: Kube, body: Manifest, error: MalformedSpecError) -> None:
+    """Users see a phase and an event, not just an operator log line."""
+    meta = body["metadata"]
+    children = child_names(meta["name"])
+    status = builders.build_status(
+        phase="Failed",
+        reason="InvalidSpec",
+        message=str(error)[:1000],
+        children=children,
+        pod_exists=False,
+        generation=meta.get("generation"),
+        previous=body.get("status"),
+        now=now(),
+    )
+    kube.patch_status(meta["namespace"], meta["name"], status)
+    kopf.warn(cast(Any, body), reason="InvalidSpec", message=str(error)[:1000])
+
+
+def sync(kube: Kube, body: Manifest) -> str:
+    """Bring the children in line with ``body``'s spec, write the status, return the phase."""
+    meta = body["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    spec = parse_spec(body)
+    children = child_names(name)
+    owner = cast(Any, body)
+
+    policy = builders.build_network_policy(name, children, spec)
+    kopf.adopt(policy, owner=owner)
+    live_policy, created = kube.ensure(namespace, policy)
+    if not created and live_policy.get("spec") != policy["spec"]:
+        kube.replace_network_policy(namespace, policy)
+
+    pvc = builders.build_pvc(name, children, spec)
+    if spec.deletion_policy == "Delete":
+        # Owned: garbage collection removes it with the CR. Retain: no owner, it stays.
+        kopf.adopt(pvc, owner=owner)
+    live_pvc, _ = kube.ensure(namespace, pvc)
+    wanted_owners = pvc["metadata"].get("ownerReferences") or []
+    if [o.get("uid") for o in live_pvc["metadata"].get("ownerReferences") or []] != [
+        o["uid"] for o in wanted_owners
+    ]:
+        kube.set_owners(namespace, "PersistentVolumeClaim", children.pvc, wanted_owners)
+
+    pod = kube.get("Pod", namespace, children.pod)
+    terminating = pod is not None and bool(pod["metadata"].get("deletionTimestamp"))
+    if spec.suspended:
+        if pod is not None and not terminating:
+            log.info("suspending %s/%s: deleting pod %s", namespace, name, children.pod)
+            kube.delete_pod(namespace, children.pod)
+            pod = kube.get("Pod", namespace, children.pod)
+    else:
+        desired = builders.build_pod(name, children, spec)
+        kopf.adopt(desired, owner=owner)
+        if pod is not None and not terminating and _stale(pod, desired):
+            log.info("replacing pod %s/%s (ended or out of date)", namespace, children.pod)
+            kube.delete_pod(namespace, children.pod)
+            pod = kube.get("Pod", namespace, children.pod)
+        elif pod is None:
+            log.info("creating pod %s/%s", namespace, children.pod)
+            pod, _ = kube.ensure(namespace, desired)
+
+    phase, reason, message = builders.assess(spec, live_pvc, pod)
+    previous = body.get("status") or {}
+    status = builders.build_status(
+        phase=phase,
+        reason=reason,
+        message=message,
+        children=children,
+        pod_exists=pod is not None,
+        generation=meta.get("generation"),
+        previous=previous,
+        now=now(),
+        last_activity=(meta.get("annotations") or {}).get(ANNOTATION_LAST_ACTIVITY),
+    )
+    kube.patch_status(namespace, name, status)
+    if reason != _previous_reason(previous) and (phase == "Failed" or reason == "PVCNotBound"):
+        kopf.warn(owner, reason=reason, message=message)
+    return phase
+
+
+def _stale(pod: Manifest, desired: Manifest) -> bool:
+    if (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
+        return True
+    have = (pod["metadata"].get("annotations") or {}).get(builders.ANNOTATION_SPEC_HASH)
+    return bool(have != desired["metadata"]["annotations"][builders.ANNOTATION_SPEC_HASH])
+
+
+def _previous_reason(status: Manifest) -> str | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return cast(str | None, condition.get("reason"))
+    return None
+
+
+def idle_for(body: Manifest, at: dt.datetime) -> float | None:
+    """Seconds since the API last recorded activity (None if it never did)."""
+    stamp = ((body.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_LAST_ACTIVITY)
+    if not stamp:
+        return None
+    try:
+        seen = dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+    return (at - seen).total_seconds()

@@ -1,0 +1,55 @@
+"""TroveNamespaceSpec: the CR's spec parsed once, so builders and handlers get typed values."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trove_core.names import NAMESPACE_PATTERN
+
+_QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
+_CPU = r"^[0-9]+(\.[0-9]+)?m?$"
+
+
+class _Model(BaseModel):
+    # The CRD's schema already prunes unknown fields; here we only need camelCase aliases.
+    model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore")
+
+
+class Storage(_Model):
+    size: str = Field("1Gi", pattern=_QUANTITY)
+    storage_class_name: str | None = Field(None, alias="storageClassName", max_length=253)
+
+
+class ResourceAmounts(_Model):
+    cpu: str = Field(pattern=_CPU)
+    memory: str = Field(pattern=_QUANTITY)
+
+
+def _requests() -> ResourceAmounts:
+    return ResourceAmounts(cpu="50m", memory="64Mi")
+
+
+def _limits() -> ResourceAmounts:
+    return ResourceAmounts(cpu="1", memory="1Gi")
+
+
+class Resources(_Model):
+    requests: ResourceAmounts = Field(default_factory=_requests)
+    limits: ResourceAmounts = Field(default_factory=_limits)
+
+
+class TroveNamespaceSpec(_Model):
+    workspace_id: str = Field(alias="workspaceId", pattern=NAMESPACE_PATTERN)
+    namespace: str = Field(pattern=NAMESPACE_PATTERN)
+    image: str = Field("trove-sandbox:0.1.0", min_length=1, max_length=512)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", alias="imagePullPolicy"
+    )
+    storage: Storage = Field(default_factory=lambda: Storage())
+    resources: Resources = Field(default_factory=Resources)
+    egress: Literal["all", "none"] = "all"
+    suspended: bool = False
+    deletion_policy: Literal["Delete", "Retain"] = Field("Delete", alias="deletionPolicy")
+    idle_suspend_seconds: int = Field(0, alias="idleSuspendSeconds", ge=0, le=31_536_000)

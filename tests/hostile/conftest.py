@@ -1,0 +1,42 @@
+"""Hostile-suite fixtures: a live server with small limits, raw HTTP clients, minted keys.
+
+Attacks go through the official client where it can express them and through raw httpx (or a
+raw socket) where it cannot. Host-side checks look at the server's data dir and /proc directly,
+so "nothing escaped" is verified from outside the sandbox, not only from inside.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from tests.hostile.helpers import LIMITS, raw_client
+from tests.support.sdk import admin
+from tests.support.server import LiveServer, start_server
+
+
+@pytest.fixture(scope="session")
+def hostile() -> Iterator[LiveServer]:
+    with start_server(**LIMITS) as live:
+        yield live
+
+
+@pytest.fixture
+def api(hostile: LiveServer, namespace: str) -> Iterator[httpx.Client]:
+    """Raw HTTP with the unlocked workspace key on a fresh namespace of the hostile server."""
+    with raw_client(hostile, namespace) as http:
+        yield http
+
+
+@pytest.fixture
+def mint(hostile: LiveServer) -> Callable[..., str]:
+    """Mint a workspace key (optionally locked to a namespace) through the official admin client."""
+
+    def mint_key(namespace: str | None = None) -> str:
+        with admin(hostile) as adm:
+            return adm.create_key("hostile-" + secrets.token_hex(3), namespace=namespace).api_key
+
+    return mint_key

@@ -1,0 +1,91 @@
+"""Helpers for the hostile suite: raw clients, problem+json checks, host-side probes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from tests.support.server import LiveServer
+
+KIB = 1024
+MIB = 1024 * KIB
+
+# Small limits, so every cap is reached quickly and cheaply.
+LIMITS = {
+    "exec_timeout_s": 2,
+    "exec_output_bytes": 64 * KIB,
+    "exec_pids": 64,
+    "exec_memory_mb": 128,
+    "exec_file_mb": 1,
+    "upload_max_bytes": 256 * KIB,
+    "write_max_bytes": 32 * KIB,
+    "json_body_max_bytes": 128 * KIB,
+}
+
+
+def raw_client(server: LiveServer, namespace: str | None = None, key: str | None = None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {key or server.workspace_key}"}
+    if namespace is not None:
+        headers["X-Namespace"] = namespace
+    return httpx.Client(base_url=server.base_url, headers=headers, timeout=60)
+
+
+def assert_problem(response: httpx.Response, status: int, code: str | None = None) -> dict[str, object]:
+    """The response is a problem+json error the official client can show."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    if response.request.method == "HEAD":  # no body to look at
+        assert response.headers["x-request-id"]
+        return {}
+    body = response.json()
+    assert isinstance(body, dict)
+    assert isinstance(body.get("detail"), str) and body["detail"], body
+    assert isinstance(body.get("code"), str) and body["code"], body
+    assert isinstance(body.get("request_id"), str) and body["request_id"], body
+    assert response.headers["x-request-id"] == body["request_id"]
+    assert body.get("status") == status
+    if code is not None:
+        assert body["code"] == code, body
+    return body
+
+
+def ns_dir(server: LiveServer, namespace: str) -> Path:
+    """The namespace's directory on the host."""
+    root: Path = server.ctx.runtime.root  # type: ignore[attr-defined]
+    return root / server.workspace_id / namespace
+
+
+def ns_uid(server: LiveServer, namespace: str) -> int:
+    return ns_dir(server, namespace).stat().st_uid
+
+
+def staging_dir(server: LiveServer) -> Path:
+    staging: Path = server.ctx.runtime.staging  # type: ignore[attr-defined]
+    return staging
+
+
+def host_pids_of_uid(uid: int) -> list[int]:
+    """Live host processes whose real uid is ``uid``.
+
+    Zombies and tasks in the middle of exiting (their memory already released, so they can
+    run no more user code) are not counted: the kernel finishes those on its own schedule.
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        real_uid = int(fields.get("Uid", "-1").split()[0])
+        exiting = "VmSize" not in fields or fields.get("State", "").strip().startswith(("Z", "X"))
+        if real_uid == uid and not exiting:
+            found.append(int(entry.name))
+    return found
+
+
+def exec_json(http: httpx.Client, command: str, **extra: object) -> httpx.Response:
+    return http.post("/v1/exec", json={"command": command, **extra})

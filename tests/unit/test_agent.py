@@ -1,0 +1,162 @@
+"""trove-agent and its client session, over a local pipe (the same bytes the pod exec stream carries)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from trove_api.runtimes.kubernetes.channel import AgentSession
+from trove_core.errors import PathNotFoundError, PathRejectedError, PayloadTooLargeError
+from trove_core.runtime import ExecSpec
+
+AGENT = Path(__file__).parents[2] / "images" / "sandbox" / "trove_agent.py"
+
+
+@contextlib.asynccontextmanager
+async def agent(root: Path) -> AsyncIterator[AgentSession]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(AGENT), str(root), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    stdin, stdout = proc.stdin, proc.stdout
+
+    async def send(data: bytes) -> None:
+        stdin.write(data)
+        await stdin.drain()
+
+    session = AgentSession(send)
+
+    async def pump() -> None:
+        while chunk := await stdout.read(65536):
+            session.feed(chunk)
+        session.connection_lost()
+
+    reader = asyncio.create_task(pump())
+    await session.hello
+    try:
+        yield session
+    finally:
+        stdin.close()
+        await proc.wait()
+        await reader
+
+
+def spec(script: str, stdin: bytes | None = None, timeout: float = 10, limit: int = 1 << 20) -> ExecSpec:
+    return ExecSpec(script=script, stdin=stdin, timeout_s=timeout, output_limit=limit)
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def test_exec_streams_and_exit_codes(tmp_path: Path) -> None:
+    async with agent(tmp_path) as session:
+        out = await session.exec(spec("echo out; echo err >&2; exit 3"), 1 << 20)
+        assert (out.stdout, out.stderr, out.exit_code, out.timed_out) == (b"out\n", b"err\n", 3, False)
+        binary = await session.exec(spec("head -c 4 | od -An -tx1", stdin=b"\x00\xff\x01\n"), 1 << 20)
+        assert binary.stdout.split() == [b"00", b"ff", b"01", b"0a"]
+
+
+async def test_concurrent_commands_are_kept_apart(tmp_path: Path) -> None:
+    async with agent(tmp_path) as session:
+        results = await asyncio.gather(
+            *[session.exec(spec(f"sleep 0.2; echo {i}"), 1 << 20) for i in range(20)]
+        )
+        assert [r.stdout for r in results] == [f"{i}\n".encode() for i in range(20)]
+
+
+async def test_timeout_kills_the_whole_tree(tmp_path: Path) -> None:
+    async with agent(tmp_path) as session:
+        out = await session.exec(
+            spec("setsid sleep 300 & echo $! > /tmp/trove-agent-test-$$; echo started; sleep 300", timeout=1),
+            1 << 20,
+        )
+        assert out.timed_out
+        assert out.stdout == b"started\n"
+        # The setsid'd child (its own session and group) carried the marker and died too.
+        check = await session.exec(spec("ps -eo args | grep -c '^sleep 300' || true"), 1 << 20)
+        assert check.stdout.strip() == b"0"
+
+
+async def test_output_cap(tmp_path: Path) -> None:
+    async with agent(tmp_path) as session:
+        out = await session.exec(spec("head -c 100000 /dev/zero", limit=1000), 1 << 20)
+        assert len(out.stdout) == 1000
+        assert out.stdout_truncated
+        assert out.exit_code == 0
+
+
+async def test_files_round_trip(tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    async with agent(tmp_path) as session:
+        size = await session.write("a/b/c.bin", chunks(data[:1000], data[1000:]), 10 << 20)
+        assert size == len(data)
+        assert (tmp_path / "a/b/c.bin").read_bytes() == data
+        reader = await session.open_file("a/b/c.bin")
+        assert reader.stat.size == len(data)
+        got = b"".join([c async for c in reader.iter_bytes(0, len(data))])
+        part = b"".join([c async for c in reader.iter_bytes(10, 20)])
+        await reader.aclose()
+        assert got == data
+        assert part == data[10:20]
+        entries, truncated = await session.list("", recursive=True, max_entries=100, max_depth=10)
+        assert [(e.rel, e.is_dir) for e in entries] == [("a", True), ("a/b", True), ("a/b/c.bin", False)]
+        assert not truncated
+        await session.delete("a")
+        assert not (tmp_path / "a").exists()
+        with pytest.raises(PathNotFoundError):
+            await session.delete("a")
+
+
+async def test_write_limit_leaves_nothing_behind(tmp_path: Path) -> None:
+    async with agent(tmp_path) as session:
+        with pytest.raises(PayloadTooLargeError):
+            await session.write("big", chunks(b"x" * 100, b"y" * 100), 150)
+        assert list(tmp_path.iterdir()) == []
+
+
+async def test_symlink_escapes_are_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "secret").write_text("s")
+    (root / "out").symlink_to(tmp_path)
+    (root / "leak").symlink_to(tmp_path / "secret")
+    async with agent(root) as session:
+        with pytest.raises(PathRejectedError):
+            await session.open_file("leak")
+        with pytest.raises(PathRejectedError):
+            await session.write("out/x", chunks(b"x"), 10)
+        with pytest.raises(PathRejectedError):
+            await session.list("out", recursive=False, max_entries=10, max_depth=1)
+        with pytest.raises(PathRejectedError):  # as in the local runtime
+            await session.delete("leak")
+        assert (tmp_path / "secret").exists()
+        inside = await session.write("ok", chunks(b"o"), 10)
+        assert inside == 1
+
+
+async def test_export_is_a_gzip_tar_of_the_root(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f.txt").write_bytes(b"hello")
+    (tmp_path / "big").write_bytes(os.urandom(12 * 1024 * 1024))  # more than one window
+    async with agent(tmp_path) as session:
+        data = b"".join([chunk async for chunk in session.export_tar()])
+        again = await session.exec(spec("echo still-alive"), 1 << 20)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        names = sorted(archive.getnames())
+        member = archive.extractfile("./d/f.txt")
+        assert member is not None
+        assert member.read() == b"hello"
+    assert names == [".", "./big", "./d", "./d/f.txt"]
+    assert again.stdout == b"still-alive\n"
