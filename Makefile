@@ -12,7 +12,7 @@ export TROVE_PORT ?= 8080
 export TROVE_DATA_DIR ?= ./.trove
 export TROVE_RUNTIME ?= local
 
-.PHONY: help run test lint bench deps dev-deps system-deps lock clean uv
+.PHONY: help run test lint bench deps dev-deps system-deps lock clean uv images e2e bench-k8s
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -55,6 +55,22 @@ lint: dev-deps  ## ruff, mypy --strict, import-linter
 
 bench: dev-deps  ## benchmarks with their raw baselines and ratios (bench/)
 	$(PY) -m bench
+
+K8S_SCRIPTS ?= ../shared/k8s
+SANDBOX_IMAGE ?= trove-sandbox:0.1.0
+TROVE_IMAGE ?= trove:0.1.0
+
+images:  ## build the sandbox and trove images into the test cluster ($(K8S_SCRIPTS)/image.sh)
+	$(K8S_SCRIPTS)/image.sh base
+	$(K8S_SCRIPTS)/image.sh build $(SANDBOX_IMAGE) images/sandbox
+	$(K8S_SCRIPTS)/image.sh build $(TROVE_IMAGE) . images/trove/Dockerfile
+
+e2e: dev-deps  ## contract suite on the Kubernetes runtime + operator e2e, against $KUBECONFIG (images built)
+	TROVE_TEST_BACKEND=kubernetes TROVE_K8S_SANDBOX_IMAGE=$(SANDBOX_IMAGE) \
+	  $(PY) -m pytest tests/e2e tests/contract $(PYTEST_ARGS)
+
+bench-k8s: dev-deps  ## Kubernetes runtime benchmarks vs raw pod exec, against $KUBECONFIG
+	$(PY) -m bench.k8s
 
 lock:  ## re-pin requirements/*.txt with hashes (uv pip compile)
 	$(UV) pip compile pyproject.toml --generate-hashes --python-version 3.11 -q --no-header -o requirements/main.txt

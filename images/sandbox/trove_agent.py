@@ -488,6 +488,63 @@ class Agent:
             raise OpError("io_error", "", f"tar failed ({code}): {stderr.strip()[:500]}")
         return {"size": sent}
 
+    async def op_import(
+        self, rid: int, req: dict[str, object], queue: asyncio.Queue[tuple[int, bytes]]
+    ) -> dict[str, object]:
+        """Extract a streamed gzip tar beside the tree, then swap it in; the old tree goes only after."""
+        token = secrets.token_hex(6)
+        staging = os.path.join(self.root.path, f".trove-restore-{token}")
+        os.mkdir(staging, 0o700)
+        proc = await asyncio.create_subprocess_exec(
+            "tar", "-xzf", "-", "-C", staging, "--no-same-owner", "--delay-directory-restore",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )  # fmt: skip
+        assert proc.stdin is not None
+        assert proc.stderr is not None
+        errors = asyncio.create_task(proc.stderr.read())
+        swapped = False
+        try:
+            while True:
+                kind, payload = await queue.get()
+                if kind == CANCEL:
+                    raise OpError("cancelled", "")
+                if kind == EOF:
+                    break
+                proc.stdin.write(payload)
+                await proc.stdin.drain()
+            proc.stdin.close()
+            code = await proc.wait()
+            if code != 0:
+                message = (await errors).decode(errors="replace").strip()[:500]
+                raise OpError("snapshot_corrupt", "", f"tar could not extract it: {message}")
+            await asyncio.to_thread(self.swap_in, staging, token)
+            swapped = True
+            return {}
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            message = (await errors).decode(errors="replace").strip()[:500]
+            raise OpError("snapshot_corrupt", "", f"tar stopped early: {message}") from exc
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            if not swapped:
+                await asyncio.to_thread(shutil.rmtree, staging, True)
+
+    def swap_in(self, staging: str, token: str) -> None:
+        # The PVC root is a mount point and cannot be renamed, so its entries move: the old
+        # ones aside first, then the new ones in, then the old ones are deleted.
+        old = os.path.join(self.root.path, f".trove-old-{token}")
+        os.mkdir(old, 0o700)
+        keep = {os.path.basename(staging), os.path.basename(old)}
+        for name in os.listdir(self.root.path):
+            if name not in keep:
+                os.rename(os.path.join(self.root.path, name), os.path.join(old, name))
+        for name in os.listdir(staging):
+            os.rename(os.path.join(staging, name), os.path.join(self.root.path, name))
+        os.rmdir(staging)
+        shutil.rmtree(old, ignore_errors=True)
+
     async def op_ping(
         self, rid: int, req: dict[str, object], queue: asyncio.Queue[tuple[int, bytes]]
     ) -> dict[str, object]:

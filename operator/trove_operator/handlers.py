@@ -22,7 +22,7 @@ def _kube(memo: Any) -> Kube:
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     kube = _kube(memo)
     manifest = dict(body)
@@ -68,7 +68,7 @@ def stop_idle(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             log.info("suspending %s/%s after %.0f s idle", body.meta.namespace, body.meta.name, idle)
             kube.patch_spec(body.meta.namespace or "", body.meta.name or "", {"suspended": True})
             return
-        reconciler.sync(kube, manifest)
+        reconciler.sync(kube, manifest, periodic=True)
     except (reconciler.MalformedSpecError, kopf.TemporaryError) as exc:
         # The next tick is the retry.
         log.warning("timer for %s/%s: %s", body.meta.namespace, body.meta.name, exc)

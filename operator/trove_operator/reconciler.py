@@ -53,8 +53,12 @@ def fail_malformed(kube: Kube, body: Manifest, error: MalformedSpecError) -> Non
     kopf.warn(cast(Any, body), reason="InvalidSpec", message=str(error)[:1000])
 
 
-def sync(kube: Kube, body: Manifest) -> str:
-    """Bring the children in line with ``body``'s spec, write the status, return the phase."""
+def sync(kube: Kube, body: Manifest, *, periodic: bool = False) -> str:
+    """Bring the children in line with ``body``'s spec, write the status, return the phase.
+
+    Failures get a Warning event when they begin; an unbound PVC only from the periodic pass,
+    since every new claim is briefly unbound.
+    """
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     spec = parse_spec(body)
@@ -110,7 +114,9 @@ def sync(kube: Kube, body: Manifest) -> str:
         last_activity=(meta.get("annotations") or {}).get(ANNOTATION_LAST_ACTIVITY),
     )
     kube.patch_status(namespace, name, status)
-    if reason != _previous_reason(previous) and (phase == "Failed" or reason == "PVCNotBound"):
+    began = phase == "Failed" and reason != _previous_reason(previous)
+    stuck = periodic and reason == "PVCNotBound" and _previous_reason(previous) == "PVCNotBound"
+    if began or stuck:
         kopf.warn(owner, reason=reason, message=message)
     return phase
 
@@ -130,8 +136,9 @@ def _previous_reason(status: Manifest) -> str | None:
 
 
 def idle_for(body: Manifest, at: dt.datetime) -> float | None:
-    """Seconds since the API last recorded activity (None if it never did)."""
-    stamp = ((body.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_LAST_ACTIVITY)
+    """Seconds since the API last recorded activity (or since creation, if it never did)."""
+    meta = body.get("metadata") or {}
+    stamp = (meta.get("annotations") or {}).get(ANNOTATION_LAST_ACTIVITY) or meta.get("creationTimestamp")
     if not stamp:
         return None
     try:

@@ -56,7 +56,8 @@ def test_daily_snapshots_changed_namespaces_once(quiet_server: LiveServer, names
         assert [s.snapshot_id for s in b.list_snapshots()] == [manual.snapshot_id]
 
         again = _jobs(quiet_server, "run-daily", "--day", "2026-05-02")
-        assert "already done" in again.stdout and AUTO_ID.search(again.stdout) is None
+        assert "already done" in again.stdout
+        assert AUTO_ID.search(again.stdout) is None
         next_day = _jobs(quiet_server, "run-daily", "--day", "2026-05-03")
         assert AUTO_ID.search(next_day.stdout) is None  # nothing changed since
 

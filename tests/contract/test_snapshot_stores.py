@@ -91,7 +91,7 @@ async def test_s3_wrong_secret_fails(s3: S3Server) -> None:
     bucket = f"trove-{secrets.token_hex(4)}"
     await _s3_store(s3, bucket).check()  # the bucket exists, so only the secret differs
     wrong = _s3_store(s3, bucket, secret_access_key="not-the-secret")
-    with pytest.raises(SnapshotStoreUnavailableError, match="SignatureDoesNotMatch|AccessDenied|403"):
+    with pytest.raises(SnapshotStoreUnavailableError, match=r"SignatureDoesNotMatch|AccessDenied|403"):
         await wrong.check()
     with pytest.raises(SnapshotStoreUnavailableError):
         await wrong.put("k.tar.gz", _chunks(b"data"))

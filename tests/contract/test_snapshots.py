@@ -126,7 +126,8 @@ def test_label_too_long_is_422(server: LiveServer, namespace: str) -> None:
         with pytest.raises(TroveError) as caught:
             trove.create_snapshot(label="x" * 129)
     assert caught.value.status_code == 422
-    assert isinstance(str(caught.value), str) and "128" in str(caught.value)
+    assert isinstance(str(caught.value), str)
+    assert "128" in str(caught.value)
 
 
 def test_other_namespace_snapshot_is_404(server: LiveServer, namespace: str) -> None:
@@ -162,7 +163,8 @@ def test_pagination_and_download(server: LiveServer, namespace: str) -> None:
         assert rest["next_cursor"] is None
         assert http.get("/v1/snapshots").json()["next_cursor"] is None
         bad = http.get("/v1/snapshots", params={"cursor": "!!"})
-        assert bad.status_code == 422 and isinstance(bad.json()["detail"], str)
+        assert bad.status_code == 422
+        assert isinstance(bad.json()["detail"], str)
 
         download = http.get(f"/v1/snapshots/{made[0]}/download")
         assert download.status_code == 200
@@ -173,7 +175,8 @@ def test_pagination_and_download(server: LiveServer, namespace: str) -> None:
         with tarfile.open(fileobj=io.BytesIO(gzip.decompress(download.content))) as tar:
             assert tar.getnames() == ["doc.txt"]
             member = tar.extractfile("doc.txt")
-            assert member is not None and member.read() == b"hello"
+            assert member is not None
+            assert member.read() == b"hello"
         assert http.get("/v1/snapshots/snap-0000000000000000/download").status_code == 404
         other = {**headers, "X-Namespace": namespace + "-x"}
         assert http.get(f"/v1/snapshots/{made[0]}/download", headers=other).status_code == 404
@@ -188,7 +191,9 @@ def test_cli_snapshot_commands(server: LiveServer, namespace: str, tmp_path: Pat
     snap_id = re.search(r"snap-[0-9a-f]{16}", created.stdout)
     assert snap_id is not None
     listed = run_cli(["snapshot", "list"], env)
-    assert listed.returncode == 0 and snap_id.group() in listed.stdout and " x" in listed.stdout
+    assert listed.returncode == 0
+    assert snap_id.group() in listed.stdout
+    assert " x" in listed.stdout
     with client(server, namespace) as trove:
         trove.write("workspace/cli.txt", "v2")
     restored = run_cli(["snapshot", "restore", snap_id.group(), "-y"], env)
@@ -197,7 +202,8 @@ def test_cli_snapshot_commands(server: LiveServer, namespace: str, tmp_path: Pat
     with client(server, namespace) as trove:
         assert trove.read_text("workspace/cli.txt") == "v1"
     deleted = run_cli(["snapshot", "delete", snap_id.group(), "-y"], env)
-    assert deleted.returncode == 0 and f"deleted {snap_id.group()}" in deleted.stdout
+    assert deleted.returncode == 0
+    assert f"deleted {snap_id.group()}" in deleted.stdout
     for verb in ("restore", "delete"):
         missing = run_cli(["snapshot", verb, snap_id.group(), "-y"], env)
         assert missing.returncode == 1

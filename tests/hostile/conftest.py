@@ -20,7 +20,11 @@ from tests.support.server import LiveServer, start_server
 
 @pytest.fixture(scope="session")
 def hostile() -> Iterator[LiveServer]:
-    with start_server(**LIMITS) as live:
+    # Sandbox uids are base + namespace number; other test servers on this host (each with
+    # its own database) use the default base, so a private base keeps host-side process
+    # checks about this server's sandboxes only.
+    uid_base = 300_000 + secrets.randbelow(600) * 1000
+    with start_server(**LIMITS, sandbox_uid_base=uid_base) as live:
         yield live
 
 

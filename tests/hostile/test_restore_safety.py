@@ -54,7 +54,9 @@ def _tgz(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
     return compressor.compress(raw.getvalue()) + compressor.flush()
 
 
-def _member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "", mode: int = 0o644) -> tarfile.TarInfo:
+def _member(
+    name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "", mode: int = 0o644
+) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type = kind
     info.linkname = linkname
@@ -62,7 +64,9 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "", mode: 
     return info
 
 
-def _plant(server: LiveServer, namespace: str, snapshot_id: str, data: bytes, *, fix_row: bool = True) -> None:
+def _plant(
+    server: LiveServer, namespace: str, snapshot_id: str, data: bytes, *, fix_row: bool = True
+) -> None:
     """Replace a snapshot's stored tarball with ``data`` (as a tampered store would)."""
     store = server.ctx.snapshot_store
     assert isinstance(store, DirectorySnapshotStore)
@@ -83,7 +87,9 @@ def victim(server: LiveServer, namespace: str) -> Iterator[tuple[TroveClient, st
     """A namespace with content and a snapshot whose tarball a test may replace."""
     with client(server, namespace) as trove:
         trove.write("workspace/keep/a.txt", "original")
-        trove.exec("mkdir -p workspace/d && ln -s ../keep/a.txt workspace/d/link && chmod 600 workspace/keep/a.txt")
+        trove.exec(
+            "mkdir -p workspace/d && ln -s ../keep/a.txt workspace/d/link && chmod 600 workspace/keep/a.txt"
+        )
         snap = trove.create_snapshot(label="victim")
         trove.write("workspace/after.txt", "written after the snapshot")
         yield trove, snap.snapshot_id
@@ -106,7 +112,10 @@ def _refused(trove: TroveClient, snapshot_id: str) -> TroveError:
 
 CASES: dict[str, Callable[[Path], list[tuple[tarfile.TarInfo, bytes | None]]]] = {
     "absolute path": lambda out: [(_member(str(out / "abs.txt")), b"pwned")],
-    "dot-dot": lambda out: [(_member("ok.txt"), b"fine"), (_member("../../../../../../" + str(out / "up.txt")), b"pwned")],
+    "dot-dot": lambda out: [
+        (_member("ok.txt"), b"fine"),
+        (_member("../../../../../../" + str(out / "up.txt")), b"pwned"),
+    ],
     "dot-dot inside": lambda out: [(_member("a/../../x.txt"), b"pwned")],
     "symlink out then file through it": lambda out: [
         (_member("esc", tarfile.SYMTYPE, str(out)), None),
@@ -137,7 +146,9 @@ CASES: dict[str, Callable[[Path], list[tuple[tarfile.TarInfo, bytes | None]]]] =
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_unsafe_member_is_refused(server: LiveServer, namespace: str, victim: tuple[TroveClient, str], case: str) -> None:
+def test_unsafe_member_is_refused(
+    server: LiveServer, namespace: str, victim: tuple[TroveClient, str], case: str
+) -> None:
     trove, snapshot_id = victim
     out = _outside()
     try:
@@ -159,13 +170,17 @@ def test_unsafe_member_is_refused(server: LiveServer, namespace: str, victim: tu
     [b"", b"definitely not gzip", b"\x1f\x8b\x08\x00garbage-after-magic"],
     ids=["empty", "garbage", "bad-gzip"],
 )
-def test_bad_tarball_is_refused(server: LiveServer, namespace: str, victim: tuple[TroveClient, str], data: bytes) -> None:
+def test_bad_tarball_is_refused(
+    server: LiveServer, namespace: str, victim: tuple[TroveClient, str], data: bytes
+) -> None:
     trove, snapshot_id = victim
     _plant(server, namespace, snapshot_id, data)
     assert _refused(trove, snapshot_id).status_code == 422
 
 
-def test_truncated_tarball_is_refused(server: LiveServer, namespace: str, victim: tuple[TroveClient, str]) -> None:
+def test_truncated_tarball_is_refused(
+    server: LiveServer, namespace: str, victim: tuple[TroveClient, str]
+) -> None:
     trove, snapshot_id = victim
     whole = _tgz([(_member("big.bin"), os.urandom(2 * 1024 * 1024)), (_member("z.txt"), b"z")])
     _plant(server, namespace, snapshot_id, whole[: len(whole) // 2])
@@ -179,10 +194,13 @@ def test_tampered_tarball_fails_its_checksum(
     # A perfectly safe tarball, but not the one that was stored: the checksum refuses it.
     _plant(server, namespace, snapshot_id, _tgz([(_member("other.txt"), b"swapped")]), fix_row=False)
     error = _refused(trove, snapshot_id)
-    assert error.status_code == 422 and "checksum" in str(error)
+    assert error.status_code == 422
+    assert "checksum" in str(error)
 
 
-def test_lone_symlink_out_is_restored_inert(server: LiveServer, namespace: str, victim: tuple[TroveClient, str]) -> None:
+def test_lone_symlink_out_is_restored_inert(
+    server: LiveServer, namespace: str, victim: tuple[TroveClient, str]
+) -> None:
     # The agent can make this link itself with ln -s (venvs do: bin/python -> /usr/bin/python3);
     # restored, it stays a link that the server never follows.
     trove, snapshot_id = victim

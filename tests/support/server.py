@@ -61,6 +61,11 @@ def start_server(**overrides: Any) -> Iterator[LiveServer]:
     # A data dir passed in belongs to the caller (e.g. a restart on the same data): keep it.
     data_dir = given or make_data_dir()
     port = _free_port()
+    if os.environ.get("TROVE_TEST_BACKEND") == "kubernetes":
+        # `make e2e`: the same tests against the Kubernetes runtime (skips without a cluster).
+        from tests.support.cluster import cluster
+
+        overrides = {**cluster().settings_overrides(), **overrides}
     settings = Settings(data_dir=data_dir, host="127.0.0.1", port=port, **overrides)
     ctx = AppContext.open(settings)
     report = getattr(ctx.runtime, "startup_report", None)

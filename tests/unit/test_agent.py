@@ -160,3 +160,49 @@ async def test_export_is_a_gzip_tar_of_the_root(tmp_path: Path) -> None:
         assert member.read() == b"hello"
     assert names == [".", "./big", "./d", "./d/f.txt"]
     assert again.stdout == b"still-alive\n"
+
+
+def _tarball(members: dict[str, bytes], symlinks: dict[str, str] | None = None) -> bytes:
+    """A gzip tar holding ``symlinks`` first, then ``members``."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, target in (symlinks or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            archive.addfile(info)
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+async def test_restore_swaps_in_a_checked_tarball(tmp_path: Path) -> None:
+    from trove_api.runtimes.kubernetes.tarcheck import restore
+
+    (tmp_path / "old.txt").write_text("old")
+    async with agent(tmp_path) as session:
+        count = await restore(session, chunks(_tarball({"new/a.txt": b"A", "b.txt": b"B"})))
+    assert count == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.txt", "new"]
+    assert (tmp_path / "new" / "a.txt").read_bytes() == b"A"
+
+
+async def test_restore_refuses_unsafe_members_and_keeps_the_tree(tmp_path: Path) -> None:
+    from trove_api.runtimes.kubernetes.tarcheck import restore
+    from trove_core.errors import SnapshotCorruptError
+
+    (tmp_path / "keep.txt").write_text("keep")
+    bad = _tarball({"link/x": b"through"}, symlinks={"link": "/etc"})
+    evil = _tarball({"../escape": b"x"})
+    async with agent(tmp_path) as session:
+        for archive in (evil, bad, b"not a tarball at all" * 100):
+            with pytest.raises(SnapshotCorruptError):
+                await restore(session, chunks(archive))
+        alive = await session.exec(spec("ls -A /dev/null"), 1 << 20)
+    assert alive.exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]

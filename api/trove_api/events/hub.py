@@ -44,7 +44,8 @@ class EventHub:
         # The buffer holds every event with floor < seq <= head.
         self._floor = 0
         self._head = 0
-        self._changed = asyncio.Condition()
+        # Set (and replaced) whenever the head moves: waiters need no lock.
+        self._changed = asyncio.Event()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -67,8 +68,11 @@ class EventHub:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        async with self._changed:
-            self._changed.notify_all()
+        self._notify()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     def _poke(self) -> None:
         # Called from the writer's thread after its commit.
@@ -108,8 +112,7 @@ class EventHub:
                     self._floor = self._buffer[0].seq
                 self._buffer.append(item)
             self._head = fresh[-1].seq
-            async with self._changed:
-                self._changed.notify_all()
+            self._notify()
             if len(fresh) < CATCH_UP_CHUNK:
                 return
 
@@ -157,11 +160,10 @@ class EventHub:
             return feed.after_seq(conn, scope, cursor, CATCH_UP_CHUNK)
 
     async def _wait_past(self, cursor: int, wait_s: float) -> bool:
-        async with self._changed:
-            try:
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self._head > cursor or self._closed), wait_s
-                )
-            except TimeoutError:
-                return False
+        if self._head > cursor or self._closed:
+            return True
+        try:
+            await asyncio.wait_for(self._changed.wait(), wait_s)
+        except TimeoutError:
+            return False
         return True

@@ -24,6 +24,7 @@ from trove_core.errors import (
     PathRejectedError,
     PayloadTooLargeError,
     RootDeleteRefusedError,
+    SnapshotCorruptError,
     StorageFullError,
     TroveError,
     UnavailableError,
@@ -55,6 +56,7 @@ _ERRORS: dict[str, tuple[type[TroveError], str]] = {
     "storage_full": (StorageFullError, "No space left while writing {}"),
     "payload_too_large": (PayloadTooLargeError, "{} is larger than the limit"),
     "root_delete_refused": (RootDeleteRefusedError, "Refusing to delete the namespace root ({})"),
+    "snapshot_corrupt": (SnapshotCorruptError, "Snapshot refused: {1}"),
 }
 
 

@@ -9,24 +9,19 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 
+from trove_api.runtimes.kubernetes import tarcheck
 from trove_api.runtimes.kubernetes.channel import AgentFile, AgentSession, ChannelLostError
 from trove_api.runtimes.kubernetes.kubeapi import KubeApi, PodGoneError, load_configuration
 from trove_api.runtimes.kubernetes.namespaces import NamespaceControl
 from trove_api.runtimes.kubernetes.podexec import AgentMissingError, WarmChannel, fresh_exec
 from trove_core.crd import object_name
-from trove_core.errors import TroveError, UnavailableError
+from trove_core.errors import UnavailableError
 from trove_core.runtime import ExecOutput, ExecSpec, FileStat, NamespaceRef
 from trove_core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 ACTIVITY_FLUSH_S = 60.0
-
-
-class SnapshotRestoreUnsupportedError(TroveError):
-    status = 501
-    code = "not_implemented"
-    title = "Not implemented on this runtime"
 
 
 AGENT_RECHECK_S = 300.0
@@ -154,9 +149,7 @@ class KubernetesRuntime:
                     raise
 
     async def import_tar(self, ns: NamespaceRef, chunks: AsyncIterator[bytes]) -> int:
-        raise SnapshotRestoreUnsupportedError(
-            "Snapshot restore is not available on the kubernetes runtime in this build"
-        )
+        return await tarcheck.restore(await self._files(ns), chunks)
 
     def path_aliases(self, ns: NamespaceRef) -> Sequence[str]:
         # /workspace is the real, stable path inside the pod; no host path is visible there.

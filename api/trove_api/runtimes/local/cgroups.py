@@ -9,9 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
-import signal
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -76,52 +73,6 @@ class Cgroups:
             (group / "pids.max").write_text(str(self.max_pids))
             return [str(group / "cgroup.procs")]
         return []
-
-    def prepare_exec(self, key: str) -> tuple[list[str], Path | None]:
-        """The cgroup.procs files one exec joins, and its own leaf group (None without cgroups).
-
-        Each exec gets a leaf under the namespace's process group, so every process it starts
-        can be found and killed afterwards (``reap``) without touching a concurrent exec of the
-        same namespace. The namespace's limits still hold: they apply to the whole subtree.
-        """
-        procs = self.prepare(key)
-        if self.mode == "v1":
-            parent = self.root / "pids" / _GROUP / key
-        elif self.mode == "v2":
-            parent = self.root / _GROUP / key
-        else:
-            return procs, None
-        leaf = parent / f"exec-{secrets.token_hex(6)}"
-        leaf.mkdir()
-        replaced = str(parent / "cgroup.procs")
-        return [str(leaf / "cgroup.procs") if p == replaced else p for p in procs], leaf
-
-    def reap(self, leaf: Path, timeout_s: float = 10.0) -> bool:
-        """Kill every process left in an exec's leaf, wait until it is empty, remove it.
-
-        bubblewrap reports the command's exit before its pid namespace is torn down, and a
-        killed bwrap leaves that teardown to the kernel; either way processes may linger for
-        a moment. Returns False (and logs) if some survive ``timeout_s``.
-        """
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                pids = [int(p) for p in (leaf / "cgroup.procs").read_text().split()]
-            except FileNotFoundError:
-                return True
-            if not pids:
-                with contextlib.suppress(OSError):
-                    leaf.rmdir()
-                if not leaf.exists():
-                    return True
-            if time.monotonic() > deadline:
-                log.error("processes %s of %s survived their exec", pids, leaf)
-                return False
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.002)
-
 
 def _try_write(path: Path, value: str) -> None:
     # Swap accounting is often disabled; the memory limit still holds without it.

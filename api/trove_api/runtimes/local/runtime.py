@@ -100,7 +100,6 @@ class LocalRuntime:
         os.chmod(base, 0o711)
         os.chmod(self.root, 0o711)
         os.chmod(self.staging, 0o700)
-        self._sweep_staging()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalRuntime:
@@ -121,7 +120,13 @@ class LocalRuntime:
     # -- start-up -----------------------------------------------------------------------
 
     def startup_report(self) -> list[str]:
-        """Check the sandbox works; return warnings to print. Raises if it cannot run."""
+        """Start-up of the serving process: clear staging, check the sandbox, return warnings.
+
+        Only the serving process sweeps staging; a maintenance command run beside a live server
+        must not delete that server's in-flight uploads and restores. Raises if the sandbox
+        cannot run.
+        """
+        self._sweep_staging()
         warnings = []
         if not self.sandbox:
             warnings.append(
@@ -225,21 +230,15 @@ class LocalRuntime:
         if not self.sandbox:
             # Unsandboxed: run beside the namespace dir, which is visible as workspace/.
             return await self._exec_unsandboxed(ns, spec)
-        cgroup_procs, leaf = await asyncio.to_thread(self.cgroups.prepare_exec, _cgroup_key(ns))
+        cgroup_procs = await asyncio.to_thread(self.cgroups.prepare, _cgroup_key(ns))
         argv = self._argv(str(directory), self._uid(ns), cgroup_procs, spec.script)
-        try:
-            return await run_captured(
-                argv,
-                stdin=spec.stdin,
-                timeout_s=spec.timeout_s,
-                output_limit=spec.output_limit,
-                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-            )
-        finally:
-            # Nothing an exec started may outlive it: its sandbox's pid namespace may still be
-            # tearing down when bwrap reports the exit.
-            if leaf is not None:
-                await asyncio.to_thread(self.cgroups.reap, leaf)
+        return await run_captured(
+            argv,
+            stdin=spec.stdin,
+            timeout_s=spec.timeout_s,
+            output_limit=spec.output_limit,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        )
 
     async def _exec_unsandboxed(self, ns: NamespaceRef, spec: ExecSpec) -> ExecOutput:
         # The namespace directory is named after the namespace; expose it as workspace/ via a

@@ -1,0 +1,309 @@
+"""`make bench-k8s`: the Kubernetes runtime against raw pod-exec baselines measured in the same run.
+
+Needs $KUBECONFIG (e.g. ../shared/k8s/cluster.sh up) and the sandbox image in the cluster
+(`make images`). Runs the operator and `trove-server serve` as subprocesses in a fresh
+`trove-bench-<hex>` namespace, deleted at the end. Figures:
+  exec p50/p95 through the API (official client) vs a fresh Python-client stream exec;
+  50 concurrent execs across 10 namespaces (errors must be 0);
+  upload/read MB/s through the API vs raw exec-stream throughput;
+  CR create → Ready p50/p95 for 20 namespaces created at once;
+  API memory per open warm channel (100 channels, in-process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from kubernetes import client, config, watch
+from kubernetes.stream import stream
+from tests.support.cluster import install_crds, start_operator
+from trove_sdk import AsyncTroveClient, TroveClient
+
+from bench.common import RESULTS_DIR, latency_summary, ratio
+from trove_core.crd import GROUP, PLURAL, VERSION, child_names, object_name
+
+IMAGE = os.environ.get("TROVE_K8S_SANDBOX_IMAGE", "trove-sandbox:0.1.0")
+MB = 1_000_000
+SIZE = 100 * MB
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def api_server(namespace: str, kubeconfig: str) -> Iterator[tuple[str, str, str]]:
+    data_dir = Path(tempfile.mkdtemp(prefix="trove-bench-k8s-", dir="/tmp"))
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TROVE_")}
+    env.update(
+        TROVE_DATA_DIR=str(data_dir), TROVE_HOST="127.0.0.1", TROVE_PORT=str(port),
+        TROVE_RUNTIME="kubernetes", TROVE_K8S_NAMESPACE=namespace, TROVE_K8S_SANDBOX_IMAGE=IMAGE,
+        TROVE_K8S_IMAGE_PULL_POLICY="Never", TROVE_K8S_KUBECONFIG=kubeconfig, TROVE_K8S_IN_CLUSTER="false",
+        TROVE_K8S_STORAGE_SIZE="256Mi", TROVE_K8S_CPU_REQUEST="10m", TROVE_K8S_MEMORY_REQUEST="16Mi",
+        TROVE_LOG_LEVEL="warning",
+    )  # fmt: skip
+    log = (data_dir / "server.log").open("wb")
+    command = [str(Path(sys.executable).parent / "trove-server"), "serve"]
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError((data_dir / "server.log").read_text())
+            time.sleep(0.2)
+        text = (data_dir / "first-run-keys.txt").read_text()
+        workspace = re.search(r"^Trove workspace: (\S+)", text, re.M)
+        key = re.search(r"^Workspace key[^:]*:\s+(\S+)", text, re.M)
+        assert workspace is not None
+        assert key is not None
+        yield base_url, workspace.group(1), key.group(1)
+    finally:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+        log.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def raw_exec(core: client.CoreV1Api, namespace: str, pod: str, command: list[str]) -> None:
+    stream(
+        core.connect_get_namespaced_pod_exec, pod, namespace, command=command, container="sandbox",
+        stderr=True, stdin=False, stdout=True, tty=False,
+    )  # fmt: skip
+
+
+def raw_upload_mbps(core: client.CoreV1Api, namespace: str, pod: str) -> float:
+    block = os.urandom(1 << 20)
+    started = time.monotonic()
+    ws = stream(
+        core.connect_get_namespaced_pod_exec, pod, namespace, container="sandbox",
+        command=["sh", "-c", f"head -c {SIZE} > /workspace/raw.bin; echo done"],
+        stderr=True, stdin=True, stdout=True, tty=False, _preload_content=False, binary=True,
+    )  # fmt: skip
+    sent = 0
+    while sent < SIZE:
+        piece = block[: min(len(block), SIZE - sent)]
+        ws.write_stdin(piece)
+        sent += len(piece)
+    while ws.is_open():
+        ws.update(timeout=1)
+        if b"done" in ws.peek_stdout():
+            break
+    ws.close()
+    return SIZE / MB / (time.monotonic() - started)
+
+
+def raw_read_mbps(core: client.CoreV1Api, namespace: str, pod: str) -> float:
+    started = time.monotonic()
+    ws = stream(
+        core.connect_get_namespaced_pod_exec, pod, namespace, container="sandbox",
+        command=["cat", "/workspace/raw.bin"],
+        stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False, binary=True,
+    )  # fmt: skip
+    got = 0
+    while ws.is_open():
+        ws.update(timeout=1)
+        got += len(ws.read_stdout(timeout=0) or b"")
+    ws.close()
+    assert got == SIZE, got
+    return SIZE / MB / (time.monotonic() - started)
+
+
+def create_ready(custom: client.CustomObjectsApi, namespace: str, count: int) -> list[float]:
+    """Create ``count`` TroveNamespaces at once; seconds from create to Ready for each."""
+    names = {object_name("ws-bench", f"burst-{secrets.token_hex(3)}-{i}"): 0.0 for i in range(count)}
+    done: dict[str, float] = {}
+    threads = []
+
+    def create(name: str) -> None:
+        names[name] = time.monotonic()
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "TroveNamespace", "metadata": {"name": name},
+            "spec": {"workspaceId": "ws-bench", "namespace": name[:40], "image": IMAGE,
+                     "imagePullPolicy": "Never", "storage": {"size": "64Mi"},
+                     "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}},
+        }  # fmt: skip
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+    w = watch.Watch()
+    for name in names:
+        threads.append(threading.Thread(target=create, args=(name,)))
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 180
+    for event in w.stream(
+        custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, timeout_seconds=180
+    ):
+        obj = event["object"]
+        name = obj["metadata"]["name"]
+        if name in names and name not in done and (obj.get("status") or {}).get("phase") == "Ready":
+            done[name] = time.monotonic() - names[name]
+        if len(done) == count or time.monotonic() > deadline:
+            w.stop()
+    for thread in threads:
+        thread.join()
+    for name in names:
+        with contextlib.suppress(Exception):
+            custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    return list(done.values())
+
+
+async def channel_memory(kubeconfig: str, namespace: str, pods: list[str], count: int) -> dict[str, Any]:
+    """API-side memory of ``count`` open warm channels (spread over ``pods``), in this process."""
+    import gc
+    import tracemalloc
+
+    from trove_api.runtimes.kubernetes.kubeapi import KubeApi, load_configuration
+    from trove_api.runtimes.kubernetes.podexec import WarmChannel
+    from trove_core.settings import Settings
+
+    settings = Settings(k8s_kubeconfig=Path(kubeconfig), k8s_in_cluster=False)  # type: ignore[call-arg]
+    api = KubeApi(load_configuration(settings), namespace)
+    warm = await WarmChannel.connect(api, pods[0])  # session, TLS context, imports
+    await warm.session.call({"op": "ping"})
+    gc.collect()
+    rss_before = _rss()
+    tracemalloc.start()
+    channels = []
+    for i in range(count):
+        channel = await WarmChannel.connect(api, pods[i % len(pods)])
+        await channel.session.call({"op": "ping"})
+        channels.append(channel)
+    gc.collect()
+    traced, _peak = tracemalloc.get_traced_memory()
+    rss_after = _rss()
+    tracemalloc.stop()
+    for channel in [warm, *channels]:
+        await channel.close()
+    await api.aclose()
+    return {
+        "channels": count,
+        "python_heap_per_channel_kb": round(traced / count / 1024, 1),
+        "rss_per_channel_kb": round((rss_after - rss_before) / count / 1024, 1),
+    }
+
+
+def _rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def main() -> int:
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if not kubeconfig:
+        print("bench-k8s needs KUBECONFIG (../shared/k8s/cluster.sh up)", file=sys.stderr)
+        return 2
+    api = config.new_client_from_config(config_file=kubeconfig)
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    install_crds(api)
+    namespace = f"trove-bench-{secrets.token_hex(3)}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    operator = start_operator(
+        kubeconfig, namespace, Path(tempfile.gettempdir()) / f"{namespace}-operator.log"
+    )
+    results: dict[str, Any] = {}
+    try:
+        with api_server(namespace, kubeconfig) as (base_url, workspace_id, key):
+            trove = TroveClient(api_key=key, namespace="bench", base_url=base_url, timeout=60)
+            trove.exec("true")  # provision + warm channel
+            pod = child_names(object_name(workspace_id, "bench")).pod
+            for _ in range(5):
+                trove.exec("true")
+                raw_exec(core, namespace, pod, ["true"])
+            api_s, raw_s = [], []
+            for _ in range(50):
+                t = time.perf_counter()
+                trove.exec("true")
+                api_s.append(time.perf_counter() - t)
+            for _ in range(30):
+                t = time.perf_counter()
+                raw_exec(core, namespace, pod, ["true"])
+                raw_s.append(time.perf_counter() - t)
+            results["exec_api"] = latency_summary(api_s)
+            results["exec_raw_fresh_stream"] = latency_summary(raw_s)
+            results["exec_p50_ratio_api_over_raw"] = ratio(
+                results["exec_api"]["p50_ms"], results["exec_raw_fresh_stream"]["p50_ms"]
+            )
+
+            async def concurrent() -> dict[str, Any]:
+                clients = [
+                    AsyncTroveClient(api_key=key, namespace=f"c{i}", base_url=base_url, timeout=60)
+                    for i in range(10)
+                ]
+                await asyncio.gather(*(c.exec("true") for c in clients))  # provision all ten first
+                started = time.perf_counter()
+                outcomes = await asyncio.gather(
+                    *(clients[i % 10].exec(f"echo {i}") for i in range(50)), return_exceptions=True
+                )
+                wall = time.perf_counter() - started
+                errors = sum(1 for o, i in zip(outcomes, range(50), strict=True) if o != f"{i}\n")
+                for c in clients:
+                    await c.aclose()
+                return {"execs": 50, "namespaces": 10, "errors": errors, "wall_s": round(wall, 3)}
+
+            results["concurrent_exec"] = asyncio.run(concurrent())
+
+            payload = os.urandom(SIZE)
+            t = time.perf_counter()
+            trove.upload("workspace/big.bin", payload)
+            up = SIZE / MB / (time.perf_counter() - t)
+            t = time.perf_counter()
+            got = trove.read_bytes("workspace/big.bin")
+            down = SIZE / MB / (time.perf_counter() - t)
+            assert got == payload
+            del payload, got
+            raw_up, raw_down = raw_upload_mbps(core, namespace, pod), raw_read_mbps(core, namespace, pod)
+            results["upload_mbps"] = {
+                "api": round(up, 1),
+                "raw_exec_stream": round(raw_up, 1),
+                "ratio": ratio(up, raw_up),
+            }
+            results["read_mbps"] = {
+                "api": round(down, 1),
+                "raw_exec_stream": round(raw_down, 1),
+                "ratio": ratio(down, raw_down),
+            }
+            trove.close()
+            pods = [child_names(object_name(workspace_id, f"c{i}")).pod for i in range(10)]
+            results["channel_memory"] = asyncio.run(channel_memory(kubeconfig, namespace, pods, 100))
+        ready = create_ready(custom, namespace, 20)
+        results["create_to_ready"] = {**latency_summary(ready), "namespaces": 20, "ready": len(ready)}
+    finally:
+        operator.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            operator.wait(timeout=10)
+        with contextlib.suppress(Exception):
+            core.delete_namespace(namespace, grace_period_seconds=0)
+    print(json.dumps(results, indent=2))
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / "k8s.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

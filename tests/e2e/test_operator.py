@@ -1,0 +1,170 @@
+"""The operator on a real cluster: CR → Ready pod, self-healing, suspend/resume, failures, kubectl."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from tests.support.cluster import SANDBOX_IMAGE, Cluster, wait_for
+from trove_core.crd import GROUP, PLURAL, VERSION, child_names, object_name
+
+
+def create_tns(k8s: Cluster, **spec: Any) -> str:
+    namespace = "e2e-" + secrets.token_hex(4)
+    name = object_name("ws-e2e", namespace)
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TroveNamespace",
+        "metadata": {"name": name},
+        "spec": {
+            "workspaceId": "ws-e2e",
+            "namespace": namespace,
+            "image": SANDBOX_IMAGE,
+            "imagePullPolicy": "Never",
+            "storage": {"size": "64Mi"},
+            **spec,
+        },
+    }
+    k8s.custom.create_namespaced_custom_object(GROUP, VERSION, k8s.namespace, PLURAL, body)
+    return name
+
+
+def get_tns(k8s: Cluster, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = k8s.custom.get_namespaced_custom_object(GROUP, VERSION, k8s.namespace, PLURAL, name)
+    return obj
+
+
+def phase_is(k8s: Cluster, name: str, phase: str) -> dict[str, Any] | None:
+    obj = get_tns(k8s, name)
+    status = obj.get("status") or {}
+    ok = status.get("phase") == phase and status.get("observedGeneration") == obj["metadata"]["generation"]
+    return obj if ok else None
+
+
+def get_pod(k8s: Cluster, name: str) -> Any:
+    try:
+        return k8s.core.read_namespaced_pod(child_names(name).pod, k8s.namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def test_cr_becomes_a_ready_hardened_pod(k8s: Cluster) -> None:
+    name = create_tns(k8s, egress="none")
+    obj = wait_for(lambda: phase_is(k8s, name, "Ready"), what="phase Ready")
+    children = child_names(name)
+    (ready,) = [c for c in obj["status"]["conditions"] if c["type"] == "Ready"]
+    assert (ready["status"], ready["reason"]) == ("True", "PodReady")
+    assert obj["status"]["pod"] == children.pod
+    pod = get_pod(k8s, name)
+    assert pod.spec.automount_service_account_token is False
+    assert pod.spec.security_context.run_as_non_root is True
+    container = pod.spec.containers[0]
+    assert container.security_context.capabilities.drop == ["ALL"]
+    assert container.security_context.allow_privilege_escalation is False
+    assert pod.metadata.owner_references[0].name == name
+    pvc = k8s.core.read_namespaced_persistent_volume_claim(children.pvc, k8s.namespace)
+    assert pvc.status.phase == "Bound"
+    policy = k8s.api.sanitize_for_serialization(
+        __import__("kubernetes")
+        .client.NetworkingV1Api(k8s.api)
+        .read_namespaced_network_policy(children.network_policy, k8s.namespace)
+    )
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"].get("ingress", []) == []
+    assert policy["spec"].get("egress", []) == []
+
+
+def test_deleted_or_failed_pod_is_recreated(k8s: Cluster) -> None:
+    name = create_tns(k8s)
+    wait_for(lambda: phase_is(k8s, name, "Ready"), what="phase Ready")
+    first = get_pod(k8s, name).metadata.uid
+    k8s.core.delete_namespaced_pod(child_names(name).pod, k8s.namespace, grace_period_seconds=0)
+
+    def replaced() -> bool:
+        pod = get_pod(k8s, name)
+        return pod is not None and pod.metadata.uid != first and phase_is(k8s, name, "Ready") is not None
+
+    wait_for(replaced, what="a new Ready pod")
+
+
+def test_suspend_deletes_the_pod_and_keeps_the_pvc(k8s: Cluster) -> None:
+    name = create_tns(k8s)
+    wait_for(lambda: phase_is(k8s, name, "Ready"), what="phase Ready")
+    k8s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, k8s.namespace, PLURAL, name, {"spec": {"suspended": True}}
+    )
+    wait_for(lambda: phase_is(k8s, name, "Suspended") and get_pod(k8s, name) is None, what="suspended")
+    k8s.core.read_namespaced_persistent_volume_claim(child_names(name).pvc, k8s.namespace)
+    k8s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, k8s.namespace, PLURAL, name, {"spec": {"suspended": False}}
+    )
+    wait_for(lambda: phase_is(k8s, name, "Ready"), what="phase Ready again")
+
+
+def test_bad_image_fails_with_an_event(k8s: Cluster) -> None:
+    name = create_tns(k8s, image="trove-does-not-exist:0")
+    obj = wait_for(lambda: phase_is(k8s, name, "Failed"), what="phase Failed")
+    (ready,) = [c for c in obj["status"]["conditions"] if c["type"] == "Ready"]
+    assert ready["status"] == "False"
+    assert ready["reason"] == "ErrImageNeverPull"
+
+    def warned() -> bool:
+        events = k8s.core.list_namespaced_event(
+            k8s.namespace, field_selector=f"involvedObject.name={name},type=Warning"
+        )
+        return any(e.reason == "ErrImageNeverPull" for e in events.items)
+
+    wait_for(warned, what="a Warning event on the TroveNamespace")
+
+
+def test_invalid_spec_is_refused_by_the_schema(k8s: Cluster) -> None:
+    with pytest.raises(ApiException) as caught:
+        create_tns(k8s, egress="sometimes")
+    assert caught.value.status == 422
+
+
+def test_deletion_removes_children_by_policy(k8s: Cluster) -> None:
+    doomed = create_tns(k8s)
+    kept = create_tns(k8s, deletionPolicy="Retain")
+    for name in (doomed, kept):
+        wait_for(lambda n=name: phase_is(k8s, n, "Ready"), what="phase Ready")
+        k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, k8s.namespace, PLURAL, name)
+
+    def pvc_gone(name: str) -> bool:
+        try:
+            pvc = k8s.core.read_namespaced_persistent_volume_claim(child_names(name).pvc, k8s.namespace)
+        except ApiException as exc:
+            return exc.status == 404
+        return pvc.metadata.deletion_timestamp is not None
+
+    wait_for(lambda: pvc_gone(doomed) and get_pod(k8s, doomed) is None, what="children of a deleted CR")
+    assert not pvc_gone(kept)
+    k8s.core.delete_namespaced_persistent_volume_claim(child_names(kept).pvc, k8s.namespace)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kubectl_get_tns_shows_the_table(k8s: Cluster) -> None:
+    name = create_tns(k8s)
+    wait_for(lambda: phase_is(k8s, name, "Ready"), what="phase Ready")
+    env = {**os.environ, "KUBECONFIG": k8s.kubeconfig}
+    for resource in ("tns", "trovenamespaces"):
+        out = subprocess.run(
+            ["kubectl", "get", resource, name, "-n", k8s.namespace],
+            capture_output=True, text=True, check=True, env=env,
+        ).stdout  # fmt: skip
+        header, row = out.splitlines()[:2]
+        assert header.split() == ["NAME", "NAMESPACE", "PHASE", "POD", "AGE"]
+        assert row.split()[:4] == [
+            name,
+            get_tns(k8s, name)["spec"]["namespace"],
+            "Ready",
+            child_names(name).pod,
+        ]

@@ -1,0 +1,178 @@
+"""A real Kubernetes cluster for e2e runs: reachability check, CRDs, a test namespace, the operator.
+
+Nothing here runs unless ``TROVE_TEST_BACKEND=kubernetes`` (``make e2e``). Without a reachable
+``$KUBECONFIG`` the tests skip with the reason, and under ``TROVE_E2E_REQUIRED=1`` (CI) that
+skip becomes a failure. The operator runs as a real ``python -m trove_operator`` subprocess
+watching one fresh ``trove-test-<hex>`` namespace; one is shared per test process and torn
+down (namespace deleted, operator stopped) at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+import yaml
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+ROOT = Path(__file__).parents[2]
+CRDS = [ROOT / "crds" / "trovenamespaces.trove.dev.yaml", ROOT / "crds" / "kopf-peering.yaml"]
+SANDBOX_IMAGE = os.environ.get("TROVE_K8S_SANDBOX_IMAGE", "trove-sandbox:0.1.0")
+
+
+def backend() -> str:
+    return os.environ.get("TROVE_TEST_BACKEND", "local")
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    if os.environ.get("TROVE_E2E_REQUIRED") == "1":
+        pytest.fail(f"e2e required (TROVE_E2E_REQUIRED=1) but: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@dataclass
+class Cluster:
+    kubeconfig: str
+    namespace: str
+    api: client.ApiClient
+    operator: subprocess.Popen[bytes] | None
+    operator_log: Path
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api)
+
+    def settings_overrides(self) -> dict[str, Any]:
+        return {
+            "runtime": "kubernetes",
+            "k8s_namespace": self.namespace,
+            "k8s_sandbox_image": SANDBOX_IMAGE,
+            "k8s_image_pull_policy": "Never",
+            "k8s_kubeconfig": Path(self.kubeconfig),
+            "k8s_in_cluster": False,
+            "k8s_storage_size": "64Mi",
+            "k8s_memory_request": "16Mi",
+            "k8s_cpu_request": "10m",
+            # Many short-lived test namespaces on one node: let idle pods go quickly.
+            "k8s_idle_suspend_s": 120,
+            "k8s_channel_idle_s": 60,
+        }
+
+
+_CLUSTER: Cluster | None = None
+_UNAVAILABLE: str | None = None
+
+
+def _reachable() -> tuple[str, client.ApiClient]:
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if not kubeconfig:
+        skip_or_fail("no cluster configured: set KUBECONFIG (../shared/k8s/cluster.sh up, or kind)")
+    if not Path(kubeconfig).is_file():
+        skip_or_fail(f"KUBECONFIG={kubeconfig} does not exist")
+    try:
+        api = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        client.VersionApi(api).get_code(_request_timeout=5)
+    except Exception as exc:
+        skip_or_fail(f"cluster at KUBECONFIG={kubeconfig} is unreachable: {exc!r}")
+    return kubeconfig, api
+
+
+def install_crds(api: client.ApiClient) -> None:
+    ext = client.ApiextensionsV1Api(api)
+    for path in CRDS:
+        for doc in yaml.safe_load_all(path.read_text()):
+            try:
+                ext.create_custom_resource_definition(doc)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                live = ext.read_custom_resource_definition(doc["metadata"]["name"])
+                doc["metadata"]["resourceVersion"] = live.metadata.resource_version
+                ext.replace_custom_resource_definition(doc["metadata"]["name"], doc)
+    # A freshly created CRD is served a moment later.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            client.CustomObjectsApi(api).list_namespaced_custom_object(
+                "trove.dev", "v1alpha1", "default", "trovenamespaces", limit=1
+            )
+            return
+        except ApiException:
+            time.sleep(0.5)
+
+
+def start_operator(kubeconfig: str, namespace: str, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "KUBECONFIG": kubeconfig}
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "trove_operator", "--standalone", "-n", namespace, "--liveness", ""],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
+
+
+def cluster() -> Cluster:
+    """The process-wide test cluster handle (skips or fails when there is none)."""
+    global _CLUSTER, _UNAVAILABLE
+    if _UNAVAILABLE is not None:
+        skip_or_fail(_UNAVAILABLE)
+    if _CLUSTER is not None:
+        return _CLUSTER
+    try:
+        kubeconfig, api = _reachable()
+    except pytest.skip.Exception as exc:
+        _UNAVAILABLE = str(exc.msg)
+        raise
+    install_crds(api)
+    namespace = f"trove-test-{secrets.token_hex(4)}"
+    client.CoreV1Api(api).create_namespace(
+        {"metadata": {"name": namespace, "labels": {"trove.dev/test": "1"}}}
+    )
+    log_path = Path(tempfile.gettempdir()) / f"{namespace}-operator.log"
+    operator = start_operator(kubeconfig, namespace, log_path)
+    _CLUSTER = Cluster(kubeconfig, namespace, api, operator, log_path)
+    atexit.register(_teardown, _CLUSTER)
+    return _CLUSTER
+
+
+def _teardown(handle: Cluster) -> None:
+    if handle.operator is not None:
+        handle.operator.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            handle.operator.wait(timeout=10)
+        if handle.operator.poll() is None:
+            handle.operator.kill()
+    if os.environ.get("TROVE_TEST_KEEP_CLUSTER_NAMESPACE") == "1":
+        return
+    with contextlib.suppress(Exception):
+        # No finalizers are used (PVC cleanup is by owner reference), so this never hangs.
+        handle.core.delete_namespace(handle.namespace, grace_period_seconds=0)
+
+
+def wait_for(predicate: Any, timeout: float = 60, interval: float = 0.5, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy (test helper; the product uses watches)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
