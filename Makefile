@@ -12,7 +12,7 @@ export TROVE_PORT ?= 8080
 export TROVE_DATA_DIR ?= ./.trove
 export TROVE_RUNTIME ?= local
 
-.PHONY: help run test lint bench deps dev-deps system-deps lock clean uv images e2e bench-k8s
+.PHONY: help run test lint bench bench-events bench-snapshots deps dev-deps system-deps lock clean uv images e2e bench-k8s
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -53,8 +53,14 @@ lint: dev-deps  ## ruff, mypy --strict, import-linter
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-bench: dev-deps  ## benchmarks with their raw baselines and ratios (bench/)
+bench: dev-deps  ## foundation benchmarks (exec, throughput, concurrency, memory) vs raw baselines
 	$(PY) -m bench
+
+bench-events: dev-deps  ## events/s under load, write -> SSE and write -> webhook latency
+	$(PY) -m bench.events
+
+bench-snapshots: dev-deps  ## snapshot create/restore of a 100 MB namespace vs tar czf / tar xzf
+	$(PY) -m bench.snapshots
 
 K8S_SCRIPTS ?= ../shared/k8s
 SANDBOX_IMAGE ?= trove-sandbox:0.1.0

@@ -344,7 +344,10 @@ class LocalRuntime:
         finally:
             os.close(root_fd)
         try:
-            fd = os.open(last, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+            # O_NONBLOCK: opening a FIFO the agent made must not wait for a writer (it is refused
+            # below as not a regular file); it is cleared again once the fd is known to be a file.
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+            fd = os.open(last, flags, dir_fd=parent_fd)
         except OSError as exc:
             raise fs.translate(exc, rel) from exc
         finally:
@@ -356,6 +359,7 @@ class LocalRuntime:
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise IsADirectoryError_(f"Not a regular file: {display(rel)}")
+        os.set_blocking(fd, True)
         return _LocalFile(fd=fd, stat=fs.stat_to_file(rel, st))
 
     async def list_dir(
