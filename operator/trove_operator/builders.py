@@ -260,7 +260,8 @@ def build_status(
             transition = condition.get("lastTransitionTime") or now
     status: Manifest = {
         "phase": phase,
-        "pod": children.pod if pod_exists else "",
+        # None, not "": a merge patch then removes the field (the client sends "" as null).
+        "pod": children.pod if pod_exists else None,
         "pvc": children.pvc,
         "message": message,
         "conditions": [

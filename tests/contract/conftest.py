@@ -29,6 +29,13 @@ def timeout_server() -> Iterator[LiveServer]:
         yield live
 
 
+@pytest.fixture(scope="session")
+def capped_server() -> Iterator[LiveServer]:
+    """Small read/upload caps, so the truncation and 413 paths run without 100 MB bodies."""
+    with start_server(read_max_bytes=1000, upload_max_bytes=2000) as live:
+        yield live
+
+
 @pytest.fixture
 def mint_key(server: LiveServer) -> Callable[..., KeyCreated]:
     """Mint a workspace key through the official admin client."""

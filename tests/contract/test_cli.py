@@ -192,6 +192,7 @@ def test_ls_plain_long_json_and_empty(cli: Cli) -> None:
     assert cli("ls").stdout == "sub/\nb.txt\n"
     assert cli("ls", "workspace/sub").stdout == "a.txt\n"
     assert cli("ls", "sub").stdout == "a.txt\n"
+    assert cli("ls", "workspace").stdout == "sub/\nb.txt\n"
     long_lines = cli("ls", "-l").stdout.splitlines()
     assert long_lines[0].split()[0] == "-"
     assert long_lines[0].endswith("sub/")
@@ -257,6 +258,29 @@ def test_put_and_get_round_trip_binary(cli: Cli, server: LiveServer, namespace: 
     missing = cli("get", "workspace/nope.pdf", str(tmp_path / "nope.pdf"))
     assert missing.returncode == 1
     assert "not found: workspace/nope.pdf" in missing.stderr
+
+
+def test_get_warns_when_the_download_is_truncated(
+    capped_server: LiveServer, namespace: str, tmp_path: Path
+) -> None:
+    with client(capped_server, namespace) as sdk:
+        sdk.upload("workspace/big.bin", b"z" * 1500)
+    env = cli_env(capped_server, tmp_path, namespace=namespace)
+    done = run_cli(["get", "workspace/big.bin", str(tmp_path / "big.bin")], env)
+    assert done.returncode == 0, done.stderr
+    assert "warning: response truncated of 1.5KB" in done.stderr
+    assert (tmp_path / "big.bin").read_bytes() == b"z" * 1000
+
+
+def test_write_is_logged_as_a_file_written_event(cli: Cli, server: LiveServer, namespace: str) -> None:
+    with client(server, namespace) as sdk:
+        sdk.write("workspace/a/b.txt", "hé")
+    done = cli("events", "list", "--namespace", namespace, "--types", "file.written", "--json")
+    assert done.returncode == 0, done.stderr
+    [event] = [json.loads(line) for line in done.stdout.splitlines()]
+    assert event["type"] == "file.written"
+    assert event["namespace"] == namespace
+    assert event["data"] == {"path": "workspace/a/b.txt", "size_bytes": 3}
 
 
 def test_rm_deletes_and_reports_missing_without_failing(cli: Cli, server: LiveServer, namespace: str) -> None:

@@ -7,12 +7,16 @@ replays its exact request with httpx: JSON ``{"command": ...}``, body read as ``
 
 from __future__ import annotations
 
+import json
 import secrets
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.sdk import client
 from tests.support.server import LiveServer
 
 
@@ -63,6 +67,46 @@ def test_legacy_write_delete_shapes_match_the_new_client(http: httpx.Client) -> 
     assert http.post("/delete", json={"path": "n.txt"}).json() == {"deleted": "workspace/n.txt"}
 
 
+# ── raw uploads (curl, chunked) ──────────────────────────────────────────────
+
+
+def test_curl_data_binary_upload_stores_raw_bytes(server: LiveServer, namespace: str, tmp_path: Path) -> None:
+    # The API reference's CI recipe: curl --data-binary sends a form content type; the body
+    # must still be stored byte for byte.
+    local = tmp_path / "app.bin"
+    local.write_bytes(bytes(range(256)) * 3)
+    done = subprocess.run(
+        [
+            "curl", "--fail", "-sS", "-X", "PUT",
+            "-H", f"Authorization: Bearer {server.workspace_key}",
+            "-H", f"X-Namespace: {namespace}",
+            "--data-binary", f"@{local}",
+            f"{server.base_url}/files/dist/app.bin",
+        ],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"path": "workspace/dist/app.bin", "size_bytes": 768}
+    with client(server, namespace) as sdk:
+        assert sdk.read_bytes("workspace/dist/app.bin") == local.read_bytes()
+
+
+def test_chunked_upload_within_and_over_the_cap(capped_server: LiveServer, namespace: str) -> None:
+    def chunks(count: int) -> Iterator[bytes]:
+        for _ in range(count):
+            yield b"a" * 100
+
+    headers = {"Authorization": f"Bearer {capped_server.workspace_key}", "X-Namespace": namespace}
+    with httpx.Client(base_url=capped_server.base_url, headers=headers) as raw:
+        ok = raw.put("/files/chunked.bin", content=chunks(10))
+        assert ok.json() == {"path": "workspace/chunked.bin", "size_bytes": 1000}
+        over = raw.put("/files/over.bin", content=chunks(30))
+        assert over.status_code == 413
+        assert isinstance(over.json()["detail"], str)
+        # A refused upload leaves nothing behind.
+        assert [e["path"] for e in raw.get("/v1/files").json()["entries"]] == ["workspace/chunked.bin"]
+
+
 # ── problem+json and X-Request-Id ────────────────────────────────────────────
 
 
@@ -79,7 +123,10 @@ def _error_requests(server: LiveServer, namespace: str) -> list[tuple[int, str, 
         (401, "POST", "/v1/exec", {"Authorization": "Basic abc"}, {"command": "true"}),
         (400, "POST", "/v1/exec", {"Authorization": ws_key["Authorization"]}, {"command": "true"}),
         (400, "POST", "/v1/exec", {**ws_key, "X-Namespace": "bad/ns"}, {"command": "true"}),
+        (400, "POST", "/v1/exec", {**ws_key, "X-Namespace": ""}, {"command": "true"}),
+        (400, "POST", "/v1/exec", {**ws_key, "X-Namespace": "x" * 129}, {"command": "true"}),
         (400, "POST", "/write", ws_key, {"path": "../x", "content": "x"}),
+        (400, "POST", "/delete", ws_key, {"path": "workspace"}),
         (403, "POST", "/v1/exec", {**adm, "X-Namespace": namespace}, {"command": "true"}),
         (403, "POST", f"/v1/workspaces/{ws}/keys", ws_key, {"name": "x", "namespace": None, "admin": False}),
         (403, "GET", "/v1/workspaces/ws-other/keys", adm, None),
@@ -111,6 +158,12 @@ def test_every_error_is_problem_json_with_a_string_detail(server: LiveServer, na
             assert isinstance(problem["code"], str), where
             assert response.headers.get("x-request-id"), where
             assert problem["request_id"] == response.headers["x-request-id"], where
+
+
+def test_malformed_json_is_422_with_a_string_detail(http: httpx.Client) -> None:
+    response = http.post("/v1/exec", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert response.status_code == 422
+    assert isinstance(response.json()["detail"], str)
 
 
 def test_every_response_carries_a_request_id(http: httpx.Client, server: LiveServer) -> None:

@@ -157,3 +157,30 @@ def test_legacy_exec_times_out_with_408(timeout_server: LiveServer, namespace: s
     )
     assert response.status_code == 408
     assert isinstance(response.json()["detail"], str)
+
+
+def test_empty_stdin_is_empty_input(trove: TroveClient) -> None:
+    assert trove.exec("wc -c", stdin="") == "0\n"
+
+
+def test_stdin_the_command_never_reads_is_harmless(trove: TroveClient) -> None:
+    assert trove.exec_detailed("true", stdin="x" * MIB).exit_code == 0
+    assert trove.exec("head -c 3", stdin="x" * MIB) == "xxx"
+
+
+def test_exit_codes_pass_through(trove: TroveClient) -> None:
+    assert trove.exec_detailed("exit 255").exit_code == 255
+    assert trove.exec_detailed("kill -9 $$").exit_code == 137
+
+
+def test_a_background_process_does_not_hold_the_call_open(trove: TroveClient) -> None:
+    # "Background processes" do not persist between calls; the call returns with the shell.
+    result = trove.exec_detailed("sleep 100 & echo started")
+    assert (result.exit_code, result.stdout) == (0, "started\n")
+
+
+def test_exit_in_init_sh_ends_the_shell_before_the_command(trove: TroveClient) -> None:
+    # Documented pitfall: "Avoid exit statements in the script".
+    trove.set_init("exit 3\n")
+    result = trove.exec_detailed("echo never")
+    assert (result.exit_code, result.stdout) == (3, "")

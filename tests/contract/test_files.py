@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import secrets
 
 import httpx
 import pytest
@@ -160,6 +161,42 @@ def test_missing_file_is_not_found(trove: TroveClient) -> None:
         trove.read_file("missing.png")
 
 
+def test_special_files_are_refused_not_waited_on(server: LiveServer, namespace: str) -> None:
+    # A FIFO with no writer would block a naive open() forever.
+    with TroveClient(
+        api_key=server.workspace_key, namespace=namespace, base_url=server.base_url, timeout=20
+    ) as trove:
+        trove.exec("mkfifo workspace/pipe")
+        for read in (trove.read_file, trove.read_bytes):
+            with pytest.raises(TroveError) as caught:
+                read("workspace/pipe")
+            assert caught.value.status_code == 400
+        assert trove.delete("workspace/pipe") == "workspace/pipe"
+
+
+def test_symlinks_inside_the_namespace_are_followed(trove: TroveClient) -> None:
+    trove.write("workspace/data/real.txt", "real")
+    trove.exec("ln -s data/real.txt workspace/alias && ln -s data workspace/dlink")
+    assert trove.read_text("workspace/alias") == "real"
+    assert trove.read_bytes("workspace/alias") == b"real"
+    assert [e.name for e in trove.list_dir("workspace/dlink")] == ["real.txt"]
+    assert trove.delete("workspace/alias") == "workspace/alias"
+    assert trove.read_text("workspace/data/real.txt") == "real"
+
+
+def test_download_over_the_cap_is_truncated_with_headers(capped_server: LiveServer, namespace: str) -> None:
+    with client(capped_server, namespace) as trove:
+        data = secrets.token_bytes(1500)
+        assert trove.upload("workspace/big.bin", data).size_bytes == 1500
+        full = trove.read_bytes_full("workspace/big.bin")
+        assert (full.content, full.truncated, full.size_bytes) == (data[:1000], True, 1500)
+        with pytest.raises(TroveError) as caught:
+            trove.upload("workspace/too-big.bin", secrets.token_bytes(2001))
+        assert caught.value.status_code == 413
+        with pytest.raises(TroveNotFoundError):
+            trove.read_bytes("workspace/too-big.bin")
+
+
 def test_reading_a_directory_is_400(trove: TroveClient) -> None:
     trove.write("workspace/d/f.txt", "x")
     for read in (trove.read_file, trove.read_bytes):
@@ -187,6 +224,15 @@ def test_list_dir_orders_dirs_first_then_files_alphabetically(trove: TroveClient
     # A subdirectory, named with or without the prefix.
     for path in ("workspace/zdir", "zdir", "workspace/zdir/"):
         assert [(e.name, e.path) for e in trove.list_dir(path)] == [("x.txt", "workspace/zdir/x.txt")]
+
+
+def test_bare_workspace_names_the_root(trove: TroveClient) -> None:
+    trove.write("workspace/sub/x.txt", "x")
+    for root in ("workspace", "workspace/", "/workspace", "", "/"):
+        assert [e.path for e in trove.list_dir(root)] == ["workspace/sub"], root
+    with pytest.raises(TroveError) as caught:
+        trove.read_file("workspace")
+    assert caught.value.status_code == 400
 
 
 def test_list_dir_includes_hidden_entries(trove: TroveClient) -> None:

@@ -29,7 +29,8 @@ from trove_sdk import TroveAuthError, TroveClient, TroveNotFoundError
 from tests.support.sdk import admin, client
 from tests.support.server import LiveServer
 
-SEEDS_DIR = Path("/work/shared/seeds")
+# shared/ sits beside the repository (the session's /work/shared, or CI's copy next to its clone).
+SEEDS_DIR = Path(__file__).resolve().parents[3] / "shared" / "seeds"
 
 # ── seed 000 (SDK page) ──────────────────────────────────────────────────────
 

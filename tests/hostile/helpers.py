@@ -40,9 +40,9 @@ def assert_problem(response: httpx.Response, status: int, code: str | None = Non
         return {}
     body = response.json()
     assert isinstance(body, dict)
-    assert isinstance(body.get("detail"), str) and body["detail"], body
-    assert isinstance(body.get("code"), str) and body["code"], body
-    assert isinstance(body.get("request_id"), str) and body["request_id"], body
+    for member in ("detail", "code", "request_id"):
+        assert isinstance(body.get(member), str), body
+        assert body[member], body
     assert response.headers["x-request-id"] == body["request_id"]
     assert body.get("status") == status
     if code is not None:

@@ -42,14 +42,21 @@ def _call(http: httpx.Client, method: str, url: str, body: dict[str, object] | N
 def seeded(hostile: LiveServer, namespace: str) -> Iterator[str]:
     with raw_client(hostile, namespace) as http:
         assert http.post("/write", json={"path": "probe.txt", "content": "mine"}).status_code == 200
-    yield namespace
+    return namespace
 
 
 def test_fs_operations_are_discovered(hostile: LiveServer) -> None:
     found = {(m, u) for m, u, _ in _fs_operations(hostile)}
-    for expected in [("POST", "/v1/exec"), ("POST", "/exec"), ("POST", "/write"), ("PUT", "/files/probe.txt"),
-                     ("GET", "/files/probe.txt"), ("POST", "/delete"), ("GET", "/v1/files"),
-                     ("GET", "/v1/files/content")]:
+    for expected in [
+        ("POST", "/v1/exec"),
+        ("POST", "/exec"),
+        ("POST", "/write"),
+        ("PUT", "/files/probe.txt"),
+        ("GET", "/files/probe.txt"),
+        ("POST", "/delete"),
+        ("GET", "/v1/files"),
+        ("GET", "/v1/files/content"),
+    ]:
         assert expected in found
 
 
@@ -69,7 +76,9 @@ def test_locked_key_cannot_reach_another_namespace(
     assert info.value.status_code == 403
 
 
-def test_locked_key_works_in_its_own_namespace(hostile: LiveServer, namespace: str, mint: Callable[..., str]) -> None:
+def test_locked_key_works_in_its_own_namespace(
+    hostile: LiveServer, namespace: str, mint: Callable[..., str]
+) -> None:
     locked = mint(namespace)
     with raw_client(hostile, None, key=locked) as http:  # no header: defaults to the lock
         assert http.post("/write", json={"path": "a.txt", "content": "x"}).status_code == 200
@@ -119,7 +128,9 @@ def test_revoked_key_is_refused_on_its_very_next_request(
         "Bearer {workspace_key} extra",
     ],
 )
-def test_unknown_or_malformed_authorization_is_401(hostile: LiveServer, namespace: str, authorization: str | None) -> None:
+def test_unknown_or_malformed_authorization_is_401(
+    hostile: LiveServer, namespace: str, authorization: str | None
+) -> None:
     headers: dict[str, str | bytes] = {"X-Namespace": namespace}
     if authorization is not None:
         value = authorization.format(
@@ -127,29 +138,50 @@ def test_unknown_or_malformed_authorization_is_401(hostile: LiveServer, namespac
         )
         headers["Authorization"] = value.encode("utf-8")
     with httpx.Client(base_url=hostile.base_url, timeout=30) as http:
-        for method, url, body in [("GET", "/v1/me", None), ("POST", "/v1/exec", {"command": "true"}),
-                                  ("POST", "/write", {"path": "x", "content": "x"}),
-                                  ("GET", f"/v1/workspaces/{hostile.workspace_id}/keys", None)]:
+        for method, url, body in [
+            ("GET", "/v1/me", None),
+            ("POST", "/v1/exec", {"command": "true"}),
+            ("POST", "/write", {"path": "x", "content": "x"}),
+            ("GET", f"/v1/workspaces/{hostile.workspace_id}/keys", None),
+        ]:
             response = http.request(method, url, json=body, headers=headers)
             assert_problem(response, 401, "unauthenticated")
     assert not ns_dir(hostile, namespace).exists()
 
 
 def test_official_client_with_unknown_key(hostile: LiveServer, namespace: str) -> None:
-    with client(hostile, namespace, api_key="trove-sk-not-a-real-key") as trove, pytest.raises(TroveAuthError) as info:
+    with (
+        client(hostile, namespace, api_key="trove-sk-not-a-real-key") as trove,
+        pytest.raises(TroveAuthError) as info,
+    ):
         trove.exec("true")
     assert info.value.status_code == 401
 
 
 @pytest.mark.parametrize(
     "header",
-    [b"../etc", b"a/b", b"a b", b"ns.1", b"x" * 129, b"\xc3\xa9t\xc3\xa9", b"..", b"a\tb", b"%2e%2e", b"ns\\x"],
+    [
+        b"../etc",
+        b"a/b",
+        b"a b",
+        b"ns.1",
+        b"x" * 129,
+        b"\xc3\xa9t\xc3\xa9",
+        b"..",
+        b"a\tb",
+        b"%2e%2e",
+        b"ns\\x",
+    ],
 )
 def test_invalid_namespace_header_is_400(hostile: LiveServer, header: bytes) -> None:
     headers = {"Authorization": f"Bearer {hostile.workspace_key}", "X-Namespace": header}
     with httpx.Client(base_url=hostile.base_url, timeout=30) as http:
-        assert_problem(http.post("/write", json={"path": "x", "content": "x"}, headers=headers), 400, "namespace_invalid")
-        assert_problem(http.post("/v1/exec", json={"command": "true"}, headers=headers), 400, "namespace_invalid")
+        assert_problem(
+            http.post("/write", json={"path": "x", "content": "x"}, headers=headers), 400, "namespace_invalid"
+        )
+        assert_problem(
+            http.post("/v1/exec", json={"command": "true"}, headers=headers), 400, "namespace_invalid"
+        )
         assert_problem(http.get("/v1/files", headers=headers), 400, "namespace_invalid")
     root = hostile.ctx.runtime.root / hostile.workspace_id  # type: ignore[attr-defined]
     assert all(p.name.startswith(("t-", ".")) or "-" in p.name for p in root.iterdir())

@@ -36,9 +36,14 @@ def _wait_until(predicate: object, seconds: float = 15) -> bool:
     return bool(predicate())  # type: ignore[operator]
 
 
-def test_write_over_the_cap_is_413_with_the_limit(api: httpx.Client, hostile: LiveServer, namespace: str) -> None:
-    body = assert_problem(api.post("/write", json={"path": "big.txt", "content": "x" * (WRITE_MAX + 1)}), 413,
-                          "payload_too_large")
+def test_write_over_the_cap_is_413_with_the_limit(
+    api: httpx.Client, hostile: LiveServer, namespace: str
+) -> None:
+    body = assert_problem(
+        api.post("/write", json={"path": "big.txt", "content": "x" * (WRITE_MAX + 1)}),
+        413,
+        "payload_too_large",
+    )
     assert str(WRITE_MAX) in str(body["detail"])
     # Multibyte: the cap counts UTF-8 bytes, not characters.
     assert_problem(api.post("/write", json={"path": "big.txt", "content": "é" * (WRITE_MAX // 2 + 1)}), 413)
@@ -46,8 +51,12 @@ def test_write_over_the_cap_is_413_with_the_limit(api: httpx.Client, hostile: Li
     assert not (ns_dir(hostile, namespace) / "big.txt").exists()
 
 
-def test_upload_over_the_cap_with_content_length_is_413(api: httpx.Client, hostile: LiveServer, namespace: str) -> None:
-    body = assert_problem(api.put("/files/big.bin", content=b"z" * (UPLOAD_MAX + 1)), 413, "payload_too_large")
+def test_upload_over_the_cap_with_content_length_is_413(
+    api: httpx.Client, hostile: LiveServer, namespace: str
+) -> None:
+    body = assert_problem(
+        api.put("/files/big.bin", content=b"z" * (UPLOAD_MAX + 1)), 413, "payload_too_large"
+    )
     assert str(UPLOAD_MAX) in str(body["detail"])
     assert api.put("/files/ok.bin", content=b"z" * UPLOAD_MAX).status_code == 200
     assert not (ns_dir(hostile, namespace) / "big.bin").exists()
@@ -66,14 +75,17 @@ def test_upload_over_the_cap_streamed_without_length_is_413(
     assert _wait_until(lambda: list(staging_dir(hostile).iterdir()) == [])
     # A streamed upload under the cap works.
     ok = api.send(api.build_request("PUT", "/files/stream-ok.bin", content=_chunks(UPLOAD_MAX)))
-    assert ok.status_code == 200 and ok.json()["size_bytes"] == UPLOAD_MAX
+    assert ok.status_code == 200
+    assert ok.json()["size_bytes"] == UPLOAD_MAX
 
 
 def test_declared_length_over_the_cap_is_refused_before_the_body(hostile: LiveServer, namespace: str) -> None:
     # Declare a huge body, send none of it: the answer must come without waiting for it.
     for target, declared in ((f"/files/huge-{namespace}.bin", 10 * UPLOAD_MAX), ("/write", 10 * JSON_MAX)):
         method = "PUT" if target.startswith("/files") else "POST"
-        status, head, body = _raw_exchange(hostile, namespace, method, target, declared, b"", half_close=False)
+        status, head, body = _raw_exchange(
+            hostile, namespace, method, target, declared, b"", half_close=False
+        )
         assert status == 413, (head, body)
         assert b"application/problem+json" in head.lower()
 
@@ -101,8 +113,10 @@ def test_json_body_over_the_cap_streamed_without_length_is_413(api: httpx.Client
 
 def test_client_disconnect_mid_upload_leaves_no_partial_file(hostile: LiveServer, namespace: str) -> None:
     # Make the namespace exist, so the upload gets as far as streaming to disk.
-    with httpx.Client(base_url=hostile.base_url, headers={"Authorization": f"Bearer {hostile.workspace_key}",
-                                                            "X-Namespace": namespace}) as http:
+    with httpx.Client(
+        base_url=hostile.base_url,
+        headers={"Authorization": f"Bearer {hostile.workspace_key}", "X-Namespace": namespace},
+    ) as http:
         assert http.post("/write", json={"path": "keep.txt", "content": "k"}).status_code == 200
     target = ns_dir(hostile, namespace) / "partial.bin"
     for sent in (0, 1, 60 * KIB, 190 * KIB):
@@ -113,8 +127,10 @@ def test_client_disconnect_mid_upload_leaves_no_partial_file(hostile: LiveServer
     _raw_chunked_abort(hostile, namespace, "/files/partial.bin", b"q" * (100 * KIB))
     assert _wait_until(lambda: list(staging_dir(hostile).iterdir()) == [])
     assert not target.exists()
-    with httpx.Client(base_url=hostile.base_url, headers={"Authorization": f"Bearer {hostile.workspace_key}",
-                                                            "X-Namespace": namespace}) as http:
+    with httpx.Client(
+        base_url=hostile.base_url,
+        headers={"Authorization": f"Bearer {hostile.workspace_key}", "X-Namespace": namespace},
+    ) as http:
         assert http.get("/files/partial.bin").status_code == 404
         assert http.get("/healthz").status_code == 200
         # The next upload to the same path is whole.

@@ -91,10 +91,14 @@ def test_endless_output_times_out_capped(api: httpx.Client) -> None:
 
 
 def test_both_streams_flooding(api: httpx.Client) -> None:
-    response = api.post("/v1/exec", json={"command": "head -c 5000000 /dev/zero | tr '\\0' e >&2 & yes | head -c 5000000; wait"})
+    response = api.post(
+        "/v1/exec",
+        json={"command": "head -c 5000000 /dev/zero | tr '\\0' e >&2 & yes | head -c 5000000; wait"},
+    )
     body = response.json()
     assert body["truncated"] is True
-    assert body["stdout"].endswith(MARKER + "\n") and body["stderr"].endswith(MARKER + "\n")
+    assert body["stdout"].endswith(MARKER + "\n")
+    assert body["stderr"].endswith(MARKER + "\n")
 
 
 def test_legacy_exec_is_capped_too(api: httpx.Client) -> None:
@@ -148,7 +152,10 @@ def test_background_processes_do_not_outlive_their_exec(
     started = api.post("/v1/exec", json={"command": launcher.format(t=seconds) + "\necho launched"})
     assert started.status_code == 200, started.text
     assert "launched" in started.json()["stdout"]
-    later = api.post("/v1/exec", json={"command": f"ps -eo pid,args | grep -c '[s]leep {seconds}'; ls /proc | grep -c '^[0-9]'"})
+    later = api.post(
+        "/v1/exec",
+        json={"command": f"ps -eo pid,args | grep -c '[s]leep {seconds}'; ls /proc | grep -c '^[0-9]'"},
+    )
     assert later.status_code == 200, later.text
     count, _procs = later.json()["stdout"].split()
     assert count == "0"
@@ -156,9 +163,13 @@ def test_background_processes_do_not_outlive_their_exec(
     assert host_pids_of_uid(ns_uid(hostile, namespace)) == []
 
 
-def test_background_process_does_not_outlive_a_timeout(api: httpx.Client, hostile: LiveServer, namespace: str) -> None:
+def test_background_process_does_not_outlive_a_timeout(
+    api: httpx.Client, hostile: LiveServer, namespace: str
+) -> None:
     seconds = f"1000.{secrets.randbelow(10**6):06d}"
-    response = api.post("/v1/exec", json={"command": f"setsid sleep {seconds} & nohup sleep {seconds} & sleep 100"})
+    response = api.post(
+        "/v1/exec", json={"command": f"setsid sleep {seconds} & nohup sleep {seconds} & sleep 100"}
+    )
     assert_problem(response, 408, "exec_timeout")
     assert _host_processes_with(f"sleep\x00{seconds}") == []
     assert host_pids_of_uid(ns_uid(hostile, namespace)) == []
@@ -181,17 +192,17 @@ def test_nothing_writes_after_the_exec_answered(
 
 def test_memory_limit(api: httpx.Client) -> None:
     over = LIMITS["exec_memory_mb"] * 3
-    response = api.post(
-        "/v1/exec",
-        json={"command": f"python3 -c \"b = bytearray({over} * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); print('allocated')\""},
-    )
+    program = f"b = bytearray({over} * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); print('allocated')"
+    response = api.post("/v1/exec", json={"command": f'python3 -c "{program}"'})
     assert response.status_code in (200, 408), response.text
     body = response.json()
     assert "allocated" not in body["stdout"]
     if response.status_code == 200:
         assert body["exit_code"] != 0
     _still_responsive(api)
-    under = api.post("/v1/exec", json={"command": "python3 -c \"b = bytearray(16 * 1024 * 1024); print('small ok')\""})
+    under = api.post(
+        "/v1/exec", json={"command": "python3 -c \"b = bytearray(16 * 1024 * 1024); print('small ok')\""}
+    )
     assert under.json()["stdout"] == "small ok\n"
 
 

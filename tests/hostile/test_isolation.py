@@ -72,7 +72,8 @@ def test_sandbox_cannot_see_other_namespaces(hostile: LiveServer, namespace: str
             http,
             f"cat {ns_dir(hostile, other)}/{name}.txt 2>&1; ls {ns_dir(hostile, other)} 2>&1; "
             f"cat ../{other}/{name}.txt 2>&1; ls /workspace/.. 2>&1; "
-            f"find / -path /proc -prune -o -path /usr -prune -o -path /sys -prune -o -name '{name}*' -print 2>/dev/null; "
+            "find / -path /proc -prune -o -path /usr -prune -o -path /sys -prune "
+            f"-o -name '{name}*' -print 2>/dev/null; "
             "echo end",
         )
     out = str(body["stdout"])
@@ -86,8 +87,11 @@ def test_sandbox_runs_as_the_namespace_uid(api: httpx.Client, hostile: LiveServe
     uid = ns_uid(hostile, namespace)
     assert uid != 0
     assert (ns_dir(hostile, namespace) / "mine").stat().st_uid == uid
-    caps = [line.split()[1] for line in str(body["stdout"]).splitlines() if line.startswith(("CapEff", "CapPrm"))]
-    assert caps and all(int(c, 16) == 0 for c in caps), body["stdout"]
+    caps = [
+        line.split()[1] for line in str(body["stdout"]).splitlines() if line.startswith(("CapEff", "CapPrm"))
+    ]
+    assert caps, body["stdout"]
+    assert all(int(c, 16) == 0 for c in caps), body["stdout"]
     assert ns_dir(hostile, namespace).stat().st_mode & 0o077 == 0  # other tenants cannot enter
 
 

@@ -48,7 +48,9 @@ def _check(case: Any, server: LiveServer) -> None:
         content_type = {k.lower(): v for k, v in response.headers.items()}.get("content-type", [""])
         assert content_type[0].startswith("application/problem+json"), response.text
         body = response.json()
-        assert isinstance(body["detail"], str) and body["code"] and body["request_id"], body
+        assert isinstance(body["detail"], str), body
+        assert body["code"], body
+        assert body["request_id"], body
 
 
 def test_no_server_errors(hostile: LiveServer) -> None:

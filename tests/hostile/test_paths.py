@@ -49,7 +49,9 @@ def tok() -> str:
 
 @pytest.mark.parametrize("template", TRAVERSALS + NULS)
 def test_write_traversal_is_rejected(api: httpx.Client, hostile: LiveServer, template: str, tok: str) -> None:
-    assert_problem(api.post("/write", json={"path": _spell(template, tok), "content": "x"}), 400, "path_rejected")
+    assert_problem(
+        api.post("/write", json={"path": _spell(template, tok), "content": "x"}), 400, "path_rejected"
+    )
     _assert_no_trace(hostile, tok)
 
 
@@ -94,7 +96,9 @@ def test_percent_encoded_traversal_in_upload_and_download(
     _assert_no_trace(hostile, tok)
 
 
-def test_dot_segments_in_a_plain_url_never_reach_outside(api: httpx.Client, hostile: LiveServer, tok: str) -> None:
+def test_dot_segments_in_a_plain_url_never_reach_outside(
+    api: httpx.Client, hostile: LiveServer, tok: str
+) -> None:
     # Unencoded dot segments: whatever the client or server does with them, nothing leaves.
     for raw in (f"/files/../../tmp/trove-escape-{tok}", f"/files/a/../../trove-escape-{tok}"):
         request = api.build_request("PUT", "/files/x", content=b"escaped")
@@ -105,7 +109,9 @@ def test_dot_segments_in_a_plain_url_never_reach_outside(api: httpx.Client, host
     _assert_no_trace(hostile, tok)
 
 
-def test_absolute_paths_mean_the_namespace_root(api: httpx.Client, hostile: LiveServer, namespace: str, tok: str) -> None:
+def test_absolute_paths_mean_the_namespace_root(
+    api: httpx.Client, hostile: LiveServer, namespace: str, tok: str
+) -> None:
     name = f"trove-escape-{tok}"
     written = api.post("/write", json={"path": f"/tmp/{name}", "content": "inside"})
     assert written.status_code == 200, written.text
@@ -135,15 +141,19 @@ def test_official_client_sees_400_for_traversal(hostile: LiveServer, namespace: 
 @pytest.mark.parametrize("path", ["\ud800", "a/\udfff", "x\udc80y"])
 def test_lone_surrogates_are_rejected_not_500(api: httpx.Client, path: str) -> None:
     # JSON can spell a lone surrogate ("\ud800"); no file can have that name.
-    body = '{"path": "%s", "content": "x"}' % path.encode("unicode_escape").decode().replace("\\u", "\\u")
+    escaped = path.encode("unicode_escape").decode()
+    body = '{"path": "%s", "content": "x"}' % escaped  # noqa: UP031 - literal JSON text
     response = api.post("/write", content=body, headers={"Content-Type": "application/json"})
     assert_problem(response, 400, "path_rejected")
-    delete = '{"path": "%s"}' % path.encode("unicode_escape").decode()
+    delete = '{{"path": "{}"}}'.format(path.encode("unicode_escape").decode())
     assert_problem(api.post("/delete", content=delete, headers={"Content-Type": "application/json"}), 400)
 
 
 def test_non_utf8_names_made_by_exec_do_not_break_listing(api: httpx.Client) -> None:
-    made = api.post("/v1/exec", json={"command": "mkdir -p workspace/d && touch workspace/d/$'\\xff\\xfe'bad workspace/d/good"})
+    made = api.post(
+        "/v1/exec",
+        json={"command": "mkdir -p workspace/d && touch workspace/d/$'\\xff\\xfe'bad workspace/d/good"},
+    )
     assert made.status_code == 200, made.text
     for params in ({"path": "d"}, {"path": "workspace/", "recursive": "true"}):
         listing = api.get("/v1/files", params=params)

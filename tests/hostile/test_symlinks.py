@@ -40,7 +40,9 @@ def trap(hostile: LiveServer, namespace: str) -> Iterator[Trap]:
     other = namespace + "-other"
     secret = "secret-" + secrets.token_hex(8)
     with raw_client(hostile, other) as http_other:
-        assert http_other.post("/write", json={"path": "data/secret.txt", "content": secret}).status_code == 200
+        assert (
+            http_other.post("/write", json={"path": "data/secret.txt", "content": secret}).status_code == 200
+        )
     other_host = ns_dir(hostile, other)
     http = raw_client(hostile, namespace)
     made = http.post(
@@ -61,7 +63,8 @@ def trap(hostile: LiveServer, namespace: str) -> Iterator[Trap]:
             )
         },
     )
-    assert made.status_code == 200 and made.json()["exit_code"] == 0, made.text
+    assert made.status_code == 200, made.text
+    assert made.json()["exit_code"] == 0, made.text
     # The traps are live: resolved on the host, they lead out of the namespace.
     mine = ns_dir(hostile, namespace)
     assert (mine / "sib").resolve() == other_host.resolve()
@@ -74,8 +77,18 @@ def trap(hostile: LiveServer, namespace: str) -> Iterator[Trap]:
         shutil.rmtree(victim, ignore_errors=True)
 
 
-ESCAPING_FILES = ["etc/passwd", "etc/hostname", "pw", "up/trove.db", "victim/keep.txt", "keeplink",
-                  "sib/data/secret.txt", "sibabs/data/secret.txt", "sibfile", "workspace/sib/data/secret.txt"]
+ESCAPING_FILES = [
+    "etc/passwd",
+    "etc/hostname",
+    "pw",
+    "up/trove.db",
+    "victim/keep.txt",
+    "keeplink",
+    "sib/data/secret.txt",
+    "sibabs/data/secret.txt",
+    "sibfile",
+    "workspace/sib/data/secret.txt",
+]
 ESCAPING_DIRS = ["etc", "up", "victim", "sib", "sibabs", "sib/data", "workspace/etc", "etc/ssl"]
 
 
@@ -85,7 +98,8 @@ def test_reads_through_escaping_symlinks_are_rejected(trap: Trap, path: str) -> 
     assert_problem(content, 400, "path_rejected")
     raw = trap.http.get(f"/files/{path}")
     assert_problem(raw, 400, "path_rejected")
-    assert trap.secret not in raw.text and "root:" not in raw.text
+    assert trap.secret not in raw.text
+    assert "root:" not in raw.text
 
 
 @pytest.mark.parametrize("path", ESCAPING_DIRS)
@@ -103,7 +117,9 @@ def test_recursive_listing_of_the_root_does_not_follow_symlinks(trap: Trap) -> N
     assert "workspace/data/in.txt" in paths
     assert "workspace/etc" in paths  # the link itself, as an entry
     for entry in listing.json()["entries"]:
-        assert not entry["path"].startswith(("workspace/etc/", "workspace/up/", "workspace/sib/", "workspace/victim/"))
+        assert not entry["path"].startswith(
+            ("workspace/etc/", "workspace/up/", "workspace/sib/", "workspace/victim/")
+        )
         assert entry["path"].count("/") < 4
     links = {e["name"]: e for e in listing.json()["entries"] if e["name"] in {"etc", "sib", "up"}}
     assert all(not e["is_dir"] for e in links.values())
@@ -111,8 +127,18 @@ def test_recursive_listing_of_the_root_does_not_follow_symlinks(trap: Trap) -> N
 
 @pytest.mark.parametrize(
     "path",
-    ["victim/planted.txt", "victim/keep.txt", "keeplink", "sib/data/planted.txt", "sibabs/planted.txt",
-     "sibfile", "up/planted.txt", "up/namespaces/planted.txt", "victim/new/dir/planted.txt", "pw"],
+    [
+        "victim/planted.txt",
+        "victim/keep.txt",
+        "keeplink",
+        "sib/data/planted.txt",
+        "sibabs/planted.txt",
+        "sibfile",
+        "up/planted.txt",
+        "up/namespaces/planted.txt",
+        "victim/new/dir/planted.txt",
+        "pw",
+    ],
 )
 def test_writes_through_escaping_symlinks_are_rejected(hostile: LiveServer, trap: Trap, path: str) -> None:
     passwd = hashlib.sha256(Path("/etc/passwd").read_bytes()).hexdigest()
@@ -130,7 +156,17 @@ def test_writes_through_escaping_symlinks_are_rejected(hostile: LiveServer, trap
 
 
 @pytest.mark.parametrize(
-    "path", ["victim/keep.txt", "keeplink", "victim", "sib/data/secret.txt", "sib/data", "sibfile", "etc/hostname", "up/staging"]
+    "path",
+    [
+        "victim/keep.txt",
+        "keeplink",
+        "victim",
+        "sib/data/secret.txt",
+        "sib/data",
+        "sibfile",
+        "etc/hostname",
+        "up/staging",
+    ],
 )
 def test_deletes_through_escaping_symlinks_are_rejected(hostile: LiveServer, trap: Trap, path: str) -> None:
     assert_problem(trap.http.post("/delete", json={"path": path}), 400, "path_rejected")

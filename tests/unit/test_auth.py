@@ -113,6 +113,7 @@ def test_scope_rules() -> None:
 
 
 def test_caller_actor() -> None:
-    assert ADMIN.is_admin and not UNLOCKED.is_admin
+    assert ADMIN.is_admin
+    assert not UNLOCKED.is_admin
     assert LOCKED.actor.key_id == "key-2"
     assert LOCKED.actor.key_name == "agent"

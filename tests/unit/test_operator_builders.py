@@ -169,4 +169,4 @@ def test_status_keeps_transition_time_while_unchanged() -> None:
         "lastTransitionTime": "2024-01-03T00:00:00Z",
         "observedGeneration": 3,
     }
-    assert changed["pod"] == ""
+    assert changed["pod"] is None

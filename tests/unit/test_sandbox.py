@@ -40,7 +40,8 @@ def test_only_the_namespace_and_read_only_system_dirs_are_bound(network: bool) -
     assert writable == [(NS_ROOT, SANDBOX_ROOT)]
     for opt, src, dst in binds:
         if opt == "--ro-bind":
-            assert src in SYSTEM_DIRS and dst == src
+            assert src in SYSTEM_DIRS
+            assert dst == src
     assert not any(opt.startswith("--dev-bind") for opt, _, _ in binds)
 
 
@@ -73,7 +74,8 @@ def test_drop_privileges() -> None:
     assert build_drop_privileges(None) == []
     argv = build_drop_privileges(200_007)
     assert argv[0] == "setpriv"
-    assert "--reuid=200007" in argv and "--regid=200007" in argv
+    assert "--reuid=200007" in argv
+    assert "--regid=200007" in argv
     assert "--clear-groups" in argv
     assert "--inh-caps=-all" in argv
     assert argv[-1] == "--"
@@ -83,14 +85,14 @@ def test_limits_wrapper_sets_the_limits() -> None:
     limits = Limits(
         cpu_seconds=7, file_bytes=1024 * 1024, processes=33, address_space_bytes=512 * 1024 * 1024
     )
-    argv = build_limits_wrapper([], limits) + ["/bin/sh", "-c", "ulimit -t; ulimit -f; ulimit -p; ulimit -v"]
+    argv = [*build_limits_wrapper([], limits), "/bin/sh", "-c", "ulimit -t; ulimit -f; ulimit -p; ulimit -v"]
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
     assert out == ["7", "2048", "33", str(512 * 1024)]
 
 
 def test_limits_wrapper_refuses_to_run_when_a_step_fails() -> None:
     limits = Limits(cpu_seconds=7, file_bytes=1024, processes=33, address_space_bytes=None)
-    argv = build_limits_wrapper(["/nonexistent/dir/cgroup.procs"], limits) + ["/bin/echo", "ran"]
+    argv = [*build_limits_wrapper(["/nonexistent/dir/cgroup.procs"], limits), "/bin/echo", "ran"]
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert result.returncode == 125
     assert "ran" not in result.stdout

@@ -71,8 +71,13 @@ class KubeApi:
         return self._session
 
     def _headers(self) -> dict[str, str]:
-        token = self.cfg.get_api_key_with_prefix("authorization")
-        return {"Authorization": token} if token else {}
+        # auth_settings() runs the client's refresh hook (in-cluster tokens rotate).
+        headers = {}
+        settings = cast(dict[str, dict[str, Any]], self.cfg.auth_settings())
+        for auth in settings.values():
+            if auth.get("in") == "header" and auth.get("value"):
+                headers[str(auth["key"]).title()] = str(auth["value"])
+        return headers
 
     def _tns_url(self, name: str | None = None) -> str:
         base = f"{self.host}/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/{PLURAL}"

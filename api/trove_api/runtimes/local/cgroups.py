@@ -74,6 +74,7 @@ class Cgroups:
             return [str(group / "cgroup.procs")]
         return []
 
+
 def _try_write(path: Path, value: str) -> None:
     # Swap accounting is often disabled; the memory limit still holds without it.
     with contextlib.suppress(OSError):

@@ -161,11 +161,16 @@ def _add_file(
         tar.addfile(info)
         return
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        # O_NONBLOCK: if the agent swapped a FIFO in since the lstat, opening must not wait
+        # for a writer that never comes (it is then skipped below, like any non-file).
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
     except OSError:
         return
     try:
-        info.size = os.fstat(fd).st_size
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            return
+        info.size = opened.st_size
         tar.addfile(info, _ExactReader(fd, info.size))
     finally:
         os.close(fd)
