@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from trove_api import logs
 from trove_api.context import AppContext
 from trove_api.services.keys import NewWorkspace, create_workspace, workspace_count
 from trove_core.errors import TroveError
@@ -78,7 +79,11 @@ def serve(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # logs.configure() already routed uvicorn's loggers
         proxy_headers=True,
+        # On SIGTERM uvicorn stops accepting, then lets in-flight requests finish: an exec
+        # already running gets up to its full wall clock before the process exits.
+        timeout_graceful_shutdown=int(max(settings.shutdown_grace_s, settings.exec_timeout_s + 5)),
     )
     return 0
 
@@ -138,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         if key in ("host", "port", "runtime", "data_dir") and value is not None
     }
     settings = load_settings(**overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logs.configure(settings.log_level, settings.log_format)
     if args.command == "serve":
         return serve(settings)
     if args.command == "snapshots":

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from trove_api.logs import request_id_var
 from trove_api.metrics import Metrics
 from trove_core.errors import PayloadTooLargeError
 from trove_core.wire import HEADER_REQUEST_ID
 
+access_log = logging.getLogger("trove.access")
 _INCOMING_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
@@ -36,6 +39,7 @@ class RequestContextMiddleware:
             incoming if incoming and _INCOMING_ID.fullmatch(incoming) else "req_" + secrets.token_hex(8)
         )
         scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
         started = time.perf_counter()
         status_holder = {"status": 500}
 
@@ -82,9 +86,26 @@ class RequestContextMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
+            elapsed = time.perf_counter() - started
             if metrics is not None:
                 metrics.requests.labels(method, template, str(status_holder["status"])).inc()
-                metrics.latency.labels(method, template).observe(time.perf_counter() - started)
+                metrics.latency.labels(method, template).observe(elapsed)
+            access_log.info(
+                "%s %s %s %.1fms",
+                method,
+                scope.get("path", ""),
+                status_holder["status"],
+                elapsed * 1000,
+                extra={
+                    "method": method,
+                    "path": scope.get("path", ""),
+                    "route": template,
+                    "status": status_holder["status"],
+                    "duration_ms": round(elapsed * 1000, 1),
+                    "client": (scope.get("client") or ("", 0))[0],
+                },
+            )
+            request_id_var.reset(token)
 
 
 def _metrics_of(scope: Scope) -> Metrics | None:

@@ -66,6 +66,14 @@ class Settings(BaseSettings):
         True, description="Create a first workspace and keys when the database has none."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`json`: one JSON object per line with the request id (production)."
+    )
+    shutdown_grace_s: float = Field(
+        40.0,
+        ge=0,
+        description="On SIGTERM, how long in-flight requests (e.g. execs) may take to finish.",
+    )
     k8s_namespace: str = Field(
         "default", description="Kubernetes namespace of the TroveNamespace objects and sandbox pods."
     )

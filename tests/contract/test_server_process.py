@@ -1,0 +1,156 @@
+"""`trove-server serve` as a real process: first-run keys, JSON logs with request ids, graceful stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from trove_sdk import TroveClient
+
+from tests.support.server import _free_port, make_data_dir
+
+SERVE = str(Path(sys.executable).with_name("trove-server"))
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    out: Path
+    err: Path
+
+    @property
+    def stdout(self) -> str:
+        return self.out.read_text()
+
+    @property
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+
+@contextmanager
+def serve(data_dir: Path, **env: str) -> Iterator[Served]:
+    """The server as a child process; its output goes to files (a full pipe would stall it)."""
+    port = _free_port()
+    full_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TROVE_")},
+        "TROVE_DATA_DIR": str(data_dir),
+        "TROVE_PORT": str(port),
+        **env,
+    }
+    logs = Path(tempfile.mkdtemp(prefix="trove-serve-logs-"))
+    out, err = logs / "stdout", logs / "stderr"
+    with out.open("wb") as out_file, err.open("wb") as err_file:
+        proc = subprocess.Popen([SERVE, "serve"], env=full_env, stdout=out_file, stderr=err_file)
+    base_url = f"http://127.0.0.1:{port}"
+    served = Served(proc, base_url, out, err)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, served.stderr
+            try:
+                if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not become ready"
+            time.sleep(0.1)
+        yield served
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(logs, ignore_errors=True)
+
+
+def _keys(data_dir: Path) -> tuple[str, str]:
+    text = (data_dir / "first-run-keys.txt").read_text()
+    admin = next(line.split()[-1] for line in text.splitlines() if line.startswith("Admin key"))
+    workspace = next(line.split()[-1] for line in text.splitlines() if line.startswith("Workspace key"))
+    return admin, workspace
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    path = make_data_dir()
+    yield path
+    subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+def test_first_start_prints_keys_to_a_private_file_and_later_starts_point_to_it(data_dir: Path) -> None:
+    with serve(data_dir) as first:
+        admin, workspace = _keys(data_dir)
+        base_url = first.base_url
+        assert (data_dir / "first-run-keys.txt").stat().st_mode & 0o777 == 0o600
+        me = httpx.get(f"{base_url}/v1/me", headers={"Authorization": f"Bearer {admin}"}).json()
+        assert me["scope"] == "admin"
+        assert me["workspace_id"].startswith("ws-")
+        with TroveClient(api_key=workspace, namespace="first", base_url=base_url) as client:
+            assert client.exec("echo ok") == "ok\n"
+        first_out = first.stdout
+    assert workspace in first_out
+    assert "TroveClient(" in first_out
+    with serve(data_dir) as second:
+        second_out = second.stdout
+    assert workspace not in second_out
+    assert str((data_dir / "first-run-keys.txt").resolve()) in second_out
+
+
+def test_json_logs_carry_the_request_id(data_dir: Path) -> None:
+    with serve(data_dir, TROVE_LOG_FORMAT="json") as served:
+        admin, _ = _keys(data_dir)
+        response = httpx.get(f"{served.base_url}/v1/me", headers={"Authorization": f"Bearer {admin}"})
+        request_id = response.headers["X-Request-Id"]
+        deadline = time.monotonic() + 10
+        while "/v1/me" not in served.stderr and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stderr = served.stderr
+    entries = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    access = [e for e in entries if e.get("logger") == "trove.access" and e.get("path") == "/v1/me"]
+    assert access, stderr[-2000:]
+    assert access[0]["request_id"] == request_id
+    assert access[0]["status"] == 200
+
+
+def test_sigterm_lets_an_exec_in_flight_finish(data_dir: Path) -> None:
+    with serve(data_dir) as served:
+        proc, base_url = served.proc, served.base_url
+        _, workspace = _keys(data_dir)
+        outcome: dict[str, object] = {}
+
+        def run() -> None:
+            with TroveClient(api_key=workspace, namespace="grace", base_url=base_url) as client:
+                try:
+                    outcome["stdout"] = client.exec("touch workspace/started; sleep 2; echo finished")
+                except Exception as exc:
+                    outcome["error"] = exc
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        started = data_dir / "namespaces"
+        deadline = time.monotonic() + 20
+        while not list(started.glob("*/grace/started")):
+            assert time.monotonic() < deadline, "the exec never started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        worker.join(timeout=60)
+        # uvicorn re-raises the signal once it has shut down gracefully.
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    assert outcome.get("stdout") == "finished\n", outcome
