@@ -12,7 +12,7 @@ export TROVE_PORT ?= 8080
 export TROVE_DATA_DIR ?= ./.trove
 export TROVE_RUNTIME ?= local
 
-.PHONY: help run test lint bench bench-events bench-snapshots deps dev-deps system-deps lock clean uv images e2e bench-k8s
+.PHONY: help run test lint bench bench-events bench-snapshots deps dev-deps system-deps lock clean uv images e2e bench-k8s kind-up kind-down kind-images
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -52,6 +52,8 @@ lint: dev-deps  ## ruff, mypy --strict, import-linter
 	$(VENV)/bin/ruff format --check core api operator tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	@if command -v helm >/dev/null; then helm lint --strict charts/trove; \
+	  else echo "helm not installed: skipping helm lint (../shared/k8s/tools.sh installs it)"; fi
 
 bench: dev-deps  ## foundation benchmarks (exec, throughput, concurrency, memory) vs raw baselines
 	$(PY) -m bench
@@ -72,7 +74,7 @@ images:  ## build the sandbox and trove images into the test cluster ($(K8S_SCRI
 	$(K8S_SCRIPTS)/image.sh build $(TROVE_IMAGE) . images/trove/Dockerfile
 
 e2e: dev-deps  ## contract suite on the Kubernetes runtime + operator e2e, against $KUBECONFIG (images built)
-	TROVE_TEST_BACKEND=kubernetes TROVE_K8S_SANDBOX_IMAGE=$(SANDBOX_IMAGE) \
+	TROVE_TEST_BACKEND=kubernetes TROVE_K8S_SANDBOX_IMAGE=$(SANDBOX_IMAGE) TROVE_E2E_TROVE_IMAGE=$(TROVE_IMAGE) \
 	  $(PY) -m pytest tests/e2e tests/contract $(PYTEST_ARGS)
 
 bench-k8s: dev-deps  ## Kubernetes runtime benchmarks vs raw pod exec, against $KUBECONFIG
@@ -84,3 +86,37 @@ lock:  ## re-pin requirements/*.txt with hashes (uv pip compile)
 
 clean:  ## remove .venv and local data (./.trove)
 	rm -rf $(VENV) .trove .pytest_cache .mypy_cache .ruff_cache
+
+# kind (https://kind.sigs.k8s.io): try Trove on a laptop. Needs docker (or podman), kind, kubectl, helm.
+KIND_CLUSTER ?= trove
+KIND_NAMESPACE ?= trove
+CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+INGRESS_NGINX_MANIFEST ?= https://raw.githubusercontent.com/kubernetes/ingress-nginx/controller-v1.12.1/deploy/static/provider/kind/deploy.yaml
+
+kind-images:  ## build the images with docker/podman and load them into the kind cluster
+	$(CONTAINER_ENGINE) build -t $(SANDBOX_IMAGE) images/sandbox
+	$(CONTAINER_ENGINE) build -t $(TROVE_IMAGE) -f images/trove/Dockerfile .
+	@if [ "$$(basename $(CONTAINER_ENGINE))" = podman ]; then \
+	  for image in $(SANDBOX_IMAGE) $(TROVE_IMAGE); do \
+	    case "$$image" in */*) ;; *) podman tag "$$image" "docker.io/library/$$image"; image="docker.io/library/$$image";; esac; \
+	    podman save -o /tmp/trove-kind-image.tar "$$image" && \
+	    kind load image-archive /tmp/trove-kind-image.tar --name $(KIND_CLUSTER) || exit 1; \
+	  done; rm -f /tmp/trove-kind-image.tar; \
+	else kind load docker-image $(SANDBOX_IMAGE) $(TROVE_IMAGE) --name $(KIND_CLUSTER); fi
+
+kind-up:  ## kind cluster + ingress-nginx + images + `helm install trove` (API on http://127.0.0.1)
+	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --config kind-config.yaml --name $(KIND_CLUSTER)
+	kubectl apply -f $(INGRESS_NGINX_MANIFEST)
+	kubectl wait --namespace ingress-nginx --for=condition=ready pod \
+	  --selector=app.kubernetes.io/component=controller --timeout=180s
+	$(MAKE) kind-images
+	helm upgrade --install trove charts/trove --namespace $(KIND_NAMESPACE) --create-namespace \
+	  -f charts/trove/ci/06-kind-values.yaml \
+	  --set-string image.repository=$(firstword $(subst :, ,$(TROVE_IMAGE))) \
+	  --set-string image.tag=$(lastword $(subst :, ,$(TROVE_IMAGE))) \
+	  --set-string sandbox.image.repository=$(firstword $(subst :, ,$(SANDBOX_IMAGE))) \
+	  --set-string sandbox.image.tag=$(lastword $(subst :, ,$(SANDBOX_IMAGE))) \
+	  --wait --timeout 5m
+
+kind-down:  ## delete the kind cluster (everything in it goes too)
+	kind delete cluster --name $(KIND_CLUSTER)

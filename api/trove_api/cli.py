@@ -48,6 +48,18 @@ def _write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
+def _first_workspace(ctx: AppContext, settings: Settings) -> NewWorkspace | None:
+    """The default workspace on a fresh database; replicas starting together make just one."""
+    with ctx.db.exclusive("first-workspace"):
+        if workspace_count(ctx.db) != 0:
+            return None
+        return create_workspace(
+            ctx.db,
+            "default",
+            admin_plaintext=settings.admin_key.get_secret_value() if settings.admin_key else None,
+        )
+
+
 def serve(settings: Settings) -> int:
     import uvicorn
 
@@ -62,12 +74,8 @@ def serve(settings: Settings) -> int:
     for warning in warnings:
         print(f"\n*** WARNING: {warning}\n", file=sys.stderr)
     keys_file = settings.data_dir / FIRST_RUN_FILE
-    if settings.bootstrap_on_start and workspace_count(ctx.db) == 0:
-        new = create_workspace(
-            ctx.db,
-            "default",
-            admin_plaintext=settings.admin_key.get_secret_value() if settings.admin_key else None,
-        )
+    new = _first_workspace(ctx, settings) if settings.bootstrap_on_start else None
+    if new is not None:
         text = credentials_text(new, _base_url(settings))
         _write_private(keys_file, text)
         print(text)

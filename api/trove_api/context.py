@@ -58,7 +58,8 @@ class AppContext:
         runtime = runtime or make_runtime(settings)
         emitter = EventEmitter(db)
         namespaces = NamespaceService(db, runtime, settings.sandbox_uid_base)
-        locks = NamespaceLocks()
+        # On PostgreSQL the locks hold across replicas too (advisory locks).
+        locks = NamespaceLocks(db.session_locks)
         snapshot_store = make_snapshot_store(settings)
         snapshot_service = SnapshotService(db, runtime, snapshot_store, namespaces, emitter, locks)
         hub = EventHub(db, poll_interval=settings.events_poll_interval_s)

@@ -252,7 +252,7 @@ class Agent:
         side = asyncio.create_task(feed() if req.get("stdin") else watch_cancel())
         timed_out = False
         try:
-            await asyncio.wait_for(proc.wait(), timeout)
+            await asyncio.wait_for(exited(proc), timeout)
         except TimeoutError:
             timed_out = True
         finally:
@@ -332,7 +332,8 @@ class Agent:
         head, _, last = real.rpartition("/")
         parent = self.root.open_dir(head)
         try:
-            fd = os.open(last, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
+            fd = os.open(last, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=parent)
         except OSError as exc:
             raise translate(exc, rel) from exc
         finally:
@@ -341,6 +342,7 @@ class Agent:
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise OpError("is_a_directory", rel, "not a regular file")
+        os.set_blocking(fd, True)
         self.handles[rid] = fd
         return {"handle": rid, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
@@ -458,12 +460,17 @@ class Agent:
         """``tar czf -`` of the root, paced by the client's acknowledgements (cumulative bytes)."""
         window = int(req.get("window", 8 << 20))  # type: ignore[call-overload]
         proc = await asyncio.create_subprocess_exec(
-            "tar", "-C", self.root.path, "--format=gnu", "-czf", "-", ".",
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            "tar", "-C", self.root.path, "--format=gnu", "-czf", "-", "--null", "--files-from=-",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )  # fmt: skip
+        assert proc.stdin is not None
         assert proc.stdout is not None
         assert proc.stderr is not None
+        # Top-level names, not ".": members read "a/b.txt" as in the local runtime's tarballs.
+        names = sorted(n for n in os.listdir(self.root.path) if not n.startswith(TEMP_PREFIX))
+        proc.stdin.write(b"".join(os.fsencode(n) + b"\0" for n in names))
+        proc.stdin.close()
         errors = asyncio.create_task(proc.stderr.read())
         sent = acked = 0
         try:
@@ -549,6 +556,27 @@ class Agent:
         self, rid: int, req: dict[str, object], queue: asyncio.Queue[tuple[int, bytes]]
     ) -> dict[str, object]:
         return {"pong": True}
+
+
+async def exited(proc: asyncio.subprocess.Process) -> None:
+    """Return when the shell itself has exited.
+
+    ``Process.wait()`` on some Python versions (Debian's 3.11.2) also waits for the output
+    pipes to close, which a leftover background job holds open; a pidfd says "exited" alone.
+    """
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        await proc.wait()
+        return
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(pidfd, lambda: done.done() or done.set_result(None))
+    try:
+        await done
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
 
 
 def kill_tree(pgid: int, tag: str) -> None:

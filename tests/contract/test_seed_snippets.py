@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from trove_sdk import TroveAuthError, TroveClient, TroveNotFoundError
 
+from tests.support.cluster import sandbox_host
 from tests.support.sdk import admin, client
 from tests.support.server import LiveServer
 
@@ -334,11 +335,11 @@ def api_example() -> Iterator[ApiStandIn]:
 
     # The sandbox shares the host network here; a backend whose sandboxes cannot reach the
     # runner's loopback needs this stand-in served from somewhere they can.
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd = ThreadingHTTPServer((sandbox_host(), 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield ApiStandIn(base=f"http://127.0.0.1:{httpd.server_address[1]}", token=token, feed=feed)
+        yield ApiStandIn(base=f"http://{sandbox_host()}:{httpd.server_address[1]}", token=token, feed=feed)
     finally:
         httpd.shutdown()
         httpd.server_close()

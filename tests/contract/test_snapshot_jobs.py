@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
+from tests.support.cluster import runtime_env
 from tests.support.sdk import client
 from tests.support.server import LiveServer, start_server
 from trove_api.stores.tables import snapshots
@@ -29,6 +30,7 @@ def quiet_server() -> Iterator[LiveServer]:
 def _jobs(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TROVE_")}
     env["TROVE_DATA_DIR"] = str(server.data_dir)
+    env.update(runtime_env(server.settings))  # `make e2e`: the same Kubernetes runtime
     command = Path(sys.executable).with_name("trove-server")
     return subprocess.run(
         [str(command), "snapshots", *args], env=env, capture_output=True, text=True, timeout=120, check=False

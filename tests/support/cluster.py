@@ -74,6 +74,29 @@ class Cluster:
         }
 
 
+def sandbox_host() -> str:
+    """Where a test's helper HTTP server must listen so the sandbox can reach it.
+
+    Local sandboxes share the host's loopback; pods reach the host through the CNI bridge
+    gateway (``../shared/k8s``: 10.244.0.1; kind users set ``TROVE_TEST_POD_GATEWAY``).
+    """
+    if backend() != "kubernetes":
+        return "127.0.0.1"
+    return os.environ.get("TROVE_TEST_POD_GATEWAY", "10.244.0.1")
+
+
+def runtime_env(settings: Any) -> dict[str, str]:
+    """``TROVE_*`` variables that give a ``trove-server`` subprocess the same runtime as ``settings``."""
+    if settings.runtime != "kubernetes":
+        return {}
+    env = {"TROVE_RUNTIME": "kubernetes"}
+    for field in type(settings).model_fields:
+        value = getattr(settings, field)
+        if field.startswith("k8s_") and value is not None:
+            env[f"TROVE_{field.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
 _CLUSTER: Cluster | None = None
 _UNAVAILABLE: str | None = None
 

@@ -90,7 +90,19 @@ def start_postgres() -> Iterator[PostgresServer]:
     run([str(bin_dir / "initdb"), "-D", str(data_dir), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8"])
     options = f"-h 127.0.0.1 -p {port} -k {base} -c fsync=off -c max_connections=300"
     try:
-        run([str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-l", str(base / "log"), "-o", options, "-w", "start"])
+        run(
+            [
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(data_dir),
+                "-l",
+                str(base / "log"),
+                "-o",
+                options,
+                "-w",
+                "start",
+            ]
+        )
     except subprocess.CalledProcessError as exc:
         log = (base / "log").read_text() if (base / "log").exists() else ""
         raise RuntimeError(f"PostgreSQL did not start: {exc.stderr!r}\n{log}") from exc
@@ -104,3 +116,21 @@ def start_postgres() -> Iterator[PostgresServer]:
             timeout=60,
         )
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session (skips without the binaries, see the module doc)."""
+    with start_postgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def database_url(postgres: PostgresServer) -> str:
+    """A fresh database per test module."""
+    return postgres.create_database()
+
+
+def dsn_of(url: str) -> str:
+    """The libpq DSN of a ``postgresql+psycopg://`` URL (for direct checks with psycopg)."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)

@@ -78,7 +78,8 @@ def _free_ports(count: int) -> list[int]:
 
 
 @contextmanager
-def start_s3(timeout_s: float = 60) -> Iterator[S3Server]:
+def start_s3(timeout_s: float = 60, host: str = "127.0.0.1") -> Iterator[S3Server]:
+    """``host``: the address to bind (e2e: the cluster's CNI gateway, so pods reach it too)."""
     work = Path(tempfile.mkdtemp(prefix="trove-s3-", dir="/tmp"))
     access, secret = "TROVE" + secrets.token_hex(6).upper(), secrets.token_hex(20)
     identities = {
@@ -97,8 +98,8 @@ def start_s3(timeout_s: float = 60) -> Iterator[S3Server]:
         weed_binary(),
         "server",
         f"-dir={work / 'data'}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
+        f"-ip={host}",
+        f"-ip.bind={host}",
         f"-master.port={master}",
         f"-master.port.grpc={master_grpc}",
         "-master.telemetry=false",
@@ -118,7 +119,7 @@ def start_s3(timeout_s: float = 60) -> Iterator[S3Server]:
     log_path = work / "weed.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = S3Server(f"http://127.0.0.1:{s3}", access, secret, "us-east-1", process, log_path)
+    server = S3Server(f"http://{host}:{s3}", access, secret, "us-east-1", process, log_path)
     try:
         _wait_ready(server, timeout_s)
         yield server

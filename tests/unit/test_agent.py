@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from trove_api.runtimes.kubernetes.channel import AgentSession
-from trove_core.errors import PathNotFoundError, PathRejectedError, PayloadTooLargeError
+from trove_core.errors import IsADirectoryError_, PathNotFoundError, PathRejectedError, PayloadTooLargeError
 from trove_core.runtime import ExecSpec
 
 AGENT = Path(__file__).parents[2] / "images" / "sandbox" / "trove_agent.py"
@@ -155,10 +155,10 @@ async def test_export_is_a_gzip_tar_of_the_root(tmp_path: Path) -> None:
         again = await session.exec(spec("echo still-alive"), 1 << 20)
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
         names = sorted(archive.getnames())
-        member = archive.extractfile("./d/f.txt")
+        member = archive.extractfile("d/f.txt")
         assert member is not None
         assert member.read() == b"hello"
-    assert names == [".", "./big", "./d", "./d/f.txt"]
+    assert names == ["big", "d", "d/f.txt"]
     assert again.stdout == b"still-alive\n"
 
 
@@ -206,3 +206,16 @@ async def test_restore_refuses_unsafe_members_and_keeps_the_tree(tmp_path: Path)
         alive = await session.exec(spec("ls -A /dev/null"), 1 << 20)
     assert alive.exit_code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+async def test_special_files_are_refused_without_waiting(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    async with agent(tmp_path) as session:
+        with pytest.raises(IsADirectoryError_):
+            await asyncio.wait_for(session.open_file("pipe"), 5)
+
+
+async def test_background_jobs_do_not_hold_the_call(tmp_path: Path) -> None:
+    async with agent(tmp_path) as session:
+        out = await session.exec(spec("sleep 100 & echo started", timeout=20), 1 << 20)
+    assert (out.stdout, out.timed_out, out.exit_code) == (b"started\n", False, 0)

@@ -4,7 +4,9 @@ Subscribers never query the database on their own while they keep up: the hub re
 rows once (woken right after each local commit, and every ``poll_interval`` for events
 other processes wrote) into a bounded buffer and wakes everyone waiting. A subscriber that
 fell behind the buffer, or resumes from an old ``Last-Event-ID``, catches up from the
-database in chunks and then follows the buffer again.
+database in chunks and then follows the buffer again. On PostgreSQL the hub never moves
+past a seq that an in-flight transaction may still commit (``horizon``), so a transaction
+that commits late (another replica, another workspace) is not missed by live streams.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from trove_api.events import feed
+from trove_api.events import feed, horizon
 from trove_api.events.log import EVENTS_TOPIC, envelope_from_row
 from trove_api.stores.db import Database
 from trove_api.stores.tables import events
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 BUFFER_SIZE = 4096
 CATCH_UP_CHUNK = 500
+GAP_RETRY_S = 0.05  # how soon to look again while waiting for a late commit
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class EventHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._gaps = horizon.GapGuard()
 
     @property
     def head(self) -> int:
@@ -85,36 +89,49 @@ class EventHub:
         with self.db.read() as conn:
             return int(conn.execute(select(func.max(events.c.seq))).scalar_one_or_none() or 0)
 
-    def _fetch_new(self, after: int) -> list[Buffered]:
+    def _fetch_new(self, after: int) -> tuple[list[Buffered], bool]:
+        """Rows after ``after`` that may be published, and whether a later row is held back."""
+        query = select(events).where(events.c.seq > after).order_by(events.c.seq.asc()).limit(CATCH_UP_CHUNK)
         with self.db.read() as conn:
-            rows = conn.execute(
-                select(events).where(events.c.seq > after).order_by(events.c.seq.asc()).limit(CATCH_UP_CHUNK)
-            ).mappings()
-            return [Buffered(int(row["seq"]), envelope_from_row(row)) for row in rows]
+            if not self.db.is_postgres:
+                # One process commits in seq order (``Database.write``): nothing to wait for.
+                rows = conn.execute(query).mappings()
+                return [Buffered(int(row["seq"]), envelope_from_row(row)) for row in rows], False
+            conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                in_progress = horizon.read_snapshot(conn)  # fixes the snapshot the rows come from
+                fetched = [
+                    Buffered(int(row["seq"]), envelope_from_row(row))
+                    for row in conn.execute(query).mappings()
+                ]
+                snapshot = horizon.Snapshot(in_progress, horizon.still_running(conn, in_progress))
+        admitted = self._gaps.admit(after, [item.seq for item in fetched], snapshot)
+        return fetched[:admitted], admitted < len(fetched)
 
     async def _run(self) -> None:
+        held_back = False
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), GAP_RETRY_S if held_back else self.poll_interval)
             self._wake.clear()
             try:
-                await self._pull()
+                held_back = await self._pull()
             except Exception:  # the next tick is the retry
                 log.exception("event hub poll failed")
 
-    async def _pull(self) -> None:
+    async def _pull(self) -> bool:
+        """Read what is new into the buffer; True if rows wait behind an unsettled gap."""
         while True:
-            fresh = await asyncio.to_thread(self._fetch_new, self._head)
-            if not fresh:
-                return
+            fresh, held_back = await asyncio.to_thread(self._fetch_new, self._head)
             for item in fresh:
                 if len(self._buffer) == self._buffer.maxlen:
                     self._floor = self._buffer[0].seq
                 self._buffer.append(item)
-            self._head = fresh[-1].seq
-            self._notify()
-            if len(fresh) < CATCH_UP_CHUNK:
-                return
+            if fresh:
+                self._head = fresh[-1].seq
+                self._notify()
+            if held_back or len(fresh) < CATCH_UP_CHUNK:
+                return held_back
 
     async def follow(
         self, scope: feed.Scope, *, after: int | None, keepalive: float
@@ -139,7 +156,10 @@ class EventHub:
             if pending:
                 for item in pending:
                     cursor = item.seq
-                    if scope.admits(item.event["namespace"], item.event["type"]):
+                    # The buffer holds every workspace's events: a stream sees only its own.
+                    if item.event["workspace_id"] == scope.workspace_id and scope.admits(
+                        item.event["namespace"], item.event["type"]
+                    ):
                         yield item.event
                 continue
             if not await self._wait_past(cursor, keepalive):

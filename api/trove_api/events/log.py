@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
 
+from trove_api.stores.advisory import EVENTS, lock_key, xact_lock
 from trove_api.stores.db import flag_commit
 from trove_api.stores.tables import events, webhook_deliveries, webhooks
 from trove_core.clock import next_after, now_ts
@@ -42,10 +43,14 @@ def record(
 
     ``created_at`` is strictly increasing per workspace (clients use it as an exclusive
     cursor); ``Database.write`` serialises writers, so reading the latest and inserting after
-    it cannot interleave with another writer. The deliveries are rows in the same
+    it cannot interleave with another writer. On PostgreSQL other replicas write too, so a
+    per-workspace advisory lock, held until commit, is taken before reading the latest: per
+    workspace, events then commit in ``created_at`` and ``seq`` order, and a reader that saw
+    an event never later finds an older one appear. The deliveries are rows in the same
     transaction, so an event that commits is delivered at least once and one that rolls back
     never is. ``fan_out=False`` is for ``webhook.test``, which goes to one hook directly.
     """
+    xact_lock(conn, lock_key(EVENTS, workspace_id))
     latest = conn.execute(
         select(func.max(events.c.created_at)).where(events.c.workspace_id == workspace_id)
     ).scalar_one_or_none()

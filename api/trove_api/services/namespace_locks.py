@@ -1,16 +1,22 @@
 """Per-namespace reader/writer locks: execs and writes share a namespace, a restore excludes them.
 
 Writer-preferring: once a restore waits, new execs and writes queue behind it, so a busy
-namespace cannot starve a restore. In-process only, which is what the local runtime needs
-(its namespace directories belong to one server process).
+namespace cannot starve a restore. The in-process lock is all SQLite (one replica) needs.
+With PostgreSQL (several replicas) a holder also takes a session advisory lock on the
+(workspace, namespace) key, shared or exclusive, after the local one: the local lock keeps
+a process from queueing more than one exclusive waiter, PostgreSQL's lock queue orders the
+replicas (a waiting exclusive lock holds back later shared ones there too).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+
+from trove_api.stores.advisory import NAMESPACE, SessionLocks, lock_key
 
 
 @dataclass
@@ -22,9 +28,15 @@ class _RWLock:
 
 
 class NamespaceLocks:
-    def __init__(self) -> None:
+    def __init__(self, cross_process: SessionLocks | None = None) -> None:
         self._locks: dict[tuple[str, str], _RWLock] = {}
         self._users: dict[tuple[str, str], int] = {}
+        self._cross = cross_process
+
+    def _replicas(self, key: tuple[str, str], *, shared: bool) -> AbstractAsyncContextManager[None]:
+        if self._cross is None:
+            return contextlib.nullcontext()
+        return self._cross.hold(lock_key(NAMESPACE, *key), shared=shared)
 
     def _acquire_entry(self, key: tuple[str, str]) -> _RWLock:
         self._users[key] = self._users.get(key, 0) + 1
@@ -47,7 +59,8 @@ class NamespaceLocks:
                 await lock.changed.wait_for(lambda: not lock.writer and not lock.writers_waiting)
                 lock.readers += 1
             try:
-                yield
+                async with self._replicas(key, shared=True):
+                    yield
             finally:
                 async with lock.changed:
                     lock.readers -= 1
@@ -71,7 +84,8 @@ class NamespaceLocks:
                     lock.changed.notify_all()
                 lock.writer = True
             try:
-                yield
+                async with self._replicas(key, shared=False):
+                    yield
             finally:
                 async with lock.changed:
                     lock.writer = False

@@ -159,12 +159,17 @@ class SnapshotJobs:
                 stale = row.finished_at is None and parse_ts(row.started_at) < datetime.now(UTC) - STALE_CLAIM
                 if not (force or stale):
                     return False
-                conn.execute(
+                # Conditional on the claim we read: of two replicas retaking it, one wins.
+                taken = conn.execute(
                     update(job_runs)
-                    .where(job_runs.c.job == job, job_runs.c.run_key == run_key)
+                    .where(
+                        job_runs.c.job == job,
+                        job_runs.c.run_key == run_key,
+                        job_runs.c.started_at == row.started_at,
+                    )
                     .values(started_at=started, finished_at=None, detail=None)
-                )
-                return True
+                ).rowcount
+                return bool(taken == 1)
         except IntegrityError:
             return False  # another process claimed it first
 

@@ -13,6 +13,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 
+from trove_api.stores import advisory
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _TOPICS = "trove.commit_topics"
 
@@ -24,6 +26,8 @@ class Database:
     and then writes fails with SQLITE_BUSY if another writer committed in between. Taking a
     process lock around every write transaction avoids that and also keeps read-then-insert
     sequences (event ordering) race-free. Reads never take it (WAL readers do not block).
+    On PostgreSQL several replicas share the database, so the process lock is not enough:
+    read-then-insert sequences take advisory locks (``stores.advisory``) as well.
     """
 
     def __init__(self, url: str) -> None:
@@ -31,6 +35,19 @@ class Database:
         self.engine = make_engine(url)
         self._write_lock = threading.Lock()
         self._listeners: dict[str, list[Callable[[], None]]] = {}
+        self._session_locks: advisory.SessionLocks | None = None
+
+    @property
+    def is_postgres(self) -> bool:
+        """Several replicas may share this database (SQLite: one process by design)."""
+        return self.engine.dialect.name == "postgresql"
+
+    @property
+    def session_locks(self) -> advisory.SessionLocks | None:
+        """Cross-replica locks held across awaits (PostgreSQL only; created on first use)."""
+        if self.is_postgres and self._session_locks is None:
+            self._session_locks = advisory.SessionLocks(self.url)
+        return self._session_locks
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -63,10 +80,26 @@ class Database:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         with self._write_lock, self.engine.begin() as connection:
+            # Replicas starting together: the first migrates, the others wait here and then
+            # find the schema at head (the lock ends with this transaction).
+            advisory.xact_lock(connection, advisory.lock_key(advisory.MIGRATIONS))
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Run a check-then-act block (first-start bootstrap) on one replica at a time."""
+        if not self.is_postgres:
+            yield
+            return
+        # A transaction that only holds the lock: ending it (however) releases the lock.
+        with self.engine.begin() as connection:
+            advisory.xact_lock(connection, advisory.lock_key(advisory.BOOTSTRAP, name))
+            yield
+
     def dispose(self) -> None:
+        if self._session_locks is not None:
+            self._session_locks.dispose()
         self.engine.dispose()
 
 

@@ -10,6 +10,7 @@ tests) only moves bytes. If the transport drops, every open request fails with
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import struct
@@ -34,8 +35,9 @@ from trove_core.runtime import ExecOutput, ExecSpec, FileStat
 
 HEADER = struct.Struct(">IIB")
 OPEN, DATA, EOF, CANCEL, STDOUT, STDERR, RESULT, HELLO = 1, 2, 3, 4, 5, 6, 7, 8
-FRAME_BYTES = 256 * 1024
+FRAME_BYTES = 1024 * 1024
 READ_WINDOW = 4 * 1024 * 1024
+READ_AHEAD = 2
 EXPORT_WINDOW = 8 * 1024 * 1024
 EXPORT_ACK_BYTES = 1024 * 1024
 _LOST = -1
@@ -223,6 +225,9 @@ class AgentSession:
     async def write(self, rel: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
         request = await self.open({"op": "write", "path": rel, "max_bytes": max_bytes})
         size = 0
+        # Request bodies arrive in small pieces; fewer, larger frames go faster through the
+        # API server and the kubelet.
+        pending = bytearray()
         try:
             async for chunk in chunks:
                 size += len(chunk)
@@ -235,8 +240,13 @@ class AgentSession:
                 # An early answer (e.g. a rejected path) ends the upload at once.
                 if not request.queue.empty():
                     break
-                await request.send_data(chunk)
+                pending += chunk
+                if len(pending) >= FRAME_BYTES:
+                    await request.send_data(bytes(pending))
+                    pending.clear()
             else:
+                if pending:
+                    await request.send_data(bytes(pending))
                 await request.send(EOF)
             result = await request.result()
         except BaseException:
@@ -312,27 +322,42 @@ class AgentFile:
         self.stat = stat
 
     async def iter_bytes(self, start: int, end: int) -> AsyncIterator[bytes]:
-        position = start
-        while position < end:
-            window_end = min(end, position + READ_WINDOW)
-            request = await self.session.open(
-                {"op": "pread", "handle": self.handle, "start": position, "end": window_end}
-            )
-            try:
-                while True:
-                    kind, payload = await request.next()
-                    if kind == DATA:
-                        position += len(payload)
-                        yield payload
-                    elif kind == RESULT:
-                        result = _json(payload)
-                        if not result.get("ok"):
-                            raise agent_error(result)
-                        break
-            finally:
+        # Two windows in flight: the pod sends the next one while this one is consumed, and at
+        # most two windows wait in memory however slow the HTTP client is.
+        windows = [(s, min(end, s + READ_WINDOW)) for s in range(start, end, READ_WINDOW)]
+        pending: collections.deque[Request] = collections.deque()
+        index = 0
+        try:
+            while index < len(windows) and len(pending) < READ_AHEAD:
+                pending.append(await self._pread(*windows[index]))
+                index += 1
+            while pending:
+                request = pending.popleft()
+                async for chunk in self._drain(request):
+                    yield chunk
+                if index < len(windows):
+                    pending.append(await self._pread(*windows[index]))
+                    index += 1
+        finally:
+            for request in pending:
                 request.close()
-            if position < window_end:
-                return  # the file shrank
+
+    async def _pread(self, start: int, end: int) -> Request:
+        return await self.session.open({"op": "pread", "handle": self.handle, "start": start, "end": end})
+
+    async def _drain(self, request: Request) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                kind, payload = await request.next()
+                if kind == DATA:
+                    yield payload
+                elif kind == RESULT:
+                    result = _json(payload)
+                    if not result.get("ok"):
+                        raise agent_error(result)
+                    return
+        finally:
+            request.close()
 
     async def aclose(self) -> None:
         if not self.session.closed:
