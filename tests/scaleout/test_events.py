@@ -142,15 +142,14 @@ def test_tail_on_one_replica_prints_every_event_once(
     assert len(stored) == ops + 2  # namespace.created, the load, the sentinel
     # created_at is unique and increases with seq in the workspace, whichever replica wrote.
     stamps = [created_at for _, created_at in stored]
-    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    assert stamps == sorted(stamps)
+    assert len(set(stamps)) == len(stamps)
     ids = [event["id"] for event in printed]
     assert Counter(ids).most_common(1)[0][1] == 1, "an event was printed twice"
     assert ids == [event_id for event_id, _ in stored], "tail missed or reordered events"
 
 
-def test_webhook_deliveries_once_per_event_with_both_dispatchers(
-    replicas: Replicas, namespace: str
-) -> None:
+def test_webhook_deliveries_once_per_event_with_both_dispatchers(replicas: Replicas, namespace: str) -> None:
     with (
         run_receiver() as receiver,
         TroveAdminClient(
@@ -171,7 +170,8 @@ def test_webhook_deliveries_once_per_event_with_both_dispatchers(
             def all_settled() -> bool:
                 with psycopg.connect(dsn_of(replicas.database_url)) as conn:
                     pending = conn.execute(
-                        "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %s AND status <> 'delivered'",
+                        "SELECT count(*) FROM webhook_deliveries "
+                        "WHERE webhook_id = %s AND status <> 'delivered'",
                         (hook.webhook_id,),
                     ).fetchone()
                 return pending == (0,)

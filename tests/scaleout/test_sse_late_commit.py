@@ -15,11 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import create_engine
 from trove_sdk import TroveClient
 
-from tests.support.replicas import Replica, Replicas
+from tests.support.replicas import Replica, Replicas, start_replicas
 from trove_api.events.log import SYSTEM, record
+
+
+@pytest.fixture(scope="module")
+def replicas(database_url: str) -> Iterator[Replicas]:
+    # Short keep-alives: a replica notices closed streams quickly and stops without waiting.
+    with start_replicas(database_url, 2, TROVE_SSE_KEEPALIVE_S="0.5") as started:
+        yield started
 
 
 class Stream:
@@ -70,7 +78,8 @@ def _second_workspace(replicas: Replicas) -> tuple[str, str]:
     )
     workspace = re.search(r"Trove workspace: (\S+)", done.stdout)
     admin = re.search(r"Admin key[^:]*: (\S+)", done.stdout)
-    assert workspace and admin, done.stdout
+    assert workspace, done.stdout
+    assert admin, done.stdout
     return workspace.group(1), admin.group(1)
 
 

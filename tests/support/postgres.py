@@ -71,7 +71,10 @@ def _as_server_user(argv: list[str]) -> list[str]:
 
 
 @contextmanager
-def start_postgres() -> Iterator[PostgresServer]:
+def start_postgres(
+    also_listen: str | None = None, client_cidr: str | None = None
+) -> Iterator[PostgresServer]:
+    """``also_listen``/``client_cidr``: a second address and the clients trusted there (e2e: pods)."""
     bin_dir = find_bin_dir()
     if bin_dir is None:
         reason = "PostgreSQL binaries (initdb, pg_ctl) not found: apt-get install postgresql"
@@ -88,7 +91,11 @@ def start_postgres() -> Iterator[PostgresServer]:
         subprocess.run(_as_server_user(argv), check=True, capture_output=True, cwd=base, timeout=120)
 
     run([str(bin_dir / "initdb"), "-D", str(data_dir), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8"])
-    options = f"-h 127.0.0.1 -p {port} -k {base} -c fsync=off -c max_connections=300"
+    listen = "127.0.0.1" + (f",{also_listen}" if also_listen else "")
+    if client_cidr:
+        with (data_dir / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {client_cidr} trust\n")
+    options = f"-h {listen} -p {port} -k {base} -c fsync=off -c max_connections=300"
     try:
         run(
             [

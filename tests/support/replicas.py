@@ -115,7 +115,9 @@ def _first_run_keys(data_dir: Path) -> tuple[str, str, str]:
     workspace = re.search(r"Trove workspace: (\S+)", text)
     admin = re.search(r"Admin key[^:]*: (\S+)", text)
     key = re.search(r"Workspace key[^:]*: +(\S+)", text)
-    assert workspace and admin and key, text
+    assert workspace, text
+    assert admin, text
+    assert key, text
     return workspace.group(1), admin.group(1), key.group(1)
 
 

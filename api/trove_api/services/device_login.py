@@ -102,7 +102,14 @@ class DeviceLoginService:
                 conn.execute(update(device_codes).where(where).values(status="expired", api_key=None))
                 return {"status": "expired"}
             if status == "approved":
-                conn.execute(update(device_codes).where(where).values(status="consumed", api_key=None))
+                # Conditional: of two polls racing on different replicas, one collects the key.
+                taken = conn.execute(
+                    update(device_codes)
+                    .where(where, device_codes.c.status == "approved")
+                    .values(status="consumed", api_key=None)
+                ).rowcount
+                if taken != 1:
+                    return {"status": "expired"}
                 return {"status": "approved", "api_key": row["api_key"], "workspace_id": row["workspace_id"]}
             if status == "denied":
                 return {"status": "denied"}
@@ -130,10 +137,12 @@ class DeviceLoginService:
                 admin=False,
                 actor=caller.actor,
             )
-            conn.execute(
-                update(device_codes)
-                .where(device_codes.c.user_code == code)
-                .values(status="approved", workspace_id=caller.workspace_id, api_key=minted.api_key)
+            _settle(
+                conn,
+                code,
+                status="approved",
+                workspace_id=caller.workspace_id,
+                api_key=minted.api_key,
             )
         return minted
 
@@ -142,9 +151,21 @@ class DeviceLoginService:
         code = normalize_user_code(user_code)
         with self.db.write() as conn:
             self._pending(conn, code)
-            conn.execute(update(device_codes).where(device_codes.c.user_code == code).values(status="denied"))
+            _settle(conn, code, status="denied")
 
     def _pending(self, conn: Any, code: str) -> None:
         row = conn.execute(select(device_codes).where(device_codes.c.user_code == code)).mappings().first()
         if row is None or row["status"] != "pending" or time.time() > row["expires_at"]:
             raise DeviceCodeInvalidError(f"Login code {code} is unknown, expired or already used")
+
+
+def _settle(conn: Any, code: str, **values: Any) -> None:
+    """Approve or deny a pending code; of two admins racing (two replicas), the second fails."""
+    changed = conn.execute(
+        update(device_codes)
+        .where(device_codes.c.user_code == code, device_codes.c.status == "pending")
+        .values(**values)
+    ).rowcount
+    if changed != 1:
+        # Raising rolls back the whole transaction, including a key minted for this approval.
+        raise DeviceCodeInvalidError(f"Login code {code} is unknown, expired or already used")
