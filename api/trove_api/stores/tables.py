@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -55,7 +56,7 @@ namespaces = Table(
 events = Table(
     "events",
     metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("id", String(64), nullable=False, unique=True),
     Column("workspace_id", String(64), nullable=False),
     Column("namespace", String(128), nullable=True),
@@ -109,7 +110,7 @@ webhook_deliveries = Table(
 webhook_attempts = Table(
     "webhook_attempts",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("delivery_id", String(64), ForeignKey("webhook_deliveries.id"), nullable=False),
     Column("attempt", Integer, nullable=False),
     Column("started_at", String(32), nullable=False),
@@ -142,7 +143,7 @@ snapshots = Table(
     Column("namespace", String(128), nullable=False),
     Column("label", String(128), nullable=True),
     Column("kind", String(16), nullable=False),  # manual | auto
-    Column("size_bytes", Integer, nullable=False),
+    Column("size_bytes", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
     Column("checksum", String(80), nullable=False),  # sha256:<hex> of the stored tarball
     Column("storage_key", Text, nullable=False),
     Column("created_at", String(32), nullable=False),
