@@ -19,6 +19,7 @@ from trove_sdk import verify_webhook
 from tests.support.receiver import Receiver, run_receiver
 from tests.support.sdk import admin, cli_env, client
 from tests.support.server import LiveServer, start_server
+from trove_api.services.keys import create_workspace
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +217,16 @@ def _listen(live: LiveServer, home: Path, receiver: Receiver, secret: str) -> su
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_stream_never_carries_another_workspaces_events(live: LiveServer, namespace: str) -> None:
+    other = create_workspace(live.ctx.db, "sse-other")
+    with open_stream(live) as stream:
+        assert stream.next_event()["type"] == "connected"
+        with client(live, namespace, api_key=other.workspace_key.api_key) as foreign:
+            foreign.write("workspace/foreign.txt", "not yours")
+        with client(live, namespace) as trove:
+            trove.write("workspace/mine.txt", "yours")
+        event = stream.next_of("file.written")
+    assert event["workspace_id"] == live.workspace_id
+    assert event["data"]["path"] == "workspace/mine.txt"
