@@ -46,8 +46,9 @@ def follow_pod(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     body = kube.get_tns(meta["namespace"], owner)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return
+    alive = None if event.get("type") == "DELETED" else dict(pod)
     try:
-        reconciler.sync(kube, body)
+        reconciler.refresh(kube, body, alive)
     except reconciler.MalformedSpecError:
         return  # the CR handler already reported it
     except kopf.TemporaryError as exc:

@@ -51,7 +51,12 @@ def load_config() -> None:
 
 class Kube:
     def __init__(self, api: client.ApiClient | None = None) -> None:
-        self.api = api or client.ApiClient()
+        if api is None:
+            configuration = client.Configuration.get_default_copy()
+            # One pooled connection per handler thread (the default pool is smaller).
+            configuration.connection_pool_maxsize = 32
+            api = client.ApiClient(configuration)
+        self.api = api
         self.core = client.CoreV1Api(self.api)
         self.net = client.NetworkingV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)

@@ -30,9 +30,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     # Handlers are sync and run in a thread pool: bound it, so a burst of 100 new namespaces
-    # does not open 100 API connections at once.
+    # does not open 100 API connections at once. kopf's per-object workers are cheap coroutines
+    # that linger `idle_timeout` after each event: a low cap made pod events wait behind idle
+    # workers in a burst (pods Ready after 5-30 s, their CRs only at the 30 s timer), so none.
     settings.execution.max_workers = 16
-    settings.batching.worker_limit = 32
+    settings.batching.worker_limit = None
     settings.posting.level = logging.WARNING
     # Two replicas: peering makes the lower-priority one pause while the other is alive.
     settings.peering.priority = 100

@@ -121,6 +121,36 @@ def sync(kube: Kube, body: Manifest, *, periodic: bool = False) -> str:
     return phase
 
 
+def refresh(kube: Kube, body: Manifest, pod: Manifest | None) -> str:
+    """A pod event: when the pod is current and alive, only its status needs copying (two calls
+    instead of a full pass, which matters in a burst); anything else gets the full ``sync``."""
+    spec = parse_spec(body)
+    meta = body["metadata"]
+    if pod is None or spec.suspended or pod["metadata"].get("deletionTimestamp"):
+        return sync(kube, body)
+    desired = builders.build_pod(meta["name"], child_names(meta["name"]), spec)
+    if _stale(pod, desired):
+        return sync(kube, body)
+    # A live pod means its claim is bound, so the PVC need not be read.
+    phase, reason, message = builders.assess(spec, None, pod)
+    previous = body.get("status") or {}
+    status = builders.build_status(
+        phase=phase,
+        reason=reason,
+        message=message,
+        children=child_names(meta["name"]),
+        pod_exists=True,
+        generation=meta.get("generation"),
+        previous=previous,
+        now=now(),
+        last_activity=(meta.get("annotations") or {}).get(ANNOTATION_LAST_ACTIVITY),
+    )
+    kube.patch_status(meta["namespace"], meta["name"], status)
+    if phase == "Failed" and reason != _previous_reason(previous):
+        kopf.warn(cast(Any, body), reason=reason, message=message)
+    return phase
+
+
 def _stale(pod: Manifest, desired: Manifest) -> bool:
     if (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
         return True

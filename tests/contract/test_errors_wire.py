@@ -97,7 +97,8 @@ def test_chunked_upload_within_and_over_the_cap(capped_server: LiveServer, names
             yield b"a" * 100
 
     headers = {"Authorization": f"Bearer {capped_server.workspace_key}", "X-Namespace": namespace}
-    with httpx.Client(base_url=capped_server.base_url, headers=headers) as raw:
+    # 60 s: a first write provisions the namespace (a pod, under `make e2e`).
+    with httpx.Client(base_url=capped_server.base_url, headers=headers, timeout=60) as raw:
         ok = raw.put("/files/chunked.bin", content=chunks(10))
         assert ok.json() == {"path": "workspace/chunked.bin", "size_bytes": 1000}
         over = raw.put("/files/over.bin", content=chunks(30))
