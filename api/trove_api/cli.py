@@ -88,6 +88,10 @@ def serve(settings: Settings) -> int:
         port=settings.port,
         log_level=settings.log_level,
         log_config=None,  # logs.configure() already routed uvicorn's loggers
+        # The stdlib loop, not uvloop: every exec spawns a process, and uvloop's spawn path
+        # measured 2.4x slower per exec here (p50 31.5 vs 13.0 ms). httptools stays on.
+        loop="asyncio",
+        http="httptools",
         proxy_headers=True,
         # On SIGTERM uvicorn stops accepting, then lets in-flight requests finish: an exec
         # already running gets up to its full wall clock before the process exits.

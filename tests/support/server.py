@@ -77,6 +77,7 @@ def start_server(**overrides: Any) -> Iterator[LiveServer]:
         host="127.0.0.1",
         port=port,
         log_level="warning",
+        loop="asyncio",  # as `trove-server serve` runs it
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
