@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import tempfile
@@ -82,7 +83,69 @@ def sandbox_host() -> str:
     """
     if backend() != "kubernetes":
         return "127.0.0.1"
-    return os.environ.get("TROVE_TEST_POD_GATEWAY", "10.244.0.1")
+    given = os.environ.get("TROVE_TEST_POD_GATEWAY")
+    if given:
+        return given
+    _ensure_pod_network(_DEFAULT_GATEWAY)
+    return _DEFAULT_GATEWAY
+
+
+_DEFAULT_GATEWAY = "10.244.0.1"
+_gateway_ready = False
+
+
+def _address_is_local(address: str) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((address, 0))
+        except OSError:
+            return False
+    return True
+
+
+def _ensure_pod_network(address: str) -> None:
+    """Make the CNI bridge exist, so host-side test servers can bind its gateway address.
+
+    The bridge (and its address) appears only with the node's first pod; on a freshly started
+    cluster a test may need it before any pod exists, so one throwaway pod brings it up.
+    """
+    global _gateway_ready
+    if _gateway_ready or _address_is_local(address):
+        _gateway_ready = True
+        return
+    _, api = _reachable()
+    core = client.CoreV1Api(api)
+    name = f"trove-net-probe-{secrets.token_hex(3)}"
+    core.create_namespaced_pod(
+        "default",
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "terminationGracePeriodSeconds": 0,
+                "automountServiceAccountToken": False,
+                "containers": [
+                    {
+                        "name": "probe",
+                        "image": SANDBOX_IMAGE,
+                        "imagePullPolicy": "Never",
+                        "command": ["sleep", "120"],
+                    }
+                ],
+            },
+        },
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not _address_is_local(address) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        with contextlib.suppress(ApiException):
+            core.delete_namespaced_pod(name, "default", grace_period_seconds=0)
+    if not _address_is_local(address):
+        skip_or_fail(f"the pod network's gateway {address} never appeared on this host")
+    _gateway_ready = True
 
 
 def runtime_env(settings: Any) -> dict[str, str]:
