@@ -2,6 +2,7 @@
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -10,6 +11,8 @@ VERSION: Final = "v1alpha1"
 PLURAL: Final = "trovenamespaces"
 KIND: Final = "TroveNamespace"
 SHORT_NAME: Final = "tns"
+POOL_PLURAL: Final = "trovewarmpools"
+POOL_KIND: Final = "TroveWarmPool"
 
 LABEL_NAMESPACE: Final = "trove.dev/namespace"
 LABEL_WORKSPACE: Final = "trove.dev/workspace"
@@ -17,6 +20,12 @@ LABEL_COMPONENT: Final = "trove.dev/component"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 LABEL_APP_NAME: Final = "app.kubernetes.io/name"
 ANNOTATION_LAST_ACTIVITY: Final = "trove.dev/last-activity"
+# On a warm-pool pod and PVC: the pool they wait in (removed when a namespace claims them).
+LABEL_POOL: Final = "trove.dev/pool"
+# On a TroveNamespace: the pod and PVC it uses, fixed at its first reconcile (its own
+# ``-pod``/``-data`` names, or a claimed warm pair's).
+ANNOTATION_POD_NAME: Final = "trove.dev/pod-name"
+ANNOTATION_PVC_NAME: Final = "trove.dev/pvc-name"
 FINALIZER: Final = "trove.dev/cleanup"
 
 # Object names are DNS-1123 labels (≤ 63). Children append at most ``-netpol`` (7), so the
@@ -50,5 +59,11 @@ class ChildNames:
     network_policy: str
 
 
-def child_names(name: str) -> ChildNames:
-    return ChildNames(pod=f"{name}-pod", pvc=f"{name}-data", network_policy=f"{name}-netpol")
+def child_names(name: str, annotations: Mapping[str, str] | None = None) -> ChildNames:
+    """The children's names; ``annotations`` (the object's) override pod and PVC when claimed."""
+    fixed = annotations or {}
+    return ChildNames(
+        pod=fixed.get(ANNOTATION_POD_NAME) or f"{name}-pod",
+        pvc=fixed.get(ANNOTATION_PVC_NAME) or f"{name}-data",
+        network_policy=f"{name}-netpol",
+    )

@@ -18,7 +18,7 @@ from trove_core.crd import (
     LABEL_WORKSPACE,
     ChildNames,
 )
-from trove_operator.spec import TroveNamespaceSpec
+from trove_operator.spec import SandboxTemplate, TroveNamespaceSpec
 
 SANDBOX_UID = 1000
 WORKSPACE_MOUNT = "/workspace"
@@ -47,27 +47,31 @@ def _label_value(value: str) -> str:
     return value[:50].rstrip("-_") + "-" + hashlib.sha256(value.encode()).hexdigest()[:12]
 
 
-def _annotations(spec: TroveNamespaceSpec) -> dict[str, str]:
+def build_annotations(spec: TroveNamespaceSpec) -> dict[str, str]:
     return {ANNOTATION_WORKSPACE_ID: spec.workspace_id, ANNOTATION_NAMESPACE: spec.namespace}
 
 
 def build_pvc(name: str, children: ChildNames, spec: TroveNamespaceSpec) -> Manifest:
-    pvc_spec: Manifest = {
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": spec.storage.size}},
-    }
-    if spec.storage.storage_class_name:
-        pvc_spec["storageClassName"] = spec.storage.storage_class_name
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": {
             "name": children.pvc,
             "labels": build_labels(name, spec, "storage"),
-            "annotations": _annotations(spec),
+            "annotations": build_annotations(spec),
         },
-        "spec": pvc_spec,
+        "spec": build_pvc_spec(spec),
     }
+
+
+def build_pvc_spec(spec: SandboxTemplate) -> Manifest:
+    pvc_spec: Manifest = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": spec.storage.size}},
+    }
+    if spec.storage.storage_class_name:
+        pvc_spec["storageClassName"] = spec.storage.storage_class_name
+    return pvc_spec
 
 
 def _drop_all() -> Manifest:
@@ -76,6 +80,23 @@ def _drop_all() -> Manifest:
 
 def build_pod(name: str, children: ChildNames, spec: TroveNamespaceSpec) -> Manifest:
     """The sandbox pod: non-root, no capabilities, no token, read-only root, PVC at /workspace."""
+    pod_spec = build_pod_spec(children.pvc, spec)
+    annotations = build_annotations(spec)
+    annotations[ANNOTATION_SPEC_HASH] = spec_hash(pod_spec)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": children.pod,
+            "labels": build_labels(name, spec, "sandbox"),
+            "annotations": annotations,
+        },
+        "spec": pod_spec,
+    }
+
+
+def build_pod_spec(claim_name: str, spec: SandboxTemplate) -> Manifest:
+    """The pod spec proper: it names no workspace, so a warm-pool pod can be claimed by one later."""
     resources = {
         "requests": {"cpu": spec.resources.requests.cpu, "memory": spec.resources.requests.memory},
         "limits": {"cpu": spec.resources.limits.cpu, "memory": spec.resources.limits.memory},
@@ -144,22 +165,11 @@ def build_pod(name: str, children: ChildNames, spec: TroveNamespaceSpec) -> Mani
             }
         ],
         "volumes": [
-            {"name": "workspace", "persistentVolumeClaim": {"claimName": children.pvc}},
+            {"name": "workspace", "persistentVolumeClaim": {"claimName": claim_name}},
             {"name": "tmp", "emptyDir": {"sizeLimit": _TMP_SIZE}},
         ],
     }
-    annotations = _annotations(spec)
-    annotations[ANNOTATION_SPEC_HASH] = spec_hash(pod_spec)
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": children.pod,
-            "labels": build_labels(name, spec, "sandbox"),
-            "annotations": annotations,
-        },
-        "spec": pod_spec,
-    }
+    return pod_spec
 
 
 def spec_hash(pod_spec: Manifest) -> str:
@@ -176,7 +186,7 @@ def build_network_policy(name: str, children: ChildNames, spec: TroveNamespaceSp
         "metadata": {
             "name": children.network_policy,
             "labels": build_labels(name, spec, "network-policy"),
-            "annotations": _annotations(spec),
+            "annotations": build_annotations(spec),
         },
         "spec": {
             "podSelector": {"matchLabels": {LABEL_NAMESPACE: name, LABEL_COMPONENT: "sandbox"}},

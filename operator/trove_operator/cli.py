@@ -1,4 +1,4 @@
-"""``trove-operator``: run the kopf operator with our flags (namespaces, peering, liveness)."""
+"""``trove-operator``: run the kopf operator with our flags (namespaces, peering, liveness, metrics)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ from collections.abc import Sequence
 import kopf
 
 import trove_operator  # noqa: F401 - registers the handlers
+from trove_operator import metrics
+
+
+def _port(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--standalone", action="store_true", help="no peering: only for a single replica or tests"
     )
     parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL")
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        # A string default goes through ``type`` too, so a bad env value is a usage error.
+        default=os.environ.get("TROVE_OPERATOR_METRICS_PORT", "9090"),
+        help="serve Prometheus metrics at /metrics on this port; 0 disables "
+        "(default: $TROVE_OPERATOR_METRICS_PORT or 9090)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default=os.environ.get("TROVE_OPERATOR_METRICS_HOST", "0.0.0.0"),
+        help="address of the metrics endpoint (default: $TROVE_OPERATOR_METRICS_HOST or 0.0.0.0)",
+    )
     parser.add_argument("--verbose", action="store_true")
     return parser
 
@@ -43,6 +63,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     namespaces = args.namespace or [n for n in [os.environ.get("TROVE_K8S_NAMESPACE")] if n]
     clusterwide = args.all_namespaces or not namespaces
+    if args.metrics_port:
+        # A daemon thread of its own, up before kopf's loop: scrapes never wait on handlers.
+        try:
+            metrics.serve(args.metrics_port, args.metrics_host)
+        except OSError as exc:
+            raise SystemExit(
+                f"trove-operator: cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {exc}"
+            ) from exc
     kopf.run(
         standalone=args.standalone,
         peering_name=None if args.standalone else args.peering,

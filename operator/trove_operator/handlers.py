@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from typing import Any
 
 import kopf
 
 from trove_core.crd import GROUP, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NAMESPACE, PLURAL, VERSION
-from trove_operator import reconciler
+from trove_operator import metrics, reconciler
 from trove_operator.kube import Kube
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ def _kube(memo: Any) -> Kube:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@metrics.instrumented("reconcile")
 def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     kube = _kube(memo)
     manifest = dict(body)
@@ -35,6 +37,7 @@ def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_COMPONENT: "sandbox", LABEL_MANAGED_BY: "trove-operator"})
+@metrics.instrumented("follow_pod")
 def follow_pod(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """A sandbox pod changed, ended or vanished: re-sync its TroveNamespace (recreating the pod)."""
     pod = event["object"]
@@ -56,7 +59,12 @@ def follow_pod(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         log.warning("re-sync of %s/%s after a pod event failed: %s", meta["namespace"], owner, exc)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=30, initial_delay=30, idle=10)
+# How often each namespace is checked for idleness (and re-synced); tests set a few seconds.
+IDLE_CHECK_S = float(os.environ.get("TROVE_OPERATOR_IDLE_CHECK_S", "30"))
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=IDLE_CHECK_S, initial_delay=IDLE_CHECK_S, idle=10)
+@metrics.instrumented("stop_idle")
 def stop_idle(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Suspend namespaces idle past ``idleSuspendSeconds``; re-sync status as a safety net."""
     kube = _kube(memo)

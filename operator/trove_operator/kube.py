@@ -14,7 +14,7 @@ import kopf
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from trove_core.crd import GROUP, PLURAL, VERSION
+from trove_core.crd import GROUP, PLURAL, POOL_PLURAL, VERSION
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -23,6 +23,10 @@ Manifest = dict[str, Any]
 
 class KubernetesError(kopf.TemporaryError):
     """The API server refused or failed a call; kopf retries the handler after ``delay``."""
+
+
+class PatchRefusedError(Exception):
+    """A JSON patch's ``test`` failed or its object is gone: someone else got there first."""
 
 
 def _translate(func: Callable[P, T]) -> Callable[P, T]:
@@ -90,6 +94,31 @@ class Kube:
         raise ValueError(f"unsupported kind {kind}")
 
     @_translate
+    def select(self, kind: str, namespace: str, selector: str) -> list[Manifest]:
+        found: Any
+        if kind == "Pod":
+            found = self.core.list_namespaced_pod(namespace, label_selector=selector)
+        elif kind == "PersistentVolumeClaim":
+            found = self.core.list_namespaced_persistent_volume_claim(namespace, label_selector=selector)
+        else:
+            raise ValueError(f"unsupported kind {kind}")
+        return [_plain(self.api, item) for item in found.items]
+
+    @_translate
+    def json_patch(self, kind: str, namespace: str, name: str, ops: list[Manifest]) -> Manifest:
+        """Apply ``ops`` atomically; ``PatchRefusedError`` when a ``test`` fails or it is gone."""
+        patch = {
+            "Pod": self.core.patch_namespaced_pod,
+            "PersistentVolumeClaim": self.core.patch_namespaced_persistent_volume_claim,
+        }[kind]
+        try:
+            return _plain(self.api, patch(name, namespace, ops))
+        except ApiException as exc:
+            if exc.status in (404, 409, 422):
+                raise PatchRefusedError(f"{kind} {namespace}/{name}: {exc.status} {exc.reason}") from exc
+            raise
+
+    @_translate
     def replace_network_policy(self, namespace: str, manifest: Manifest) -> None:
         self.net.patch_namespaced_network_policy(manifest["metadata"]["name"], namespace, manifest)
 
@@ -141,6 +170,21 @@ class Kube:
             )
         except ApiException as exc:
             if exc.status != 404:  # deleted meanwhile: nothing left to report on
+                raise
+
+    @_translate
+    def annotate_tns(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        body = {"metadata": {"annotations": annotations}}
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, body)
+
+    @_translate
+    def patch_pool_status(self, namespace: str, name: str, status: Manifest) -> None:
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, POOL_PLURAL, name, {"status": status}
+            )
+        except ApiException as exc:
+            if exc.status != 404:
                 raise
 
     @_translate

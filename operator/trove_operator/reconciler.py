@@ -9,8 +9,14 @@ from typing import Any, cast
 import kopf
 from pydantic import ValidationError
 
-from trove_core.crd import ANNOTATION_LAST_ACTIVITY, child_names
-from trove_operator import builders
+from trove_core.crd import (
+    ANNOTATION_LAST_ACTIVITY,
+    ANNOTATION_POD_NAME,
+    ANNOTATION_PVC_NAME,
+    ChildNames,
+    child_names,
+)
+from trove_operator import builders, metrics, pool
 from trove_operator.kube import Kube, Manifest
 from trove_operator.spec import TroveNamespaceSpec
 
@@ -38,7 +44,7 @@ def parse_spec(body: Manifest) -> TroveNamespaceSpec:
 def fail_malformed(kube: Kube, body: Manifest, error: MalformedSpecError) -> None:
     """Users see a phase and an event, not just an operator log line."""
     meta = body["metadata"]
-    children = child_names(meta["name"])
+    children = child_names(meta["name"], meta.get("annotations"))
     status = builders.build_status(
         phase="Failed",
         reason="InvalidSpec",
@@ -62,20 +68,26 @@ def sync(kube: Kube, body: Manifest, *, periodic: bool = False) -> str:
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     spec = parse_spec(body)
-    children = child_names(name)
+    annotations = meta.get("annotations") or {}
+    children = child_names(name, annotations)
     owner = cast(Any, body)
 
+    # Before any pod can carry this namespace's label, its policy exists.
     policy = builders.build_network_policy(name, children, spec)
     kopf.adopt(policy, owner=owner)
     live_policy, created = kube.ensure(namespace, policy)
     if not created and live_policy.get("spec") != policy["spec"]:
         kube.replace_network_policy(namespace, policy)
 
+    if ANNOTATION_PVC_NAME not in annotations:
+        children = settle_names(kube, body, spec, children)
+
     pvc = builders.build_pvc(name, children, spec)
     if spec.deletion_policy == "Delete":
         # Owned: garbage collection removes it with the CR. Retain: no owner, it stays.
         kopf.adopt(pvc, owner=owner)
-    live_pvc, _ = kube.ensure(namespace, pvc)
+    # Read first: after the first pass (or a claim) the claim exists, and a create would 409.
+    live_pvc = kube.get("PersistentVolumeClaim", namespace, children.pvc) or kube.ensure(namespace, pvc)[0]
     wanted_owners = pvc["metadata"].get("ownerReferences") or []
     if [o.get("uid") for o in live_pvc["metadata"].get("ownerReferences") or []] != [
         o["uid"] for o in wanted_owners
@@ -121,6 +133,24 @@ def sync(kube: Kube, body: Manifest, *, periodic: bool = False) -> str:
     return phase
 
 
+def settle_names(kube: Kube, body: Manifest, spec: TroveNamespaceSpec, children: ChildNames) -> ChildNames:
+    """Fix the pod and PVC names once: a claimed warm pair's when the pool has one that fits,
+    else the namespace's own (always those when its PVC already exists, e.g. made before
+    names were recorded)."""
+    meta = body["metadata"]
+    if not spec.suspended and kube.get("PersistentVolumeClaim", meta["namespace"], children.pvc) is None:
+        claimed = pool.claim(kube, body, spec, children.network_policy)
+        metrics.count_claim(hit=claimed is not None)
+        if claimed is not None:
+            return claimed
+    kube.annotate_tns(
+        meta["namespace"],
+        meta["name"],
+        {ANNOTATION_POD_NAME: children.pod, ANNOTATION_PVC_NAME: children.pvc},
+    )
+    return children
+
+
 def refresh(kube: Kube, body: Manifest, pod: Manifest | None) -> str:
     """A pod event: when the pod is current and alive, only its status needs copying (two calls
     instead of a full pass, which matters in a burst); anything else gets the full ``sync``."""
@@ -128,7 +158,8 @@ def refresh(kube: Kube, body: Manifest, pod: Manifest | None) -> str:
     meta = body["metadata"]
     if pod is None or spec.suspended or pod["metadata"].get("deletionTimestamp"):
         return sync(kube, body)
-    desired = builders.build_pod(meta["name"], child_names(meta["name"]), spec)
+    children = child_names(meta["name"], meta.get("annotations"))
+    desired = builders.build_pod(meta["name"], children, spec)
     if _stale(pod, desired):
         return sync(kube, body)
     # A live pod means its claim is bound, so the PVC need not be read.
@@ -138,7 +169,7 @@ def refresh(kube: Kube, body: Manifest, pod: Manifest | None) -> str:
         phase=phase,
         reason=reason,
         message=message,
-        children=child_names(meta["name"]),
+        children=children,
         pod_exists=True,
         generation=meta.get("generation"),
         previous=previous,

@@ -1,4 +1,4 @@
-"""TroveNamespaceSpec: the CR's spec parsed once, so builders and handlers get typed values."""
+"""The custom resources' specs parsed once, so builders and handlers get typed values."""
 
 from __future__ import annotations
 
@@ -40,16 +40,28 @@ class Resources(_Model):
     limits: ResourceAmounts = Field(default_factory=_limits)
 
 
-class TroveNamespaceSpec(_Model):
-    workspace_id: str = Field(alias="workspaceId", pattern=NAMESPACE_PATTERN)
-    namespace: str = Field(pattern=NAMESPACE_PATTERN)
+class SandboxTemplate(_Model):
+    """What a sandbox pod and its PVC are made of: shared by namespaces and the warm pool."""
+
     image: str = Field("trove-sandbox:0.1.0", min_length=1, max_length=512)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         "IfNotPresent", alias="imagePullPolicy"
     )
     storage: Storage = Field(default_factory=lambda: Storage())
     resources: Resources = Field(default_factory=Resources)
+
+
+class TroveNamespaceSpec(SandboxTemplate):
+    workspace_id: str = Field(alias="workspaceId", pattern=NAMESPACE_PATTERN)
+    namespace: str = Field(pattern=NAMESPACE_PATTERN)
     egress: Literal["all", "none"] = "all"
     suspended: bool = False
     deletion_policy: Literal["Delete", "Retain"] = Field("Delete", alias="deletionPolicy")
     idle_suspend_seconds: int = Field(0, alias="idleSuspendSeconds", ge=0, le=31_536_000)
+
+
+class TroveWarmPoolSpec(_Model):
+    """Pre-made, unassigned sandboxes; a new namespace whose template matches claims one."""
+
+    size: int = Field(0, ge=0, le=500)
+    template: SandboxTemplate = Field(default_factory=lambda: SandboxTemplate())

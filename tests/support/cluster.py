@@ -28,7 +28,11 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 ROOT = Path(__file__).parents[2]
-CRDS = [ROOT / "crds" / "trovenamespaces.trove.dev.yaml", ROOT / "crds" / "kopf-peering.yaml"]
+CRDS = [
+    ROOT / "crds" / "trovenamespaces.trove.dev.yaml",
+    ROOT / "crds" / "trovewarmpools.trove.dev.yaml",
+    ROOT / "crds" / "kopf-peering.yaml",
+]
 SANDBOX_IMAGE = os.environ.get("TROVE_K8S_SANDBOX_IMAGE", "trove-sandbox:0.1.0")
 
 
@@ -49,6 +53,8 @@ class Cluster:
     api: client.ApiClient
     operator: subprocess.Popen[bytes] | None
     operator_log: Path
+    # The operator subprocess's Prometheus endpoint (http://127.0.0.1:<port>/metrics).
+    metrics_url: str | None = None
 
     @property
     def core(self) -> client.CoreV1Api:
@@ -202,11 +208,30 @@ def install_crds(api: client.ApiClient) -> None:
             time.sleep(0.5)
 
 
-def start_operator(kubeconfig: str, namespace: str, log_path: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "KUBECONFIG": kubeconfig}
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_operator(
+    kubeconfig: str, namespace: str, log_path: Path, metrics_port: int = 0
+) -> subprocess.Popen[bytes]:
+    """``metrics_port`` 0: no metrics endpoint (not the CLI's 9090, which parallel runs would share)."""
+    # Idle checks every 2 s (not 30) and pool top-ups every 1 s (not 5): tests see them within a wait_for.
+    env = {
+        "TROVE_OPERATOR_IDLE_CHECK_S": "2",
+        "TROVE_OPERATOR_POOL_CHECK_S": "1",
+        **os.environ,
+        "KUBECONFIG": kubeconfig,
+    }
     with log_path.open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "trove_operator", "--standalone", "-n", namespace, "--liveness", ""],
+            [
+                *[sys.executable, "-m", "trove_operator", "--standalone", "-n", namespace, "--liveness", ""],
+                *["--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1"],
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -232,8 +257,10 @@ def cluster() -> Cluster:
         {"metadata": {"name": namespace, "labels": {"trove.dev/test": "1"}}}
     )
     log_path = Path(tempfile.gettempdir()) / f"{namespace}-operator.log"
-    operator = start_operator(kubeconfig, namespace, log_path)
-    _CLUSTER = Cluster(kubeconfig, namespace, api, operator, log_path)
+    metrics_port = free_port()
+    operator = start_operator(kubeconfig, namespace, log_path, metrics_port)
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    _CLUSTER = Cluster(kubeconfig, namespace, api, operator, log_path, metrics_url)
     atexit.register(_teardown, _CLUSTER)
     return _CLUSTER
 

@@ -34,10 +34,14 @@ from tests.support.helm import (
 # ── the CRD copy, lint, every ci/ value set ───────────────────────────────────
 
 
-def test_crd_copy_is_byte_identical() -> None:
-    canonical = ROOT / "crds" / "trovenamespaces.trove.dev.yaml"
-    assert (CHART / "crds" / canonical.name).read_bytes() == canonical.read_bytes()
-    assert [p.name for p in (CHART / "crds").iterdir()] == [canonical.name]
+def test_crd_copies_are_byte_identical() -> None:
+    # kopf-peering.yaml stays out of the chart's crds/: the chart templates it (peering is optional).
+    canonical = [
+        ROOT / "crds" / name for name in ("trovenamespaces.trove.dev.yaml", "trovewarmpools.trove.dev.yaml")
+    ]
+    for path in canonical:
+        assert (CHART / "crds" / path.name).read_bytes() == path.read_bytes()
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == [p.name for p in canonical]
 
 
 @pytest.mark.parametrize("values", [None, *CI_VALUES], ids=lambda p: p.name if p else "defaults")
@@ -148,6 +152,33 @@ def test_operator_deployment(defaults: list[Doc]) -> None:
     assert operator["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
 
 
+def test_operator_metrics_port_and_service(defaults: list[Doc]) -> None:
+    operator = find(defaults, "Deployment", "-operator")
+    [container] = operator["spec"]["template"]["spec"]["containers"]
+    assert "--metrics-port=9090" in container["command"]
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
+    service = find(defaults, "Service", "-operator")
+    assert service["spec"]["selector"] == operator["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    # The API's Service (and so its ServiceMonitor) never selects the operator's pods.
+    api_service = find(defaults, "Service", "-api")
+    assert api_service["spec"]["selector"]["app.kubernetes.io/component"] == "api"
+
+
+def test_operator_metrics_can_move_or_go() -> None:
+    moved = render("--set", "operator.metrics.port=9191")
+    [container] = find(moved, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"]
+    assert "--metrics-port=9191" in container["command"]
+    assert find(moved, "Service", "-operator")["spec"]["ports"][0]["port"] == 9191
+    off = render("--set", "operator.metrics.enabled=false")
+    [container] = find(off, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"]
+    assert "--metrics-port=0" in container["command"]  # not the CLI's default 9090
+    assert [p["name"] for p in container["ports"]] == ["health"]
+    assert not [d for d in off if d["kind"] == "Service" and d["metadata"]["name"].endswith("-operator")]
+
+
 def test_rbac_verbs_are_exactly_what_the_code_calls(defaults: list[Doc]) -> None:
     api = find(defaults, "Role", "-api")
     assert rules(api) == {
@@ -163,8 +194,11 @@ def test_rbac_verbs_are_exactly_what_the_code_calls(defaults: list[Doc]) -> None
         *{("trove.dev", "trovenamespaces", v) for v in ("get", "list", "watch", "patch")},
         ("trove.dev", "trovenamespaces/status", "get"),
         ("trove.dev", "trovenamespaces/status", "patch"),
-        *{("", "pods", v) for v in ("get", "list", "watch", "create", "delete")},
-        *{("", "persistentvolumeclaims", v) for v in ("get", "create", "delete", "patch")},
+        *{("trove.dev", "trovewarmpools", v) for v in ("get", "list", "watch", "patch")},
+        ("trove.dev", "trovewarmpools/status", "get"),
+        ("trove.dev", "trovewarmpools/status", "patch"),
+        *{("", "pods", v) for v in ("get", "list", "watch", "create", "delete", "patch")},
+        *{("", "persistentvolumeclaims", v) for v in ("get", "list", "create", "delete", "patch")},
         *{("networking.k8s.io", "networkpolicies", v) for v in ("get", "create", "patch")},
         ("", "events", "create"),
         ("events.k8s.io", "events", "create"),
@@ -216,6 +250,7 @@ def test_replicas_above_one_need_an_external_database() -> None:
             "needs api.ingress.host",
         ),
         (["--set", "operator.replicas=2"], "kopf peering CRDs"),
+        (["--set", "operator.metrics.port=8080"], "operator.metrics.port=8080 is the operator's health port"),
         (
             [
                 "--set",
@@ -248,6 +283,8 @@ def test_template_refusals(args: list[str], message: str) -> None:
         (["--set", "api.adminKey.value=hunter2"], "api.adminKey.value: Does not match pattern"),
         (["--set", "snapshots.store=gcs"], "snapshots.store: snapshots.store must be one of"),
         (["--set", "sandbox.storageSize=lots"], "sandbox.storageSize: Does not match pattern"),
+        (["--set", "operator.metrics.port=0"], "operator.metrics.port: Must be greater than or equal to 1"),
+        (["--set", "operator.metrics.bogus=1"], "operator.metrics: Additional property bogus is not allowed"),
     ],
 )
 def test_schema_rejects_bad_values(args: list[str], message: str) -> None:

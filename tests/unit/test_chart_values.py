@@ -9,6 +9,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.helm import CHART, env_of, find, kinds, render, rules
+from trove_api.runtimes.kubernetes.namespaces import build_tns
+from trove_core.runtime import NamespaceRef
+from trove_core.settings import Settings
+from trove_operator import builders
+from trove_operator.spec import SandboxTemplate, TroveNamespaceSpec
 
 # ── value branches ───────────────────────────────────────────────────────────
 
@@ -76,11 +81,29 @@ def test_ingress_with_class_host_and_tls() -> None:
 
 def test_servicemonitor_only_when_enabled() -> None:
     docs = render("-f", str(CHART / "ci" / "04-servicemonitor-values.yaml"))
-    monitor = find(docs, "ServiceMonitor")
+    monitor = find(docs, "ServiceMonitor", "-api")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
     operator = find(docs, "Deployment", "-operator")
     assert "--verbose" in operator["spec"]["template"]["spec"]["containers"][0]["command"]
+    # The same toggle covers the operator: its monitor selects exactly the operator's Service.
+    operator_monitor = find(docs, "ServiceMonitor", "-operator")
+    assert operator_monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert operator_monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "15s"}
+    ]
+    selector = operator_monitor["spec"]["selector"]["matchLabels"]
+    services = [
+        d for d in docs if d["kind"] == "Service" and selector.items() <= d["metadata"]["labels"].items()
+    ]
+    assert [s["metadata"]["name"] for s in services] == ["t-trove-operator"]
+    assert [p["name"] for p in services[0]["spec"]["ports"]] == ["metrics"]
+    assert operator_monitor["spec"]["namespaceSelector"] == {"matchNames": ["trove"]}
+    # Without the operator's endpoint there is nothing for its monitor to scrape.
+    off = render(
+        "-f", str(CHART / "ci" / "04-servicemonitor-values.yaml"), "--set", "operator.metrics.enabled=false"
+    )
+    assert [d["metadata"]["name"] for d in off if d["kind"] == "ServiceMonitor"] == ["t-trove-api"]
 
 
 def test_minio_off_directory_store_local_images() -> None:
@@ -165,3 +188,51 @@ def test_external_s3_with_inline_credentials_gets_a_chart_secret() -> None:
     env = env_of(find(docs, "Deployment", "-api"))
     assert env["TROVE_S3_ENDPOINT_URL"] == "https://s3.example.net"
     assert env["TROVE_S3_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "t-trove-s3", "key": "access-key-id"}}
+
+
+# ── warm pool ────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--set", "sandbox.resources.limits.cpu=0.5", "--set", "sandbox.storageClass=fast"],
+        [
+            "--set",
+            "sandbox.storageSize=5Gi",
+            "--set",
+            "sandbox.image.tag=dev",
+            "--set",
+            "sandbox.warmPool.size=7",
+        ],
+    ],
+)
+def test_warm_pool_template_fits_the_namespaces_the_api_creates(args: list[str]) -> None:
+    """The API builds each TroveNamespace from its TROVE_K8S_* env; the pool's template must
+    produce the very same sandbox, or no namespace would ever claim a waiting one."""
+    docs = render(*args)
+    pool = find(docs, "TroveWarmPool")
+    assert pool["spec"]["size"] == (7 if "sandbox.warmPool.size=7" in args else 2)
+    env = {k: v for k, v in env_of(find(docs, "Deployment", "-api")).items() if isinstance(v, str)}
+    settings = Settings.model_validate(
+        {k.removeprefix("TROVE_").lower(): v for k, v in env.items() if k.startswith("TROVE_K8S_")}
+    )
+    tns = build_tns(settings, NamespaceRef(workspace_id="ws-1", name="alice"))
+    spec = TroveNamespaceSpec.model_validate(tns["spec"])
+    template = SandboxTemplate.model_validate(pool["spec"]["template"])
+    assert builders.build_pod_spec("x", template) == builders.build_pod_spec("x", spec)
+    assert builders.build_pvc_spec(template) == builders.build_pvc_spec(spec)
+
+
+def test_warm_pool_off() -> None:
+    assert "TroveWarmPool" not in kinds(render("--set", "sandbox.warmPool.size=0"))
+
+
+@pytest.mark.parametrize(("args", "expected"), [([], 3600), (["--set", "sandbox.idleSuspendSeconds=90"], 90)])
+def test_idle_suspend_reaches_the_api_and_the_namespaces_it_creates(args: list[str], expected: int) -> None:
+    env = env_of(find(render(*args), "Deployment", "-api"))
+    assert env["TROVE_K8S_IDLE_SUSPEND_S"] == str(expected)
+    settings = Settings.model_validate({"k8s_idle_suspend_s": env["TROVE_K8S_IDLE_SUSPEND_S"]})
+    tns = build_tns(settings, NamespaceRef(workspace_id="ws-1", name="alice"))
+    assert TroveNamespaceSpec.model_validate(tns["spec"]).idle_suspend_seconds == expected

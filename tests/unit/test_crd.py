@@ -6,9 +6,10 @@ from typing import Any
 import yaml
 
 from trove_core import crd
-from trove_operator.spec import TroveNamespaceSpec
+from trove_operator.spec import TroveNamespaceSpec, TroveWarmPoolSpec
 
 CRD = Path(__file__).parents[2] / "crds" / "trovenamespaces.trove.dev.yaml"
+POOL_CRD = Path(__file__).parents[2] / "crds" / "trovewarmpools.trove.dev.yaml"
 
 
 def _load() -> dict[str, Any]:
@@ -49,3 +50,26 @@ def test_schema_defaults_agree_with_the_spec_model() -> None:
 
 def test_no_cel_rules_for_v1_20() -> None:
     assert "x-kubernetes-validations" not in CRD.read_text()
+
+
+def test_pool_crd_coordinates_and_defaults() -> None:
+    doc: dict[str, Any] = yaml.safe_load(POOL_CRD.read_text())
+    assert doc["metadata"]["name"] == f"{crd.POOL_PLURAL}.{crd.GROUP}"
+    assert (doc["spec"]["names"]["kind"], doc["spec"]["names"]["plural"]) == (crd.POOL_KIND, crd.POOL_PLURAL)
+    (version,) = doc["spec"]["versions"]
+    assert version["name"] == crd.VERSION
+    schema = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert TroveWarmPoolSpec.model_validate(_defaults(schema)) == TroveWarmPoolSpec()
+
+
+def test_pool_template_schema_is_the_namespace_schema() -> None:
+    """A pool's template must default exactly as a namespace does, or no namespace would fit it."""
+    pool_doc: dict[str, Any] = yaml.safe_load(POOL_CRD.read_text())
+    template = pool_doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+        "properties"
+    ]
+    namespace = _load()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+        "properties"
+    ]
+    for key in ("image", "imagePullPolicy", "storage", "resources"):
+        assert template["template"]["properties"][key] == namespace[key]

@@ -135,4 +135,7 @@ which work without cluster DNS (Helm creates Services before Deployments).
 {{- if and (gt (int .Values.operator.replicas) 1) (not (.Capabilities.APIVersions.Has "kopf.dev/v1")) }}
 {{- fail "operator.replicas > 1 elects one active operator through kopf peering: apply the kopf peering CRDs first (kubectl apply -f crds/kopf-peering.yaml from the Trove repository), or keep operator.replicas=1" }}
 {{- end }}
+{{- if and .Values.operator.metrics.enabled (eq (int .Values.operator.metrics.port) 8080) }}
+{{- fail "operator.metrics.port=8080 is the operator's health port: pick another (default 9090)" }}
+{{- end }}
 {{- end }}

@@ -1,0 +1,132 @@
+"""The warm pool against the cluster: keep ``size`` sandboxes waiting, hand one to a new namespace."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from typing import Any, cast
+
+import kopf
+from pydantic import ValidationError
+
+from trove_core.crd import ANNOTATION_POD_NAME, ANNOTATION_PVC_NAME, LABEL_NAMESPACE, LABEL_POOL, ChildNames
+from trove_operator import warm_pool
+from trove_operator.kube import Kube, Manifest, PatchRefusedError
+from trove_operator.spec import TroveNamespaceSpec, TroveWarmPoolSpec
+
+log = logging.getLogger(__name__)
+
+# Claims and the pool's deletions must not interleave: a pod being deleted as surplus must
+# not be handed out at the same moment. One operator process is active at a time (peering),
+# so a process-wide lock is enough; the claim's JSON ``test`` guards the rest.
+_members = threading.Lock()
+
+
+class MalformedPoolError(kopf.PermanentError):
+    """The pool's spec does not parse."""
+
+
+def parse_pool(body: Manifest) -> TroveWarmPoolSpec:
+    try:
+        return TroveWarmPoolSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        meta = body.get("metadata") or {}
+        raise MalformedPoolError(f"TroveWarmPool {meta.get('namespace')}/{meta.get('name')}: {exc}") from exc
+
+
+def replenish(kube: Kube, body: Manifest) -> warm_pool.PoolPlan:
+    """Delete stale and surplus members, create missing ones, report counts in the status."""
+    meta = body["metadata"]
+    pool, namespace = meta["name"], meta["namespace"]
+    spec = parse_pool(body)
+    owner = cast(Any, body)
+
+    policy = warm_pool.build_pool_network_policy(pool)
+    kopf.adopt(policy, owner=owner)
+    kube.ensure(namespace, policy)
+
+    with _members:
+        pods = kube.select("Pod", namespace, f"{LABEL_POOL}={pool}")
+        pvcs = kube.select("PersistentVolumeClaim", namespace, f"{LABEL_POOL}={pool}")
+        todo = warm_pool.plan(spec.size, pods, pvcs, spec.template)
+        by_name = {p["metadata"]["name"]: p for p in pods}
+        for name in todo.delete:
+            log.info("warm pool %s/%s: removing %s (stale, ended or surplus)", namespace, pool, name)
+            kube.delete_pod(namespace, name)
+            claim = warm_pool.claim_name(by_name[name])
+            if claim:
+                kube.delete_pvc(namespace, claim)
+        for pvc in todo.orphans:
+            # Its pod is not in the pool: gone (delete the PVC) or just claimed (leave it).
+            pod_name = next(
+                (c["metadata"].get("annotations") or {}).get(ANNOTATION_POD_NAME)
+                for c in pvcs
+                if c["metadata"]["name"] == pvc
+            )
+            if not pod_name or kube.get("Pod", namespace, pod_name) is None:
+                kube.delete_pvc(namespace, pvc)
+
+    # Creating outside the lock keeps claims fast; this function never runs twice at once for
+    # one pool (kopf serialises an object's handlers), so nothing is created twice.
+    for _ in range(todo.create):
+        names = warm_pool.member_names(pool, secrets.token_hex(4))
+        pvc_manifest = warm_pool.build_warm_pvc(pool, names, spec.template)
+        pod_manifest = warm_pool.build_warm_pod(pool, names, spec.template)
+        kopf.adopt(pvc_manifest, owner=owner)
+        kopf.adopt(pod_manifest, owner=owner)
+        kube.ensure(namespace, pvc_manifest)
+        kube.ensure(namespace, pod_manifest)
+
+    status = warm_pool.build_pool_status(todo, spec.size, meta.get("generation"))
+    if body.get("status") != status:
+        kube.patch_pool_status(namespace, pool, status)
+    return todo
+
+
+def claim(kube: Kube, body: Manifest, spec: TroveNamespaceSpec, policy_name: str) -> ChildNames | None:
+    """Take over a waiting pod + PVC for this new namespace; ``None`` when none fits."""
+    meta = body["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    owners = [_owner_reference(body)]
+    pvc_owners = owners if spec.deletion_policy == "Delete" else []
+    with _members:
+        # A claim interrupted after relabelling the pod, before the namespace recorded it (only
+        # claims run before a namespace has names, so a pod with its label is such a pod).
+        for pod in kube.select("Pod", namespace, f"{LABEL_NAMESPACE}={name}"):
+            pvc = warm_pool.claim_name(pod)
+            if pvc:
+                pvc_patch = warm_pool.build_claim_pvc_patch(name, spec, pvc_owners)
+                kube.json_patch("PersistentVolumeClaim", namespace, pvc, pvc_patch)
+                return _record(kube, namespace, name, pod["metadata"]["name"], pvc, policy_name)
+        for pod in warm_pool.candidates(kube.select("Pod", namespace, LABEL_POOL), spec):
+            pod_name, pvc = pod["metadata"]["name"], warm_pool.claim_name(pod)
+            assert pvc is not None  # candidates() only returns pods with a workspace claim
+            pod_patch = warm_pool.build_claim_pod_patch(pod, name, spec, owners)
+            try:
+                kube.json_patch("Pod", namespace, pod_name, pod_patch)
+            except PatchRefusedError as exc:
+                log.info("warm pod %s was taken meanwhile: %s", pod_name, exc)
+                continue
+            pvc_patch = warm_pool.build_claim_pvc_patch(name, spec, pvc_owners)
+            kube.json_patch("PersistentVolumeClaim", namespace, pvc, pvc_patch)
+            log.info("namespace %s/%s claimed warm pod %s", namespace, name, pod_name)
+            return _record(kube, namespace, name, pod_name, pvc, policy_name)
+    return None
+
+
+def _record(kube: Kube, namespace: str, name: str, pod: str, pvc: str, policy_name: str) -> ChildNames:
+    kube.annotate_tns(namespace, name, {ANNOTATION_POD_NAME: pod, ANNOTATION_PVC_NAME: pvc})
+    return ChildNames(pod=pod, pvc=pvc, network_policy=policy_name)
+
+
+def _owner_reference(body: Manifest) -> Manifest:
+    meta = body["metadata"]
+    return {
+        "apiVersion": body["apiVersion"],
+        "kind": body["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }

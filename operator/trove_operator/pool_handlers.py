@@ -1,0 +1,57 @@
+"""Thin kopf handlers for TroveWarmPools: keep each pool at its size, report its counts."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from trove_core.crd import GROUP, POOL_PLURAL, VERSION
+from trove_operator import metrics, pool
+from trove_operator.kube import Kube
+
+log = logging.getLogger(__name__)
+
+# How often a pool is topped up after claims (and its status refreshed).
+POOL_CHECK_S = float(os.environ.get("TROVE_OPERATOR_POOL_CHECK_S", "5"))
+
+
+def _replenish(body: kopf.Body, memo: kopf.Memo) -> None:
+    kube: Kube = memo.kube
+    todo = pool.replenish(kube, dict(body))
+    metrics.set_warm_pool(body.meta.namespace or "", body.meta.name or "", todo.warm, todo.ready)
+    if todo.create or todo.delete:
+        log.info(
+            "warm pool %s/%s: %d waiting (%d ready), %d created, %d removed",
+            body.meta.namespace,
+            body.meta.name,
+            todo.warm,
+            todo.ready,
+            todo.create,
+            len(todo.delete),
+        )
+
+
+@kopf.on.resume(GROUP, VERSION, POOL_PLURAL)
+@kopf.on.create(GROUP, VERSION, POOL_PLURAL)
+@kopf.on.update(GROUP, VERSION, POOL_PLURAL, field="spec")
+@metrics.instrumented("pool")
+def reconcile_pool(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _replenish(body, memo)
+
+
+@kopf.timer(GROUP, VERSION, POOL_PLURAL, interval=POOL_CHECK_S, initial_delay=POOL_CHECK_S)
+@metrics.instrumented("pool_timer")
+def keep_pool_warm(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    try:
+        _replenish(body, memo)
+    except (pool.MalformedPoolError, kopf.TemporaryError) as exc:
+        log.warning("warm pool %s/%s: %s", body.meta.namespace, body.meta.name, exc)  # next tick retries
+
+
+@kopf.on.delete(GROUP, VERSION, POOL_PLURAL, optional=True)
+def forget_pool(body: kopf.Body, **_: Any) -> None:
+    # Members are owned by the pool: garbage collection removes them.
+    metrics.forget_warm_pool(body.meta.namespace or "", body.meta.name or "")
