@@ -6,7 +6,8 @@ Needs $KUBECONFIG (e.g. ../shared/k8s/cluster.sh up) and the sandbox image in th
   exec p50/p95 through the API (official client) vs a fresh Python-client stream exec;
   50 concurrent execs across 10 namespaces (errors must be 0);
   upload/read MB/s through the API vs raw exec-stream throughput;
-  CR create → Ready p50/p95 for 20 namespaces created at once;
+  namespace ready time for 20 created at once, cold and from the warm pool, vs bare pods
+  (bench/k8s_ready.py), and a new namespace's first exec through the API with and without it;
   API memory per open warm channel (100 channels, in-process).
 """
 
@@ -23,25 +24,27 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-from kubernetes import client, config, watch
+from kubernetes import client, config
 from kubernetes.stream import stream
 from tests.support.cluster import install_crds, start_operator
 from trove_sdk import AsyncTroveClient, TroveClient
+from trove_sdk.exceptions import TroveServerError
 from websocket import ABNF
 
+from bench import k8s_ready
 from bench.common import RESULTS_DIR, latency_summary, ratio
-from trove_core.crd import GROUP, PLURAL, VERSION, child_names, object_name
+from trove_core.crd import GROUP, PLURAL, VERSION, object_name
 
 IMAGE = os.environ.get("TROVE_K8S_SANDBOX_IMAGE", "trove-sandbox:0.1.0")
 MB = 1_000_000
 SIZE = 100 * MB
+STORAGE = "256Mi"
 
 
 def _free_port() -> int:
@@ -59,7 +62,7 @@ def api_server(namespace: str, kubeconfig: str) -> Iterator[tuple[str, str, str]
         TROVE_DATA_DIR=str(data_dir), TROVE_HOST="127.0.0.1", TROVE_PORT=str(port),
         TROVE_RUNTIME="kubernetes", TROVE_K8S_NAMESPACE=namespace, TROVE_K8S_SANDBOX_IMAGE=IMAGE,
         TROVE_K8S_IMAGE_PULL_POLICY="Never", TROVE_K8S_KUBECONFIG=kubeconfig, TROVE_K8S_IN_CLUSTER="false",
-        TROVE_K8S_STORAGE_SIZE="256Mi", TROVE_K8S_CPU_REQUEST="10m", TROVE_K8S_MEMORY_REQUEST="16Mi",
+        TROVE_K8S_STORAGE_SIZE=STORAGE, TROVE_K8S_CPU_REQUEST="10m", TROVE_K8S_MEMORY_REQUEST="16Mi",
         TROVE_LOG_LEVEL="warning",
     )  # fmt: skip
     log = (data_dir / "server.log").open("wb")
@@ -87,6 +90,22 @@ def api_server(namespace: str, kubeconfig: str) -> Iterator[tuple[str, str, str]
             process.wait(timeout=10)
         log.close()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def provision(trove: AsyncTroveClient, attempts: int = 6) -> None:
+    for attempt in range(attempts):
+        try:
+            await trove.exec("true")
+            return
+        except TroveServerError as exc:
+            if exc.status_code != 503 or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(2)
+
+
+def pod_of(custom: client.CustomObjectsApi, namespace: str, name: str) -> str:
+    obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    return str(obj["status"]["pod"])
 
 
 def raw_exec(core: client.CoreV1Api, namespace: str, pod: str, command: list[str]) -> None:
@@ -135,45 +154,6 @@ def raw_read_mbps(core: client.CoreV1Api, namespace: str, pod: str) -> float:
     ws.close()
     assert got == SIZE, got
     return SIZE / MB / (time.monotonic() - started)
-
-
-def create_ready(custom: client.CustomObjectsApi, namespace: str, count: int) -> list[float]:
-    """Create ``count`` TroveNamespaces at once; seconds from create to Ready for each."""
-    names = {object_name("ws-bench", f"burst-{secrets.token_hex(3)}-{i}"): 0.0 for i in range(count)}
-    done: dict[str, float] = {}
-    threads = []
-
-    def create(name: str) -> None:
-        names[name] = time.monotonic()
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}", "kind": "TroveNamespace", "metadata": {"name": name},
-            "spec": {"workspaceId": "ws-bench", "namespace": name[:40], "image": IMAGE,
-                     "imagePullPolicy": "Never", "storage": {"size": "64Mi"},
-                     "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}},
-        }  # fmt: skip
-        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-
-    w = watch.Watch()
-    for name in names:
-        threads.append(threading.Thread(target=create, args=(name,)))
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 180
-    for event in w.stream(
-        custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, timeout_seconds=180
-    ):
-        obj = event["object"]
-        name = obj["metadata"]["name"]
-        if name in names and name not in done and (obj.get("status") or {}).get("phase") == "Ready":
-            done[name] = time.monotonic() - names[name]
-        if len(done) == count or time.monotonic() > deadline:
-            w.stop()
-    for thread in threads:
-        thread.join()
-    for name in names:
-        with contextlib.suppress(Exception):
-            custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    return list(done.values())
 
 
 async def channel_memory(kubeconfig: str, namespace: str, pods: list[str], count: int) -> dict[str, Any]:
@@ -236,7 +216,7 @@ def main() -> int:
         with api_server(namespace, kubeconfig) as (base_url, workspace_id, key):
             trove = TroveClient(api_key=key, namespace="bench", base_url=base_url, timeout=60)
             trove.exec("true")  # provision + warm channel
-            pod = child_names(object_name(workspace_id, "bench")).pod
+            pod = pod_of(custom, namespace, object_name(workspace_id, "bench"))
             for _ in range(5):
                 trove.exec("true")
                 raw_exec(core, namespace, pod, ["true"])
@@ -260,7 +240,9 @@ def main() -> int:
                     AsyncTroveClient(api_key=key, namespace=f"c{i}", base_url=base_url, timeout=60)
                     for i in range(10)
                 ]
-                await asyncio.gather(*(c.exec("true") for c in clients))  # provision all ten first
+                # Provision all ten first; ten pods starting at once may outlast the ready
+                # timeout, and a client retries the 503 as told (Retry-After).
+                await asyncio.gather(*(provision(c) for c in clients))
                 started = time.perf_counter()
                 outcomes = await asyncio.gather(
                     *(clients[i % 10].exec(f"echo {i}") for i in range(50)), return_exceptions=True
@@ -294,10 +276,10 @@ def main() -> int:
                 "ratio": ratio(down, raw_down),
             }
             trove.close()
-            pods = [child_names(object_name(workspace_id, f"c{i}")).pod for i in range(10)]
+            pods = [pod_of(custom, namespace, object_name(workspace_id, f"c{i}")) for i in range(10)]
             results["channel_memory"] = asyncio.run(channel_memory(kubeconfig, namespace, pods, 100))
-        ready = create_ready(custom, namespace, 20)
-        results["create_to_ready"] = {**latency_summary(ready), "namespaces": 20, "ready": len(ready)}
+            template = k8s_ready.sandbox_template(IMAGE, STORAGE)
+            results.update(k8s_ready.run(core, custom, namespace, template, base_url, key))
     finally:
         operator.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):

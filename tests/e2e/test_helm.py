@@ -35,6 +35,7 @@ from tests.support.cluster import wait_for
 from tests.support.helm_release import (
     CHART,
     CRD,
+    POOL_CRD,
     RELEASE,
     Release,
     admin_key_from_secret,
@@ -76,6 +77,28 @@ def test_install_notes_and_objects(release: Release) -> None:
     pdb = json.loads(kubectl("get", "pdb", "-n", release.namespace, "-o", "json").stdout)["items"]
     assert [p["apiVersion"] for p in pdb] in (["policy/v1beta1"], ["policy/v1"])
     assert kubectl("get", "crd", CRD, check=False).returncode == 0
+
+
+def test_the_chart_warm_pool_fills_and_serves_new_namespaces(release: Release) -> None:
+    """The chart's TroveWarmPool (sandbox.warmPool.size, 2 by default) matches the API's
+    namespaces: a brand-new namespace's first call lands on a pod that was waiting."""
+
+    def pool() -> dict[str, object]:
+        found = json.loads(kubectl("get", "trovewarmpools", "-n", release.namespace, "-o", "json").stdout)[
+            "items"
+        ]
+        assert len(found) == 1
+        return dict(found[0].get("status") or {})
+
+    wait_for(lambda: pool().get("ready") == 2, timeout=180, what="2 ready members in the chart's pool")
+    waiting = set(
+        kubectl("get", "pods", "-n", release.namespace, "-l", "trove.dev/pool", "-o", "name").stdout.split()
+    )
+    with client(release, "from-the-pool") as agent:  # type: ignore[arg-type]
+        assert agent.exec("echo warm") == "warm\n"
+    namespaces = json.loads(kubectl("get", "tns", "-n", release.namespace, "-o", "json").stdout)["items"]
+    (mine,) = [n for n in namespaces if n["spec"]["namespace"] == "from-the-pool"]
+    assert f"pod/{mine['status']['pod']}" in waiting
 
 
 def test_snapshot_goes_to_the_external_s3(release: Release, trove: TroveClient) -> None:
@@ -147,5 +170,6 @@ def test_uninstall_leaves_only_the_crd(release: Release) -> None:
         "get", "clusterroles,clusterrolebindings", "-l", f"app.kubernetes.io/instance={RELEASE}", "-o", "name"
     ).stdout.split()
     assert [n for n in cluster_wide if ns in n] == []
-    # Helm keeps CRDs by design (the README says how to remove it).
+    # Helm keeps CRDs by design (the README says how to remove them).
     assert kubectl("get", "crd", CRD, check=False).returncode == 0
+    assert kubectl("get", "crd", POOL_CRD, check=False).returncode == 0

@@ -274,9 +274,24 @@ def _teardown(handle: Cluster) -> None:
             handle.operator.kill()
     if os.environ.get("TROVE_TEST_KEEP_CLUSTER_NAMESPACE") == "1":
         return
+    release_finalizers(handle.api, handle.namespace)
     with contextlib.suppress(Exception):
-        # No finalizers are used (PVC cleanup is by owner reference), so this never hangs.
         handle.core.delete_namespace(handle.namespace, grace_period_seconds=0)
+
+
+def release_finalizers(api: client.ApiClient, namespace: str) -> None:
+    """Drop kopf's finalizer (its timers need one) from what the stopped operator leaves, so the
+    namespace deletion does not hang on them; pods and PVCs go by owner reference."""
+    custom = client.CustomObjectsApi(api)
+    for plural in ("trovenamespaces", "trovewarmpools"):
+        with contextlib.suppress(Exception):
+            items = custom.list_namespaced_custom_object("trove.dev", "v1alpha1", namespace, plural)["items"]
+            for item in items:
+                if item["metadata"].get("finalizers"):
+                    custom.patch_namespaced_custom_object(
+                        "trove.dev", "v1alpha1", namespace, plural, item["metadata"]["name"],
+                        {"metadata": {"finalizers": None}},
+                    )  # fmt: skip
 
 
 def wait_for(predicate: Any, timeout: float = 60, interval: float = 0.5, what: str = "condition") -> Any:

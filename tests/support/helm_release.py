@@ -30,12 +30,13 @@ ROOT = Path(__file__).parents[2]
 CHART = ROOT / "charts" / "trove"
 RELEASE = "trove"
 CRD = "trovenamespaces.trove.dev"
+POOL_CRD = "trovewarmpools.trove.dev"
 TROVE_IMAGE = os.environ.get("TROVE_E2E_TROVE_IMAGE", "trove:0.1.0")
 SANDBOX_IMAGE = os.environ.get("TROVE_K8S_SANDBOX_IMAGE", "trove-sandbox:0.1.0")
 # What a namespace holds with no release in it.
 BASELINE = {"configmap/kube-root-ca.crt", "serviceaccount/default"}
 NAMESPACED_KINDS = (
-    "trovenamespaces,deployments,replicasets,pods,services,persistentvolumeclaims,secrets,configmaps,"
+    "trovenamespaces,trovewarmpools,deployments,replicasets,pods,services,persistentvolumeclaims,secrets,configmaps,"
     "serviceaccounts,roles,rolebindings,networkpolicies,jobs,ingresses,poddisruptionbudgets"
 )
 

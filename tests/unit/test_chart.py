@@ -220,7 +220,11 @@ def test_uninstall_hook_deletes_trove_namespaces(defaults: list[Doc]) -> None:
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
     assert "hook-succeeded" in job["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
     role = find(defaults, "Role", "-cleanup")
-    assert rules(role) == {("trove.dev", "trovenamespaces", v) for v in ("list", "delete", "patch")}
+    assert rules(role) == {
+        ("trove.dev", plural, v)
+        for plural in ("trovenamespaces", "trovewarmpools")
+        for v in ("list", "delete", "patch")
+    }
     script = job["spec"]["template"]["spec"]["containers"][0]["command"][2]
     compile(script, "<cleanup hook>", "exec")
     assert "Job" not in kinds(render("--set", "cleanup.onUninstall=false"))
