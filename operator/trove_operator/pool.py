@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from dataclasses import dataclass
 from typing import Any, cast
 
 import kopf
@@ -84,40 +85,45 @@ def replenish(kube: Kube, body: Manifest) -> warm_pool.PoolPlan:
     return todo
 
 
-def claim(kube: Kube, body: Manifest, spec: TroveNamespaceSpec, policy_name: str) -> ChildNames | None:
+@dataclass
+class Claimed:
+    names: ChildNames
+    pod: Manifest  # as patched: the live object, so the caller need not read it again
+    pvc: Manifest
+
+
+def claim(kube: Kube, body: Manifest, spec: TroveNamespaceSpec, policy_name: str) -> Claimed | None:
     """Take over a waiting pod + PVC for this new namespace; ``None`` when none fits."""
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     owners = [_owner_reference(body)]
     pvc_owners = owners if spec.deletion_policy == "Delete" else []
-    with _members:
-        # A claim interrupted after relabelling the pod, before the namespace recorded it (only
-        # claims run before a namespace has names, so a pod with its label is such a pod).
-        for pod in kube.select("Pod", namespace, f"{LABEL_NAMESPACE}={name}"):
-            pvc = warm_pool.claim_name(pod)
-            if pvc:
-                pvc_patch = warm_pool.build_claim_pvc_patch(name, spec, pvc_owners)
-                kube.json_patch("PersistentVolumeClaim", namespace, pvc, pvc_patch)
-                return _record(kube, namespace, name, pod["metadata"]["name"], pvc, policy_name)
-        for pod in warm_pool.candidates(kube.select("Pod", namespace, LABEL_POOL), spec):
-            pod_name, pvc = pod["metadata"]["name"], warm_pool.claim_name(pod)
-            assert pvc is not None  # candidates() only returns pods with a workspace claim
-            pod_patch = warm_pool.build_claim_pod_patch(pod, name, spec, owners)
-            try:
-                kube.json_patch("Pod", namespace, pod_name, pod_patch)
-            except PatchRefusedError as exc:
-                log.info("warm pod %s was taken meanwhile: %s", pod_name, exc)
-                continue
-            pvc_patch = warm_pool.build_claim_pvc_patch(name, spec, pvc_owners)
-            kube.json_patch("PersistentVolumeClaim", namespace, pvc, pvc_patch)
-            log.info("namespace %s/%s claimed warm pod %s", namespace, name, pod_name)
-            return _record(kube, namespace, name, pod_name, pvc, policy_name)
-    return None
-
-
-def _record(kube: Kube, namespace: str, name: str, pod: str, pvc: str, policy_name: str) -> ChildNames:
-    kube.annotate_tns(namespace, name, {ANNOTATION_POD_NAME: pod, ANNOTATION_PVC_NAME: pvc})
-    return ChildNames(pod=pod, pvc=pvc, network_policy=policy_name)
+    taken: Manifest | None = None
+    # A claim interrupted after relabelling the pod, before the namespace recorded it (only
+    # claims run before a namespace has names, so a pod with its label is such a pod).
+    for pod in kube.select("Pod", namespace, f"{LABEL_NAMESPACE}={name}"):
+        if warm_pool.claim_name(pod):
+            taken = pod
+    if taken is None:
+        # The pod patch decides who wins; the lock only keeps the pool's own deletions out.
+        with _members:
+            for pod in warm_pool.candidates(kube.select("Pod", namespace, LABEL_POOL), spec):
+                patch = warm_pool.build_claim_pod_patch(pod, name, spec, owners)
+                try:
+                    taken = kube.json_patch("Pod", namespace, pod["metadata"]["name"], patch)
+                except PatchRefusedError as exc:
+                    log.info("warm pod %s was taken meanwhile: %s", pod["metadata"]["name"], exc)
+                    continue
+                break
+    if taken is None:
+        return None
+    pod_name, pvc_name = taken["metadata"]["name"], warm_pool.claim_name(taken)
+    assert pvc_name is not None  # only pods with a workspace claim are candidates
+    pvc_patch = warm_pool.build_claim_pvc_patch(name, spec, pvc_owners)
+    pvc = kube.json_patch("PersistentVolumeClaim", namespace, pvc_name, pvc_patch)
+    kube.annotate_tns(namespace, name, {ANNOTATION_POD_NAME: pod_name, ANNOTATION_PVC_NAME: pvc_name})
+    log.info("namespace %s/%s claimed warm pod %s", namespace, name, pod_name)
+    return Claimed(ChildNames(pod=pod_name, pvc=pvc_name, network_policy=policy_name), taken, pvc)
 
 
 def _owner_reference(body: Manifest) -> Manifest:

@@ -79,22 +79,28 @@ def sync(kube: Kube, body: Manifest, *, periodic: bool = False) -> str:
     if not created and live_policy.get("spec") != policy["spec"]:
         kube.replace_network_policy(namespace, policy)
 
+    claimed = None
     if ANNOTATION_PVC_NAME not in annotations:
-        children = settle_names(kube, body, spec, children)
+        children, claimed = settle_names(kube, body, spec, children)
 
     pvc = builders.build_pvc(name, children, spec)
     if spec.deletion_policy == "Delete":
         # Owned: garbage collection removes it with the CR. Retain: no owner, it stays.
         kopf.adopt(pvc, owner=owner)
     # Read first: after the first pass (or a claim) the claim exists, and a create would 409.
-    live_pvc = kube.get("PersistentVolumeClaim", namespace, children.pvc) or kube.ensure(namespace, pvc)[0]
+    live_pvc = claimed.pvc if claimed else None
+    live_pvc = (
+        live_pvc
+        or kube.get("PersistentVolumeClaim", namespace, children.pvc)
+        or kube.ensure(namespace, pvc)[0]
+    )
     wanted_owners = pvc["metadata"].get("ownerReferences") or []
     if [o.get("uid") for o in live_pvc["metadata"].get("ownerReferences") or []] != [
         o["uid"] for o in wanted_owners
     ]:
         kube.set_owners(namespace, "PersistentVolumeClaim", children.pvc, wanted_owners)
 
-    pod = kube.get("Pod", namespace, children.pod)
+    pod = claimed.pod if claimed else kube.get("Pod", namespace, children.pod)
     terminating = pod is not None and bool(pod["metadata"].get("deletionTimestamp"))
     if spec.suspended:
         if pod is not None and not terminating:
@@ -133,7 +139,9 @@ def sync(kube: Kube, body: Manifest, *, periodic: bool = False) -> str:
     return phase
 
 
-def settle_names(kube: Kube, body: Manifest, spec: TroveNamespaceSpec, children: ChildNames) -> ChildNames:
+def settle_names(
+    kube: Kube, body: Manifest, spec: TroveNamespaceSpec, children: ChildNames
+) -> tuple[ChildNames, pool.Claimed | None]:
     """Fix the pod and PVC names once: a claimed warm pair's when the pool has one that fits,
     else the namespace's own (always those when its PVC already exists, e.g. made before
     names were recorded)."""
@@ -142,13 +150,13 @@ def settle_names(kube: Kube, body: Manifest, spec: TroveNamespaceSpec, children:
         claimed = pool.claim(kube, body, spec, children.network_policy)
         metrics.count_claim(hit=claimed is not None)
         if claimed is not None:
-            return claimed
+            return claimed.names, claimed
     kube.annotate_tns(
         meta["namespace"],
         meta["name"],
         {ANNOTATION_POD_NAME: children.pod, ANNOTATION_PVC_NAME: children.pvc},
     )
-    return children
+    return children, None
 
 
 def refresh(kube: Kube, body: Manifest, pod: Manifest | None) -> str:
