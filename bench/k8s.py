@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 from kubernetes import client, config
 from kubernetes.stream import stream
-from tests.support.cluster import install_crds, start_operator
+from tests.support.cluster import install_crds, release_finalizers, start_operator
 from trove_sdk import AsyncTroveClient, TroveClient
 from trove_sdk.exceptions import TroveServerError
 from websocket import ABNF
@@ -285,6 +285,7 @@ def main() -> int:
         with contextlib.suppress(subprocess.TimeoutExpired):
             operator.wait(timeout=10)
         with contextlib.suppress(Exception):
+            release_finalizers(api, namespace)
             core.delete_namespace(namespace, grace_period_seconds=0)
     print(json.dumps(results, indent=2))
     RESULTS_DIR.mkdir(exist_ok=True)

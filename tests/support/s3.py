@@ -132,7 +132,8 @@ def stop(server: S3Server) -> None:
     if server.process.poll() is None:
         server.process.send_signal(signal.SIGTERM)
         try:
-            server.process.wait(timeout=15)
+            # weed ignores SIGTERM and SIGINT; a short grace, then kill (its data is throwaway).
+            server.process.wait(timeout=2)
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
