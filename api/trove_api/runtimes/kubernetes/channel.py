@@ -78,13 +78,16 @@ class Request:
         self.id = rid
         self.queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
 
-    async def send(self, kind: int, payload: bytes = b"") -> None:
+    async def send(self, kind: int, payload: bytes | bytearray | memoryview = b"") -> None:
         await self.session.send_frame(self.id, kind, payload)
 
-    async def send_data(self, data: bytes) -> None:
+    async def send_data(self, data: bytes | bytearray) -> None:
+        if len(data) <= FRAME_BYTES:
+            await self.send(DATA, data)
+            return
         view = memoryview(data)
         for start in range(0, len(view), FRAME_BYTES):
-            await self.send(DATA, bytes(view[start : start + FRAME_BYTES]))
+            await self.send(DATA, view[start : start + FRAME_BYTES])
 
     async def next(self) -> tuple[int, bytes]:
         kind, payload = await self.queue.get()
@@ -151,10 +154,10 @@ class AgentSession:
             request.queue.put_nowait((_LOST, b""))
         self.requests.clear()
 
-    async def send_frame(self, rid: int, kind: int, payload: bytes = b"") -> None:
+    async def send_frame(self, rid: int, kind: int, payload: bytes | bytearray | memoryview = b"") -> None:
         if self.closed:
             raise ChannelLostError("The connection to the sandbox pod is closed; retry the call")
-        await self._sender(HEADER.pack(len(payload), rid, kind) + payload)
+        await self._sender(b"".join((HEADER.pack(len(payload), rid, kind), payload)))
 
     # -- requests -------------------------------------------------------------------------
 
@@ -224,9 +227,23 @@ class AgentSession:
 
     async def write(self, rel: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
         request = await self.open({"op": "write", "path": rel, "max_bytes": max_bytes})
-        size = 0
         # Request bodies arrive in small pieces; fewer, larger frames go faster through the
-        # API server and the kubelet.
+        # API server and the kubelet. A sender task overlaps the websocket's drain with
+        # reading the body; the bounded queue keeps at most two frames in memory.
+        frames: asyncio.Queue[bytearray | None] = asyncio.Queue(maxsize=2)
+        failed: list[Exception] = []
+
+        async def send_frames() -> None:
+            # Consumes to the end even after a failure, so the reader never blocks on a full queue.
+            while (frame := await frames.get()) is not None:
+                if not failed:
+                    try:
+                        await request.send_data(frame)
+                    except Exception as exc:  # re-raised by the reader below
+                        failed.append(exc)
+
+        sender = asyncio.create_task(send_frames())
+        size = 0
         pending = bytearray()
         try:
             async for chunk in chunks:
@@ -237,17 +254,22 @@ class AgentSession:
                     raise PayloadTooLargeError(
                         f"{display(rel)} is larger than the limit of {max_bytes} bytes"
                     )
-                # An early answer (e.g. a rejected path) ends the upload at once.
-                if not request.queue.empty():
+                # An early answer (e.g. a rejected path) or a failed send ends the upload at once.
+                if not request.queue.empty() or failed:
                     break
                 pending += chunk
                 if len(pending) >= FRAME_BYTES:
-                    await request.send_data(bytes(pending))
-                    pending.clear()
+                    await frames.put(pending)  # handed over, not copied
+                    pending = bytearray()
             else:
                 if pending:
-                    await request.send_data(bytes(pending))
-                await request.send(EOF)
+                    await frames.put(pending)
+                await frames.put(None)
+                await sender
+                if not failed:
+                    await request.send(EOF)
+            if failed:
+                raise failed[0]
             result = await request.result()
         except BaseException:
             if not self.closed and request.id in self.requests:
@@ -255,6 +277,9 @@ class AgentSession:
                     await request.send(CANCEL)
             raise
         finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
             request.close()
         if not result.get("ok"):
             raise agent_error(result)
