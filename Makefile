@@ -66,15 +66,19 @@ bench-snapshots: dev-deps  ## snapshot create/restore of a 100 MB namespace vs t
 
 K8S_SCRIPTS ?= ../shared/k8s
 SANDBOX_IMAGE ?= trove-sandbox:0.1.0
+# The sandbox image minus trove-agent and python3 (FROM trove-sandbox:0.1.0): the agentless fallback's e2e.
+NOAGENT_IMAGE ?= trove-sandbox-noagent:0.1.0
 TROVE_IMAGE ?= trove:0.1.0
 
 images:  ## build the sandbox and trove images into the test cluster ($(K8S_SCRIPTS)/image.sh)
 	$(K8S_SCRIPTS)/image.sh base
 	$(K8S_SCRIPTS)/image.sh build $(SANDBOX_IMAGE) images/sandbox
+	$(K8S_SCRIPTS)/image.sh build $(NOAGENT_IMAGE) images/sandbox-noagent
 	$(K8S_SCRIPTS)/image.sh build $(TROVE_IMAGE) . images/trove/Dockerfile
 
 e2e: dev-deps  ## contract suite on the Kubernetes runtime + operator e2e, against $KUBECONFIG (images built)
 	TROVE_TEST_BACKEND=kubernetes TROVE_K8S_SANDBOX_IMAGE=$(SANDBOX_IMAGE) TROVE_E2E_TROVE_IMAGE=$(TROVE_IMAGE) \
+	  TROVE_K8S_NOAGENT_IMAGE=$(NOAGENT_IMAGE) \
 	  $(PY) -m pytest tests/e2e tests/contract $(PYTEST_ARGS)
 
 bench-k8s: dev-deps  ## Kubernetes runtime benchmarks vs raw pod exec, against $KUBECONFIG

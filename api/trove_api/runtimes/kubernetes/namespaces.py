@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from typing import Any
 
@@ -53,6 +54,11 @@ def build_tns(settings: Settings, ns: NamespaceRef) -> Manifest:
     }
 
 
+def activity_stamp(at: float) -> str:
+    """The last-activity annotation's value for a ``time.time()`` instant."""
+    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def ready_pod(obj: Manifest) -> str | None:
     """The pod name if the object reports Ready for its current generation."""
     status: dict[str, Any] = obj.get("status") or {}
@@ -82,7 +88,13 @@ class NamespaceControl:
         name = object_name(ns.workspace_id, ns.name)
         obj = await self.ensure(ns)
         if (obj.get("spec") or {}).get("suspended"):
-            obj = await self.api.patch_tns(name, {"spec": {"suspended": False}}) or obj
+            # Waking is activity: with only the stamp of the last flush (older than the idle
+            # limit), the operator would suspend the namespace again before the next flush.
+            wake = {
+                "metadata": {"annotations": {ANNOTATION_LAST_ACTIVITY: activity_stamp(time.time())}},
+                "spec": {"suspended": False},
+            }
+            obj = await self.api.patch_tns(name, wake) or obj
         pod = ready_pod(obj)
         while pod is None:
             remaining = deadline - time.monotonic()

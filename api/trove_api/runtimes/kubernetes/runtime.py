@@ -4,24 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 
 from trove_api.runtimes.kubernetes import tarcheck
-from trove_api.runtimes.kubernetes.channel import AgentFile, AgentSession, ChannelLostError
+from trove_api.runtimes.kubernetes.channel import AgentSession, ChannelLostError
+from trove_api.runtimes.kubernetes.fallback import PodFiles
 from trove_api.runtimes.kubernetes.kubeapi import KubeApi, PodGoneError, load_configuration
-from trove_api.runtimes.kubernetes.namespaces import NamespaceControl
+from trove_api.runtimes.kubernetes.namespaces import NamespaceControl, activity_stamp
 from trove_api.runtimes.kubernetes.podexec import AgentMissingError, WarmChannel, fresh_exec
 from trove_core.crd import object_name
 from trove_core.errors import UnavailableError
-from trove_core.runtime import ExecOutput, ExecSpec, FileStat, NamespaceRef
+from trove_core.runtime import ExecOutput, ExecSpec, FileReader, FileStat, NamespaceRef
 from trove_core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 ACTIVITY_FLUSH_S = 60.0
+
+
+def activity_flush_s(idle_suspend_s: int) -> float:
+    """How often activity reaches the CR: once a minute, or a quarter of a shorter idle limit.
+
+    The operator judges idleness by the recorded stamp alone: a stamp older than the limit
+    would get a namespace that is in use suspended.
+    """
+    return min(ACTIVITY_FLUSH_S, idle_suspend_s / 4) if idle_suspend_s else ACTIVITY_FLUSH_S
 
 
 AGENT_RECHECK_S = 300.0
@@ -39,6 +48,7 @@ class KubernetesRuntime:
         self._no_agent: dict[str, tuple[str, float]] = {}
         self._activity: dict[str, float] = {}
         self._flushed: dict[str, float] = {}
+        self.activity_flush_s = activity_flush_s(settings.k8s_idle_suspend_s)
         self._housekeeper: asyncio.Task[None] | None = None
 
     @classmethod
@@ -87,23 +97,29 @@ class KubernetesRuntime:
     async def provision(self, ns: NamespaceRef) -> None:
         await self.control.ensure(ns)
 
-    async def exec(self, ns: NamespaceRef, spec: ExecSpec) -> ExecOutput:
+    async def _target(self, ns: NamespaceRef) -> AgentSession | str:
+        """The pod's warm agent session; or, when its image has no agent, the pod (for fresh execs)."""
         name = object_name(ns.workspace_id, ns.name)
         fallback = self._no_agent.get(name)
         if fallback is not None and fallback[1] > time.monotonic():
             self._touch(name)
-            return await fresh_exec(self.api, await self.control.wait_ready(ns), spec)
+            return await self.control.wait_ready(ns)
         try:
-            session = await self._session(ns)
+            return await self._session(ns)
         except AgentMissingError:
-            return await fresh_exec(self.api, await self.control.wait_ready(ns), spec)
-        return await session.exec(spec, self.file_bytes)
+            return await self.control.wait_ready(ns)
+
+    async def exec(self, ns: NamespaceRef, spec: ExecSpec) -> ExecOutput:
+        target = await self._target(ns)
+        if isinstance(target, str):
+            return await fresh_exec(self.api, target, spec)
+        return await target.exec(spec, self.file_bytes)
 
     async def write(self, ns: NamespaceRef, rel: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
         session = await self._files(ns)
         return await session.write(rel, chunks, max_bytes)
 
-    async def open_file(self, ns: NamespaceRef, rel: str) -> AgentFile:
+    async def open_file(self, ns: NamespaceRef, rel: str) -> FileReader:
         try:
             return await (await self._files(ns)).open_file(rel)
         except ChannelLostError:  # idempotent: once more on a fresh channel
@@ -127,19 +143,23 @@ class KubernetesRuntime:
         session = await self._files(ns)
         await session.delete(rel)
 
-    async def _files(self, ns: NamespaceRef) -> AgentSession:
-        try:
-            return await self._session(ns)
-        except AgentMissingError as exc:
+    async def _files(self, ns: NamespaceRef) -> AgentSession | PodFiles:
+        target = await self._target(ns)
+        return PodFiles.in_pod(self.api, target) if isinstance(target, str) else target
+
+    async def _agent(self, ns: NamespaceRef) -> AgentSession:
+        target = await self._target(ns)
+        if isinstance(target, str):
             raise UnavailableError(
-                "File operations need trove-agent in the sandbox image "
+                "Snapshots need trove-agent in the sandbox image "
                 f"({self.settings.k8s_sandbox_image}); build it from images/sandbox",
                 retry_after=60,
-            ) from exc
+            )
+        return target
 
     async def export_tar(self, ns: NamespaceRef) -> AsyncIterator[bytes]:
         for attempt in (1, 2):
-            session = await self._files(ns)
+            session = await self._agent(ns)
             try:
                 async for chunk in session.export_tar():
                     yield chunk
@@ -149,7 +169,7 @@ class KubernetesRuntime:
                     raise
 
     async def import_tar(self, ns: NamespaceRef, chunks: AsyncIterator[bytes]) -> int:
-        return await tarcheck.restore(await self._files(ns), chunks)
+        return await tarcheck.restore(await self._agent(ns), chunks)
 
     def path_aliases(self, ns: NamespaceRef) -> Sequence[str]:
         # /workspace is the real, stable path inside the pod; no host path is visible there.
@@ -158,8 +178,8 @@ class KubernetesRuntime:
     # -- housekeeping ---------------------------------------------------------------------------
 
     async def _housekeeping(self) -> None:
-        """Record activity at most once a minute per namespace; close idle channels."""
-        period = min(ACTIVITY_FLUSH_S, self.settings.k8s_channel_idle_s / 2)
+        """Record activity at most every ``activity_flush_s`` per namespace; close idle channels."""
+        period = min(self.activity_flush_s, self.settings.k8s_channel_idle_s / 2)
         while True:
             await asyncio.sleep(period)
             try:
@@ -170,10 +190,17 @@ class KubernetesRuntime:
 
     async def _flush_activity(self) -> None:
         now = time.time()
+        # A call still waiting for its pod, or a command still running, is activity too.
+        busy = [name for name, lock in self._locks.items() if lock.locked()]
+        busy += [
+            name for name, channel in self._channels.items() if channel.open and channel.session.requests
+        ]
+        for name in busy:
+            self._activity[name] = now
         for name, seen in list(self._activity.items()):
-            if seen <= self._flushed.get(name, 0) or now - self._flushed.get(name, 0) < ACTIVITY_FLUSH_S:
+            if seen <= self._flushed.get(name, 0) or now - self._flushed.get(name, 0) < self.activity_flush_s:
                 continue
-            stamp = dt.datetime.fromtimestamp(seen, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            stamp = activity_stamp(seen)
             with contextlib.suppress(UnavailableError):
                 await self.control.touch(name, stamp)
                 self._flushed[name] = now
