@@ -99,14 +99,15 @@ INGRESS_NGINX_MANIFEST ?= https://raw.githubusercontent.com/kubernetes/ingress-n
 
 kind-images:  ## build the images with docker/podman and load them into the kind cluster
 	$(CONTAINER_ENGINE) build -t $(SANDBOX_IMAGE) images/sandbox
+	$(CONTAINER_ENGINE) build -t $(NOAGENT_IMAGE) images/sandbox-noagent
 	$(CONTAINER_ENGINE) build -t $(TROVE_IMAGE) -f images/trove/Dockerfile .
 	@if [ "$$(basename $(CONTAINER_ENGINE))" = podman ]; then \
-	  for image in $(SANDBOX_IMAGE) $(TROVE_IMAGE); do \
+	  for image in $(SANDBOX_IMAGE) $(NOAGENT_IMAGE) $(TROVE_IMAGE); do \
 	    case "$$image" in */*) ;; *) podman tag "$$image" "docker.io/library/$$image"; image="docker.io/library/$$image";; esac; \
 	    podman save -o /tmp/trove-kind-image.tar "$$image" && \
 	    kind load image-archive /tmp/trove-kind-image.tar --name $(KIND_CLUSTER) || exit 1; \
 	  done; rm -f /tmp/trove-kind-image.tar; \
-	else kind load docker-image $(SANDBOX_IMAGE) $(TROVE_IMAGE) --name $(KIND_CLUSTER); fi
+	else kind load docker-image $(SANDBOX_IMAGE) $(NOAGENT_IMAGE) $(TROVE_IMAGE) --name $(KIND_CLUSTER); fi
 
 kind-up:  ## kind cluster + ingress-nginx + images + `helm install trove` (API on http://127.0.0.1)
 	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --config kind-config.yaml --name $(KIND_CLUSTER)
