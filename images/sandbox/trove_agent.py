@@ -184,7 +184,8 @@ class Agent:
         script = str(req["script"])
         timeout = float(req.get("timeout", 30))  # type: ignore[arg-type]
         limit = int(req.get("limit", 1 << 20))  # type: ignore[call-overload]
-        file_blocks = max(1, int(req.get("file_bytes", 100 << 20)) // 512)  # type: ignore[call-overload]
+        # bash counts ``ulimit -f`` in 1024-byte blocks (dash: 512).
+        file_blocks = max(1, int(req.get("file_bytes", 100 << 20)) // 1024)  # type: ignore[call-overload]
         tag = f"{self.session}-{rid}"
         env = {
             "PATH": SANDBOX_PATH,
@@ -195,9 +196,12 @@ class Agent:
             MARKER: tag,
         }
         started = time.monotonic()
-        limits = f'ulimit -f {file_blocks} || exit 125; exec "$@"'
+        # The limit (soft and hard) is set by the same bash before the script's own lines are
+        # parsed, so the script cannot lift it; one exec fewer than a wrapper shell. Same line:
+        # line numbers in bash's error messages stay those of the script.
+        limited = f"ulimit -f {file_blocks} || exit 125; {script}"
         proc = await asyncio.create_subprocess_exec(
-            "/bin/sh", "-c", limits, "trove-limits", "/bin/bash", "--noprofile", "--norc", "-c", script,
+            "/bin/bash", "--noprofile", "--norc", "-c", limited,
             stdin=asyncio.subprocess.PIPE if req.get("stdin") else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
