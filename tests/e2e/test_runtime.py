@@ -87,3 +87,15 @@ def test_pod_loss_mid_session_reconnects(k8s: Cluster, k8s_server: LiveServer) -
                 return False
 
         wait_for(answers, timeout=90, interval=1, what="exec after the pod was replaced")
+
+
+def test_exec_file_size_limit_holds_in_the_pod(k8s: Cluster) -> None:
+    """TROVE_EXEC_FILE_MB reaches the command's shell as a hard limit it cannot lift."""
+    with start_server(exec_file_mb=1) as live, client(live, "fsize-" + secrets.token_hex(3)) as trove:
+        assert trove.exec("ulimit -f; ulimit -Hf") == "1024\n1024\n"
+        result = trove.exec_detailed("head -c 2000000 /dev/zero > /workspace/big.bin")
+        assert result.exit_code != 0
+        assert trove.exec("stat -c %s /workspace/big.bin") == f"{1024 * 1024}\n"
+        lifted = trove.exec_detailed("ulimit -f unlimited && echo lifted")
+        assert lifted.exit_code != 0
+        assert "lifted" not in lifted.stdout
