@@ -568,8 +568,16 @@ async def exited(proc: asyncio.subprocess.Process) -> None:
     ``Process.wait()`` on some Python versions (Debian's 3.11.2) also waits for the output
     pipes to close, which a leftover background job holds open; a pidfd says "exited" alone.
     """
+    if proc.returncode is not None:
+        return
     try:
         pidfd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:
+        # Exited and already reaped (a fast command): the child watcher is about to report it,
+        # and nothing else signals that without also waiting for the pipes.
+        while proc.returncode is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.002)
+        return
     except (AttributeError, OSError):
         await proc.wait()
         return
