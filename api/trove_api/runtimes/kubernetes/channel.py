@@ -116,8 +116,11 @@ def _json(payload: bytes) -> dict[str, Any]:
 class AgentSession:
     """Frame parser + request table over one transport."""
 
-    def __init__(self, sender: Sender) -> None:
+    def __init__(self, sender: Sender, prefix: bytes = b"") -> None:
         self._sender = sender
+        # Bytes the transport wants before each frame (the exec websocket's stdin channel),
+        # joined in with the header: one copy of each payload, not two.
+        self._prefix = prefix
         self._buffer = bytearray()
         self._next_id = 1
         self.requests: dict[int, Request] = {}
@@ -127,14 +130,15 @@ class AgentSession:
 
     # -- transport side -------------------------------------------------------------------
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         self._buffer += data
         while len(self._buffer) >= HEADER.size:
             size, rid, kind = HEADER.unpack_from(self._buffer)
             end = HEADER.size + size
             if len(self._buffer) < end:
                 return
-            payload = bytes(self._buffer[HEADER.size : end])
+            with memoryview(self._buffer) as view:  # one copy out, and released before the del
+                payload = bytes(view[HEADER.size : end])
             del self._buffer[:end]
             if kind == HELLO and rid == 0:
                 if not self.hello.done():
@@ -157,7 +161,7 @@ class AgentSession:
     async def send_frame(self, rid: int, kind: int, payload: bytes | bytearray | memoryview = b"") -> None:
         if self.closed:
             raise ChannelLostError("The connection to the sandbox pod is closed; retry the call")
-        await self._sender(b"".join((HEADER.pack(len(payload), rid, kind), payload)))
+        await self._sender(b"".join((self._prefix, HEADER.pack(len(payload), rid, kind), payload)))
 
     # -- requests -------------------------------------------------------------------------
 

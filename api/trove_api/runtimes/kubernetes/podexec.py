@@ -40,7 +40,7 @@ class WarmChannel:
         self.pod = pod
         self.ws = ws
         self._send_lock = asyncio.Lock()
-        self.session = AgentSession(self._send)
+        self.session = AgentSession(self._send, prefix=bytes([STDIN]))
         self.status: dict[str, Any] | None = None
         self._reader = asyncio.create_task(self._read(), name=f"trove-channel-{pod}")
 
@@ -68,7 +68,7 @@ class WarmChannel:
         # One writer at a time: websocket frames must not interleave, and aiohttp allows one drain waiter.
         async with self._send_lock:
             try:
-                await self.ws.send_bytes(b"\x00" + data)
+                await self.ws.send_bytes(data)  # the session put the stdin channel byte first
             except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
                 self.session.connection_lost()
                 raise UnavailableError(f"the exec session to {self.pod} dropped", retry_after=1) from exc
@@ -81,7 +81,7 @@ class WarmChannel:
                 data: bytes = message.data
                 channel = data[0]
                 if channel == STDOUT:
-                    self.session.feed(data[1:])
+                    self.session.feed(memoryview(data)[1:])
                 elif channel == STDERR:
                     log.warning("trove-agent in %s: %s", self.pod, data[1:].decode(errors="replace").rstrip())
                 elif channel == STATUS:
