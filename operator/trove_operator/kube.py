@@ -14,7 +14,7 @@ import kopf
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from trove_core.crd import GROUP, PLURAL, POOL_PLURAL, VERSION
+from trove_core.crd import GROUP, PLURAL, VERSION
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -163,10 +163,11 @@ class Kube:
                 raise
 
     @_translate
-    def patch_status(self, namespace: str, name: str, status: Manifest) -> None:
+    def patch_status(self, namespace: str, name: str, status: Manifest, plural: str = PLURAL) -> None:
+        """The status of a TroveNamespace (or, with ``plural``, of another of our resources)."""
         try:
             self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": status}
+                GROUP, VERSION, namespace, plural, name, {"status": status}
             )
         except ApiException as exc:
             if exc.status != 404:  # deleted meanwhile: nothing left to report on
@@ -176,16 +177,6 @@ class Kube:
     def annotate_tns(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         body = {"metadata": {"annotations": annotations}}
         self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, body)
-
-    @_translate
-    def patch_pool_status(self, namespace: str, name: str, status: Manifest) -> None:
-        try:
-            self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, POOL_PLURAL, name, {"status": status}
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
 
     @_translate
     def patch_spec(self, namespace: str, name: str, spec: Manifest) -> None:

@@ -11,7 +11,14 @@ from typing import Any, cast
 import kopf
 from pydantic import ValidationError
 
-from trove_core.crd import ANNOTATION_POD_NAME, ANNOTATION_PVC_NAME, LABEL_NAMESPACE, LABEL_POOL, ChildNames
+from trove_core.crd import (
+    ANNOTATION_POD_NAME,
+    ANNOTATION_PVC_NAME,
+    LABEL_NAMESPACE,
+    LABEL_POOL,
+    POOL_PLURAL,
+    ChildNames,
+)
 from trove_operator import warm_pool
 from trove_operator.kube import Kube, Manifest, PatchRefusedError
 from trove_operator.spec import TroveNamespaceSpec, TroveWarmPoolSpec
@@ -22,6 +29,9 @@ log = logging.getLogger(__name__)
 # not be handed out at the same moment. One operator process is active at a time (peering),
 # so a process-wide lock is enough; the claim's JSON ``test`` guards the rest.
 _members = threading.Lock()
+# A pool's timer runs beside its change handlers (kopf does not serialise those), so two
+# passes could plan the same shortfall: one pass at a time, across pools (they are few).
+_replenishing = threading.Lock()
 
 
 class MalformedPoolError(kopf.PermanentError):
@@ -38,6 +48,11 @@ def parse_pool(body: Manifest) -> TroveWarmPoolSpec:
 
 def replenish(kube: Kube, body: Manifest) -> warm_pool.PoolPlan:
     """Delete stale and surplus members, create missing ones, report counts in the status."""
+    with _replenishing:
+        return _replenish(kube, body)
+
+
+def _replenish(kube: Kube, body: Manifest) -> warm_pool.PoolPlan:
     meta = body["metadata"]
     pool, namespace = meta["name"], meta["namespace"]
     spec = parse_pool(body)
@@ -68,8 +83,8 @@ def replenish(kube: Kube, body: Manifest) -> warm_pool.PoolPlan:
             if not pod_name or kube.get("Pod", namespace, pod_name) is None:
                 kube.delete_pvc(namespace, pvc)
 
-    # Creating outside the lock keeps claims fast; this function never runs twice at once for
-    # one pool (kopf serialises an object's handlers), so nothing is created twice.
+    # Creating outside the members lock keeps claims fast; ``_replenishing`` keeps a second
+    # pass from creating the same members again.
     for _ in range(todo.create):
         names = warm_pool.member_names(pool, secrets.token_hex(4))
         pvc_manifest = warm_pool.build_warm_pvc(pool, names, spec.template)
@@ -81,7 +96,7 @@ def replenish(kube: Kube, body: Manifest) -> warm_pool.PoolPlan:
 
     status = warm_pool.build_pool_status(todo, spec.size, meta.get("generation"))
     if body.get("status") != status:
-        kube.patch_pool_status(namespace, pool, status)
+        kube.patch_status(namespace, pool, status, plural=POOL_PLURAL)
     return todo
 
 

@@ -16,9 +16,9 @@ import tarfile
 import time
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
 from trove_sdk import TroveClient
 
+from tests.e2e.test_operator import get_pod, get_tns
 from tests.support.cluster import Cluster, wait_for
 from tests.support.s3 import S3Server
 from tests.support.sdk import client
@@ -30,20 +30,6 @@ IDLE_S = 3
 # Pods start slowly on a busy 2-core node: wait for Ready as long as the API allows (503 after).
 PATIENT = {"k8s_ready_timeout_s": 29}
 BLOB = bytes(range(256)) * 64 + os.urandom(4096) + b"\x00\xff\x00"
-
-
-def get_tns(k8s: Cluster, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = k8s.custom.get_namespaced_custom_object(GROUP, VERSION, k8s.namespace, PLURAL, name)
-    return obj
-
-
-def get_pod(k8s: Cluster, name: str) -> Any:
-    try:
-        return k8s.core.read_namespaced_pod(child_names(name).pod, k8s.namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
 
 
 def suspended(k8s: Cluster, name: str) -> bool:
