@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from trove_api import logs
+from trove_api import allocator, logs
 from trove_api.context import AppContext
 from trove_api.services.keys import NewWorkspace, create_workspace, workspace_count
 from trove_core.errors import TroveError
@@ -61,6 +61,7 @@ def _first_workspace(ctx: AppContext, settings: Settings) -> NewWorkspace | None
 
 
 def serve(settings: Settings) -> int:
+    allocator.keep_freed_memory()
     import uvicorn
 
     from trove_api.main import create_app

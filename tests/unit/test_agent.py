@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +21,8 @@ AGENT = Path(__file__).parents[2] / "images" / "sandbox" / "trove_agent.py"
 
 
 @contextlib.asynccontextmanager
-async def agent(root: Path) -> AsyncIterator[AgentSession]:
+async def agent(root: Path, prefix: bytes = b"") -> AsyncIterator[AgentSession]:
+    """``prefix`` stands for the exec websocket's stdin channel byte: checked and stripped here."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(AGENT), str(root), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
     )
@@ -27,11 +30,12 @@ async def agent(root: Path) -> AsyncIterator[AgentSession]:
     assert proc.stdout is not None
     stdin, stdout = proc.stdin, proc.stdout
 
-    async def send(data: bytes) -> None:
-        stdin.write(data)
+    async def send(data: bytes | bytearray) -> None:
+        assert data[: len(prefix)] == prefix
+        stdin.write(data[len(prefix) :])
         await stdin.drain()
 
-    session = AgentSession(send)
+    session = AgentSession(send, prefix=prefix)
 
     async def pump() -> None:
         while chunk := await stdout.read(65536):
@@ -114,6 +118,34 @@ async def test_files_round_trip(tmp_path: Path) -> None:
         assert not (tmp_path / "a").exists()
         with pytest.raises(PathNotFoundError):
             await session.delete("a")
+
+
+@pytest.mark.parametrize("prefix", [b"", b"\x00"])
+async def test_uploads_in_many_pieces_arrive_whole(tmp_path: Path, prefix: bytes) -> None:
+    # Frames are built in place behind the transport's prefix and the agent header; a body in
+    # small pieces spans several frames, and a last short frame follows.
+    data = os.urandom(3 * 1024 * 1024 + 4099)
+    pieces = [data[i : i + 65536] for i in range(0, len(data), 65536)]
+    async with agent(tmp_path, prefix) as session:
+        assert await session.write("up.bin", chunks(*pieces), 10 << 20) == len(data)
+        assert await session.exec(spec("true"), 1 << 20)  # the channel still frames correctly
+    assert (tmp_path / "up.bin").read_bytes() == data
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_GETPIPE_SZ"), reason="Linux pipes only")
+def test_agent_widens_its_pipes(tmp_path: Path) -> None:
+    """Both pipes grow to 1 MiB (or the system's cap): a transfer takes far fewer reads and wakeups."""
+    expected = min(int(Path("/proc/sys/fs/pipe-max-size").read_text()), 1 << 20)
+    with subprocess.Popen(
+        [sys.executable, str(AGENT), str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as proc:
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        assert proc.stdout.read(9)  # HELLO's header: the agent is up and has set its pipes
+        sizes = [fcntl.fcntl(pipe.fileno(), fcntl.F_GETPIPE_SZ) for pipe in (proc.stdin, proc.stdout)]
+        proc.stdin.close()
+        proc.stdout.read()
+    assert sizes == [expected, expected]
 
 
 async def test_write_limit_leaves_nothing_behind(tmp_path: Path) -> None:

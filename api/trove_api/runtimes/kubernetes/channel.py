@@ -42,7 +42,7 @@ EXPORT_WINDOW = 8 * 1024 * 1024
 EXPORT_ACK_BYTES = 1024 * 1024
 _LOST = -1
 
-Sender = Callable[[bytes], Awaitable[None]]
+Sender = Callable[[bytes | bytearray], Awaitable[None]]
 
 
 class ChannelLostError(UnavailableError):
@@ -163,6 +163,23 @@ class AgentSession:
             raise ChannelLostError("The connection to the sandbox pod is closed; retry the call")
         await self._sender(b"".join((self._prefix, HEADER.pack(len(payload), rid, kind), payload)))
 
+    def frame_buffer(self) -> bytearray:
+        """An empty frame whose payload can be appended in place (see ``send_built``)."""
+        return bytearray(len(self._prefix) + HEADER.size)
+
+    @property
+    def frame_overhead(self) -> int:
+        return len(self._prefix) + HEADER.size
+
+    async def send_built(self, rid: int, kind: int, frame: bytearray) -> None:
+        """Send a ``frame_buffer()`` after appending its payload: no copy into a joined frame."""
+        if self.closed:
+            raise ChannelLostError("The connection to the sandbox pod is closed; retry the call")
+        start = len(self._prefix)
+        frame[:start] = self._prefix
+        HEADER.pack_into(frame, start, len(frame) - start - HEADER.size, rid, kind)
+        await self._sender(frame)
+
     # -- requests -------------------------------------------------------------------------
 
     async def open(self, op: dict[str, Any]) -> Request:
@@ -232,23 +249,26 @@ class AgentSession:
     async def write(self, rel: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
         request = await self.open({"op": "write", "path": rel, "max_bytes": max_bytes})
         # Request bodies arrive in small pieces; fewer, larger frames go faster through the
-        # API server and the kubelet. A sender task overlaps the websocket's drain with
-        # reading the body; the bounded queue keeps at most two frames in memory.
+        # API server and the kubelet. Each frame is built in place behind its own header (the
+        # body's bytes are copied once, into the frame). A sender task overlaps the
+        # websocket's drain with reading the body; the bounded queue keeps at most two
+        # frames in memory.
         frames: asyncio.Queue[bytearray | None] = asyncio.Queue(maxsize=2)
         failed: list[Exception] = []
+        overhead = self.frame_overhead
 
         async def send_frames() -> None:
             # Consumes to the end even after a failure, so the reader never blocks on a full queue.
             while (frame := await frames.get()) is not None:
                 if not failed:
                     try:
-                        await request.send_data(frame)
+                        await self.send_built(request.id, DATA, frame)
                     except Exception as exc:  # re-raised by the reader below
                         failed.append(exc)
 
         sender = asyncio.create_task(send_frames())
         size = 0
-        pending = bytearray()
+        pending = self.frame_buffer()
         try:
             async for chunk in chunks:
                 size += len(chunk)
@@ -262,11 +282,11 @@ class AgentSession:
                 if not request.queue.empty() or failed:
                     break
                 pending += chunk
-                if len(pending) >= FRAME_BYTES:
+                if len(pending) - overhead >= FRAME_BYTES:
                     await frames.put(pending)  # handed over, not copied
-                    pending = bytearray()
+                    pending = self.frame_buffer()
             else:
-                if pending:
+                if len(pending) > overhead:
                     await frames.put(pending)
                 await frames.put(None)
                 await sender

@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 
@@ -64,11 +64,13 @@ class WarmChannel:
     def open(self) -> bool:
         return not self.session.closed
 
-    async def _send(self, data: bytes) -> None:
+    async def _send(self, data: bytes | bytearray) -> None:
         # One writer at a time: websocket frames must not interleave, and aiohttp allows one drain waiter.
         async with self._send_lock:
             try:
-                await self.ws.send_bytes(data)  # the session put the stdin channel byte first
+                # The session put the stdin channel byte first. aiohttp takes any bytes-like
+                # object (it copies to mask), though its annotation says bytes.
+                await self.ws.send_bytes(cast(bytes, data))
             except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
                 self.session.connection_lost()
                 raise UnavailableError(f"the exec session to {self.pod} dropped", retry_after=1) from exc
