@@ -5,7 +5,8 @@ Needs $KUBECONFIG (e.g. ../shared/k8s/cluster.sh up) and the sandbox image in th
 `trove-bench-<hex>` namespace, deleted at the end. Figures:
   exec p50/p95 through the API (official client) vs a fresh Python-client stream exec;
   50 concurrent execs across 10 namespaces (errors must be 0);
-  upload/read MB/s through the API vs raw exec-stream throughput;
+  upload/read MB/s through the API (sync and async official clients) vs raw exec-stream
+  throughput, and the sync client's own ceiling (bench/k8s_transfer.py);
   namespace ready time for 20 created at once, cold and from the warm pool, vs bare pods
   (bench/k8s_ready.py), and a new namespace's first exec through the API with and without it;
   API memory per open warm channel (100 channels, in-process).
@@ -21,7 +22,6 @@ import re
 import secrets
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,15 +36,12 @@ from kubernetes.stream import stream
 from tests.support.cluster import install_crds, release_finalizers, start_operator
 from trove_sdk import AsyncTroveClient, TroveClient
 from trove_sdk.exceptions import TroveServerError
-from websocket import ABNF
 
-from bench import k8s_ready
+from bench import k8s_ready, k8s_transfer
 from bench.common import RESULTS_DIR, latency_summary, ratio
 from trove_core.crd import GROUP, PLURAL, VERSION, object_name
 
 IMAGE = os.environ.get("TROVE_K8S_SANDBOX_IMAGE", "trove-sandbox:0.1.0")
-MB = 1_000_000
-SIZE = 100 * MB
 STORAGE = "256Mi"
 
 
@@ -55,7 +52,7 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def api_server(namespace: str, kubeconfig: str) -> Iterator[tuple[str, str, str]]:
+def api_server(namespace: str, kubeconfig: str) -> Iterator[tuple[str, str, str, int]]:
     data_dir = Path(tempfile.mkdtemp(prefix="trove-bench-k8s-", dir="/tmp"))
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TROVE_")}
@@ -84,7 +81,7 @@ def api_server(namespace: str, kubeconfig: str) -> Iterator[tuple[str, str, str]
         key = re.search(r"^Workspace key[^:]*:\s+(\S+)", text, re.M)
         assert workspace is not None
         assert key is not None
-        yield base_url, workspace.group(1), key.group(1)
+        yield base_url, workspace.group(1), key.group(1), process.pid
     finally:
         process.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -114,47 +111,6 @@ def raw_exec(core: client.CoreV1Api, namespace: str, pod: str, command: list[str
         core.connect_get_namespaced_pod_exec, pod, namespace, command=command, container="sandbox",
         stderr=True, stdin=False, stdout=True, tty=False,
     )  # fmt: skip
-
-
-def raw_upload_mbps(core: client.CoreV1Api, namespace: str, pod: str) -> float:
-    block = os.urandom(1 << 20)
-    started = time.monotonic()
-    ws = stream(
-        core.connect_get_namespaced_pod_exec, pod, namespace, container="sandbox",
-        command=["sh", "-c", f"head -c {SIZE} > /workspace/raw.bin; echo done"],
-        stderr=True, stdin=True, stdout=True, tty=False, _preload_content=False, binary=True,
-    )  # fmt: skip
-    sent = 0
-    while sent < SIZE:
-        piece = block[: min(len(block), SIZE - sent)]
-        ws.write_stdin(piece)
-        sent += len(piece)
-    while ws.is_open():
-        ws.update(timeout=1)
-        if b"done" in ws.peek_stdout():
-            break
-    ws.close()
-    return SIZE / MB / (time.monotonic() - started)
-
-
-def raw_read_mbps(core: client.CoreV1Api, namespace: str, pod: str) -> float:
-    """``cat`` through a fresh exec stream, frames read straight off the client's websocket."""
-    started = time.monotonic()
-    ws = stream(
-        core.connect_get_namespaced_pod_exec, pod, namespace, container="sandbox",
-        command=["cat", "/workspace/raw.bin"],
-        stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False, binary=True,
-    )  # fmt: skip
-    got = 0
-    while True:
-        opcode, frame = ws.sock.recv_data_frame(True)
-        if opcode == ABNF.OPCODE_CLOSE:
-            break
-        if frame.data and frame.data[0] == 1:
-            got += len(frame.data) - 1
-    ws.close()
-    assert got == SIZE, got
-    return SIZE / MB / (time.monotonic() - started)
 
 
 async def channel_memory(kubeconfig: str, namespace: str, pods: list[str], count: int) -> dict[str, Any]:
@@ -214,7 +170,7 @@ def main() -> int:
     )
     results: dict[str, Any] = {}
     try:
-        with api_server(namespace, kubeconfig) as (base_url, workspace_id, key):
+        with api_server(namespace, kubeconfig) as (base_url, workspace_id, key, server_pid):
             trove = TroveClient(api_key=key, namespace="bench", base_url=base_url, timeout=60)
             trove.exec("true")  # provision + warm channel
             pod = pod_of(custom, namespace, object_name(workspace_id, "bench"))
@@ -257,36 +213,7 @@ def main() -> int:
 
             results["concurrent_exec"] = asyncio.run(concurrent())
 
-            # Three interleaved rounds (API, raw, API, raw): medians, so one noisy moment
-            # on the node does not decide the ratio.
-            payload = os.urandom(SIZE)
-            ups, downs, raw_ups, raw_downs = [], [], [], []
-            for _ in range(3):
-                t = time.perf_counter()
-                trove.upload("workspace/big.bin", payload)
-                ups.append(SIZE / MB / (time.perf_counter() - t))
-                raw_ups.append(raw_upload_mbps(core, namespace, pod))
-                t = time.perf_counter()
-                got = trove.read_bytes("workspace/big.bin")
-                downs.append(SIZE / MB / (time.perf_counter() - t))
-                assert got == payload
-                del got
-                raw_downs.append(raw_read_mbps(core, namespace, pod))
-            del payload
-            up, down = statistics.median(ups), statistics.median(downs)
-            raw_up, raw_down = statistics.median(raw_ups), statistics.median(raw_downs)
-            results["upload_mbps"] = {
-                "api": round(up, 1),
-                "raw_exec_stream": round(raw_up, 1),
-                "ratio": ratio(up, raw_up),
-                "rounds": [round(x, 1) for x in ups],
-            }
-            results["read_mbps"] = {
-                "api": round(down, 1),
-                "raw_exec_stream": round(raw_down, 1),
-                "ratio": ratio(down, raw_down),
-                "rounds": [round(x, 1) for x in downs],
-            }
+            results.update(k8s_transfer.run(core, namespace, pod, base_url, key, server_pid))
             trove.close()
             pods = [pod_of(custom, namespace, object_name(workspace_id, f"c{i}")) for i in range(10)]
             results["channel_memory"] = asyncio.run(channel_memory(kubeconfig, namespace, pods, 100))
