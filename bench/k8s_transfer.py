@@ -183,34 +183,24 @@ def run(
 def summary(samples: dict[str, list[float]]) -> dict[str, Any]:
     med = {name: statistics.median(values) for name, values in samples.items()}
 
-    def cpu(kind: str) -> float:
-        return round(statistics.median(samples[f"{kind}_sync_cpu"] + samples[f"{kind}_async_cpu"]), 3)
-
-    def rounds(kind: str) -> dict[str, list[float]]:
+    def figures(kind: str) -> dict[str, Any]:
+        raw = med[f"{kind}_raw"]
         return {
-            name: [round(v, 1) for v in values]
-            for name, values in samples.items()
-            if name.startswith(f"{kind}_") and not name.endswith("_cpu")
+            "api_async_client": round(med[f"{kind}_async"], 1),
+            "api_sync_client": round(med[f"{kind}_sync"], 1),
+            "raw_exec_stream": round(raw, 1),
+            "ratio_async_client": ratio(med[f"{kind}_async"], raw),
+            "ratio_sync_client": ratio(med[f"{kind}_sync"], raw),
+            "api_cpu_s_per_100mb": round(
+                statistics.median(samples[f"{kind}_sync_cpu"] + samples[f"{kind}_async_cpu"]), 3
+            ),
+            "rounds": {
+                name: [round(v, 1) for v in values]
+                for name, values in samples.items()
+                if name.startswith(f"{kind}_") and not name.endswith("_cpu")
+            },
         }
 
-    return {
-        "upload_mbps": {
-            "api_async_client": round(med["up_async"], 1),
-            "api_sync_client": round(med["up_sync"], 1),
-            "raw_exec_stream": round(med["up_raw"], 1),
-            "ratio_async_client": ratio(med["up_async"], med["up_raw"]),
-            "ratio_sync_client": ratio(med["up_sync"], med["up_raw"]),
-            "sync_client_into_null_sink": round(med["up_sync_ceiling"], 1),
-            "api_cpu_s_per_100mb": cpu("up"),
-            "rounds": rounds("up"),
-        },
-        "read_mbps": {
-            "api_async_client": round(med["read_async"], 1),
-            "api_sync_client": round(med["read_sync"], 1),
-            "raw_exec_stream": round(med["read_raw"], 1),
-            "ratio_async_client": ratio(med["read_async"], med["read_raw"]),
-            "ratio_sync_client": ratio(med["read_sync"], med["read_raw"]),
-            "api_cpu_s_per_100mb": cpu("read"),
-            "rounds": rounds("read"),
-        },
-    }
+    upload = figures("up")
+    upload["sync_client_into_null_sink"] = round(med["up_sync_ceiling"], 1)
+    return {"upload_mbps": upload, "read_mbps": figures("read")}
