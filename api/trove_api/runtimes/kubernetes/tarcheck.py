@@ -11,47 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
 import tarfile
 import zlib
 from collections.abc import AsyncIterator
 
 from trove_api.runtimes.kubernetes.channel import CANCEL, EOF, AgentSession, agent_error
+from trove_api.runtimes.threadfeed import ThreadFedReader
 from trove_core.archive import MemberChecker, UnsafeMemberError
 from trove_core.errors import SnapshotCorruptError, TroveError
 
 _DEPTH = 4
 
 
-class _Aborted(Exception):
-    """The upstream chunk stream failed or the restore was cancelled."""
-
-
-class _QueueReader:
-    """A read-only file for ``tarfile``, fed from the event loop; ``None`` ends it."""
-
-    def __init__(self) -> None:
-        self.items: queue.Queue[bytes | _Aborted | None] = queue.Queue(maxsize=_DEPTH)
-        self._pending = b""
-        self._eof = False
-
-    def read(self, n: int = -1) -> bytes:
-        while not self._pending and not self._eof:
-            item = self.items.get()
-            if isinstance(item, _Aborted):
-                raise item
-            if item is None:
-                self._eof = True
-            else:
-                self._pending = item
-        if n < 0 or n >= len(self._pending):
-            data, self._pending = self._pending, b""
-        else:
-            data, self._pending = self._pending[:n], self._pending[n:]
-        return data
-
-
-def _check(reader: _QueueReader) -> int:
+def _check(reader: ThreadFedReader) -> int:
     """Walk the stream's members with the shared checker; the regular files it would restore."""
     checker = MemberChecker()
     count = 0
@@ -72,30 +44,22 @@ def _check(reader: _QueueReader) -> int:
 
 
 async def restore(session: AgentSession, chunks: AsyncIterator[bytes]) -> int:
-    reader = _QueueReader()
-    checker = asyncio.get_running_loop().run_in_executor(None, _check, reader)
     request = await session.open({"op": "import"})
+    reader = ThreadFedReader(_DEPTH)
+    checker = asyncio.get_running_loop().run_in_executor(None, _check, reader)
+    # A checker that stopped (a refusal) must not leave the feeder waiting for room.
+    checker.add_done_callback(lambda _: reader.worker_stopped())
     done = False
-
-    async def put(item: bytes | None) -> None:
-        # Bounded hand-off to the checker thread, which may stop at any time (a refusal).
-        while not checker.done():
-            try:
-                await asyncio.to_thread(reader.items.put, item, True, 0.2)
-                return
-            except queue.Full:
-                continue
-
     try:
         async for chunk in chunks:
             if checker.done():
                 checker.result()  # a refusal surfaces now; a clean end ignores trailing bytes
                 continue
-            await put(chunk)
+            await reader.put(chunk)
             await request.send_data(chunk)
             if not request.queue.empty():
                 break  # the pod answered early: an extraction error
-        await put(None)
+        reader.end()
         count = await checker
         if not request.queue.empty():
             result = await request.result()
@@ -108,8 +72,7 @@ async def restore(session: AgentSession, chunks: AsyncIterator[bytes]) -> int:
         return count
     except BaseException:
         if not checker.done():
-            with contextlib.suppress(queue.Full):
-                reader.items.put_nowait(_Aborted())
+            reader.abort()
         if not done and not session.closed and request.id in session.requests:
             with contextlib.suppress(TroveError, OSError):
                 await request.send(CANCEL)

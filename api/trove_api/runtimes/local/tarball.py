@@ -15,7 +15,6 @@ import ctypes
 import errno
 import logging
 import os
-import queue
 import secrets
 import shutil
 import stat
@@ -25,6 +24,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+from trove_api.runtimes.threadfeed import Aborted, ThreadFedReader
 from trove_core.archive import MemberChecker, MemberPlan, UnsafeMemberError
 from trove_core.errors import SnapshotCorruptError, StorageFullError, TroveError
 
@@ -230,46 +230,14 @@ def _export_error(exc: BaseException) -> TroveError:
 # -- import -------------------------------------------------------------------------------
 
 
-class _Aborted(Exception):
-    """The chunk stream failed; the extractor stops and the staging tree is discarded."""
-
-
-class _QueueReader:
-    """A read-only file for ``tarfile`` fed by the event loop; ``None`` marks the end."""
-
-    def __init__(self, on_take: Callable[[], None]) -> None:
-        self.items: queue.SimpleQueue[bytes | BaseException | None] = queue.SimpleQueue()
-        self._on_take = on_take
-        self._pending = b""
-        self._eof = False
-
-    def read(self, n: int = -1) -> bytes:
-        while not self._pending and not self._eof:
-            item = self.items.get()
-            self._on_take()
-            if isinstance(item, BaseException):
-                raise _Aborted() from item
-            if item is None:
-                self._eof = True
-            else:
-                self._pending = item
-        if n < 0 or n >= len(self._pending):
-            data, self._pending = self._pending, b""
-        else:
-            data, self._pending = self._pending[:n], self._pending[n:]
-        return data
-
-
 async def import_tar(staging: Path, target: Path, uid: int | None, chunks: AsyncIterator[bytes]) -> int:
     """Extract the streamed gzip tar beside ``target`` and swap it in; the regular files restored."""
-    loop = asyncio.get_running_loop()
-    space = asyncio.Semaphore(QUEUE_DEPTH)
-    reader = _QueueReader(lambda: _release_soon(loop, space))
+    reader = ThreadFedReader(QUEUE_DEPTH)
     new_root = staging / f"restore-{secrets.token_hex(8)}"
     await asyncio.to_thread(new_root.mkdir, 0o700)
-    worker = loop.run_in_executor(None, extract, reader, new_root, uid)
+    worker = asyncio.get_running_loop().run_in_executor(None, extract, reader, new_root, uid)
     # An extractor that stopped early must not leave the feeder waiting for queue space.
-    worker.add_done_callback(lambda _: space.release())
+    worker.add_done_callback(lambda _: reader.worker_stopped())
     try:
         async for chunk in chunks:
             if worker.done():
@@ -278,14 +246,13 @@ async def import_tar(staging: Path, target: Path, uid: int | None, chunks: Async
                 if worker.exception() is not None:
                     break
                 continue
-            await space.acquire()
-            reader.items.put(chunk)
-        reader.items.put(None)
+            await reader.put(chunk)
+        reader.end()
         count = await worker
         await asyncio.to_thread(_swap_in, new_root, target, uid)
         return count
     except BaseException as exc:
-        reader.items.put(exc if isinstance(exc, Exception) else _Aborted())
+        reader.abort(exc)
         with contextlib.suppress(BaseException):
             await worker
         raise
@@ -293,16 +260,12 @@ async def import_tar(staging: Path, target: Path, uid: int | None, chunks: Async
         await asyncio.to_thread(shutil.rmtree, new_root, True)
 
 
-def _release_soon(loop: asyncio.AbstractEventLoop, space: asyncio.Semaphore) -> None:
-    loop.call_soon_threadsafe(space.release)
-
-
-def extract(reader: _QueueReader, root: Path, uid: int | None) -> int:
+def extract(reader: ThreadFedReader, root: Path, uid: int | None) -> int:
     """Extract a gzip tar from ``reader`` into the empty directory ``root``; regular files created."""
     root_fd = os.open(root, _DIR_FLAGS)
     try:
         return _extract(reader, root_fd, uid)
-    except _Aborted:
+    except Aborted:
         raise
     except UnsafeMemberError as exc:
         raise SnapshotCorruptError(f"Snapshot refused: unsafe member {exc}") from exc
@@ -318,7 +281,7 @@ def extract(reader: _QueueReader, root: Path, uid: int | None) -> int:
         os.close(root_fd)
 
 
-def _extract(reader: _QueueReader, root_fd: int, uid: int | None) -> int:
+def _extract(reader: ThreadFedReader, root_fd: int, uid: int | None) -> int:
     checker = MemberChecker()
     dirs: list[MemberPlan] = []
     count = 0
