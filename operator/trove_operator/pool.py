@@ -73,15 +73,10 @@ def _replenish(kube: Kube, body: Manifest) -> warm_pool.PoolPlan:
             claim = warm_pool.claim_name(by_name[name])
             if claim:
                 kube.delete_pvc(namespace, claim)
-        for pvc in todo.orphans:
+        for orphan in todo.orphans:
             # Its pod is not in the pool: gone (delete the PVC) or just claimed (leave it).
-            pod_name = next(
-                (c["metadata"].get("annotations") or {}).get(ANNOTATION_POD_NAME)
-                for c in pvcs
-                if c["metadata"]["name"] == pvc
-            )
-            if not pod_name or kube.get("Pod", namespace, pod_name) is None:
-                kube.delete_pvc(namespace, pvc)
+            if not orphan.pod or kube.get("Pod", namespace, orphan.pod) is None:
+                kube.delete_pvc(namespace, orphan.pvc)
 
     # Creating outside the members lock keeps claims fast; ``_replenishing`` keeps a second
     # pass from creating the same members again.

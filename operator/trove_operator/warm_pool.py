@@ -161,11 +161,18 @@ def build_claim_pvc_patch(name: str, spec: TroveNamespaceSpec, owners: list[Mani
 # -- replenishing ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Orphan:
+    pvc: str
+    pod: str | None
+
+
 @dataclass
 class PoolPlan:
     create: int = 0
     delete: list[str] = field(default_factory=list)  # pod names; their PVCs go with them
-    orphans: list[str] = field(default_factory=list)  # PVC names whose pod may be gone
+    # PVCs without a pool pod, each with the pod it was made for: gone, or claimed meanwhile.
+    orphans: list[Orphan] = field(default_factory=list)
     warm: int = 0
     ready: int = 0
 
@@ -184,11 +191,12 @@ def plan(size: int, pods: list[Manifest], pvcs: list[Manifest], template: Sandbo
     result.warm = len(keep)
     result.ready = sum(1 for p in keep if is_ready(p))
     claimed_by_pool_pods = {claim_name(p) for p in pods}
-    result.orphans = sorted(
-        c["metadata"]["name"]
-        for c in pvcs
-        if c["metadata"]["name"] not in claimed_by_pool_pods and not c["metadata"].get("deletionTimestamp")
-    )
+    for pvc in pvcs:
+        meta = pvc["metadata"]
+        if meta["name"] not in claimed_by_pool_pods and not meta.get("deletionTimestamp"):
+            made_for = (meta.get("annotations") or {}).get(ANNOTATION_POD_NAME)
+            result.orphans.append(Orphan(meta["name"], made_for))
+    result.orphans.sort(key=lambda orphan: orphan.pvc)
     return result
 
 

@@ -144,10 +144,9 @@ def test_plan_names_pvcs_without_a_pool_pod_as_orphans() -> None:
     mine = warm_pool.build_warm_pvc(POOL, warm_pool.member_names(POOL, "00000001"), TEMPLATE)
     lonely = warm_pool.build_warm_pvc(POOL, warm_pool.member_names(POOL, "00000009"), TEMPLATE)
     todo = warm_pool.plan(1, [pod], [mine, lonely], TEMPLATE)
-    assert todo.orphans == [lonely["metadata"]["name"]]
-    assert (
-        lonely["metadata"]["annotations"][ANNOTATION_POD_NAME] == warm_pool.member_names(POOL, "00000009").pod
-    )
+    assert todo.orphans == [
+        warm_pool.Orphan(lonely["metadata"]["name"], warm_pool.member_names(POOL, "00000009").pod)
+    ]
 
 
 def test_pool_policy_admits_nothing_and_selects_only_waiting_pods() -> None:
