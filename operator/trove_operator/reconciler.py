@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass
 from typing import Any, cast
 
 import kopf
@@ -79,21 +80,19 @@ def sync(kube: Kube, body: Manifest, *, periodic: bool = False) -> str:
     if not created and live_policy.get("spec") != policy["spec"]:
         kube.replace_network_policy(namespace, policy)
 
-    claimed = None
+    settled = Settled(children)
     if ANNOTATION_PVC_NAME not in annotations:
-        children, claimed = settle_names(kube, body, spec, children)
+        settled = settle_names(kube, body, spec, children)
+    children, claimed = settled.names, settled.claimed
 
     pvc = builders.build_pvc(name, children, spec)
     if spec.deletion_policy == "Delete":
         # Owned: garbage collection removes it with the CR. Retain: no owner, it stays.
         kopf.adopt(pvc, owner=owner)
-    # Read first: after the first pass (or a claim) the claim exists, and a create would 409.
-    live_pvc = claimed.pvc if claimed else None
-    live_pvc = (
-        live_pvc
-        or kube.get("PersistentVolumeClaim", namespace, children.pvc)
-        or kube.ensure(namespace, pvc)[0]
-    )
+    # Read first (unless settling the names just did): after the first pass (or a claim) the
+    # claim exists, and a create would 409.
+    live_pvc = settled.pvc if settled.pvc_read else kube.get("PersistentVolumeClaim", namespace, children.pvc)
+    live_pvc = live_pvc or kube.ensure(namespace, pvc)[0]
     wanted_owners = pvc["metadata"].get("ownerReferences") or []
     if [o.get("uid") for o in live_pvc["metadata"].get("ownerReferences") or []] != [
         o["uid"] for o in wanted_owners
@@ -139,24 +138,35 @@ def sync(kube: Kube, body: Manifest, *, periodic: bool = False) -> str:
     return phase
 
 
-def settle_names(
-    kube: Kube, body: Manifest, spec: TroveNamespaceSpec, children: ChildNames
-) -> tuple[ChildNames, pool.Claimed | None]:
+@dataclass(frozen=True)
+class Settled:
+    names: ChildNames
+    claimed: pool.Claimed | None = None
+    pvc_read: bool = False  # settling read the live claim already: ``pvc`` is it (None: absent)
+    pvc: Manifest | None = None
+
+
+def settle_names(kube: Kube, body: Manifest, spec: TroveNamespaceSpec, children: ChildNames) -> Settled:
     """Fix the pod and PVC names once: a claimed warm pair's when the pool has one that fits,
     else the namespace's own (always those when its PVC already exists, e.g. made before
     names were recorded)."""
     meta = body["metadata"]
-    if not spec.suspended and kube.get("PersistentVolumeClaim", meta["namespace"], children.pvc) is None:
-        claimed = pool.claim(kube, body, spec, children.network_policy)
-        metrics.count_claim(hit=claimed is not None)
-        if claimed is not None:
-            return claimed.names, claimed
+    if spec.suspended:
+        settled = Settled(children)
+    else:
+        own_pvc = kube.get("PersistentVolumeClaim", meta["namespace"], children.pvc)
+        if own_pvc is None:
+            claimed = pool.claim(kube, body, spec, children.network_policy)
+            metrics.count_claim(hit=claimed is not None)
+            if claimed is not None:
+                return Settled(claimed.names, claimed, pvc_read=True, pvc=claimed.pvc)
+        settled = Settled(children, pvc_read=True, pvc=own_pvc)
     kube.annotate_tns(
         meta["namespace"],
         meta["name"],
         {ANNOTATION_POD_NAME: children.pod, ANNOTATION_PVC_NAME: children.pvc},
     )
-    return children, None
+    return settled
 
 
 def refresh(kube: Kube, body: Manifest, pod: Manifest | None) -> str:
