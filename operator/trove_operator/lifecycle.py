@@ -17,6 +17,11 @@ log = logging.getLogger(__name__)
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     load_config()
     memo.kube = Kube()
+    tune(settings)
+    log.info("trove-operator configured")
+
+
+def tune(settings: kopf.OperatorSettings) -> None:
     # Progress and the last-handled spec live in our own annotations: the CRD's structural
     # schema would prune kopf's default ``status.kopf`` field.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -34,11 +39,13 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # that linger `idle_timeout` after each event: a low cap made pod events wait behind idle
     # workers in a burst (pods Ready after 5-30 s, their CRs only at the 30 s timer), so none.
     settings.execution.max_workers = 16
-    settings.batching.worker_limit = None
+    settings.queueing.worker_limit = None
     settings.posting.level = logging.WARNING
     # Two replicas: peering makes the lower-priority one pause while the other is alive.
     settings.peering.priority = 100
-    log.info("trove-operator configured")
+    # A deleted object keeps kopf's finalizer until its timers exit; a sync timer caught mid-run
+    # (in its thread) is checked again only after this, so deletions hung for kopf's 60 s.
+    settings.background.cancellation_polling = 1
 
 
 @kopf.on.probe(id="api")

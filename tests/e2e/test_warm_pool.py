@@ -152,3 +152,29 @@ def get_pod_or_none(k8s: Cluster, name: str) -> Any:
         if exc.status == 404:
             return None
         raise
+
+
+def test_pools_are_deleted_at_once_even_while_their_timer_runs(k8s: Cluster) -> None:
+    # kopf removes its finalizer only once the object's timers have exited; a sync timer caught
+    # mid-run used to be checked again after kopf's default 60 s, so a deletion hung that long.
+    # Forty empty pools (their timers run every second here) make such a collision likely: on
+    # the old setting this test failed about one run in three.
+    names = [f"gone-{secrets.token_hex(3)}" for _ in range(40)]
+    for name in names:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "TroveWarmPool",
+            "metadata": {"name": name},
+            "spec": {"size": 0, "template": {"image": SANDBOX_IMAGE, "storage": {"size": POOL_STORAGE}}},
+        }
+        k8s.custom.create_namespaced_custom_object(GROUP, VERSION, k8s.namespace, POOL_PLURAL, body)
+    for name in names:
+        wait_for(lambda n=name: "size" in pool_status(k8s, n), what=f"{name} handled")
+    for name in names:
+        k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, k8s.namespace, POOL_PLURAL, name)
+
+    def left() -> list[str]:
+        items = k8s.custom.list_namespaced_custom_object(GROUP, VERSION, k8s.namespace, POOL_PLURAL)["items"]
+        return [i["metadata"]["name"] for i in items if i["metadata"]["name"] in names]
+
+    wait_for(lambda: not left(), timeout=20, what="the deleted pools gone")
