@@ -4,7 +4,8 @@ glibc serves blocks above its mmap threshold with fresh mappings and hands free 
 its trim threshold back to the kernel, so a stream of ~1 MB buffers (upload frames, the
 websocket's masked copies, TLS output) is paged in again and again. On the Kubernetes
 runtime page faults were about 40% of the API's CPU for a 100 MB upload; with these limits
-the API's CPU per 100 MB uploaded fell from 0.32 s to 0.15 s (bench-k8s).
+the API's CPU per 100 MB uploaded fell from 0.32 s to 0.15-0.17 s (its /proc CPU time over 100 MB
+uploads on the test cluster; bench-k8s reports the figure as `api_cpu_s_per_100mb`).
 Explicit ``MALLOC_*_`` environment variables win; other C libraries are left alone.
 """
 
