@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -85,6 +86,27 @@ async def test_failed_upload_leaves_nothing(store: SnapshotStore) -> None:
     else:
         assert isinstance(store, DirectorySnapshotStore)
         assert list(store.temp.iterdir()) == []
+
+
+async def test_a_second_process_on_the_directory_spares_uploads_in_flight(tmp_path: Path) -> None:
+    # Two replicas (or a replica and a `trove-server snapshots` command) share the directory:
+    # one starting up must not delete the other's temp file mid-upload, only a crash's leftovers.
+    root = tmp_path / "snapshots"
+    first = DirectorySnapshotStore(root)
+    stale = first.temp / "crashed.part"
+    stale.write_bytes(b"left by a crash")
+    os.utime(stale, (time.time() - 2 * 3600,) * 2)
+    data = os.urandom(3 * MIB)
+    key = f"ws-x/ns/{secrets.token_hex(4)}.tar.gz"
+
+    async def chunks_with_a_second_store() -> AsyncIterator[bytes]:
+        yield data[:MIB]
+        DirectorySnapshotStore(root)  # starts while the upload's temp file is open
+        yield data[MIB:]
+
+    assert await first.put(key, chunks_with_a_second_store()) == len(data)
+    assert await _read_all(first, key) == data
+    assert not stale.exists()
 
 
 async def test_s3_wrong_secret_fails(s3: S3Server) -> None:

@@ -7,12 +7,16 @@ import contextlib
 import errno
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from trove_api.stores.snapshots.base import READ_CHUNK
 from trove_core.errors import SnapshotNotFoundError, SnapshotStoreUnavailableError, StorageFullError
+
+# A temp file untouched this long belongs to no running upload (each chunk written touches it).
+STALE_TEMP_S = 3600
 
 
 @dataclass
@@ -41,8 +45,13 @@ class DirectorySnapshotStore:
         self.temp = root / ".tmp"
         self.temp.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700)
+        # Only what a crash left behind: another process on this directory (a second replica,
+        # a `trove-server snapshots` command) may be writing a snapshot right now.
+        cutoff = time.time() - STALE_TEMP_S
         for leftover in self.temp.iterdir():
-            leftover.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink(missing_ok=True)
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
