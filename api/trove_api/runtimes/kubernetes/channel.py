@@ -163,21 +163,19 @@ class AgentSession:
             raise ChannelLostError("The connection to the sandbox pod is closed; retry the call")
         await self._sender(b"".join((self._prefix, HEADER.pack(len(payload), rid, kind), payload)))
 
-    def frame_buffer(self) -> bytearray:
-        """An empty frame whose payload can be appended in place (see ``send_built``)."""
-        return bytearray(len(self._prefix) + HEADER.size)
-
     @property
     def frame_overhead(self) -> int:
         return len(self._prefix) + HEADER.size
+
+    def frame_buffer(self) -> bytearray:
+        """The prefix and room for a header; append the payload, then ``send_built``."""
+        return bytearray(self._prefix) + bytes(HEADER.size)
 
     async def send_built(self, rid: int, kind: int, frame: bytearray) -> None:
         """Send a ``frame_buffer()`` after appending its payload: no copy into a joined frame."""
         if self.closed:
             raise ChannelLostError("The connection to the sandbox pod is closed; retry the call")
-        start = len(self._prefix)
-        frame[:start] = self._prefix
-        HEADER.pack_into(frame, start, len(frame) - start - HEADER.size, rid, kind)
+        HEADER.pack_into(frame, len(self._prefix), len(frame) - self.frame_overhead, rid, kind)
         await self._sender(frame)
 
     # -- requests -------------------------------------------------------------------------
