@@ -13,11 +13,11 @@ import asyncio
 import collections
 import contextlib
 import json
-import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from trove_api.runtimes.kubernetes.frames import HEADER, FrameReader
 from trove_core.errors import (
     IsADirectoryError_,
     NotADirectoryError_,
@@ -33,7 +33,6 @@ from trove_core.errors import (
 from trove_core.paths import display
 from trove_core.runtime import ExecOutput, ExecSpec, FileStat
 
-HEADER = struct.Struct(">IIB")
 OPEN, DATA, EOF, CANCEL, STDOUT, STDERR, RESULT, HELLO = 1, 2, 3, 4, 5, 6, 7, 8
 FRAME_BYTES = 1024 * 1024
 READ_WINDOW = 4 * 1024 * 1024
@@ -121,7 +120,7 @@ class AgentSession:
         # Bytes the transport wants before each frame (the exec websocket's stdin channel),
         # joined in with the header: one copy of each payload, not two.
         self._prefix = prefix
-        self._buffer = bytearray()
+        self._frames = FrameReader()
         self._next_id = 1
         self.requests: dict[int, Request] = {}
         self.hello: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -131,15 +130,7 @@ class AgentSession:
     # -- transport side -------------------------------------------------------------------
 
     def feed(self, data: bytes | memoryview) -> None:
-        self._buffer += data
-        while len(self._buffer) >= HEADER.size:
-            size, rid, kind = HEADER.unpack_from(self._buffer)
-            end = HEADER.size + size
-            if len(self._buffer) < end:
-                return
-            with memoryview(self._buffer) as view:  # one copy out, and released before the del
-                payload = bytes(view[HEADER.size : end])
-            del self._buffer[:end]
+        for rid, kind, payload in self._frames.feed(data):
             if kind == HELLO and rid == 0:
                 if not self.hello.done():
                     self.hello.set_result(_json(payload))
