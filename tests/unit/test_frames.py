@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -28,7 +30,7 @@ def test_any_split_gives_the_same_frames(frames: list[Frame], cuts: list[int]) -
     bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
     reader = FrameReader()
     got: list[Frame] = []
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         got += reader.feed(memoryview(stream)[start:end])
     assert got == frames
     assert all(type(f.payload) is bytes for f in got)

@@ -35,7 +35,7 @@ class FrameReader:
         if view.nbytes:
             self._pieces.append(view.cast("B"))
             self._buffered += view.nbytes
-        frames = []
+        frames: list[Frame] = []
         while True:
             if self._header is None:
                 if self._buffered < HEADER.size:
