@@ -16,6 +16,7 @@ Standard library only: it must run on any image with python3.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
 import errno
@@ -29,6 +30,7 @@ import stat
 import struct
 import sys
 import time
+from collections.abc import Callable
 
 HEADER = struct.Struct(">IIB")
 OPEN, DATA, EOF, CANCEL, STDOUT, STDERR, RESULT, HELLO = 1, 2, 3, 4, 5, 6, 7, 8
@@ -135,27 +137,22 @@ class Agent:
     def result(self, rid: int, body: dict[str, object]) -> None:
         self.send(rid, RESULT, json.dumps(body).encode())
 
-    async def serve(self, reader: asyncio.StreamReader) -> None:
-        self.send(0, HELLO, json.dumps({"version": VERSION, "pid": os.getpid()}).encode())
+    async def serve(self, frames: FrameInput) -> None:
         await self.flush()
-        while True:
-            try:
-                header = await reader.readexactly(HEADER.size)
-                size, rid, kind = HEADER.unpack(header)
-                payload = await reader.readexactly(size) if size else b""
-            except asyncio.IncompleteReadError:
-                break
-            if kind == OPEN:
-                queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
-                self.inbox[rid] = queue
-                task = asyncio.create_task(self.run(rid, json.loads(payload), queue))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
-            elif rid in self.inbox:
-                self.inbox[rid].put_nowait((kind, payload))
+        await frames.closed
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def deliver(self, rid: int, kind: int, payload: bytes) -> None:
+        if kind == OPEN:
+            queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
+            self.inbox[rid] = queue
+            task = asyncio.create_task(self.run(rid, json.loads(payload), queue))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        elif rid in self.inbox:
+            self.inbox[rid].put_nowait((kind, payload))
 
     async def run(
         self, rid: int, request: dict[str, object], queue: asyncio.Queue[tuple[int, bytes]]
@@ -360,12 +357,16 @@ class Agent:
         if fd is None:
             raise OpError("handle_lost", "")
         position, end = int(req["start"]), int(req["end"])  # type: ignore[call-overload]
+        # Read straight in behind the frame's header; the writer has copied whatever the pipe
+        # did not take by the time write() returns, so the buffer is reused.
+        frame = memoryview(bytearray(HEADER.size + CHUNK))
         while position < end:
-            chunk = os.pread(fd, min(CHUNK, end - position), position)
-            if not chunk:
+            n = os.preadv(fd, [frame[HEADER.size : HEADER.size + min(CHUNK, end - position)]], position)
+            if not n:
                 break
-            position += len(chunk)
-            self.send(rid, DATA, chunk)
+            position += n
+            HEADER.pack_into(frame, 0, n, rid, DATA)
+            self.writer.write(frame[: HEADER.size + n])
             await self.flush()
         return {}
 
@@ -617,21 +618,74 @@ def kill_tree(pgid: int, tag: str) -> None:
             return
 
 
+class FrameInput(asyncio.Protocol):
+    """Splits stdin into frames as it arrives. Pieces are kept as read and each payload is joined
+    once: a StreamReader's buffer, trimmed at the front and appended to, copies all it holds
+    whenever it grows."""
+
+    def __init__(self, deliver: Callable[[int, int, bytes], None]) -> None:
+        self.deliver = deliver
+        self.pieces: collections.deque[memoryview] = collections.deque()
+        self.buffered = 0
+        self.header: tuple[int, int, int] | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.pieces.append(memoryview(data))
+        self.buffered += len(data)
+        while True:
+            if self.header is None:
+                if self.buffered < HEADER.size:
+                    return
+                self.header = HEADER.unpack(self.take(HEADER.size))
+            size, rid, kind = self.header
+            if self.buffered < size:
+                return
+            self.header = None
+            self.deliver(rid, kind, self.take(size))
+
+    def take(self, n: int) -> bytes:
+        if n == 0:
+            return b""
+        self.buffered -= n
+        parts = []
+        while n:
+            first = self.pieces[0]
+            if len(first) <= n:
+                parts.append(self.pieces.popleft())
+                n -= len(first)
+            else:
+                parts.append(first[:n])
+                self.pieces[0] = first[n:]
+                n = 0
+        return parts[0].tobytes() if len(parts) == 1 else b"".join(parts)
+
+    def eof_received(self) -> bool:
+        self.connection_lost(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
 async def main() -> None:
     root = sys.argv[1] if len(sys.argv) > 1 else "/workspace"
     loop = asyncio.get_running_loop()
     widen_pipes()
     keep_freed_memory()
-    reader = asyncio.StreamReader(limit=1 << 24)
-    await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", buffering=0)
-    )
     transport, protocol = await loop.connect_write_pipe(
         asyncio.streams.FlowControlMixin, os.fdopen(1, "wb", buffering=0)
     )
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    agent = Agent(root, writer)
+    # HELLO goes out before any request is read.
+    agent.send(0, HELLO, json.dumps({"version": VERSION, "pid": os.getpid()}).encode())
+    _, frames = await loop.connect_read_pipe(
+        lambda: FrameInput(agent.deliver), os.fdopen(0, "rb", buffering=0)
+    )
     sweeper = asyncio.create_task(asyncio.to_thread(sweep, Root(root).path))
-    await Agent(root, writer).serve(reader)
+    await agent.serve(frames)
     sweeper.cancel()
 
 

@@ -30,7 +30,7 @@ async def agent(root: Path, prefix: bytes = b"") -> AsyncIterator[AgentSession]:
     assert proc.stdout is not None
     stdin, stdout = proc.stdin, proc.stdout
 
-    async def send(data: bytes | bytearray) -> None:
+    async def send(data: bytes | bytearray | memoryview) -> None:
         assert data[: len(prefix)] == prefix
         stdin.write(data[len(prefix) :])
         await stdin.drain()
@@ -120,12 +120,12 @@ async def test_files_round_trip(tmp_path: Path) -> None:
             await session.delete("a")
 
 
-@pytest.mark.parametrize("prefix", [b"", b"\x00"])
-async def test_uploads_in_many_pieces_arrive_whole(tmp_path: Path, prefix: bytes) -> None:
-    # Frames are built in place behind the transport's prefix and the agent header; a body in
-    # small pieces spans several frames, and a last short frame follows.
+@pytest.mark.parametrize(("prefix", "piece"), [(b"", 65536), (b"\x00", 65536), (b"\x00", 100_003)])
+async def test_uploads_in_many_pieces_arrive_whole(tmp_path: Path, prefix: bytes, piece: int) -> None:
+    # Frames are filled in place behind the transport's prefix and the agent header; a body in
+    # small pieces spans several frames (a piece may straddle two), and a last short frame follows.
     data = os.urandom(3 * 1024 * 1024 + 4099)
-    pieces = [data[i : i + 65536] for i in range(0, len(data), 65536)]
+    pieces = [data[i : i + piece] for i in range(0, len(data), piece)]
     async with agent(tmp_path, prefix) as session:
         assert await session.write("up.bin", chunks(*pieces), 10 << 20) == len(data)
         assert await session.exec(spec("true"), 1 << 20)  # the channel still frames correctly

@@ -41,7 +41,7 @@ EXPORT_WINDOW = 8 * 1024 * 1024
 EXPORT_ACK_BYTES = 1024 * 1024
 _LOST = -1
 
-Sender = Callable[[bytes | bytearray], Awaitable[None]]
+Sender = Callable[[bytes | bytearray | memoryview], Awaitable[None]]
 
 
 class ChannelLostError(UnavailableError):
@@ -158,12 +158,12 @@ class AgentSession:
     def frame_overhead(self) -> int:
         return len(self._prefix) + HEADER.size
 
-    def frame_buffer(self) -> bytearray:
-        """The prefix and room for a header; append the payload, then ``send_built``."""
-        return bytearray(self._prefix) + bytes(HEADER.size)
+    def frame_buffer(self, payload_bytes: int) -> bytearray:
+        """The prefix, room for a header, then ``payload_bytes`` to fill in; sent by ``send_built``."""
+        return bytearray(self._prefix) + bytes(HEADER.size + payload_bytes)
 
-    async def send_built(self, rid: int, kind: int, frame: bytearray) -> None:
-        """Send a ``frame_buffer()`` after appending its payload: no copy into a joined frame."""
+    async def send_built(self, rid: int, kind: int, frame: bytearray | memoryview) -> None:
+        """Send a ``frame_buffer()`` (or its start) once filled: no copy into a joined frame."""
         if self.closed:
             raise ChannelLostError("The connection to the sandbox pod is closed; retry the call")
         HEADER.pack_into(frame, len(self._prefix), len(frame) - self.frame_overhead, rid, kind)
@@ -238,11 +238,11 @@ class AgentSession:
     async def write(self, rel: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
         request = await self.open({"op": "write", "path": rel, "max_bytes": max_bytes})
         # Request bodies arrive in small pieces; fewer, larger frames go faster through the
-        # API server and the kubelet. Each frame is built in place behind its own header (the
-        # body's bytes are copied once, into the frame). A sender task overlaps the
-        # websocket's drain with reading the body; the bounded queue keeps at most two
-        # frames in memory.
-        frames: asyncio.Queue[bytearray | None] = asyncio.Queue(maxsize=2)
+        # API server and the kubelet. Each frame is allocated whole and filled in place behind
+        # its own header (the body's bytes are copied once, into the frame). A sender task
+        # overlaps the websocket's drain with reading the body; the bounded queue keeps at
+        # most two frames waiting.
+        frames: asyncio.Queue[bytearray | memoryview | None] = asyncio.Queue(maxsize=2)
         failed: list[Exception] = []
         overhead = self.frame_overhead
 
@@ -257,7 +257,7 @@ class AgentSession:
 
         sender = asyncio.create_task(send_frames())
         size = 0
-        pending = self.frame_buffer()
+        frame, filled = self.frame_buffer(FRAME_BYTES), overhead
         try:
             async for chunk in chunks:
                 size += len(chunk)
@@ -270,13 +270,18 @@ class AgentSession:
                 # An early answer (e.g. a rejected path) or a failed send ends the upload at once.
                 if not request.queue.empty() or failed:
                     break
-                pending += chunk
-                if len(pending) - overhead >= FRAME_BYTES:
-                    await frames.put(pending)  # handed over, not copied
-                    pending = self.frame_buffer()
+                rest = memoryview(chunk)
+                while rest:
+                    piece = rest[: len(frame) - filled]
+                    frame[filled : filled + len(piece)] = piece
+                    filled += len(piece)
+                    rest = rest[len(piece) :]
+                    if filled == len(frame):
+                        await frames.put(frame)  # handed over, not copied
+                        frame, filled = self.frame_buffer(FRAME_BYTES), overhead
             else:
-                if len(pending) > overhead:
-                    await frames.put(pending)
+                if filled > overhead:
+                    await frames.put(memoryview(frame)[:filled])
                 await frames.put(None)
                 await sender
                 if not failed:

@@ -64,7 +64,7 @@ class WarmChannel:
     def open(self) -> bool:
         return not self.session.closed
 
-    async def _send(self, data: bytes | bytearray) -> None:
+    async def _send(self, data: bytes | bytearray | memoryview) -> None:
         # One writer at a time: websocket frames must not interleave, and aiohttp allows one drain waiter.
         async with self._send_lock:
             try:
