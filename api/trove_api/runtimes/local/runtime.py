@@ -414,7 +414,7 @@ class LocalRuntime:
         return await tarball.import_tar(self.staging, self._dir(ns), self._uid(ns), chunks)
 
     async def aclose(self) -> None:
-        return None
+        await asyncio.to_thread(self.cgroups.release)
 
 
 def _traversable_by_others(path: Path) -> bool:
