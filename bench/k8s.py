@@ -206,10 +206,13 @@ def main() -> int:
                     *(clients[i % 10].exec(f"echo {i}") for i in range(50)), return_exceptions=True
                 )
                 wall = time.perf_counter() - started
-                errors = sum(1 for o, i in zip(outcomes, range(50), strict=True) if o != f"{i}\n")
+                wrong = [repr(o)[:300] for i, o in enumerate(outcomes) if o != f"{i}\n"]
                 for c in clients:
                     await c.aclose()
-                return {"execs": 50, "namespaces": 10, "errors": errors, "wall_s": round(wall, 3)}
+                return {
+                    "execs": 50, "namespaces": 10, "errors": len(wrong), "wall_s": round(wall, 3),
+                    "error_samples": wrong[:3],
+                }  # fmt: skip
 
             results["concurrent_exec"] = asyncio.run(concurrent())
 
