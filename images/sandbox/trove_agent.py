@@ -38,6 +38,7 @@ VERSION = 1
 CHUNK = 256 * 1024
 PIPE_BYTES = 1024 * 1024
 DRAIN_GRACE_S = 2.0
+KILL_WAIT_S = 1.0
 MARKER = "TROVE_EXEC_TAG"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 TEMP_PREFIX = ".trove-upload-"
@@ -596,11 +597,18 @@ async def exited(proc: asyncio.subprocess.Process) -> None:
 
 
 def kill_tree(pgid: int, tag: str) -> None:
-    """Kill the command's process group, then anything else carrying its marker (setsid'd children)."""
+    """Kill the command's process group, then anything else carrying its marker (setsid'd children).
+
+    Returns once none of them is alive: SIGKILL is only delivered when the target next runs,
+    which on a busy node can be after the caller has its answer and looks (``ps``) again.
+    A killed process whose parent has not reaped it yet has no environment left, so it no
+    longer matches.
+    """
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
     needle = f"{MARKER}={tag}".encode()
-    for _ in range(3):
+    deadline = time.monotonic() + KILL_WAIT_S
+    while True:
         found = False
         for name in os.listdir("/proc"):
             if not name.isdigit():
@@ -614,8 +622,9 @@ def kill_tree(pgid: int, tag: str) -> None:
                 found = True
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(int(name), signal.SIGKILL)
-        if not found:
+        if not found or time.monotonic() > deadline:
             return
+        time.sleep(0.002)
 
 
 class FrameInput(asyncio.Protocol):
