@@ -51,13 +51,6 @@ class FrameReader:
         if n == 0:
             return b""
         self._buffered -= n
-        first = self._pieces[0]
-        if len(first) >= n:
-            if len(first) == n:
-                self._pieces.popleft()
-            else:
-                self._pieces[0] = first[n:]
-            return bytes(first[:n])
         parts = []
         while n:
             first = self._pieces[0]
@@ -68,4 +61,4 @@ class FrameReader:
                 parts.append(first[:n])
                 self._pieces[0] = first[n:]
                 n = 0
-        return b"".join(parts)
+        return parts[0].tobytes() if len(parts) == 1 else b"".join(parts)
