@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, bindparam, func, insert, select
 
 from trove_api.stores.advisory import EVENTS, lock_key, xact_lock
 from trove_api.stores.db import flag_commit
@@ -27,6 +27,19 @@ SYSTEM = Actor(key_id=None, key_name="system")
 # Commit topics (``Database.listen``): the event hub wakes on the first, the dispatcher on the second.
 EVENTS_TOPIC = "events"
 DELIVERIES_TOPIC = "webhook_deliveries"
+
+# Built once: every exec and file write records an event, and building a statement (coercing
+# its clauses, computing its cache key) cost more than running it on SQLite.
+_LATEST_CREATED_AT = select(func.max(events.c.created_at)).where(
+    events.c.workspace_id == bindparam("workspace_id")
+)
+_INSERT_EVENT = insert(events)
+_LIVE_HOOKS = select(webhooks.c.id, webhooks.c.events, webhooks.c.namespace).where(
+    webhooks.c.workspace_id == bindparam("workspace_id"),
+    webhooks.c.deleted_at.is_(None),
+    webhooks.c.enabled.is_(True),
+)
+_INSERT_DELIVERIES = insert(webhook_deliveries)
 
 
 def record(
@@ -51,22 +64,21 @@ def record(
     never is. ``fan_out=False`` is for ``webhook.test``, which goes to one hook directly.
     """
     xact_lock(conn, lock_key(EVENTS, workspace_id))
-    latest = conn.execute(
-        select(func.max(events.c.created_at)).where(events.c.workspace_id == workspace_id)
-    ).scalar_one_or_none()
+    latest = conn.execute(_LATEST_CREATED_AT, {"workspace_id": workspace_id}).scalar_one_or_none()
     created_at = now_ts() if latest is None else next_after(latest, now_ts())
     event_id = new_id(EVENT_PREFIX, 24)
     conn.execute(
-        insert(events).values(
-            id=event_id,
-            workspace_id=workspace_id,
-            namespace=namespace,
-            type=type_,
-            created_at=created_at,
-            actor_key_id=actor.key_id,
-            actor_key_name=actor.key_name,
-            data=json.dumps(data, separators=(",", ":"), ensure_ascii=False),
-        )
+        _INSERT_EVENT,
+        {
+            "id": event_id,
+            "workspace_id": workspace_id,
+            "namespace": namespace,
+            "type": type_,
+            "created_at": created_at,
+            "actor_key_id": actor.key_id,
+            "actor_key_name": actor.key_name,
+            "data": json.dumps(data, separators=(",", ":"), ensure_ascii=False),
+        },
     )
     flag_commit(conn, EVENTS_TOPIC)
     if fan_out and enqueue_deliveries(
@@ -97,20 +109,14 @@ def enqueue_deliveries(
     conn: Connection, *, workspace_id: str, namespace: str | None, type_: str, event_id: str
 ) -> int:
     """Queue one pending delivery per matching live webhook; returns how many."""
-    hooks = conn.execute(
-        select(webhooks.c.id, webhooks.c.events, webhooks.c.namespace).where(
-            webhooks.c.workspace_id == workspace_id,
-            webhooks.c.deleted_at.is_(None),
-            webhooks.c.enabled.is_(True),
-        )
-    ).all()
+    hooks = conn.execute(_LIVE_HOOKS, {"workspace_id": workspace_id}).all()
     rows = [
         new_delivery_row(webhook_id=hook.id, event_id=event_id, workspace_id=workspace_id)
         for hook in hooks
         if hook_matches(json.loads(hook.events), hook.namespace, type_, namespace)
     ]
     if rows:
-        conn.execute(insert(webhook_deliveries), rows)
+        conn.execute(_INSERT_DELIVERIES, rows)
     return len(rows)
 
 

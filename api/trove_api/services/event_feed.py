@@ -72,7 +72,7 @@ class EventFeedService:
             "namespace": scope.namespace,
         }
         # Fix the starting point before saying hello: anything after the hello is streamed.
-        start = self.hub.head if after is None else after
+        start = await self.hub.current_head() if after is None else after
         yield sse.frame(hello, retry_ms=SSE_RETRY_MS)
         async for event in self.hub.follow(scope, after=start, keepalive=self.keepalive_s):
             if event is None:
