@@ -159,11 +159,9 @@ def test_writes_through_escaping_symlinks_are_rejected(hostile: LiveServer, trap
     "path",
     [
         "victim/keep.txt",
-        "keeplink",
-        "victim",
         "sib/data/secret.txt",
         "sib/data",
-        "sibfile",
+        "sibabs/data",
         "etc/hostname",
         "up/staging",
     ],
@@ -196,11 +194,21 @@ def test_symlinks_inside_the_namespace_still_work(trap: Trap) -> None:
     assert [e["path"] for e in listing.json()["entries"]] == ["workspace/alias/in.txt"]
 
 
-def test_deleting_the_escaping_link_never_touches_its_target(hostile: LiveServer, trap: Trap) -> None:
-    trap.http.post("/delete", json={"path": "sib"})
-    trap.http.post("/delete", json={"path": "victim"})
+@pytest.mark.parametrize("link", ["sib", "sibabs", "sibfile", "victim", "keeplink", "etc", "up", "pw"])
+def test_an_escaping_link_itself_is_deleted_and_its_target_never_touched(
+    hostile: LiveServer, trap: Trap, link: str
+) -> None:
+    # `rm link`: the agent made the link and may remove it; only the link goes.
+    mine = ns_dir(hostile, trap.namespace)
+    passwd = hashlib.sha256(Path("/etc/passwd").read_bytes()).hexdigest()
+    before = _tree(trap.victim) | _tree(ns_dir(hostile, trap.other)) | _tree(hostile.data_dir)
+    assert trap.http.post("/delete", json={"path": link}).status_code == 200
+    assert not (mine / link).is_symlink()
     assert (trap.victim / "keep.txt").read_text() == "host file"
     assert (ns_dir(hostile, trap.other) / "data" / "secret.txt").read_text() == trap.secret
+    assert hashlib.sha256(Path("/etc/passwd").read_bytes()).hexdigest() == passwd
+    after = _tree(trap.victim) | _tree(ns_dir(hostile, trap.other)) | _tree(hostile.data_dir)
+    assert before - after == {str(mine / link)}
 
 
 def _tree(root: Path) -> set[str]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import uvicorn
 
+from trove_api.cli import event_loop
 from trove_api.context import AppContext
 from trove_api.main import create_app
 from trove_api.services.keys import create_workspace
@@ -77,7 +78,7 @@ def start_server(**overrides: Any) -> Iterator[LiveServer]:
         host="127.0.0.1",
         port=port,
         log_level="warning",
-        loop="asyncio",  # as `trove-server serve` runs it
+        loop=event_loop(settings.runtime),  # as `trove-server serve` runs it
         lifespan="on",
         timeout_graceful_shutdown=5,
     )

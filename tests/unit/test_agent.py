@@ -179,8 +179,13 @@ async def test_symlink_escapes_are_refused(tmp_path: Path) -> None:
         with pytest.raises(PathRejectedError):
             await session.list("out", recursive=False, max_entries=10, max_depth=1)
         with pytest.raises(PathRejectedError):  # as in the local runtime
-            await session.delete("leak")
-        assert (tmp_path / "secret").exists()
+            await session.delete("out/secret")
+        # The escaping link itself is the agent's to delete; its target stays.
+        await session.delete("leak")
+        await session.delete("out")
+        assert not (root / "leak").is_symlink()
+        assert not (root / "out").is_symlink()
+        assert (tmp_path / "secret").read_text() == "s"
         inside = await session.write("ok", chunks(b"o"), 10)
         assert inside == 1
 
