@@ -175,11 +175,13 @@ def test_delete_files_trees_and_errors(trove: TroveClient) -> None:
     assert trove.exec("ls -A workspace") == "esc\n"
     with pytest.raises(TroveNotFoundError):
         trove.delete("workspace/t")
-    for path in ("workspace/", "workspace/esc"):
+    for path in ("workspace/", "workspace/esc/passwd"):
         with pytest.raises(TroveError) as caught:
             trove.delete(path)
         assert caught.value.status_code == 400
-    assert trove.exec("test -f /etc/passwd && echo intact") == "intact\n"
+    # The escaping link itself is deleted, as with the agent; what it points at stays.
+    assert trove.delete("workspace/esc") == "workspace/esc"
+    assert trove.exec("ls -A workspace; test -f /etc/passwd && echo intact") == "intact\n"
 
 
 def test_traversal_and_symlink_escapes_are_refused(trove: TroveClient) -> None:

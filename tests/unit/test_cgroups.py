@@ -1,4 +1,5 @@
-"""Per-namespace cgroups on this host's real hierarchy: made on first use, removed at shutdown."""
+"""Per-namespace cgroups on this host's real hierarchy: made on first use, removed at shutdown, and
+swept by the next server when a server was killed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from trove_api.runtimes.local.cgroups import Cgroups
+from trove_api.runtimes.local.cgroups import Cgroups, owner_name, start_time
 from trove_api.runtimes.local.runtime import LocalRuntime
 from trove_api.runtimes.local.sandbox import Limits
 from trove_core.runtime import ExecSpec, NamespaceRef
@@ -64,3 +65,45 @@ def test_the_local_runtime_removes_its_groups_when_it_closes(tmp_path: Path) -> 
 
     made = asyncio.run(use_then_close())
     assert not any(os.path.exists(p) for p in made)
+
+
+def _dead_owner() -> str:
+    """The owner name of a process that has exited (its pid may be reused: start times differ)."""
+    gone = subprocess.Popen(["sleep", "30"])
+    name = owner_name(gone.pid)
+    gone.kill()
+    gone.wait()
+    assert start_time(gone.pid) is None or owner_name(gone.pid) != name
+    return name
+
+
+def test_a_killed_servers_groups_are_swept_by_the_next_and_a_live_ones_never(tmp_path: Path) -> None:
+    groups = writable_cgroups()
+    dead = _dead_owner()
+    reused = f"srv-{os.getpid()}-1"  # our pid, another start time: a server long gone
+    bases = groups._bases()
+    made = {
+        owner: [base / owner / f"test-{secrets.token_hex(4)}" for base in bases] for owner in (dead, reused)
+    }
+    busy = [base / dead / f"test-busy-{secrets.token_hex(4)}" for base in bases]
+    for path in [*made[dead], *made[reused], *busy]:
+        path.mkdir(parents=True)
+    live_procs = groups.prepare(f"test-live-{secrets.token_hex(4)}")  # empty between execs
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        for path in busy:
+            (path / "cgroup.procs").write_text(str(sleeper.pid))
+        removed = groups.sweep()  # as every server does when it starts (the constructor)
+        assert removed >= len(made[dead]) + len(made[reused])
+        assert not any(p.exists() for p in [*made[dead], *made[reused]])
+        assert not any((base / reused).exists() for base in bases)
+        assert all(p.exists() for p in busy)  # something still runs in it
+        assert all(os.path.exists(p) for p in live_procs)
+        assert all(f"/{groups.owner}/" in p for p in live_procs)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    Cgroups(64 << 20, 64)  # the next server starting up
+    assert not any((base / dead).exists() for base in bases)
+    groups.release()
+    assert not any(os.path.exists(p) for p in live_procs)

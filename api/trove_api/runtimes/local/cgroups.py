@@ -2,6 +2,11 @@
 
 Most user machines run cgroup v2 only; these CI machines mount v1 controllers. When neither is
 writable (not root, or a read-only hierarchy) the runtime falls back to rlimits and says so.
+
+Each server process keeps its groups under its own ``trove/srv-<pid>-<start time>``. It removes
+them when it shuts down; a server that was killed cannot, so every server starting up removes
+the groups of owners that are no longer running. A live server's groups are never touched,
+even when empty between two execs, since its pid and start time still match.
 """
 
 from __future__ import annotations
@@ -9,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +23,22 @@ log = logging.getLogger(__name__)
 
 CgroupMode = Literal["v1", "v2", "none"]
 _GROUP = "trove"
+_OWNER = re.compile(r"srv-(\d+)-(\d+)")
+EXIT_WAIT_S = 1.0
+
+
+def start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot), or None if it is not running."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat_file:
+            fields = stat_file.read().rsplit(")", 1)[1].split()
+        return int(fields[19])  # field 22 of proc(5); the name in parentheses may hold spaces
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def owner_name(pid: int) -> str:
+    return f"srv-{pid}-{start_time(pid)}"
 
 
 class Cgroups:
@@ -24,7 +47,18 @@ class Cgroups:
         self.max_pids = max_pids
         self.root = root
         self.mode: CgroupMode = self._detect()
+        self.owner = owner_name(os.getpid())
         self._prepared: dict[str, list[str]] = {}
+        if self.mode != "none":
+            self.sweep()
+
+    def _bases(self) -> list[Path]:
+        """The directories that hold the owners' groups, one per hierarchy."""
+        if self.mode == "v1":
+            return [self.root / "memory" / _GROUP, self.root / "pids" / _GROUP]
+        if self.mode == "v2":
+            return [self.root / _GROUP]
+        return []
 
     def _detect(self) -> CgroupMode:
         if os.geteuid() != 0:
@@ -60,23 +94,63 @@ class Cgroups:
         server run), and every cgroup walker pays for them: the kubelet's stats loop took ~40%
         of a core at idle over ~5,000 stale groups. A group something still runs in stays."""
         for key, files in list(self._prepared.items()):
-            busy = []
-            for procs in files:
-                try:
-                    os.rmdir(os.path.dirname(procs))
-                except FileNotFoundError:
-                    pass
-                except OSError:
-                    busy.append(procs)
+            busy = [procs for procs in files if not _remove_group(procs)]
             if busy:
                 self._prepared[key] = busy
             else:
                 del self._prepared[key]
+        for base in self._bases():
+            # Still holding groups (another runtime in this process, or a busy one): it stays.
+            with contextlib.suppress(OSError):
+                os.rmdir(base / self.owner)
+
+    def sweep(self) -> int:
+        """Remove the groups of servers that stopped without removing them; returns how many."""
+        removed = 0
+        for base in self._bases():
+            try:
+                owners = [entry for entry in base.iterdir() if entry.is_dir()]
+            except OSError:
+                continue
+            for owner in owners:
+                match = _OWNER.fullmatch(owner.name)
+                if match is None or start_time(int(match[1])) == int(match[2]):
+                    continue
+                try:
+                    groups = [entry for entry in owner.iterdir() if entry.is_dir()]
+                except OSError:  # another server starting up swept it first
+                    continue
+                for group in groups:
+                    try:
+                        group.rmdir()
+                        removed += 1
+                    except OSError:  # something still runs in it
+                        pass
+                with contextlib.suppress(OSError):
+                    owner.rmdir()
+        if removed:
+            log.info("removed %d cgroups left by servers that are no longer running", removed)
+        return removed
+
+    def _owner_dir(self, base: Path) -> Path:
+        owner = base / self.owner
+        owner.mkdir(exist_ok=True)
+        if self.mode == "v2":
+            (owner / "cgroup.subtree_control").write_text("+memory +pids")
+        return owner
 
     def _create(self, key: str) -> list[str]:
+        try:
+            return self._create_once(key)
+        except FileNotFoundError:
+            # Another runtime in this process released the owner directory in between.
+            return self._create_once(key)
+
+    def _create_once(self, key: str) -> list[str]:
         if self.mode == "v1":
-            memory = self.root / "memory" / _GROUP / key
-            pids = self.root / "pids" / _GROUP / key
+            memory_base, pids_base = self._bases()
+            memory = self._owner_dir(memory_base) / key
+            pids = self._owner_dir(pids_base) / key
             memory.mkdir(exist_ok=True)
             pids.mkdir(exist_ok=True)
             (memory / "memory.limit_in_bytes").write_text(str(self.memory_bytes))
@@ -84,13 +158,49 @@ class Cgroups:
             (pids / "pids.max").write_text(str(self.max_pids))
             return [str(memory / "cgroup.procs"), str(pids / "cgroup.procs")]
         if self.mode == "v2":
-            group = self.root / _GROUP / key
+            group = self._owner_dir(self._bases()[0]) / key
             group.mkdir(exist_ok=True)
             (group / "memory.max").write_text(str(self.memory_bytes))
             _try_write(group / "memory.swap.max", "0")
             (group / "pids.max").write_text(str(self.max_pids))
             return [str(group / "cgroup.procs")]
         return []
+
+
+def _remove_group(procs: str) -> bool:
+    """rmdir the group of ``procs``; False if a live process is still in it.
+
+    The last process of an exec can still be on its way out when the exec has returned (the
+    sandbox's bwrap, reparented to init, tearing down its namespaces): the group counts it until
+    it is gone, so for such a one the removal is retried for a moment.
+    """
+    deadline = time.monotonic() + EXIT_WAIT_S
+    while True:
+        try:
+            os.rmdir(os.path.dirname(procs))
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            if time.monotonic() > deadline or not _only_exiting(procs):
+                return False
+            time.sleep(0.01)
+
+
+def _only_exiting(procs: str) -> bool:
+    try:
+        with open(procs, encoding="ascii") as procs_file:
+            pids = procs_file.read().split()
+    except OSError:
+        return True
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if cmdline.read(1):  # an exiting process has no memory left, so no cmdline
+                    return False
+        except OSError:
+            continue
+    return True
 
 
 def _try_write(path: Path, value: str) -> None:
