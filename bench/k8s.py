@@ -3,7 +3,8 @@
 Needs $KUBECONFIG (e.g. ../shared/k8s/cluster.sh up) and the sandbox image in the cluster
 (`make images`). Runs the operator and `trove-server serve` as subprocesses in a fresh
 `trove-bench-<hex>` namespace, deleted at the end. Figures:
-  exec p50/p95 through the API (official client) vs a fresh Python-client stream exec;
+  exec p50/p95 through the API (official client) vs a fresh Python-client stream exec, back to
+  back and each after 0.2 s idle;
   50 concurrent execs across 10 namespaces (errors must be 0);
   upload/read MB/s through the API (sync and async official clients) vs raw exec-stream
   throughput, and the sync client's own ceiling (bench/k8s_transfer.py);
@@ -43,6 +44,7 @@ from trove_core.crd import GROUP, PLURAL, VERSION, object_name
 
 IMAGE = os.environ.get("TROVE_K8S_SANDBOX_IMAGE", "trove-sandbox:0.1.0")
 STORAGE = "256Mi"
+IDLE_BEFORE_S = 0.2
 
 
 def _free_port() -> int:
@@ -192,6 +194,20 @@ def main() -> int:
             results["exec_p50_ratio_api_over_raw"] = ratio(
                 results["exec_api"]["p50_ms"], results["exec_raw_fresh_stream"]["p50_ms"]
             )
+            # An agent calls between model turns, not back to back: each call after an idle
+            # moment, which on our two-core VM measured 2-4 ms slower than back to back.
+            idle_api_s, idle_raw_s = [], []
+            for _ in range(40):
+                time.sleep(IDLE_BEFORE_S)
+                t = time.perf_counter()
+                trove.exec("true")
+                idle_api_s.append(time.perf_counter() - t)
+                time.sleep(IDLE_BEFORE_S)
+                t = time.perf_counter()
+                raw_exec(core, namespace, pod, ["true"])
+                idle_raw_s.append(time.perf_counter() - t)
+            results["exec_api_after_idle"] = latency_summary(idle_api_s)
+            results["exec_raw_fresh_stream_after_idle"] = latency_summary(idle_raw_s)
 
             async def concurrent() -> dict[str, Any]:
                 clients = [
