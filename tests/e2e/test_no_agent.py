@@ -234,3 +234,25 @@ def test_broken_and_oversized_uploads_leave_nothing(
     for path in ("workspace/cut.bin", "workspace/over.bin"):
         with pytest.raises(TroveNotFoundError):
             trove.read_bytes(path)
+
+
+def test_snapshot_round_trip_without_the_agent(trove: TroveClient) -> None:
+    # The fallback script's export and import (GNU tar in fresh execs), with the same checks.
+    blob = os.urandom(300_000)
+    trove.write("workspace/keep/a.txt", "a\n")
+    trove.upload("workspace/bin.bin", blob)
+    trove.exec("cd workspace && ln -s keep alias && mkdir -p empty/dir && printf x > '.hidden file'")
+    show = "cd workspace && find . | LC_ALL=C sort; cat keep/a.txt; sha256sum bin.bin 2>&1; true"
+    before = trove.exec(show)
+    snap = trove.create_snapshot(label="no-agent")
+    trove.write("workspace/keep/a.txt", "changed\n")
+    trove.delete("workspace/bin.bin")
+    trove.write("workspace/new.txt", "not in the snapshot\n")
+    trove.exec("rm -r workspace/empty workspace/alias")
+    assert trove.exec(show) != before
+    assert trove.restore_snapshot(snap.snapshot_id) == 3  # regular files
+    assert trove.exec(show) == before
+    assert (
+        hashlib.sha256(trove.read_bytes("workspace/bin.bin")).hexdigest() == hashlib.sha256(blob).hexdigest()
+    )
+    assert trove.exec("ls -A workspace | grep -c '^[.]trove-' || true") == "0\n"  # nothing left beside

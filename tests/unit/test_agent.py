@@ -229,18 +229,18 @@ def _tarball(members: dict[str, bytes], symlinks: dict[str, str] | None = None) 
 
 
 async def test_restore_swaps_in_a_checked_tarball(tmp_path: Path) -> None:
-    from trove_api.runtimes.kubernetes.tarcheck import restore
+    from trove_api.runtimes.kubernetes.tarcheck import AgentRestore, restore
 
     (tmp_path / "old.txt").write_text("old")
     async with agent(tmp_path) as session:
-        count = await restore(session, chunks(_tarball({"new/a.txt": b"A", "b.txt": b"B"})))
+        count = await restore(AgentRestore(session), chunks(_tarball({"new/a.txt": b"A", "b.txt": b"B"})))
     assert count == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.txt", "new"]
     assert (tmp_path / "new" / "a.txt").read_bytes() == b"A"
 
 
 async def test_restore_refuses_unsafe_members_and_keeps_the_tree(tmp_path: Path) -> None:
-    from trove_api.runtimes.kubernetes.tarcheck import restore
+    from trove_api.runtimes.kubernetes.tarcheck import AgentRestore, restore
     from trove_core.errors import SnapshotCorruptError
 
     (tmp_path / "keep.txt").write_text("keep")
@@ -249,7 +249,7 @@ async def test_restore_refuses_unsafe_members_and_keeps_the_tree(tmp_path: Path)
     async with agent(tmp_path) as session:
         for archive in (evil, bad, b"not a tarball at all" * 100):
             with pytest.raises(SnapshotCorruptError):
-                await restore(session, chunks(archive))
+                await restore(AgentRestore(session), chunks(archive))
         alive = await session.exec(spec("ls -A /dev/null"), 1 << 20)
     assert alive.exit_code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]

@@ -131,6 +131,14 @@ class Shell:
             left -= len(chunk)
             yield chunk
 
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The rest of stdout, as it arrives, until the script ends."""
+        if self._buffer:
+            yield bytes(self._buffer)
+            self._buffer.clear()
+        while (chunk := await self._next()) is not None:
+            yield chunk
+
     async def rest(self) -> bytes:
         """All remaining stdout (small answers only)."""
         out = bytearray(self._buffer)
@@ -224,6 +232,10 @@ class PodFiles:
             return await PodShell.start(api, pod, argv)
 
         return cls(spawn)
+
+    async def run(self, op: str, *args: str) -> Shell:
+        """Start the script's ``op`` (also for ``fallback_snapshots``)."""
+        return await self._run(op, *args)
 
     async def _run(self, op: str, *args: str) -> Shell:
         return await self._spawn(["/bin/sh", "-c", SCRIPT, "trove-files", op, self.root, *args])

@@ -1,4 +1,5 @@
-"""The ``sh`` script behind the agentless file fallback: POSIX sh, coreutils and findutils only.
+"""The ``sh`` script behind the agentless file fallback: POSIX sh, coreutils and findutils only
+(snapshots: GNU tar as well, as trove-agent uses it).
 
 Run as ``sh -c SCRIPT trove-files OP ROOT ARGS...`` in a fresh pod exec. It resolves each path
 the way the agent does (``realpath``, refused outside the root), then works relative to the
@@ -117,6 +118,14 @@ meta() {
   T=${m#* }
 }
 
+# Snapshots need what trove-agent uses: GNU tar (busybox tar lacks --null and --format=gnu).
+gnu_tar() {
+  case $(tar --version 2>/dev/null) in
+  *GNU*) ;;
+  *) fail io_error "snapshots without trove-agent need GNU tar in the sandbox image" ;;
+  esac
+}
+
 case $op in
 write) # REL TEMPNAME MAX_BYTES; stdin: "<n>\n" + n bytes, ..., then "end\n" (anything else aborts)
   real "$1" last-may-loop
@@ -227,6 +236,70 @@ delete) # REL
     err=$(rm -f -- "./$last" 2>&1) || oserr "$err"
   fi
   echo deleted
+  exit 0
+  ;;
+export) # stdout: a gzip tar of the root's entries, as trove-agent makes it (GNU tar)
+  enter "$ROOT"
+  gnu_tar
+  exec 3>&1
+  # Top-level names, not ".": members read "a/b.txt" as in the other runtimes' tarballs.
+  err=$(
+    for f in * .[!.]* ..?*; do
+      [ -e "$f" ] || [ -L "$f" ] || continue
+      case $f in .trove-upload-*) continue ;; esac
+      printf '%s\0' "$f"
+    done | tar --format=gnu -czf - --null --files-from=- 2>&1 >&3
+  ) && code=0 || code=$?
+  exec 3>&-
+  # GNU tar exits 1 when a file changed while it was read: the archive is still valid.
+  [ "$code" -le 1 ] || fail io_error "tar failed ($code): $err"
+  exit 0
+  ;;
+import) # TOKEN; stdin: "<n>\n" + n bytes of gzip tar, ..., then "end\n"; extracted beside, then swapped in
+  enter "$ROOT"
+  gnu_tar
+  staging=.trove-restore-$1
+  old=.trove-old-$1
+  pipe=$staging.fifo
+  errs=$staging.err
+  err=$(mkdir -m 700 -- "$staging" 2>&1) || oserr "$err"
+  trap 'rm -rf -- "$staging" "$pipe" "$errs"' EXIT
+  trap 'exit 4' HUP INT TERM
+  err=$(mkfifo -m 600 -- "$pipe" 2>&1) || oserr "$err"
+  tar -xzf - -C "$staging" --no-same-owner --delay-directory-restore <"$pipe" 2>"$errs" &
+  tarpid=$!
+  exec 4>"$pipe"
+  echo ready
+  n=
+  while IFS= read -r n; do
+    case $n in
+    end) break ;;
+    '' | *[!0-9]*) break ;;
+    esac
+    head -c "$n" >&4 2>/dev/null || break # tar stopped early: its status says why
+  done
+  exec 4>&-
+  wait "$tarpid" || fail snapshot_corrupt "tar could not extract it: $(head -c 500 -- "$errs")"
+  [ "$n" = end ] || exit 4
+  # As trove-agent: the root is a mount point and cannot be renamed, so its entries move, the
+  # old ones aside first, then the new ones in; the old ones are deleted last.
+  err=$(mkdir -m 700 -- "$old" 2>&1) || oserr "$err"
+  for f in * .[!.]* ..?*; do
+    [ -e "$f" ] || [ -L "$f" ] || continue
+    case $f in "$staging" | "$old" | "$pipe" | "$errs") continue ;; esac
+    err=$(mv -- "$f" "$old/" 2>&1) || oserr "$err"
+  done
+  cd "$staging" || fail io_error "the restore's staging directory vanished"
+  for f in * .[!.]* ..?*; do
+    [ -e "$f" ] || [ -L "$f" ] || continue
+    err=$(mv -- "$f" ../ 2>&1) || oserr "$err"
+  done
+  cd .. || fail io_error "the namespace root vanished"
+  trap - EXIT
+  rmdir -- "$staging"
+  rm -f -- "$pipe" "$errs"
+  rm -rf -- "$old"
+  echo done
   exit 0
   ;;
 esac

@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 
-from trove_api.runtimes.kubernetes import tarcheck
+from trove_api.runtimes.kubernetes import fallback_snapshots, tarcheck
 from trove_api.runtimes.kubernetes.channel import AgentSession, ChannelLostError
 from trove_api.runtimes.kubernetes.fallback import PodFiles
 from trove_api.runtimes.kubernetes.kubeapi import KubeApi, PodGoneError, load_configuration
@@ -147,21 +147,15 @@ class KubernetesRuntime:
         target = await self._target(ns)
         return PodFiles.in_pod(self.api, target) if isinstance(target, str) else target
 
-    async def _agent(self, ns: NamespaceRef) -> AgentSession:
-        target = await self._target(ns)
-        if isinstance(target, str):
-            raise UnavailableError(
-                "Snapshots need trove-agent in the sandbox image "
-                f"({self.settings.k8s_sandbox_image}); build it from images/sandbox",
-                retry_after=60,
-            )
-        return target
-
     async def export_tar(self, ns: NamespaceRef) -> AsyncIterator[bytes]:
         for attempt in (1, 2):
-            session = await self._agent(ns)
+            target = await self._target(ns)
+            if isinstance(target, str):
+                async for chunk in fallback_snapshots.export_tar(PodFiles.in_pod(self.api, target)):
+                    yield chunk
+                return
             try:
-                async for chunk in session.export_tar():
+                async for chunk in target.export_tar():
                     yield chunk
                 return
             except ChannelLostError:
@@ -169,7 +163,11 @@ class KubernetesRuntime:
                     raise
 
     async def import_tar(self, ns: NamespaceRef, chunks: AsyncIterator[bytes]) -> int:
-        return await tarcheck.restore(await self._agent(ns), chunks)
+        target = await self._target(ns)
+        if isinstance(target, str):
+            files = PodFiles.in_pod(self.api, target)
+            return await tarcheck.restore(fallback_snapshots.ShellRestore(files), chunks)
+        return await tarcheck.restore(tarcheck.AgentRestore(target), chunks)
 
     def path_aliases(self, ns: NamespaceRef) -> Sequence[str]:
         # /workspace is the real, stable path inside the pod; no host path is visible there.

@@ -14,8 +14,9 @@ import contextlib
 import tarfile
 import zlib
 from collections.abc import AsyncIterator
+from typing import Protocol
 
-from trove_api.runtimes.kubernetes.channel import CANCEL, EOF, AgentSession, agent_error
+from trove_api.runtimes.kubernetes.channel import CANCEL, EOF, AgentSession, Request, agent_error
 from trove_api.runtimes.threadfeed import ThreadFedReader
 from trove_core.archive import MemberChecker, UnsafeMemberError
 from trove_core.errors import SnapshotCorruptError, TroveError
@@ -43,42 +44,106 @@ def _check(reader: ThreadFedReader) -> int:
     return count
 
 
-async def restore(session: AgentSession, chunks: AsyncIterator[bytes]) -> int:
-    request = await session.open({"op": "import"})
+class RestoreTarget(Protocol):
+    """Where a checked stream is extracted: trove-agent's import, or the fallback script's."""
+
+    async def begin(self) -> None: ...
+
+    async def send(self, chunk: bytes) -> None: ...
+
+    @property
+    def stopped(self) -> bool:
+        """The pod answered before the end: an extraction error (``failure`` tells which)."""
+        ...
+
+    async def failure(self) -> TroveError: ...
+
+    async def commit(self) -> None:
+        """End of a checked stream: the pod swaps it in, or raises what went wrong."""
+        ...
+
+    async def abort(self) -> None:
+        """Stop; the pod drops what it extracted and the namespace stays as it was."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class AgentRestore:
+    """A ``RestoreTarget`` on trove-agent's warm channel (``op: import``)."""
+
+    def __init__(self, session: AgentSession) -> None:
+        self.session = session
+        self._request: Request | None = None
+
+    @property
+    def request(self) -> Request:
+        assert self._request is not None, "begin() first"
+        return self._request
+
+    async def begin(self) -> None:
+        self._request = await self.session.open({"op": "import"})
+
+    async def send(self, chunk: bytes) -> None:
+        await self.request.send_data(chunk)
+
+    @property
+    def stopped(self) -> bool:
+        return not self.request.queue.empty()
+
+    async def failure(self) -> TroveError:
+        result = await self.request.result()
+        return agent_error(result) if not result.get("ok") else TroveError("restore ended early")
+
+    async def commit(self) -> None:
+        await self.request.send(EOF)
+        result = await self.request.result()
+        if not result.get("ok"):
+            raise agent_error(result)
+
+    async def abort(self) -> None:
+        request = self._request
+        if request is not None and not self.session.closed and request.id in self.session.requests:
+            with contextlib.suppress(TroveError, OSError):
+                await request.send(CANCEL)
+                await request.result()
+
+    async def close(self) -> None:
+        if self._request is not None:
+            self._request.close()
+
+
+async def restore(target: RestoreTarget, chunks: AsyncIterator[bytes]) -> int:
+    """Stream ``chunks`` into ``target`` while checking them; commit only a whole, clean stream."""
+    await target.begin()
     reader = ThreadFedReader(_DEPTH)
     checker = asyncio.get_running_loop().run_in_executor(None, _check, reader)
     # A checker that stopped (a refusal) must not leave the feeder waiting for room.
     checker.add_done_callback(lambda _: reader.worker_stopped())
-    done = False
+    committed = False
     try:
         async for chunk in chunks:
             if checker.done():
                 checker.result()  # a refusal surfaces now; a clean end ignores trailing bytes
                 continue
             await reader.put(chunk)
-            await request.send_data(chunk)
-            if not request.queue.empty():
+            await target.send(chunk)
+            if target.stopped:
                 break  # the pod answered early: an extraction error
         reader.end()
         count = await checker
-        if not request.queue.empty():
-            result = await request.result()
-            raise agent_error(result) if not result.get("ok") else TroveError("restore ended early")
-        await request.send(EOF)
-        result = await request.result()
-        done = True
-        if not result.get("ok"):
-            raise agent_error(result)
+        if target.stopped:
+            raise await target.failure()
+        committed = True  # from here the pod's answer is final; nothing to cancel
+        await target.commit()
         return count
     except BaseException:
         if not checker.done():
             reader.abort()
-        if not done and not session.closed and request.id in session.requests:
-            with contextlib.suppress(TroveError, OSError):
-                await request.send(CANCEL)
-                await request.result()
+        if not committed:
+            await target.abort()
         with contextlib.suppress(BaseException):
             await checker
         raise
     finally:
-        request.close()
+        await target.close()
