@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,85 +65,69 @@ async def settle() -> None:
         await asyncio.sleep(0.02)
 
 
-def test_nobody_following_means_no_reads(db: CountingDatabase) -> None:
-    async def scenario() -> None:
-        hub = EventHub(db, poll_interval=0.05)
-        await hub.start()
-        try:
-            before = db.reads
-            await asyncio.to_thread(emit, db, 20)
-            await asyncio.sleep(0.3)  # commits and several poll ticks
-            assert db.reads == before
-        finally:
-            await hub.aclose()
-
-    asyncio.run(scenario())
+@contextlib.asynccontextmanager
+async def running(db: Database, poll_interval: float = 30) -> AsyncIterator[EventHub]:
+    hub = EventHub(db, poll_interval=poll_interval)
+    await hub.start()
+    try:
+        yield hub
+    finally:
+        await hub.aclose()
 
 
-def test_follower_from_now_skips_what_came_before_and_gets_what_comes_after(db: CountingDatabase) -> None:
-    async def scenario() -> None:
-        hub = EventHub(db, poll_interval=30)
-        await hub.start()
-        try:
-            await asyncio.to_thread(emit, db, 3)
-            await settle()
-            start = await hub.current_head()
-            stream = hub.follow(feed.Scope(WORKSPACE), after=start, keepalive=5)
-            await asyncio.to_thread(emit, db, 2, 3)
-            assert await take(stream, 2) == [3, 4]
-            await stream.aclose()
-        finally:
-            await hub.aclose()
-
-    asyncio.run(scenario())
+async def test_nobody_following_means_no_reads(db: CountingDatabase) -> None:
+    async with running(db, poll_interval=0.05):
+        before = db.reads
+        await asyncio.to_thread(emit, db, 20)
+        await asyncio.sleep(0.3)  # commits and several poll ticks
+        assert db.reads == before
 
 
-def test_resume_from_an_event_written_while_nobody_followed(db: CountingDatabase) -> None:
-    async def scenario() -> None:
-        hub = EventHub(db, poll_interval=30)
-        await hub.start()
-        try:
-            ids = await asyncio.to_thread(emit, db, 5)
-            await settle()
-            with db.read() as conn:
-                after = feed.seq_of(conn, WORKSPACE, ids[1])
-            stream = hub.follow(feed.Scope(WORKSPACE), after=after, keepalive=5)
-            assert await take(stream, 3) == [2, 3, 4]
-            await asyncio.to_thread(emit, db, 1, 5)  # live once caught up
-            assert await take(stream, 1) == [5]
-            await stream.aclose()
-            # Nobody follows again: later events are not read until someone does.
-            await settle()
-            before = db.reads
-            await asyncio.to_thread(emit, db, 3, 6)
-            await settle()
-            assert db.reads == before
-            again = hub.follow(feed.Scope(WORKSPACE), after=after, keepalive=5)
-            assert await take(again, 7) == [2, 3, 4, 5, 6, 7, 8]
-            await again.aclose()
-        finally:
-            await hub.aclose()
-
-    asyncio.run(scenario())
+async def test_follower_from_now_skips_what_came_before_and_gets_what_comes_after(
+    db: CountingDatabase,
+) -> None:
+    async with running(db) as hub:
+        await asyncio.to_thread(emit, db, 3)
+        await settle()
+        start = await hub.current_head()
+        stream = hub.follow(feed.Scope(WORKSPACE), after=start, keepalive=5)
+        await asyncio.to_thread(emit, db, 2, 3)
+        assert await take(stream, 2) == [3, 4]
+        await stream.aclose()
 
 
-def test_two_followers_each_get_every_event(db: CountingDatabase) -> None:
-    async def scenario() -> None:
-        hub = EventHub(db, poll_interval=30)
-        await hub.start()
-        try:
-            await asyncio.to_thread(emit, db, 2)
-            start = await hub.current_head()
-            first = hub.follow(feed.Scope(WORKSPACE), after=start, keepalive=5)
-            second = hub.follow(feed.Scope(WORKSPACE), after=start, keepalive=5)
-            await asyncio.to_thread(emit, db, 3, 2)
-            assert await take(first, 3) == [2, 3, 4]
-            assert await take(second, 3) == [2, 3, 4]
-            await first.aclose()
-            await asyncio.to_thread(emit, db, 1, 5)
-            assert await take(second, 1) == [5]
-            await second.aclose()
-        finally:
-            await hub.aclose()
+async def test_resume_from_an_event_written_while_nobody_followed(db: CountingDatabase) -> None:
+    async with running(db) as hub:
+        ids = await asyncio.to_thread(emit, db, 5)
+        await settle()
+        with db.read() as conn:
+            after = feed.seq_of(conn, WORKSPACE, ids[1])
+        stream = hub.follow(feed.Scope(WORKSPACE), after=after, keepalive=5)
+        assert await take(stream, 3) == [2, 3, 4]
+        await asyncio.to_thread(emit, db, 1, 5)  # live once caught up
+        assert await take(stream, 1) == [5]
+        await stream.aclose()
+        # Nobody follows again: later events are not read until someone does.
+        await settle()
+        before = db.reads
+        await asyncio.to_thread(emit, db, 3, 6)
+        await settle()
+        assert db.reads == before
+        again = hub.follow(feed.Scope(WORKSPACE), after=after, keepalive=5)
+        assert await take(again, 7) == [2, 3, 4, 5, 6, 7, 8]
+        await again.aclose()
 
-    asyncio.run(scenario())
+
+async def test_two_followers_each_get_every_event(db: CountingDatabase) -> None:
+    async with running(db) as hub:
+        await asyncio.to_thread(emit, db, 2)
+        start = await hub.current_head()
+        first = hub.follow(feed.Scope(WORKSPACE), after=start, keepalive=5)
+        second = hub.follow(feed.Scope(WORKSPACE), after=start, keepalive=5)
+        await asyncio.to_thread(emit, db, 3, 2)
+        assert await take(first, 3) == [2, 3, 4]
+        assert await take(second, 3) == [2, 3, 4]
+        await first.aclose()
+        await asyncio.to_thread(emit, db, 1, 5)
+        assert await take(second, 1) == [5]
+        await second.aclose()
