@@ -115,7 +115,11 @@ class AgentRestore:
 
 async def restore(target: RestoreTarget, chunks: AsyncIterator[bytes]) -> int:
     """Stream ``chunks`` into ``target`` while checking them; commit only a whole, clean stream."""
-    await target.begin()
+    try:
+        await target.begin()
+    except BaseException:
+        await target.close()
+        raise
     reader = ThreadFedReader(_DEPTH)
     checker = asyncio.get_running_loop().run_in_executor(None, _check, reader)
     # A checker that stopped (a refusal) must not leave the feeder waiting for room.
