@@ -93,8 +93,9 @@ class Cgroups:
         """Remove the groups this process made. Left behind they pile up (one per namespace per
         server run), and every cgroup walker pays for them: the kubelet's stats loop took ~40%
         of a core at idle over ~5,000 stale groups. A group something still runs in stays."""
+        deadline = time.monotonic() + EXIT_WAIT_S  # one wait for all, however many groups
         for key, files in list(self._prepared.items()):
-            busy = [procs for procs in files if not _remove_group(procs)]
+            busy = [procs for procs in files if not _remove_group(procs, deadline)]
             if busy:
                 self._prepared[key] = busy
             else:
@@ -167,14 +168,13 @@ class Cgroups:
         return []
 
 
-def _remove_group(procs: str) -> bool:
+def _remove_group(procs: str, deadline: float) -> bool:
     """rmdir the group of ``procs``; False if a live process is still in it.
 
     The last process of an exec can still be on its way out when the exec has returned (the
     sandbox's bwrap, reparented to init, tearing down its namespaces): the group counts it until
-    it is gone, so for such a one the removal is retried for a moment.
+    it is gone, so for such a one the removal is retried until ``deadline``.
     """
-    deadline = time.monotonic() + EXIT_WAIT_S
     while True:
         try:
             os.rmdir(os.path.dirname(procs))
