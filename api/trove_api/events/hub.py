@@ -63,9 +63,14 @@ class EventHub:
         self._behind = False  # events may have committed that the buffer does not hold
         self._pulling = asyncio.Lock()
 
+    @property
+    def _idle(self) -> bool:
+        """Nobody follows and skipping reads is safe (see the module's docstring)."""
+        return self._followers == 0 and not self.db.is_postgres
+
     async def current_head(self) -> int:
         """The log position of the newest event: a stream that starts from "now" starts here."""
-        if self._followers == 0 and not self.db.is_postgres:
+        if self._idle:
             # The wake-up for a commit just made may not have run yet: read the log's end.
             self._behind = True
         await self._catch_up_if_behind()
@@ -126,7 +131,7 @@ class EventHub:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), GAP_RETRY_S if held_back else self.poll_interval)
             self._wake.clear()
-            if self._followers == 0 and not self.db.is_postgres:
+            if self._idle:
                 self._behind = True
                 continue
             try:

@@ -141,11 +141,18 @@ class Shell:
 
     async def rest(self) -> bytes:
         """All remaining stdout (small answers only)."""
-        out = bytearray(self._buffer)
-        self._buffer.clear()
-        while (chunk := await self._next()) is not None:
-            out += chunk
-        return bytes(out)
+        return b"".join([chunk async for chunk in self.chunks()])
+
+    async def send_frame(self, data: bytes | bytearray) -> None:
+        """One length-prefixed piece of a byte stream (see the module's docstring)."""
+        await self.send(b"%d\n" % len(data) + data)
+
+    async def abort(self) -> None:
+        """Stop a script reading frames (it removes what it made) and wait for it, briefly."""
+        with contextlib.suppress(TroveError, TimeoutError):
+            await self.send(b"abort\n")
+            async with asyncio.timeout(ABORT_TIMEOUT_S):
+                await self.finish()
 
     async def finish(self) -> int:
         """Wait for the script to end (discarding stdout) and return its exit status."""
@@ -234,14 +241,11 @@ class PodFiles:
         return cls(spawn)
 
     async def run(self, op: str, *args: str) -> Shell:
-        """Start the script's ``op`` (also for ``fallback_snapshots``)."""
-        return await self._run(op, *args)
-
-    async def _run(self, op: str, *args: str) -> Shell:
+        """Start the script's ``op`` (``fallback_snapshots`` runs its two as well)."""
         return await self._spawn(["/bin/sh", "-c", SCRIPT, "trove-files", op, self.root, *args])
 
     async def write(self, rel: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
-        shell = await self._run("write", rel, f"{TEMP_PREFIX}{secrets.token_hex(8)}", str(max_bytes))
+        shell = await self.run("write", rel, f"{TEMP_PREFIX}{secrets.token_hex(8)}", str(max_bytes))
         ended = False
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
@@ -262,11 +266,11 @@ class PodFiles:
                     break
                 pending += chunk
                 if len(pending) >= FRAME_BYTES:
-                    await shell.send(b"%d\n" % len(pending) + pending)
+                    await shell.send_frame(pending)
                     pending.clear()
             else:
                 if pending:
-                    await shell.send(b"%d\n" % len(pending) + pending)
+                    await shell.send_frame(pending)
                 await shell.send(b"end\n")
             ended = True
             # Exit 0 only after "end": a script that stopped early always fails.
@@ -276,14 +280,11 @@ class PodFiles:
         finally:
             if not ended:
                 # The script deletes its temp file on "abort"; wait so none is left behind.
-                with contextlib.suppress(TroveError, TimeoutError):
-                    await shell.send(b"abort\n")
-                    async with asyncio.timeout(ABORT_TIMEOUT_S):
-                        await shell.finish()
+                await shell.abort()
             await shell.close()
 
     async def open_file(self, rel: str) -> PodFile:
-        shell = await self._run("open", rel)
+        shell = await self.run("open", rel)
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
                 line = await shell.line()
@@ -313,7 +314,7 @@ class PodFiles:
 
     async def _list_dirs(self, rel: str, keys: Sequence[str]) -> dict[str, Listing]:
         names = b"".join(key.encode("utf-8", "surrogateescape") + b"\0" for key in keys)
-        shell = await self._run("list", rel, str(len(names)))
+        shell = await self.run("list", rel, str(len(names)))
         try:
             # A script that already refused the path reads nothing: its answer is what counts.
             with contextlib.suppress(UnavailableError):
@@ -340,7 +341,7 @@ class PodFiles:
         return found
 
     async def delete(self, rel: str) -> None:
-        shell = await self._run("delete", rel)
+        shell = await self.run("delete", rel)
         try:
             if await shell.finish() != 0:
                 raise shell.error(rel)

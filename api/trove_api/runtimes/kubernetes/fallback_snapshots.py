@@ -9,12 +9,11 @@ refusal, a dropped stream or a tar error leaves the namespace as it was.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 from collections.abc import AsyncIterator
 
 from trove_api.runtimes.kubernetes.channel import FRAME_BYTES
-from trove_api.runtimes.kubernetes.fallback import ABORT_TIMEOUT_S, START_TIMEOUT_S, PodFiles, Shell
+from trove_api.runtimes.kubernetes.fallback import START_TIMEOUT_S, PodFiles, Shell
 from trove_core.errors import TroveError
 
 
@@ -66,7 +65,7 @@ class ShellRestore:
 
     async def _flush(self) -> None:
         if self._pending:
-            await self.shell.send(b"%d\n" % len(self._pending) + self._pending)
+            await self.shell.send_frame(self._pending)
             self._pending.clear()
 
     async def commit(self) -> None:
@@ -76,11 +75,7 @@ class ShellRestore:
             raise self.shell.error("")
 
     async def abort(self) -> None:
-        # Anything but a length or "end" stops the script, which then removes its staging.
-        with contextlib.suppress(TroveError, TimeoutError):
-            await self.shell.send(b"abort\n")
-            async with asyncio.timeout(ABORT_TIMEOUT_S):
-                await self.shell.finish()
+        await self.shell.abort()  # the script then removes its staging
 
     async def close(self) -> None:
         if self._shell is not None:

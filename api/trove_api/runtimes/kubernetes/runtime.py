@@ -149,13 +149,13 @@ class KubernetesRuntime:
 
     async def export_tar(self, ns: NamespaceRef) -> AsyncIterator[bytes]:
         for attempt in (1, 2):
-            target = await self._target(ns)
-            if isinstance(target, str):
-                async for chunk in fallback_snapshots.export_tar(PodFiles.in_pod(self.api, target)):
+            files = await self._files(ns)
+            if isinstance(files, PodFiles):
+                async for chunk in fallback_snapshots.export_tar(files):
                     yield chunk
                 return
             try:
-                async for chunk in target.export_tar():
+                async for chunk in files.export_tar():
                     yield chunk
                 return
             except ChannelLostError:
@@ -163,11 +163,13 @@ class KubernetesRuntime:
                     raise
 
     async def import_tar(self, ns: NamespaceRef, chunks: AsyncIterator[bytes]) -> int:
-        target = await self._target(ns)
-        if isinstance(target, str):
-            files = PodFiles.in_pod(self.api, target)
-            return await tarcheck.restore(fallback_snapshots.ShellRestore(files), chunks)
-        return await tarcheck.restore(tarcheck.AgentRestore(target), chunks)
+        files = await self._files(ns)
+        target: tarcheck.RestoreTarget = (
+            fallback_snapshots.ShellRestore(files)
+            if isinstance(files, PodFiles)
+            else tarcheck.AgentRestore(files)
+        )
+        return await tarcheck.restore(target, chunks)
 
     def path_aliases(self, ns: NamespaceRef) -> Sequence[str]:
         # /workspace is the real, stable path inside the pod; no host path is visible there.
