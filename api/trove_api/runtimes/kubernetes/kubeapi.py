@@ -8,9 +8,11 @@ Errors become ``TroveError``s here: 5xx and connection failures are 503 with ``R
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import ssl
+import sys
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 from urllib.parse import quote, urlencode
@@ -66,7 +68,13 @@ class KubeApi:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             # No connection cap: every warm channel holds one connection for its lifetime.
-            connector = aiohttp.TCPConnector(ssl=self.ssl, limit=0)
+            # A connection closed mid-response (a watch given up, an exec websocket) leaves its
+            # TLS shutdown in flight and untracked: at server exit, uvloop then failed to close
+            # the loop (EBUSY). With cleanup the connector aborts those transports (after 2 s,
+            # and when it closes). aiohttp ignores it, with a warning, from Python 3.12.8.
+            connector = aiohttp.TCPConnector(
+                ssl=self.ssl, limit=0, enable_cleanup_closed=sys.version_info < (3, 12, 8)
+            )
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
         return self._session
 
@@ -197,6 +205,8 @@ class KubeApi:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+            # The aborted transports report connection_lost on the next loop iteration.
+            await asyncio.sleep(0)
 
 
 class PodGoneError(UnavailableError):
