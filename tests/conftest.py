@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support import diagnostics
 from tests.support.s3 import S3Server, start_s3
 from tests.support.server import LiveServer, start_server
 
@@ -28,3 +29,13 @@ def s3() -> Iterator[S3Server]:
     """A real S3 server (SeaweedFS) on loopback with real credentials; started on first use."""
     with start_s3() as live:
         yield live
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test against the cluster carries the operator's log and the cluster's state."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.failed:
+        for title, text in diagnostics.sections():
+            report.sections.append((title, text))

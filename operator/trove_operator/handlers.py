@@ -59,14 +59,20 @@ def follow_pod(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         log.warning("re-sync of %s/%s after a pod event failed: %s", meta["namespace"], owner, exc)
 
 
-# How often each namespace is checked for idleness (and re-synced); tests set a few seconds.
+# How often each namespace is checked for idleness (and, while in transit, re-synced); tests
+# set a few seconds.
 IDLE_CHECK_S = float(os.environ.get("TROVE_OPERATOR_IDLE_CHECK_S", "30"))
+# How often a settled (Ready or Suspended) namespace is re-synced anyway. Pod events keep those
+# current; this only catches drift no event reports, such as a deleted NetworkPolicy. Each sync
+# is five API calls: at the idle check's pace, a few hundred namespaces kept the operator's
+# workers so busy that new pods were reported Ready many seconds late.
+RESYNC_S = float(os.environ.get("TROVE_OPERATOR_RESYNC_S", "300"))
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=IDLE_CHECK_S, initial_delay=IDLE_CHECK_S, idle=10)
 @metrics.instrumented("stop_idle")
 def stop_idle(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Suspend namespaces idle past ``idleSuspendSeconds``; re-sync status as a safety net."""
+    """Suspend namespaces idle past ``idleSuspendSeconds``; re-sync those still in transit."""
     kube = _kube(memo)
     manifest = dict(body)
     try:
@@ -77,7 +83,18 @@ def stop_idle(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             log.info("suspending %s/%s after %.0f s idle", body.meta.namespace, body.meta.name, idle)
             kube.patch_spec(body.meta.namespace or "", body.meta.name or "", {"suspended": True})
             return
-        reconciler.sync(kube, manifest, periodic=True)
+        if not reconciler.settled(manifest):
+            reconciler.sync(kube, manifest, periodic=True)
     except (reconciler.MalformedSpecError, kopf.TemporaryError) as exc:
         # The next tick is the retry.
         log.warning("timer for %s/%s: %s", body.meta.namespace, body.meta.name, exc)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_S, initial_delay=RESYNC_S, idle=10)
+@metrics.instrumented("resync")
+def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Re-sync every namespace now and then: the safety net behind the events."""
+    try:
+        reconciler.sync(_kube(memo), dict(body), periodic=True)
+    except (reconciler.MalformedSpecError, kopf.TemporaryError) as exc:
+        log.warning("re-sync of %s/%s: %s", body.meta.namespace, body.meta.name, exc)

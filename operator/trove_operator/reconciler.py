@@ -214,6 +214,20 @@ def _previous_reason(status: Manifest) -> str | None:
     return None
 
 
+def settled(body: Manifest) -> bool:
+    """Whether the status reports a resting state (Ready, Suspended) for the current spec.
+
+    Only such a namespace can wait for the slow re-sync: pod events keep it current. One in
+    transit (Pending, Failed, or a newer spec not yet observed) has no event for everything it
+    waits on (a PVC getting bound), so the idle check re-syncs it every time.
+    """
+    status = body.get("status") or {}
+    generation = (body.get("metadata") or {}).get("generation")
+    if generation is not None and status.get("observedGeneration", 0) < generation:
+        return False
+    return status.get("phase") in ("Ready", "Suspended")
+
+
 def idle_for(body: Manifest, at: dt.datetime) -> float | None:
     """Seconds since the API last recorded activity (or since creation, if it never did)."""
     meta = body.get("metadata") or {}

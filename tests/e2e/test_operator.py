@@ -95,6 +95,26 @@ def test_deleted_or_failed_pod_is_recreated(k8s: Cluster) -> None:
     wait_for(replaced, what="a new Ready pod")
 
 
+def test_a_deleted_network_policy_comes_back_with_the_resync(k8s: Cluster) -> None:
+    # No event reports this drift: only the slow re-sync (20 s here, 300 s by default) repairs it.
+    name = create_tns(k8s)
+    wait_for(lambda: phase_is(k8s, name, "Ready"), what="phase Ready")
+    policy = child_names(name).network_policy
+    first = k8s.networking.read_namespaced_network_policy(policy, k8s.namespace).metadata.uid
+    k8s.networking.delete_namespaced_network_policy(policy, k8s.namespace)
+
+    def recreated() -> bool:
+        try:
+            live = k8s.networking.read_namespaced_network_policy(policy, k8s.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return bool(live.metadata.uid != first)
+
+    wait_for(recreated, timeout=90, interval=1, what="the NetworkPolicy re-created by the re-sync")
+
+
 def test_suspend_deletes_the_pod_and_keeps_the_pvc(k8s: Cluster) -> None:
     name = create_tns(k8s)
     wait_for(lambda: phase_is(k8s, name, "Ready"), what="phase Ready")

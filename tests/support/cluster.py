@@ -64,6 +64,10 @@ class Cluster:
     def custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(self.api)
 
+    @property
+    def networking(self) -> client.NetworkingV1Api:
+        return client.NetworkingV1Api(self.api)
+
     def settings_overrides(self) -> dict[str, Any]:
         return {
             "runtime": "kubernetes",
@@ -219,9 +223,11 @@ def start_operator(
     kubeconfig: str, namespace: str, log_path: Path, metrics_port: int = 0
 ) -> subprocess.Popen[bytes]:
     """``metrics_port`` 0: no metrics endpoint (not the CLI's 9090, which parallel runs would share)."""
-    # Idle checks every 2 s (not 30) and pool top-ups every 1 s (not 5): tests see them within a wait_for.
+    # Idle checks every 2 s (not 30), pool top-ups every 1 s (not 5) and the safety-net re-sync
+    # every 20 s (not 300): tests see them within a wait_for.
     env = {
         "TROVE_OPERATOR_IDLE_CHECK_S": "2",
+        "TROVE_OPERATOR_RESYNC_S": "20",
         "TROVE_OPERATOR_POOL_CHECK_S": "1",
         **os.environ,
         "KUBECONFIG": kubeconfig,
@@ -237,6 +243,11 @@ def start_operator(
             env=env,
             cwd=ROOT,
         )
+
+
+def current() -> Cluster | None:
+    """The test cluster handle if this process has set one up (no side effects)."""
+    return _CLUSTER
 
 
 def cluster() -> Cluster:
