@@ -4,7 +4,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 GROUP: Final = "trove.dev"
 VERSION: Final = "v1alpha1"
@@ -67,3 +67,13 @@ def child_names(name: str, annotations: Mapping[str, str] | None = None) -> Chil
         pvc=fixed.get(ANNOTATION_PVC_NAME) or f"{name}-data",
         network_policy=f"{name}-netpol",
     )
+
+
+def current_phase(obj: Mapping[str, Any]) -> str | None:
+    """The status phase, if the status reports on the object's current spec (generation)."""
+    status = obj.get("status") or {}
+    generation = (obj.get("metadata") or {}).get("generation")
+    if generation is not None and status.get("observedGeneration", 0) < generation:
+        return None
+    phase = status.get("phase")
+    return str(phase) if phase is not None else None

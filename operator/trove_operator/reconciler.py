@@ -16,6 +16,7 @@ from trove_core.crd import (
     ANNOTATION_PVC_NAME,
     ChildNames,
     child_names,
+    current_phase,
 )
 from trove_operator import builders, metrics, pool
 from trove_operator.kube import Kube, Manifest
@@ -221,11 +222,7 @@ def settled(body: Manifest) -> bool:
     transit (Pending, Failed, or a newer spec not yet observed) has no event for everything it
     waits on (a PVC getting bound), so the idle check re-syncs it every time.
     """
-    status = body.get("status") or {}
-    generation = (body.get("metadata") or {}).get("generation")
-    if generation is not None and status.get("observedGeneration", 0) < generation:
-        return False
-    return status.get("phase") in ("Ready", "Suspended")
+    return current_phase(body) in ("Ready", "Suspended")
 
 
 def idle_for(body: Manifest, at: dt.datetime) -> float | None:

@@ -12,6 +12,8 @@ from typing import Any
 from kubernetes import client
 
 from tests.support import cluster as test_cluster
+from trove_core.crd import GROUP, PLURAL, VERSION
+from trove_operator.reconciler import settled
 
 LOG_LINES = 40
 EVENTS = 15
@@ -26,15 +28,13 @@ def _operator_log(handle: test_cluster.Cluster) -> str:
 
 
 def _unsettled(handle: test_cluster.Cluster) -> str:
-    """TroveNamespaces neither Ready nor Suspended, with the operator's reason."""
-    items = handle.custom.list_namespaced_custom_object(
-        "trove.dev", "v1alpha1", handle.namespace, "trovenamespaces"
-    )["items"]
+    """TroveNamespaces in transit (the operator's ``settled`` says no), with the operator's reason."""
+    items = handle.custom.list_namespaced_custom_object(GROUP, VERSION, handle.namespace, PLURAL)["items"]
     rows = [f"{len(items)} TroveNamespaces in {handle.namespace}"]
     for item in items:
-        status: dict[str, Any] = item.get("status") or {}
-        if status.get("phase") in ("Ready", "Suspended"):
+        if settled(item):
             continue
+        status: dict[str, Any] = item.get("status") or {}
         ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
         rows.append(
             f"{item['metadata']['name']} created {item['metadata'].get('creationTimestamp')}: "

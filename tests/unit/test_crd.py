@@ -73,3 +73,17 @@ def test_pool_template_schema_is_the_namespace_schema() -> None:
     ]
     for key in ("image", "imagePullPolicy", "storage", "resources"):
         assert template["template"]["properties"][key] == namespace[key]
+
+
+def test_current_phase_only_for_the_observed_generation() -> None:
+    def obj(phase: str, generation: int | None, observed: int | None) -> dict[str, Any]:
+        status: dict[str, Any] = {"phase": phase}
+        if observed is not None:
+            status["observedGeneration"] = observed
+        return {"metadata": {} if generation is None else {"generation": generation}, "status": status}
+
+    assert crd.current_phase(obj("Ready", 2, 2)) == "Ready"
+    assert crd.current_phase(obj("Ready", 3, 2)) is None  # a newer spec, not yet acted on
+    assert crd.current_phase(obj("Ready", 1, None)) is None
+    assert crd.current_phase(obj("Pending", None, None)) == "Pending"
+    assert crd.current_phase({"metadata": {"generation": 1}}) is None

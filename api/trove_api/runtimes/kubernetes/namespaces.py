@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from typing import Any
 
 from trove_api.runtimes.kubernetes.kubeapi import KubeApi, Manifest
 from trove_core.crd import (
@@ -15,6 +14,7 @@ from trove_core.crd import (
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
     VERSION,
+    current_phase,
     object_name,
 )
 from trove_core.errors import UnavailableError
@@ -61,13 +61,10 @@ def activity_stamp(at: float) -> str:
 
 def ready_pod(obj: Manifest) -> str | None:
     """The pod name if the object reports Ready for its current generation."""
-    status: dict[str, Any] = obj.get("status") or {}
-    generation = (obj.get("metadata") or {}).get("generation")
-    if status.get("phase") != "Ready" or not status.get("pod"):
+    pod = (obj.get("status") or {}).get("pod")
+    if current_phase(obj) != "Ready" or not pod:
         return None
-    if generation is not None and status.get("observedGeneration", 0) < generation:
-        return None
-    return str(status["pod"])
+    return str(pod)
 
 
 class NamespaceControl:
