@@ -21,6 +21,7 @@ import pytest
 from trove_sdk import TroveClient
 
 from tests.support.server import _free_port, make_data_dir
+from trove_core.names import ADMIN_KEY_PREFIX, WORKSPACE_KEY_PREFIX, new_api_key
 
 SERVE = str(Path(sys.executable).with_name("trove-server"))
 
@@ -80,6 +81,11 @@ def serve(data_dir: Path, **env: str) -> Iterator[Served]:
         shutil.rmtree(logs, ignore_errors=True)
 
 
+def _admin_key(data_dir: Path) -> str:
+    text = (data_dir / "first-run-keys.txt").read_text()
+    return next(line.split()[-1] for line in text.splitlines() if line.startswith("Admin key"))
+
+
 def _keys(data_dir: Path) -> tuple[str, str]:
     text = (data_dir / "first-run-keys.txt").read_text()
     admin = next(line.split()[-1] for line in text.splitlines() if line.startswith("Admin key"))
@@ -113,9 +119,51 @@ def test_first_start_prints_keys_to_a_private_file_and_later_starts_point_to_it(
     assert str((data_dir / "first-run-keys.txt").resolve()) in second_out
 
 
+def _active_keys(base_url: str, admin: str) -> list[dict[str, object]]:
+    headers = {"Authorization": f"Bearer {admin}"}
+    workspace_id = httpx.get(f"{base_url}/v1/me", headers=headers).json()["workspace_id"]
+    listing = httpx.get(f"{base_url}/v1/workspaces/{workspace_id}/keys", headers=headers)
+    assert listing.status_code == 200, listing.text
+    keys: list[dict[str, object]] = listing.json()["keys"]
+    return keys
+
+
+def test_with_json_logs_the_first_start_prints_no_key_and_mints_no_workspace_key(data_dir: Path) -> None:
+    # JSON logs are collected and kept: the keys must stay in the 0600 file, out of the logs.
+    with serve(data_dir, TROVE_LOG_FORMAT="json") as first:
+        keys_file = data_dir / "first-run-keys.txt"
+        assert keys_file.stat().st_mode & 0o777 == 0o600
+        admin = _admin_key(data_dir)
+        assert "Workspace key" not in keys_file.read_text()
+        assert [k["scope"] for k in _active_keys(first.base_url, admin)] == ["admin"]
+        output = first.stdout + first.stderr
+    assert ADMIN_KEY_PREFIX not in output
+    assert WORKSPACE_KEY_PREFIX not in output
+    assert str(keys_file.resolve()) in output
+    assert "kubectl exec" in output
+    notices = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert any("first start" in entry["message"] for entry in notices), output[-2000:]
+    with serve(data_dir, TROVE_LOG_FORMAT="json") as second:
+        again = second.stdout + second.stderr
+    assert WORKSPACE_KEY_PREFIX not in again
+    assert str(keys_file.resolve()) in again
+
+
+def test_with_the_admin_key_from_the_environment_the_first_start_prints_no_key(data_dir: Path) -> None:
+    # As the Helm chart runs it: TROVE_ADMIN_KEY from a Secret. Nothing to print, nothing to save.
+    admin = new_api_key(admin=True)
+    with serve(data_dir, TROVE_ADMIN_KEY=admin) as served:
+        assert [k["scope"] for k in _active_keys(served.base_url, admin)] == ["admin"]
+        output = served.stdout + served.stderr
+    assert not (data_dir / "first-run-keys.txt").exists()
+    assert admin not in output
+    assert WORKSPACE_KEY_PREFIX not in output
+    assert "TROVE_ADMIN_KEY" in output
+
+
 def test_json_logs_carry_the_request_id(data_dir: Path) -> None:
     with serve(data_dir, TROVE_LOG_FORMAT="json") as served:
-        admin, _ = _keys(data_dir)
+        admin = _admin_key(data_dir)
         response = httpx.get(f"{served.base_url}/v1/me", headers={"Authorization": f"Bearer {admin}"})
         request_id = response.headers["X-Request-Id"]
         deadline = time.monotonic() + 10
