@@ -103,7 +103,8 @@ def _announce_first_run(settings: Settings, new: NewWorkspace | None, keys_file:
         elif keys_file.exists():
             print(f"Trove: your first-run workspace id and keys are in {keys_file.resolve()}\n")
         return
-    where = f"{keys_file.resolve()} (mode 0600; on Kubernetes: kubectl exec <api pod> -- cat {keys_file.resolve()})"
+    path = keys_file.resolve()
+    where = f"{path} (mode 0600; on Kubernetes: kubectl exec <api pod> -- cat {path})"
     mint = "mint agent keys with it (trove keys create, TroveAdminClient.create_key)"
     if new is not None and settings.admin_key is not None:
         log.warning(
