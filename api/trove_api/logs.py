@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import logging
 import sys
+from collections.abc import Coroutine
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 # LogRecord attributes that are not "extra" fields passed by the caller.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+def detached_task(coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
+    """A task that outlives the request which happens to start it (a pod's channel reader, a
+    housekeeper). ``create_task`` copies the caller's context, so its log lines would carry
+    that first request's id for ever; this one carries none."""
+    context = contextvars.copy_context()
+    context.run(request_id_var.set, None)
+    return asyncio.create_task(coro, name=name, context=context)
 
 
 class RequestIdFilter(logging.Filter):

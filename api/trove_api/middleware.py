@@ -79,8 +79,12 @@ class RequestContextMiddleware:
                     return message
 
                 capped = counting
+        crashed = False
         try:
             await self.app(scope, capped, send_with_id)
+        except BaseException:
+            crashed = True
+            raise
         finally:
             metrics = _metrics_of(scope)
             route = scope.get("route")
@@ -105,7 +109,11 @@ class RequestContextMiddleware:
                     "client": (scope.get("client") or ("", 0))[0],
                 },
             )
-            request_id_var.reset(token)
+            # A crash is logged after this returns, by Starlette's outermost error middleware
+            # and by uvicorn: keep this request's id for those lines. The task ends with the
+            # request, and cli.serve starts each request in a fresh context, so it goes no further.
+            if not crashed:
+                request_id_var.reset(token)
 
 
 def _metrics_of(scope: Scope) -> Metrics | None:

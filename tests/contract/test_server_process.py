@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +45,7 @@ class Served:
 
 
 @contextmanager
-def serve(data_dir: Path, **env: str) -> Iterator[Served]:
+def serve(data_dir: Path, command: Sequence[str] = (SERVE, "serve"), **env: str) -> Iterator[Served]:
     """The server as a child process; its output goes to files (a full pipe would stall it)."""
     port = _free_port()
     full_env = {
@@ -55,7 +57,7 @@ def serve(data_dir: Path, **env: str) -> Iterator[Served]:
     logs = Path(tempfile.mkdtemp(prefix="trove-serve-logs-"))
     out, err = logs / "stdout", logs / "stderr"
     with out.open("wb") as out_file, err.open("wb") as err_file:
-        proc = subprocess.Popen([SERVE, "serve"], env=full_env, stdout=out_file, stderr=err_file)
+        proc = subprocess.Popen(list(command), env=full_env, stdout=out_file, stderr=err_file)
     base_url = f"http://127.0.0.1:{port}"
     served = Served(proc, base_url, out, err)
     try:
@@ -175,6 +177,54 @@ def test_json_logs_carry_the_request_id(data_dir: Path) -> None:
     assert access, stderr[-2000:]
     assert access[0]["request_id"] == request_id
     assert access[0]["status"] == 200
+
+
+# `trove-server serve` with one extra route that raises: a handler crash is a fault no real part
+# produces on demand (each one found is fixed), so this test adds one; the rest is the real server.
+CRASHING_SERVE = """
+import sys
+import trove_api.main
+from trove_api.cli import main
+plain_app = trove_api.main.create_app
+
+def with_a_crashing_route(*args, **kwargs):
+    app = plain_app(*args, **kwargs)
+
+    async def crash():
+        raise RuntimeError("deliberate crash for a log test")
+
+    app.add_api_route("/test-crash", crash)
+    return app
+
+trove_api.main.create_app = with_a_crashing_route
+sys.exit(main(["serve"]))
+"""
+
+
+def test_a_crash_log_line_never_carries_the_previous_requests_id(data_dir: Path) -> None:
+    with serve(data_dir, [sys.executable, "-c", CRASHING_SERVE], TROVE_LOG_FORMAT="json") as served:
+        admin = _admin_key(data_dir)
+        port = int(served.base_url.rsplit(":", 1)[1])
+        first = f"GET /v1/me HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {admin}\r\n\r\n"
+        crash = "GET /test-crash HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        received = b""
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            # Pipelined: the server starts the second request from inside the first one.
+            sock.sendall((first + crash).encode())
+            while chunk := sock.recv(65536):
+                received += chunk
+        first_id, crash_id = (m.decode() for m in re.findall(rb"(?i)x-request-id: (\S+)\r\n", received))
+        assert b"HTTP/1.1 500" in received, received
+        deadline = time.monotonic() + 10
+        while "Exception in ASGI application" not in served.stderr and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stderr = served.stderr
+    entries = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    crash_lines = [e for e in entries if "exception" in e]
+    assert len(crash_lines) >= 2, stderr[-3000:]  # ours ("request … crashed") and uvicorn's
+    assert {e.get("request_id") for e in crash_lines} == {crash_id}, crash_lines  # its own id
+    carrying_first = [e["logger"] for e in entries if e.get("request_id") == first_id]
+    assert carrying_first == ["trove.access"], stderr[-3000:]
 
 
 def test_sigterm_lets_an_exec_in_flight_finish(data_dir: Path) -> None:
