@@ -39,6 +39,7 @@ CASES: list[tuple[str, str, str, str]] = [
     ("fs", "POST", "/write", '{"path": "t.txt", "content": "{s}"}'),
     ("fs", "POST", "/v1/snapshots", '{"label": "{s}"}'),
     ("admin", "POST", "/v1/workspaces/{ws}/keys", '{"name": "{s}"}'),
+    ("admin", "POST", "/v1/workspaces/{ws}/keys", '{"name": "k", "namespace": "{s}"}'),
     ("admin", "POST", "/v1/workspaces/{ws}/webhooks", '{"url": "https://example.com/{s}"}'),
     ("admin", "POST", "/v1/workspaces/{ws}/webhooks", '{"url": "https://{s}.example.com/"}'),
     ("admin", "POST", "/v1/workspaces/{ws}/webhooks", '{"url": "https://example.com/", "events": ["{s}"]}'),
@@ -48,9 +49,11 @@ CASES: list[tuple[str, str, str, str]] = [
         "/v1/workspaces/{ws}/webhooks",
         '{"url": "https://example.com/", "description": "{s}"}',
     ),
+    ("admin", "POST", "/v1/workspaces/{ws}/webhooks", '{"url": "https://example.com/", "namespace": "{s}"}'),
     ("none", "POST", "/v1/auth/device/poll", '{"device_code": "{s}"}'),
     ("admin", "POST", "/v1/auth/device/approve", '{"user_code": "{s}"}'),
     ("admin", "POST", "/v1/auth/device/approve", '{"user_code": "ABCD-EFGH", "name": "{s}"}'),
+    ("admin", "POST", "/v1/auth/device/approve", '{"user_code": "ABCD-EFGH", "namespace": "{s}"}'),
     ("admin", "POST", "/v1/auth/device/deny", '{"user_code": "{s}"}'),
 ]
 
