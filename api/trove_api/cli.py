@@ -45,8 +45,9 @@ def admin_only_text(new: NewWorkspace, base_url: str) -> str:
         f"Admin key (keys, webhooks, events; no filesystem): {new.admin_key.api_key}\n"
         "\n"
         "Mint a key for an agent with it (locked to one namespace):\n"
-        f"  trove login --api-key <admin key> --base-url {base_url}\n"
-        "  trove keys create my-agent --namespace my-agent\n"
+        "  from trove_sdk import TroveAdminClient\n"
+        f'  admin = TroveAdminClient.from_api_key("<admin key>", base_url="{base_url}")\n'
+        '  print(admin.create_key("my-agent", namespace="my-agent").api_key)\n'
     )
 
 
@@ -105,7 +106,7 @@ def _announce_first_run(settings: Settings, new: NewWorkspace | None, keys_file:
         return
     path = keys_file.resolve()
     where = f"{path} (mode 0600; on Kubernetes: kubectl exec <api pod> -- cat {path})"
-    mint = "mint agent keys with it (trove keys create, TroveAdminClient.create_key)"
+    mint = "mint agent keys with it (TroveAdminClient.create_key, or trove-server bootstrap in the pod)"
     if new is not None and settings.admin_key is not None:
         log.warning(
             "first start: created workspace %s; its admin key is the one in TROVE_ADMIN_KEY "
