@@ -157,10 +157,6 @@ def serve(settings: Settings) -> int:
         loop=event_loop(settings.runtime),
         http="httptools",
         proxy_headers=True,
-        # Each request in a fresh context: asyncio re-arms a connection's reader (and uvicorn
-        # starts a pipelined request) from inside the previous request, whose context (and
-        # request id) would otherwise carry over to the next one's log lines.
-        reset_contextvars=True,
         # On SIGTERM uvicorn stops accepting, then lets in-flight requests finish: an exec
         # already running gets up to its full wall clock before the process exits.
         timeout_graceful_shutdown=int(max(settings.shutdown_grace_s, settings.exec_timeout_s + 5)),

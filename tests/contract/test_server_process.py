@@ -227,6 +227,54 @@ def test_a_crash_log_line_never_carries_the_previous_requests_id(data_dir: Path)
     assert carrying_first == ["trove.access"], stderr[-3000:]
 
 
+def _read_response(sock: socket.socket) -> bytes:
+    """One HTTP/1.1 response with a Content-Length body, leaving the connection open."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head
+
+
+def test_a_line_logged_between_requests_carries_no_request_id(data_dir: Path) -> None:
+    with serve(data_dir, TROVE_LOG_FORMAT="json") as served:
+        admin = _admin_key(data_dir)
+        headers = {"Authorization": f"Bearer {admin}"}
+        workspace_id = httpx.get(f"{served.base_url}/v1/me", headers=headers).json()["workspace_id"]
+        minted = httpx.post(
+            f"{served.base_url}/v1/workspaces/{workspace_id}/keys", headers=headers, json={"name": "w"}
+        )
+        key = minted.json()["api_key"]
+        port = int(served.base_url.rsplit(":", 1)[1])
+        body = b"x" * (1 << 20)
+        upload = (
+            f"PUT /files/big.bin HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {key}\r\n"
+            f"X-Namespace: logs\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            # A body this large pauses reading; it resumes from inside the upload's request,
+            # and what the connection logs next ran in a copy of that request's context.
+            sock.sendall(upload)
+            head = _read_response(sock)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            upload_id = re.search(rb"(?i)x-request-id: (\S+)", head).group(1).decode()  # type: ignore[union-attr]
+            sock.sendall(b"NOT HTTP\x01\r\n\r\n")
+            while sock.recv(65536):
+                pass
+        deadline = time.monotonic() + 10
+        while "Invalid HTTP request" not in served.stderr and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stderr = served.stderr
+    entries = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    invalid = [e for e in entries if e["message"].startswith("Invalid HTTP request")]
+    assert invalid, stderr[-3000:]
+    assert [e.get("request_id") for e in invalid] == [None] * len(invalid), invalid
+    assert [e["logger"] for e in entries if e.get("request_id") == upload_id] == ["trove.access"]
+
+
 def test_sigterm_lets_an_exec_in_flight_finish(data_dir: Path) -> None:
     with serve(data_dir) as served:
         proc, base_url = served.proc, served.base_url

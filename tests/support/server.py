@@ -79,7 +79,6 @@ def start_server(**overrides: Any) -> Iterator[LiveServer]:
         port=port,
         log_level="warning",
         loop=event_loop(settings.runtime),  # as `trove-server serve` runs it
-        reset_contextvars=True,  # as `trove-server serve` runs it
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
