@@ -92,18 +92,8 @@ def _first_workspace(ctx: AppContext, settings: Settings, *, workspace_key: bool
         )
 
 
-def _announce_first_run(settings: Settings, new: NewWorkspace | None, keys_file: Path) -> None:
-    """Print the first-run keys on a laptop; elsewhere, log only where to find them."""
-    quiet_because = keys_stay_off_the_console(settings)
-    if quiet_because is None:
-        if new is not None:
-            text = credentials_text(new, _base_url(settings))
-            _write_private(keys_file, text)
-            print(text)
-            print(f"(saved to {keys_file.resolve()}, mode 0600)\n")
-        elif keys_file.exists():
-            print(f"Trove: your first-run workspace id and keys are in {keys_file.resolve()}\n")
-        return
+def announce_quietly(settings: Settings, new: NewWorkspace | None, keys_file: Path, why: str) -> None:
+    """Off a laptop: log where the first-run admin key is, never the key itself."""
     path = keys_file.resolve()
     where = f"{path} (mode 0600; on Kubernetes: kubectl exec <api pod> -- cat {path})"
     mint = "mint agent keys with it (TroveAdminClient.create_key, or trove-server bootstrap in the pod)"
@@ -113,7 +103,7 @@ def _announce_first_run(settings: Settings, new: NewWorkspace | None, keys_file:
             "(with the Helm chart: its admin-key Secret); %s. No key is printed here: %s",
             new.workspace_id,
             mint,
-            quiet_because,
+            why,
         )
     elif new is not None:
         _write_private(keys_file, credentials_text(new, _base_url(settings)))
@@ -122,7 +112,7 @@ def _announce_first_run(settings: Settings, new: NewWorkspace | None, keys_file:
             new.workspace_id,
             where,
             mint,
-            quiet_because,
+            why,
         )
     elif keys_file.exists():
         log.info("the first-run workspace id and admin key are in %s", where)
@@ -145,9 +135,18 @@ def serve(settings: Settings) -> int:
     keys_file = settings.data_dir / FIRST_RUN_FILE
     # Off a laptop no unlocked workspace key is minted: nobody would see it, and it would be
     # one more all-namespace credential lying around.
-    laptop = keys_stay_off_the_console(settings) is None
+    quiet_because = keys_stay_off_the_console(settings)
+    laptop = quiet_because is None
     new = _first_workspace(ctx, settings, workspace_key=laptop) if settings.bootstrap_on_start else None
-    _announce_first_run(settings, new, keys_file)
+    if quiet_because is not None:
+        announce_quietly(settings, new, keys_file, quiet_because)
+    elif new is not None:
+        text = credentials_text(new, _base_url(settings))
+        _write_private(keys_file, text)
+        print(text)
+        print(f"(saved to {keys_file.resolve()}, mode 0600)\n")
+    elif keys_file.exists():
+        print(f"Trove: your first-run workspace id and keys are in {keys_file.resolve()}\n")
     uvicorn.run(
         create_app(settings, ctx),
         host=settings.host,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from trove_api.cli import FIRST_RUN_FILE, _announce_first_run, keys_stay_off_the_console
+from trove_api.cli import FIRST_RUN_FILE, announce_quietly, keys_stay_off_the_console
 from trove_api.services.keys import create_workspace
 from trove_api.stores.db import Database
 from trove_core.names import WORKSPACE_KEY_PREFIX, new_api_key
@@ -36,7 +36,10 @@ def test_on_kubernetes_the_first_start_logs_where_the_key_is(
     assert new.workspace_key is None
     keys_file = tmp_path / FIRST_RUN_FILE
     with caplog.at_level(logging.INFO):
-        _announce_first_run(Settings(data_dir=tmp_path, runtime="kubernetes"), new, keys_file)
+        settings = Settings(data_dir=tmp_path, runtime="kubernetes")
+        why = keys_stay_off_the_console(settings)
+        assert why is not None
+        announce_quietly(settings, new, keys_file, why)
     console = capsys.readouterr()
     said = console.out + console.err + caplog.text
     assert new.admin_key.api_key not in said
