@@ -20,6 +20,8 @@ log = logging.getLogger("trove")
 
 
 def credentials_text(new: NewWorkspace, base_url: str) -> str:
+    if new.workspace_key is None:
+        return admin_only_text(new, base_url)
     return (
         f"Trove workspace: {new.workspace_id}\n"
         f"Admin key (keys, webhooks, events; no filesystem): {new.admin_key.api_key}\n"
@@ -37,6 +39,34 @@ def credentials_text(new: NewWorkspace, base_url: str) -> str:
     )
 
 
+def admin_only_text(new: NewWorkspace, base_url: str) -> str:
+    return (
+        f"Trove workspace: {new.workspace_id}\n"
+        f"Admin key (keys, webhooks, events; no filesystem): {new.admin_key.api_key}\n"
+        "\n"
+        "Mint a key for an agent with it (locked to one namespace):\n"
+        "  from trove_sdk import TroveAdminClient\n"
+        f'  admin = TroveAdminClient.from_api_key("<admin key>", base_url="{base_url}")\n'
+        '  print(admin.create_key("my-agent", namespace="my-agent").api_key)\n'
+    )
+
+
+def keys_stay_off_the_console(settings: Settings) -> str | None:
+    """Why first-run keys must not reach stdout/stderr, or None (a laptop's `make run`).
+
+    On Kubernetes the console is the pod log, JSON logs are shipped and kept, and an admin key
+    from TROVE_ADMIN_KEY (the chart's Secret) is already known to whoever deployed: printing a
+    key there would copy a secret into every place logs go.
+    """
+    if settings.runtime == "kubernetes":
+        return "the Kubernetes runtime (the console is the pod log)"
+    if settings.log_format == "json":
+        return "JSON logs (they are collected and kept)"
+    if settings.admin_key is not None:
+        return "the admin key comes from TROVE_ADMIN_KEY"
+    return None
+
+
 def _base_url(settings: Settings) -> str:
     host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
     return f"http://{host}:{settings.port}"
@@ -49,7 +79,7 @@ def _write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-def _first_workspace(ctx: AppContext, settings: Settings) -> NewWorkspace | None:
+def _first_workspace(ctx: AppContext, settings: Settings, *, workspace_key: bool) -> NewWorkspace | None:
     """The default workspace on a fresh database; replicas starting together make just one."""
     with ctx.db.exclusive("first-workspace"):
         if workspace_count(ctx.db) != 0:
@@ -58,7 +88,34 @@ def _first_workspace(ctx: AppContext, settings: Settings) -> NewWorkspace | None
             ctx.db,
             "default",
             admin_plaintext=settings.admin_key.get_secret_value() if settings.admin_key else None,
+            workspace_key=workspace_key,
         )
+
+
+def announce_quietly(settings: Settings, new: NewWorkspace | None, keys_file: Path, why: str) -> None:
+    """Off a laptop: log where the first-run admin key is, never the key itself."""
+    path = keys_file.resolve()
+    where = f"{path} (mode 0600; on Kubernetes: kubectl exec <api pod> -- cat {path})"
+    mint = "mint agent keys with it (TroveAdminClient.create_key, or trove-server bootstrap in the pod)"
+    if new is not None and settings.admin_key is not None:
+        log.warning(
+            "first start: created workspace %s; its admin key is the one in TROVE_ADMIN_KEY "
+            "(with the Helm chart: its admin-key Secret); %s. No key is printed here: %s",
+            new.workspace_id,
+            mint,
+            why,
+        )
+    elif new is not None:
+        _write_private(keys_file, credentials_text(new, _base_url(settings)))
+        log.warning(
+            "first start: created workspace %s; its admin key is in %s; %s. No key is printed here: %s",
+            new.workspace_id,
+            where,
+            mint,
+            why,
+        )
+    elif keys_file.exists():
+        log.info("the first-run workspace id and admin key are in %s", where)
 
 
 def serve(settings: Settings) -> int:
@@ -76,8 +133,14 @@ def serve(settings: Settings) -> int:
     for warning in warnings:
         print(f"\n*** WARNING: {warning}\n", file=sys.stderr)
     keys_file = settings.data_dir / FIRST_RUN_FILE
-    new = _first_workspace(ctx, settings) if settings.bootstrap_on_start else None
-    if new is not None:
+    # Off a laptop no unlocked workspace key is minted: nobody would see it, and it would be
+    # one more all-namespace credential lying around.
+    quiet_because = keys_stay_off_the_console(settings)
+    laptop = quiet_because is None
+    new = _first_workspace(ctx, settings, workspace_key=laptop) if settings.bootstrap_on_start else None
+    if quiet_because is not None:
+        announce_quietly(settings, new, keys_file, quiet_because)
+    elif new is not None:
         text = credentials_text(new, _base_url(settings))
         _write_private(keys_file, text)
         print(text)

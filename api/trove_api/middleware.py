@@ -9,7 +9,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from trove_api.logs import request_id_var
+from trove_api.logs import begin_request
 from trove_api.metrics import Metrics
 from trove_core.errors import PayloadTooLargeError
 from trove_core.wire import HEADER_REQUEST_ID
@@ -39,7 +39,7 @@ class RequestContextMiddleware:
             incoming if incoming and _INCOMING_ID.fullmatch(incoming) else "req_" + secrets.token_hex(8)
         )
         scope.setdefault("state", {})["request_id"] = request_id
-        token = request_id_var.set(request_id)
+        begin_request(request_id)
         started = time.perf_counter()
         status_holder = {"status": 500}
 
@@ -105,7 +105,6 @@ class RequestContextMiddleware:
                     "client": (scope.get("client") or ("", 0))[0],
                 },
             )
-            request_id_var.reset(token)
 
 
 def _metrics_of(scope: Scope) -> Metrics | None:

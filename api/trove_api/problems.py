@@ -10,7 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from trove_core.errors import InvalidRequestError, TroveError
+from trove_api.schemas.common import UNICODE_ERROR_TYPE, UNICODE_MESSAGE
+from trove_core.errors import InvalidRequestError, InvalidUnicodeError, TroveError
 from trove_core.wire import HEADER_REQUEST_ID
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,16 @@ def flatten_validation(errors: Any) -> str:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    unencodable = [error for error in exc.errors() if error.get("type") == UNICODE_ERROR_TYPE]
+    if unencodable:
+        # Text that cannot be UTF-8 is bad input like a bad path (400), not a schema mismatch.
+        return problem_response(
+            request,
+            status=InvalidUnicodeError.status,
+            code=InvalidUnicodeError.code,
+            title=InvalidUnicodeError.title,
+            detail=flatten_validation([{**error, "msg": UNICODE_MESSAGE} for error in unencodable]),
+        )
     return problem_response(
         request,
         status=InvalidRequestError.status,

@@ -8,7 +8,8 @@
     │   ├── NotADirectoryError_ (400 not_a_directory)
     │   ├── IsADirectoryError_ (400 is_a_directory)
     │   ├── RootDeleteRefusedError (400 root_delete_refused)
-    │   └── DeviceCodeInvalidError (400 device_code_invalid)
+    │   ├── DeviceCodeInvalidError (400 device_code_invalid)
+    │   └── InvalidUnicodeError (400 invalid_unicode)
     ├── UnauthenticatedError (401 unauthenticated)
     ├── ForbiddenError (403 forbidden)
     │   ├── AdminKeyOnFilesystemError (403 admin_key_on_filesystem)
@@ -69,6 +70,11 @@ class BadRequestError(TroveError):
 class PathRejectedError(BadRequestError):
     code = "path_rejected"
     title = "Path rejected"
+
+
+class InvalidUnicodeError(BadRequestError):
+    code = "invalid_unicode"
+    title = "Text is not valid Unicode"
 
 
 class NamespaceInvalidError(BadRequestError):

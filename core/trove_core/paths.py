@@ -2,8 +2,9 @@
 
 The agent sees its namespace root as ``workspace/``. Clients send paths with or without that
 prefix (the SDK strips it on some calls and not on others, WIRE.md 1.4), so one leading
-``workspace`` component is dropped. Leading slashes are dropped too, which makes an absolute
-path mean "from the namespace root", like a chroot: nothing can name a place outside it.
+``workspace`` component is dropped. An absolute path must name ``/workspace/...``: inside a
+sandbox ``/etc/passwd`` is the system's file, so taking it to mean the namespace's
+``etc/passwd`` would give one path two meanings; any other absolute path is refused.
 ``..`` and NUL are refused outright rather than resolved, so no spelling can climb out.
 Symlinks are the runtime's business, since only it can see the filesystem.
 """
@@ -33,6 +34,11 @@ def normalize(raw: str) -> str:
     parts = [p for p in raw.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise PathRejectedError(f"Path rejected: '..' is not allowed ({_shorten(raw)})")
+    if raw.startswith("/") and (not parts or parts[0] != DISPLAY_ROOT):
+        raise PathRejectedError(
+            f"Path rejected: absolute path {_shorten(raw)!r} is outside /{DISPLAY_ROOT}; an exec sees "
+            f"it as the system's file, not the namespace's. Use '{DISPLAY_ROOT}/...' or a relative path"
+        )
     if parts and parts[0] == DISPLAY_ROOT:
         parts = parts[1:]
     for part in parts:

@@ -228,8 +228,11 @@ def test_list_dir_orders_dirs_first_then_files_alphabetically(trove: TroveClient
 
 def test_bare_workspace_names_the_root(trove: TroveClient) -> None:
     trove.write("workspace/sub/x.txt", "x")
-    for root in ("workspace", "workspace/", "/workspace", "", "/"):
+    for root in ("workspace", "workspace/", "/workspace", ""):
         assert [e.path for e in trove.list_dir(root)] == ["workspace/sub"], root
+    with pytest.raises(TroveError) as refused:
+        trove.list_dir("/")  # an exec's `ls /` is the system root, not the namespace
+    assert refused.value.status_code == 400
     with pytest.raises(TroveError) as caught:
         trove.read_file("workspace")
     assert caught.value.status_code == 400

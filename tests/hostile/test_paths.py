@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -109,18 +110,38 @@ def test_dot_segments_in_a_plain_url_never_reach_outside(
     _assert_no_trace(hostile, tok)
 
 
-def test_absolute_paths_mean_the_namespace_root(
-    api: httpx.Client, hostile: LiveServer, namespace: str, tok: str
+@pytest.mark.parametrize("absolute", ["/etc/passwd", "/tmp/{tok}", "/", "//etc//passwd", "/workspacex/{tok}"])
+def test_absolute_paths_outside_workspace_are_refused_by_every_endpoint(
+    api: httpx.Client, hostile: LiveServer, namespace: str, tok: str, absolute: str
 ) -> None:
-    name = f"trove-escape-{tok}"
-    written = api.post("/write", json={"path": f"/tmp/{name}", "content": "inside"})
-    assert written.status_code == 200, written.text
-    assert written.json()["path"] == f"workspace/tmp/{name}"
-    assert not (Path("/tmp") / name).exists()
-    assert (ns_dir(hostile, namespace) / "tmp" / name).read_text() == "inside"
-    # /etc/passwd names workspace/etc/passwd, which does not exist.
-    assert_problem(api.get("/v1/files/content", params={"path": "/etc/passwd"}), 404, "path_not_found")
-    assert_problem(api.get("/files//etc/passwd"), 404, "path_not_found")
+    # An exec sees /etc/passwd as the system's file; the file API must not give it a second
+    # meaning (the namespace's etc/passwd), so every endpoint refuses it alike.
+    path = _spell(absolute, tok)
+    in_url = quote(path, safe="")
+    written = api.post("/write", json={"path": path, "content": "inside"})
+    body = assert_problem(written, 400, "path_rejected")
+    assert "outside /workspace" in str(body["detail"])
+    assert_problem(api.put(f"/files/{in_url}", content=b"inside"), 400, "path_rejected")
+    assert_problem(api.get(f"/files/{in_url}"), 400, "path_rejected")
+    assert_problem(api.get("/v1/files", params={"path": path}), 400, "path_rejected")
+    assert_problem(api.get("/v1/files/content", params={"path": path}), 400, "path_rejected")
+    assert_problem(api.post("/delete", json={"path": path}), 400, "path_rejected")
+    _assert_no_trace(hostile, tok)
+    assert not (ns_dir(hostile, namespace) / "etc").exists()
+
+
+def test_absolute_paths_under_workspace_are_the_namespace(api: httpx.Client, namespace: str) -> None:
+    for spelling in ("/workspace/abs.txt", "//workspace/abs.txt", "workspace/abs.txt"):
+        written = api.post("/write", json={"path": spelling, "content": spelling})
+        assert written.status_code == 200, written.text
+        assert written.json()["path"] == "workspace/abs.txt"
+        content = api.get("/v1/files/content", params={"path": spelling})
+        assert content.json()["content"] == spelling
+    assert api.put(f"/files/{quote('/workspace/up.bin', safe='')}", content=b"x").status_code == 200
+    assert api.get("/files/%2Fworkspace%2Fup.bin").content == b"x"
+    listing = api.get("/v1/files", params={"path": "/workspace/"})
+    assert {e["path"] for e in listing.json()["entries"]} == {"workspace/abs.txt", "workspace/up.bin"}
+    assert api.post("/delete", json={"path": "/workspace/abs.txt"}).json()["deleted"] == "workspace/abs.txt"
 
 
 def test_official_client_sees_400_for_traversal(hostile: LiveServer, namespace: str, tok: str) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import ClientDisconnect
 
 from trove_api.deps import ContextDep, FsCallDep
@@ -32,6 +33,17 @@ from trove_core.wire import HEADER_SIZE, HEADER_TRUNCATED, LIST_MAX_DEPTH, LIST_
 router = APIRouter(tags=["files"])
 
 
+class AnyPathConvertor(PathConvertor):
+    """A file path holding any character a name can: Starlette's ``path`` (``.*``) stops at a
+    newline, and the route's closing ``$`` then matches before a trailing one, so
+    ``/files/a%0Ab`` found no route and ``/files/a%0A`` named ``a``."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("anypath", AnyPathConvertor())
+
+
 @router.post("/write", response_model=FileResult, responses=problems(400, 401, 403, 413, 422))
 async def write_file(body: WriteRequest, call: FsCallDep, ctx: ContextDep) -> FileResult:
     """Atomically write UTF-8 text (creating parent directories). At most 10 MiB."""
@@ -40,7 +52,7 @@ async def write_file(body: WriteRequest, call: FsCallDep, ctx: ContextDep) -> Fi
 
 
 @router.put(
-    "/files/{path:path}",
+    "/files/{path:anypath}",
     response_model=FileResult,
     responses=problems(400, 401, 403, 413),
     openapi_extra={
@@ -74,7 +86,7 @@ _DOWNLOAD_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
-@router.get("/files/{path:path}", response_class=StreamingResponse, responses=_DOWNLOAD_RESPONSES)
+@router.get("/files/{path:anypath}", response_class=StreamingResponse, responses=_DOWNLOAD_RESPONSES)
 async def download_file(path: str, request: Request, call: FsCallDep, ctx: ContextDep) -> Response:
     """Raw bytes (at most 100 MiB; `X-Trove-Size` is the full size, `X-Trove-Truncated` 1 if cut).
 
@@ -122,7 +134,7 @@ async def download_file(path: str, request: Request, call: FsCallDep, ctx: Conte
 # HEAD shares the handler; a separate route gives it its own OpenAPI operation id (one route
 # with both methods would emit a duplicate id, and a warning on every /openapi.json).
 router.add_api_route(
-    "/files/{path:path}",
+    "/files/{path:anypath}",
     download_file,
     methods=["HEAD"],
     response_class=StreamingResponse,

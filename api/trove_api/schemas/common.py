@@ -1,8 +1,32 @@
-"""Shapes shared by every router: the problem body."""
+"""Shapes shared by every router: the problem body, and the validated text type."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, Field
+from pydantic_core import PydanticCustomError
+
+# pydantic's own error type for text with no UTF-8 form; it raises it itself for strings with
+# length constraints, and ``Text`` raises it for the rest, so problems.py maps one type to 400.
+UNICODE_ERROR_TYPE = "string_unicode"
+UNICODE_MESSAGE = (
+    "not valid Unicode text (it holds a lone surrogate such as \\ud800, which has no UTF-8 form)"
+)
+
+
+def _utf8_encodable(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PydanticCustomError(UNICODE_ERROR_TYPE, UNICODE_MESSAGE) from None
+    return value
+
+
+# Every free-text request field: JSON can spell a lone surrogate ("\ud800"), which decodes to a
+# str no process, file or database can take. Paths stay plain str: paths.normalize refuses
+# them with its own code (path_rejected).
+Text = Annotated[str, AfterValidator(_utf8_encodable)]
 
 
 class Problem(BaseModel):

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from trove_api.schemas.common import Text
 from trove_core.names import NAMESPACE_PATTERN
 
 
@@ -19,7 +20,7 @@ class DeviceStart(BaseModel):
 
 
 class DevicePollRequest(BaseModel):
-    device_code: str = Field(min_length=1, max_length=256)
+    device_code: Text = Field(min_length=1, max_length=256)
 
 
 class DevicePoll(BaseModel):
@@ -29,9 +30,9 @@ class DevicePoll(BaseModel):
 
 
 class DeviceDecision(BaseModel):
-    user_code: str = Field(min_length=1, max_length=32)
-    namespace: str | None = Field(None, pattern=NAMESPACE_PATTERN, description="Lock the new key to it.")
-    name: str | None = Field(None, max_length=200, description="Name of the minted key.")
+    user_code: Text = Field(min_length=1, max_length=32)
+    namespace: Text | None = Field(None, pattern=NAMESPACE_PATTERN, description="Lock the new key to it.")
+    name: Text | None = Field(None, max_length=200, description="Name of the minted key.")
 
 
 class DeviceApproved(BaseModel):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, field_validator
 
+from trove_api.schemas.common import Text
 from trove_core.wire import STDIN_MAX_BYTES
 
 
 class ExecRequest(BaseModel):
-    command: str = Field(description="Run by bash in a fresh shell; cwd contains workspace/.")
-    stdin: str | None = Field(
+    command: Text = Field(description="Run by bash in a fresh shell; cwd contains workspace/.")
+    stdin: Text | None = Field(
         None, description=f"UTF-8 text piped to the command (at most {STDIN_MAX_BYTES} bytes)."
     )
 

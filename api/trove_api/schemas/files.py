@@ -6,10 +6,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from trove_api.schemas.common import Text
+
 
 class WriteRequest(BaseModel):
     path: str = Field(description="Namespace-relative path, with or without workspace/.")
-    content: str = Field(description="UTF-8 text (at most 10 MiB encoded).")
+    content: Text = Field(description="UTF-8 text (at most 10 MiB encoded).")
 
 
 class FileResult(BaseModel):

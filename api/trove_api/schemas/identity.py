@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from trove_api.schemas.common import Text
 from trove_core.names import NAMESPACE_PATTERN
 
 
@@ -18,8 +19,8 @@ class Me(BaseModel):
 
 
 class KeyCreateRequest(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    namespace: str | None = Field(None, pattern=NAMESPACE_PATTERN)
+    name: Text = Field(min_length=1, max_length=200)
+    namespace: Text | None = Field(None, pattern=NAMESPACE_PATTERN)
     admin: bool = False
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from trove_api.schemas.common import Text
+
 
 class SnapshotCreate(BaseModel):
-    label: str | None = Field(
+    label: Text | None = Field(
         None, max_length=128, description="Free-form label shown in listings (at most 128 characters)."
     )
 

@@ -6,20 +6,21 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from trove_api.schemas.common import Text
 from trove_core.names import NAMESPACE_PATTERN
 
 
 class WebhookCreateRequest(BaseModel):
-    url: str = Field(min_length=1, max_length=2048, description="An http:// or https:// URL.")
-    events: list[str] | None = Field(
+    url: Text = Field(min_length=1, max_length=2048, description="An http:// or https:// URL.")
+    events: list[Text] | None = Field(
         None,
         max_length=64,
         description='Event types, or `["*"]` (the default) for all, future ones included.',
     )
-    namespace: str | None = Field(
+    namespace: Text | None = Field(
         None, pattern=NAMESPACE_PATTERN, description="Only events of this namespace (default: all)."
     )
-    description: str | None = Field(None, max_length=500)
+    description: Text | None = Field(None, max_length=500)
 
 
 class WebhookMetadata(BaseModel):

@@ -55,7 +55,7 @@ class MintedKey:
 class NewWorkspace:
     workspace_id: str
     admin_key: MintedKey
-    workspace_key: MintedKey
+    workspace_key: MintedKey | None
 
 
 def insert_key(
@@ -151,8 +151,10 @@ class KeyService:
             )
 
 
-def create_workspace(db: Database, name: str, *, admin_plaintext: str | None = None) -> NewWorkspace:
-    """A workspace with one admin key and one unlocked workspace key (printed once by the CLI)."""
+def create_workspace(
+    db: Database, name: str, *, admin_plaintext: str | None = None, workspace_key: bool = True
+) -> NewWorkspace:
+    """A workspace with one admin key and (unless told not to) one unlocked workspace key."""
     workspace_id = new_id(WORKSPACE_PREFIX)
     with db.write() as conn:
         conn.execute(insert(workspaces).values(id=workspace_id, name=name, created_at=now_ts()))
@@ -173,13 +175,17 @@ def create_workspace(db: Database, name: str, *, admin_plaintext: str | None = N
             actor=SYSTEM,
             plaintext=admin_plaintext,
         )
-        workspace = insert_key(
-            conn,
-            workspace_id=workspace_id,
-            name="workspace",
-            namespace=None,
-            admin=False,
-            actor=SYSTEM,
+        workspace = (
+            insert_key(
+                conn,
+                workspace_id=workspace_id,
+                name="workspace",
+                namespace=None,
+                admin=False,
+                actor=SYSTEM,
+            )
+            if workspace_key
+            else None
         )
     return NewWorkspace(workspace_id=workspace_id, admin_key=admin, workspace_key=workspace)
 

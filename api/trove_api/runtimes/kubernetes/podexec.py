@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import aiohttp
 
+from trove_api.logs import detached_task
 from trove_api.runtimes.kubernetes.channel import AgentSession
 from trove_api.runtimes.kubernetes.kubeapi import KubeApi
 from trove_core.errors import UnavailableError
@@ -42,7 +43,7 @@ class WarmChannel:
         self._send_lock = asyncio.Lock()
         self.session = AgentSession(self._send, prefix=bytes([STDIN]))
         self.status: dict[str, Any] | None = None
-        self._reader = asyncio.create_task(self._read(), name=f"trove-channel-{pod}")
+        self._reader = detached_task(self._read(), name=f"trove-channel-{pod}")
 
     @classmethod
     async def connect(cls, api: KubeApi, pod: str) -> WarmChannel:

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 
+from trove_api.logs import detached_task
 from trove_api.runtimes.kubernetes import fallback_snapshots, tarcheck
 from trove_api.runtimes.kubernetes.channel import AgentSession, ChannelLostError
 from trove_api.runtimes.kubernetes.fallback import PodFiles
@@ -61,7 +62,7 @@ class KubernetesRuntime:
         # A dict write only: the annotation is patched later, by the housekeeper.
         self._activity[name] = time.time()
         if self._housekeeper is None or self._housekeeper.done():
-            self._housekeeper = asyncio.create_task(self._housekeeping(), name="trove-k8s-housekeeping")
+            self._housekeeper = detached_task(self._housekeeping(), name="trove-k8s-housekeeping")
 
     async def _session(self, ns: NamespaceRef) -> AgentSession:
         name = object_name(ns.workspace_id, ns.name)
