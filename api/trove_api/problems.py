@@ -45,6 +45,8 @@ def problem_response(
     if extra:
         body.update({k: v for k, v in extra.items() if k not in body})
     all_headers = {HEADER_REQUEST_ID: request_id} if request_id else {}
+    # Crashes are answered outside RequestContextMiddleware (which adds it everywhere else).
+    all_headers["X-Content-Type-Options"] = "nosniff"
     all_headers.update(headers or {})
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=all_headers)
 

@@ -147,6 +147,23 @@ class Settings(BaseSettings):
     device_form_rate: int = Field(
         20, ge=1, description="Approval-form submissions one client IP may make per minute."
     )
+    device_default_namespace: str = Field(
+        "default",
+        description="Namespace a device-login key is locked to when the approver names none.",
+    )
+    http_header_max_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request line plus headers (bytes); beyond it 431."
+    )
+    http_header_max_count: int = Field(
+        100, ge=8, description="Most header fields in one request; beyond it 431."
+    )
+    http_header_timeout_s: float = Field(
+        10.0, gt=0, description="Time a client has to send a request's headers; then 408 and close."
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1,::1",
+        description="Peers (comma-separated IPs/CIDRs, `*` any) whose X-Forwarded-For is believed.",
+    )
 
     snapshot_store: Literal["directory", "s3"] = Field(
         "directory",
