@@ -113,7 +113,10 @@ class Settings(BaseSettings):
         description="Allow webhook deliveries to private, loopback and link-local addresses (tests, dev).",
     )
     webhook_timeout_s: float = Field(
-        10.0, gt=0, lt=30, description="Timeout of one webhook delivery attempt (and of /test), seconds."
+        10.0,
+        gt=0,
+        lt=30,
+        description="Deadline of one webhook delivery attempt, connect to last byte read (and of /test), s.",
     )
     webhook_max_attempts: int = Field(
         8, ge=1, le=50, description="Attempts per webhook delivery before it is marked failed."
