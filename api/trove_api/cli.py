@@ -72,7 +72,7 @@ def serve(settings: Settings) -> int:
         ctx = AppContext.open(settings)
         warnings: list[str] = getattr(ctx.runtime, "startup_report", list)()
     except TroveError as exc:
-        print(f"trove-server: cannot start: {exc.detail}", file=sys.stderr)
+        print(f"trove-server: cannot start: {exc.internal or exc.detail}", file=sys.stderr)
         return 2
     for warning in warnings:
         print(f"\n*** WARNING: {warning}\n", file=sys.stderr)

@@ -58,14 +58,17 @@ async def _trove_error(request: Request, exc: Exception) -> JSONResponse:
         headers["Retry-After"] = str(exc.retry_after)
     elif exc.status in (429, 503):
         headers["Retry-After"] = "1"
-    if exc.status >= 500:
-        log.error("request %s failed: %s", request_id_of(request), exc.detail)
+    detail = exc.detail
+    if exc.internal:
+        detail = f"{exc.detail} (request id {request_id_of(request)}; the server log has the details)"
+    if exc.status >= 500 or exc.internal:
+        log.error("request %s failed: %s", request_id_of(request), exc.internal or exc.detail)
     return problem_response(
         request,
         status=exc.status,
         code=exc.code,
         title=exc.title,
-        detail=exc.detail,
+        detail=detail,
         extra=exc.extra,
         headers=headers,
     )

@@ -54,8 +54,12 @@ class TroveError(Exception):
         retry_after: int | None = None,
         extra: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        internal: str | None = None,
     ) -> None:
         self.detail = detail or self.title
+        # What only the server log may see (hosts, ports, paths): the answer names the
+        # request id instead.
+        self.internal = internal
         self.retry_after = retry_after
         self.headers = headers or {}
         # Extra members merged into the problem body (e.g. partial stdout on a timeout).
