@@ -7,10 +7,11 @@ both never confuses them. Build it once at the edge (``load_settings``) and pass
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, computed_field, model_validator
+from pydantic import Field, SecretStr, computed_field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trove_core.wire import MIB
@@ -201,6 +202,18 @@ class Settings(BaseSettings):
     snapshot_job_interval_s: float = Field(
         300.0, gt=0, description="How often the server checks whether the daily jobs are due, seconds."
     )
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        # uvicorn would quietly take a typo for a host name no peer ever has.
+        for entry in (part.strip() for part in value.split(",")):
+            if entry and entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(f"forwarded_allow_ips: {entry!r} is not an IP address or CIDR") from None
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
