@@ -151,3 +151,23 @@ def test_pipelined_and_split_requests_still_parse(guarded: LiveServer) -> None:
             assert chunk, answers
             answers += chunk
         assert answers.count(b"HTTP/1.1 200 OK") == 2
+
+
+def test_every_kind_of_answer_says_nosniff(guarded: LiveServer, namespace: str) -> None:
+    auth = {"Authorization": f"Bearer {guarded.workspace_key}", "X-Namespace": namespace}
+    with httpx.Client(base_url=guarded.base_url, timeout=WAIT_S) as http:
+        assert http.post("/write", json={"path": "a.txt", "content": "<html>"}, headers=auth).is_success
+        answers = [
+            http.get("/files/a.txt", headers=auth),  # a file's bytes
+            http.get("/v1/me"),  # 401 problem
+            http.get("/no/such/route"),  # 404 problem
+            http.get("/cli"),  # HTML with its own security headers
+        ]
+        with http.stream(
+            "GET",
+            f"/v1/workspaces/{guarded.workspace_id}/webhooks/stream",
+            headers={"Authorization": f"Bearer {guarded.admin_key}"},
+        ) as stream:
+            answers.append(stream)
+        for answer in answers:
+            assert answer.headers.get_list("x-content-type-options") == ["nosniff"], answer.request.url
