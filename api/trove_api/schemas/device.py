@@ -30,8 +30,15 @@ class DevicePoll(BaseModel):
 
 class DeviceDecision(BaseModel):
     user_code: str = Field(min_length=1, max_length=32)
-    namespace: str | None = Field(None, pattern=NAMESPACE_PATTERN, description="Lock the new key to it.")
+    namespace: str | None = Field(
+        None,
+        pattern=NAMESPACE_PATTERN,
+        description="Lock the new key to it (default: the server's TROVE_DEVICE_DEFAULT_NAMESPACE).",
+    )
     name: str | None = Field(None, max_length=200, description="Name of the minted key.")
+    all_namespaces: bool = Field(
+        False, description="Mint an unlocked key (any namespace) instead; only without `namespace`."
+    )
 
 
 class DeviceApproved(BaseModel):
