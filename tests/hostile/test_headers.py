@@ -8,8 +8,10 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -83,6 +85,31 @@ def test_a_header_over_the_limit_is_refused_before_it_ends(guarded: LiveServer) 
         for _ in range(40):
             _send(sock, b"b" * 8192)
         _problem(_read_until_closed(sock), 431, "headers_too_large")
+
+
+def _peak_rss_kib() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
+
+
+def test_a_64_mib_header_does_not_grow_the_server(guarded: LiveServer) -> None:
+    """The server runs in this process: its peak RSS (reset first) is this process's."""
+    Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
+    before = _peak_rss_kib()
+    mib = b"h" * (1024 * 1024)  # sent 64 times: the client holds 1 MiB, not 64
+
+    def send_huge(sock: socket.socket) -> None:
+        _send(sock, _request_head(b"X-Huge: "))
+        for _ in range(64):
+            _send(sock, mib)
+
+    with _connect(guarded) as sock:
+        sender = threading.Thread(target=send_huge, args=(sock,), daemon=True)
+        sender.start()
+        _problem(_read_until_closed(sock), 431, "headers_too_large")
+        sender.join(WAIT_S)
+    grown_kib = _peak_rss_kib() - before
+    assert grown_kib < 16 * 1024, f"the server grew by {grown_kib} KiB"
 
 
 def test_ten_thousand_headers_are_refused_with_431(guarded: LiveServer) -> None:
