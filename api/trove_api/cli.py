@@ -122,13 +122,14 @@ def serve(settings: Settings) -> int:
     allocator.keep_freed_memory()
     import uvicorn
 
+    from trove_api.httpserver import server_config
     from trove_api.main import create_app
 
     try:
         ctx = AppContext.open(settings)
         warnings: list[str] = getattr(ctx.runtime, "startup_report", list)()
     except TroveError as exc:
-        print(f"trove-server: cannot start: {exc.detail}", file=sys.stderr)
+        print(f"trove-server: cannot start: {exc.internal or exc.detail}", file=sys.stderr)
         return 2
     for warning in warnings:
         print(f"\n*** WARNING: {warning}\n", file=sys.stderr)
@@ -147,19 +148,20 @@ def serve(settings: Settings) -> int:
         print(f"(saved to {keys_file.resolve()}, mode 0600)\n")
     elif keys_file.exists():
         print(f"Trove: your first-run workspace id and keys are in {keys_file.resolve()}\n")
-    uvicorn.run(
+    config = server_config(
         create_app(settings, ctx),
-        host=settings.host,
-        port=settings.port,
+        settings,
         log_level=settings.log_level,
         log_config=None,  # logs.configure() already routed uvicorn's loggers
         loop=event_loop(settings.runtime),
-        http="httptools",
-        proxy_headers=True,
         # On SIGTERM uvicorn stops accepting, then lets in-flight requests finish: an exec
         # already running gets up to its full wall clock before the process exits.
         timeout_graceful_shutdown=int(max(settings.shutdown_grace_s, settings.exec_timeout_s + 5)),
     )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        return 1
     return 0
 
 

@@ -93,7 +93,10 @@ class AppContext:
             event_feed=EventFeedService(db, hub, keepalive_s=settings.sse_keepalive_s),
             webhooks=WebhookService(db, dispatcher),
             device_login=DeviceLoginService(
-                db, ttl_s=settings.device_code_ttl_s, interval_s=settings.device_poll_interval_s
+                db,
+                ttl_s=settings.device_code_ttl_s,
+                interval_s=settings.device_poll_interval_s,
+                default_namespace=settings.device_default_namespace,
             ),
             device_start_limit=RateLimiter(settings.device_start_rate),
             device_form_limit=RateLimiter(settings.device_form_rate),

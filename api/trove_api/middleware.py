@@ -16,10 +16,14 @@ from trove_core.wire import HEADER_REQUEST_ID
 
 access_log = logging.getLogger("trove.access")
 _INCOMING_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+_SET_HERE = frozenset({b"x-request-id", NOSNIFF[0]})
 
 
 class RequestContextMiddleware:
     """Gives every request an id (echoed as ``X-Request-Id``), caps bodies, records metrics.
+
+    Every answer also carries ``X-Content-Type-Options: nosniff``.
 
     Bodies of every method except ``PUT /files/…`` (which streams to disk and has its own,
     larger cap) are limited to ``json_body_max_bytes``: a declared length over the cap is
@@ -46,8 +50,10 @@ class RequestContextMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _SET_HERE]
                 headers.append((HEADER_REQUEST_ID.lower().encode(), request_id.encode()))
+                # Every answer, streams and errors included: no client may guess another type.
+                headers.append(NOSNIFF)
                 message["headers"] = headers
             await send(message)
 

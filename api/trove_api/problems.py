@@ -46,6 +46,8 @@ def problem_response(
     if extra:
         body.update({k: v for k, v in extra.items() if k not in body})
     all_headers = {HEADER_REQUEST_ID: request_id} if request_id else {}
+    # Crashes are answered outside RequestContextMiddleware (which adds it everywhere else).
+    all_headers["X-Content-Type-Options"] = "nosniff"
     all_headers.update(headers or {})
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=all_headers)
 
@@ -57,14 +59,17 @@ async def _trove_error(request: Request, exc: Exception) -> JSONResponse:
         headers["Retry-After"] = str(exc.retry_after)
     elif exc.status in (429, 503):
         headers["Retry-After"] = "1"
-    if exc.status >= 500:
-        log.error("request %s failed: %s", request_id_of(request), exc.detail)
+    detail = exc.detail
+    if exc.internal:
+        detail = f"{exc.detail} (request id {request_id_of(request)}; the server log has the details)"
+    if exc.status >= 500 or exc.internal:
+        log.error("request %s failed: %s", request_id_of(request), exc.internal or exc.detail)
     return problem_response(
         request,
         status=exc.status,
         code=exc.code,
         title=exc.title,
-        detail=exc.detail,
+        detail=detail,
         extra=exc.extra,
         headers=headers,
     )

@@ -9,7 +9,8 @@
     │   ├── IsADirectoryError_ (400 is_a_directory)
     │   ├── RootDeleteRefusedError (400 root_delete_refused)
     │   ├── DeviceCodeInvalidError (400 device_code_invalid)
-    │   └── InvalidUnicodeError (400 invalid_unicode)
+    │   ├── InvalidUnicodeError (400 invalid_unicode)
+    │   └── MalformedRequestError (400 malformed_request)
     ├── UnauthenticatedError (401 unauthenticated)
     ├── ForbiddenError (403 forbidden)
     │   ├── AdminKeyOnFilesystemError (403 admin_key_on_filesystem)
@@ -23,11 +24,13 @@
     │   ├── DeliveryNotFoundError (404 delivery_not_found)
     │   └── SnapshotNotFoundError (404 snapshot_not_found)
     ├── ExecTimeoutError (408 exec_timeout)
+    ├── HeaderTimeoutError (408 header_timeout)
     ├── PayloadTooLargeError (413 payload_too_large)
     ├── RangeNotSatisfiableError (416 range_not_satisfiable)
     ├── InvalidRequestError (422 invalid_request)
     │   └── SnapshotCorruptError (422 snapshot_corrupt)
     ├── RateLimitedError (429 rate_limited)
+    ├── HeadersTooLargeError (431 headers_too_large)
     ├── StorageFullError (507 storage_full)
     └── UnavailableError (503 unavailable)
         └── SnapshotStoreUnavailableError (503 snapshot_store_unavailable)
@@ -52,8 +55,12 @@ class TroveError(Exception):
         retry_after: int | None = None,
         extra: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        internal: str | None = None,
     ) -> None:
         self.detail = detail or self.title
+        # What only the server log may see (hosts, ports, paths): the answer names the
+        # request id instead.
+        self.internal = internal
         self.retry_after = retry_after
         self.headers = headers or {}
         # Extra members merged into the problem body (e.g. partial stdout on a timeout).
@@ -222,3 +229,22 @@ class StorageFullError(TroveError):
 class SnapshotStoreUnavailableError(UnavailableError):
     code = "snapshot_store_unavailable"
     title = "Snapshot store unavailable"
+
+
+class MalformedRequestError(BadRequestError):
+    """The HTTP parser refused the request (e.g. a control byte in a header)."""
+
+    code = "malformed_request"
+    title = "Malformed HTTP request"
+
+
+class HeaderTimeoutError(TroveError):
+    status = 408
+    code = "header_timeout"
+    title = "Request headers took too long"
+
+
+class HeadersTooLargeError(TroveError):
+    status = 431
+    code = "headers_too_large"
+    title = "Request header fields too large"

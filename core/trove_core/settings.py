@@ -7,10 +7,11 @@ both never confuses them. Build it once at the edge (``load_settings``) and pass
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, computed_field, model_validator
+from pydantic import Field, SecretStr, computed_field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trove_core.wire import MIB
@@ -113,7 +114,10 @@ class Settings(BaseSettings):
         description="Allow webhook deliveries to private, loopback and link-local addresses (tests, dev).",
     )
     webhook_timeout_s: float = Field(
-        10.0, gt=0, lt=30, description="Timeout of one webhook delivery attempt (and of /test), seconds."
+        10.0,
+        gt=0,
+        lt=30,
+        description="Deadline of one webhook delivery attempt, connect to last byte read (and of /test), s.",
     )
     webhook_max_attempts: int = Field(
         8, ge=1, le=50, description="Attempts per webhook delivery before it is marked failed."
@@ -146,6 +150,23 @@ class Settings(BaseSettings):
     )
     device_form_rate: int = Field(
         20, ge=1, description="Approval-form submissions one client IP may make per minute."
+    )
+    device_default_namespace: str = Field(
+        "default",
+        description="Namespace a device-login key is locked to when the approver names none.",
+    )
+    http_header_max_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request line plus headers (bytes); beyond it 431."
+    )
+    http_header_max_count: int = Field(
+        100, ge=8, description="Most header fields in one request; beyond it 431."
+    )
+    http_header_timeout_s: float = Field(
+        10.0, gt=0, description="Time a client has to send a request's headers; then 408 and close."
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1,::1",
+        description="Peers (comma-separated IPs/CIDRs, `*` any) whose X-Forwarded-For is believed.",
     )
 
     snapshot_store: Literal["directory", "s3"] = Field(
@@ -181,6 +202,18 @@ class Settings(BaseSettings):
     snapshot_job_interval_s: float = Field(
         300.0, gt=0, description="How often the server checks whether the daily jobs are due, seconds."
     )
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        # uvicorn would quietly take a typo for a host name no peer ever has.
+        for entry in (part.strip() for part in value.split(",")):
+            if entry and entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(f"forwarded_allow_ips: {entry!r} is not an IP address or CIDR") from None
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy
 from sqlalchemy import update
 
 from tests.support.sdk import cli_env, run_cli
@@ -213,7 +214,9 @@ def test_approval_is_single_use(live: LiveServer) -> None:
     assert answer["status"] == "approved"
     assert answer["workspace_id"] == live.workspace_id
     me = httpx.get(f"{live.base_url}/v1/me", headers={"Authorization": f"Bearer {answer['api_key']}"}).json()
-    assert (me["scope"], me["key_name"], me["namespace"]) == ("workspace", "laptop", None)
+    # No namespace named: the key is locked to the default namespace.
+    assert (me["scope"], me["key_name"], me["namespace"]) == ("workspace", "laptop", "default")
+    assert approve.json()["namespace"] == "default"
     assert _poll(live, started["device_code"]) == {"status": "expired"}
     again = httpx.post(
         f"{live.base_url}/v1/auth/device/approve",
@@ -283,3 +286,90 @@ def test_rate_limits_never_touch_polling(tmp_path: Path) -> None:
         form = {"user_code": flows[0]["user_code"], "api_key": "trove-sk-" + "z" * 40, "action": "approve"}
         statuses = [httpx.post(f"{small.base_url}/cli", data=form).status_code for _ in range(3)]
         assert statuses == [401, 401, 429]
+
+
+def _approve_json(live: LiveServer, user_code: str, **fields: Any) -> httpx.Response:
+    return httpx.post(
+        f"{live.base_url}/v1/auth/device/approve",
+        json={"user_code": user_code, **fields},
+        headers={"Authorization": f"Bearer {live.admin_key}"},
+    )
+
+
+def _me(live: LiveServer, key: str) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(
+        f"{live.base_url}/v1/me", headers={"Authorization": f"Bearer {key}"}
+    ).json()
+    return body
+
+
+def _database_bytes(live: LiveServer) -> bytes:
+    """Everything a database reader could see: the SQLite file and its journal."""
+    return b"".join(p.read_bytes() for p in live.data_dir.glob("trove.db*") if p.is_file())
+
+
+def test_an_approved_key_never_waits_in_the_database_in_the_clear(live: LiveServer) -> None:
+    started = _start(live)
+    assert _approve_json(live, started["user_code"], namespace="dbread").status_code == 200
+    before_poll = _database_bytes(live)
+    with live.ctx.db.read() as conn:
+        row = (
+            conn.execute(
+                sqlalchemy.select(device_codes).where(device_codes.c.user_code == started["user_code"])
+            )
+            .mappings()
+            .one()
+        )
+    answer = _poll(live, started["device_code"])
+    assert answer["status"] == "approved"
+    key = answer["api_key"]
+    assert key.encode() not in before_poll
+    assert key not in json.dumps(dict(row), default=str)
+    assert key.encode() not in _database_bytes(live)
+    assert _me(live, key)["namespace"] == "dbread"
+
+
+def test_the_page_shows_who_asked_and_when(live: LiveServer) -> None:
+    started = _start(live)
+    page = httpx.get(f"{live.base_url}/cli", params={"code": started["user_code"]})
+    assert page.status_code == 200
+    assert "Requested from <code>127.0.0.1</code>" in page.text
+    assert re.search(r"<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</time>", page.text)
+    unknown = httpx.get(f"{live.base_url}/cli", params={"code": "BBBB-2222"})
+    assert "Requested from" not in unknown.text
+
+
+def test_page_approval_defaults_to_a_namespace_lock(live: LiveServer) -> None:
+    page = httpx.get(f"{live.base_url}/cli")
+    assert 'name=namespace value="default"' in page.text
+    locked, unlocked = _start(live), _start(live)
+    for flow, fields in ((locked, {}), (unlocked, {"namespace": "", "all_namespaces": "on"})):
+        form = {"user_code": flow["user_code"], "api_key": live.admin_key, "action": "approve", **fields}
+        assert httpx.post(f"{live.base_url}/cli", data=form).status_code == 200
+    assert _me(live, _poll(live, locked["device_code"])["api_key"])["namespace"] == "default"
+    assert _me(live, _poll(live, unlocked["device_code"])["api_key"])["namespace"] is None
+
+
+def test_json_approval_can_still_mint_an_unlocked_key(live: LiveServer) -> None:
+    started = _start(live)
+    approved = _approve_json(live, started["user_code"], all_namespaces=True)
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["namespace"] is None
+    key = _poll(live, started["device_code"])["api_key"]
+    assert _me(live, key)["namespace"] is None
+    assert _me(live, key)["key_id"] == approved.json()["key_id"]
+
+
+def test_cli_login_approved_without_a_namespace_saves_the_default_lock(
+    live: LiveServer, tmp_path: Path
+) -> None:
+    env = _home_env(live, tmp_path)
+    cli = PtyCli(["login", "--base-url", live.base_url], env)
+    code = cli.expect(r"Code: ([A-Z0-9]{4}-[A-Z0-9]{4})").group(1)
+    approved = httpx.post(
+        f"{live.base_url}/cli", data={"user_code": code, "api_key": live.admin_key, "action": "approve"}
+    )
+    assert approved.status_code == 200, approved.text
+    assert cli.wait() == 0, cli.output
+    assert _profile(tmp_path)["namespace"] == "default"
+    assert "namespace lock  : default" in run_cli(["whoami"], env).stdout

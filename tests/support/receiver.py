@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+ENDLESS_CAP = 128 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class Received:
@@ -25,6 +27,12 @@ class Receiver:
     requests: list[Received] = field(default_factory=list)
     script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     default: int = 200
+    # "short": a two-byte body. "endless": 64 KiB chunks until the client hangs up (or
+    # ENDLESS_CAP is sent, so a client that reads everything cannot exhaust the test machine).
+    # "trickle": one byte every 50 ms until the client hangs up (a slow-body receiver).
+    body: str = "short"
+    sent_bytes: int = 0  # of endless/trickle bodies, until the client went away
+    hung_up: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def answer(self) -> tuple[int, dict[str, str]]:
@@ -61,6 +69,9 @@ def run_receiver(default: int = 200) -> Iterator[Receiver]:
             body = self.rfile.read(length)
             receiver.record(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
             status, headers = receiver.answer()
+            if receiver.body != "short":
+                self._stream_forever(status, headers)
+                return
             payload = b"ok" if status < 300 else b"nope"
             self.send_response(status)
             for name, value in headers.items():
@@ -68,6 +79,21 @@ def run_receiver(default: int = 200) -> Iterator[Receiver]:
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
+
+        def _stream_forever(self, status: int, headers: dict[str, str]) -> None:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()  # no length: HTTP/1.0, the body ends when the connection does
+            chunk, pause = (b"x" * 65536, 0.0) if receiver.body == "endless" else (b"y", 0.05)
+            try:
+                while receiver.sent_bytes < ENDLESS_CAP:
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+                    receiver.sent_bytes += len(chunk)
+                    time.sleep(pause)
+            except OSError:  # the client hung up
+                receiver.hung_up.set()
 
         def log_message(self, *_: object) -> None:
             pass

@@ -18,6 +18,7 @@ import uvicorn
 
 from trove_api.cli import event_loop
 from trove_api.context import AppContext
+from trove_api.httpserver import server_config
 from trove_api.main import create_app
 from trove_api.services.keys import create_workspace
 from trove_core.settings import Settings
@@ -73,10 +74,9 @@ def start_server(**overrides: Any) -> Iterator[LiveServer]:
     if report is not None:
         report()
     new = create_workspace(ctx.db, "test")
-    config = uvicorn.Config(
+    config = server_config(  # the limits and proxy trust of `trove-server serve`
         create_app(settings, ctx),
-        host="127.0.0.1",
-        port=port,
+        settings,
         log_level="warning",
         loop=event_loop(settings.runtime),  # as `trove-server serve` runs it
         lifespan="on",

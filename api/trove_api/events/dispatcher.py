@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 64
 EXCERPT_CHARS = 512
+RESPONSE_READ_MAX = 4096  # bytes of a receiver's answer ever read
 USER_AGENT = "Trove-Webhooks/1"
 
 
@@ -171,14 +172,31 @@ class Dispatcher:
     async def _post(self, job: Job) -> Outcome:
         if not job.hook_live:
             return Outcome(ok=False, status_code=None, error="webhook deleted or disabled", final=True)
-        assert self._client is not None, "dispatcher not started"
         started = time.perf_counter()
+        deadline = self.settings.webhook_timeout_s
+        try:
+            # One deadline for the whole attempt: httpx's timeouts are per phase and per read,
+            # so a receiver trickling a byte at a time would otherwise hold the slot for ever.
+            async with asyncio.timeout(deadline):
+                return await self._exchange(job, started)
+        except TimeoutError:
+            return Outcome(
+                ok=False,
+                status_code=None,
+                error=f"Delivery took longer than {deadline:g}s",
+                duration_ms=_ms(started),
+            )
+
+    async def _exchange(self, job: Job, started: float) -> Outcome:
+        assert self._client is not None, "dispatcher not started"
         try:
             target = await targets.resolve(job.url, allow_private=self.settings.webhook_allow_private)
         except targets.TargetRefused as exc:
             return Outcome(ok=False, status_code=None, error=str(exc), final=True)
         headers = {
             "Content-Type": "application/json",
+            # The excerpt is read raw: a compressed answer could inflate far past its cap.
+            "Accept-Encoding": "identity",
             signing.SIGNATURE_HEADER: signing.sign(job.secret, job.body),
             signing.EVENT_HEADER: job.event_type,
             signing.EVENT_ID_HEADER: job.event_id,
@@ -186,9 +204,14 @@ class Dispatcher:
             **target.headers,
         }
         try:
-            response = await self._client.post(
-                target.url, content=job.body, headers=headers, extensions=target.extensions
+            request = self._client.build_request(
+                "POST", target.url, content=job.body, headers=headers, extensions=target.extensions
             )
+            response = await self._client.send(request, stream=True)
+            try:
+                head = await _read_at_most(response, RESPONSE_READ_MAX)
+            finally:
+                await response.aclose()  # the rest of the body is never read
         except httpx.HTTPError as exc:
             return Outcome(
                 ok=False,
@@ -203,7 +226,7 @@ class Dispatcher:
             error=None if ok else f"HTTP {response.status_code}",
             duration_ms=_ms(started),
             retry_after=retry.parse_retry_after(response.headers.get("retry-after")),
-            excerpt=response.text[:EXCERPT_CHARS] if response.content else None,
+            excerpt=head.decode("utf-8", "replace")[:EXCERPT_CHARS] if head else None,
         )
 
     # -- database (threads) ------------------------------------------------------------------
@@ -340,6 +363,16 @@ class Dispatcher:
                         last_delivery_status=outcome.status_code,
                     )
                 )
+
+
+async def _read_at_most(response: httpx.Response, limit: int) -> bytes:
+    """The first ``limit`` bytes of the body as sent (no decoding), then stop reading."""
+    head = bytearray()
+    async for chunk in response.aiter_raw():
+        head += chunk[: limit - len(head)]
+        if len(head) >= limit:
+            break
+    return bytes(head)
 
 
 def _ms(started: float) -> int:

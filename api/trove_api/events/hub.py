@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,23 +170,30 @@ class EventHub:
                 return held_back
 
     async def follow(
-        self, scope: feed.Scope, *, after: int | None, keepalive: float
-    ) -> AsyncIterator[dict[str, Any] | None]:
+        self,
+        scope: feed.Scope,
+        *,
+        after: int | None,
+        keepalive: float,
+        also: frozenset[str] = frozenset(),
+    ) -> AsyncGenerator[dict[str, Any] | None, None]:
         """Events visible to ``scope`` after log position ``after`` (None: from now), forever.
 
         Yields None every ``keepalive`` seconds without an event, so the caller can ping.
+        Live events of the scope's workspace whose type is in ``also`` are yielded even when
+        the scope does not admit them (e.g. ``key.revoked`` to a stream that must end on it).
         """
         self._followers += 1
         try:
             await self._catch_up_if_behind()
             cursor = self._head if after is None else after
-            async for event in self._follow(scope, cursor, keepalive):
+            async for event in self._follow(scope, cursor, keepalive, also):
                 yield event
         finally:
             self._followers -= 1
 
     async def _follow(
-        self, scope: feed.Scope, cursor: int, keepalive: float
+        self, scope: feed.Scope, cursor: int, keepalive: float, also: frozenset[str]
     ) -> AsyncIterator[dict[str, Any] | None]:
         while not self._closed:
             if cursor < self._floor:
@@ -204,8 +211,9 @@ class EventHub:
                 for item in pending:
                     cursor = item.seq
                     # The buffer holds every workspace's events: a stream sees only its own.
-                    if item.event["workspace_id"] == scope.workspace_id and scope.admits(
-                        item.event["namespace"], item.event["type"]
+                    if item.event["workspace_id"] == scope.workspace_id and (
+                        item.event["type"] in also
+                        or scope.admits(item.event["namespace"], item.event["type"])
                     ):
                         yield item.event
                 continue

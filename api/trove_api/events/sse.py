@@ -12,6 +12,8 @@ import json
 from typing import Any
 
 KEEPALIVE = b": ping\n\n"
+# The last bytes of a stream whose key was revoked (a comment: clients skip it).
+KEY_REVOKED_COMMENT = b": key revoked\n\n"
 
 
 def encode_data(event: dict[str, Any]) -> str:

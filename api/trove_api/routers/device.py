@@ -62,16 +62,25 @@ async def poll_device_login(body: DevicePollRequest, ctx: ContextDep) -> DeviceP
 async def approve_device_login(
     request: Request, body: DeviceDecision, caller: CallerDep, ctx: ContextDep
 ) -> DeviceApproved:
-    """Approve a waiting login (admin key): mints a workspace key, optionally locked to `namespace`."""
+    """Approve a waiting login (admin key): the CLI's next poll gets a new workspace key.
+
+    The key is locked to `namespace`, by default to the server's default namespace; set
+    `all_namespaces` for an unlocked key.
+    """
     ctx.device_form_limit.hit(_client(request), what="approval attempts")
-    minted = await asyncio.to_thread(
-        ctx.device_login.approve, caller, body.user_code, namespace=body.namespace, name=body.name
+    approval = await asyncio.to_thread(
+        ctx.device_login.approve,
+        caller,
+        body.user_code,
+        namespace=body.namespace,
+        name=body.name,
+        all_namespaces=body.all_namespaces,
     )
     return DeviceApproved(
         status="approved",
-        key_id=minted.record.key_id,
-        workspace_id=caller.workspace_id,
-        namespace=minted.record.namespace,
+        key_id=approval.key_id,
+        workspace_id=approval.workspace_id,
+        namespace=approval.namespace,
     )
 
 
@@ -86,9 +95,16 @@ async def deny_device_login(
 
 
 @router.get("/cli", response_class=HTMLResponse, include_in_schema=False)
-async def approval_page(code: Annotated[str, Query(max_length=32)] = "") -> HTMLResponse:
+async def approval_page(ctx: ContextDep, code: Annotated[str, Query(max_length=32)] = "") -> HTMLResponse:
     """The page `verification_uri_complete` points at: confirm the code, paste an admin key."""
-    return HTMLResponse(device_page.approval_form(code), headers=device_page.SECURITY_HEADERS)
+    return HTMLResponse(await _form(ctx, code), headers=device_page.SECURITY_HEADERS)
+
+
+async def _form(ctx: ContextDep, code: str, error: str | None = None) -> str:
+    waiting = await asyncio.to_thread(ctx.device_login.waiting, code) if code else None
+    return device_page.approval_form(
+        code, error=error, waiting=waiting, default_namespace=ctx.device_login.default_namespace
+    )
 
 
 @router.post("/cli", response_class=HTMLResponse, include_in_schema=False)
@@ -104,17 +120,18 @@ async def submit_approval(request: Request, ctx: ContextDep) -> HTMLResponse:
             await asyncio.to_thread(ctx.device_login.deny, caller, code)
             html = device_page.denied(code)
         else:
-            minted = await asyncio.to_thread(
+            approval = await asyncio.to_thread(
                 ctx.device_login.approve,
                 caller,
                 code,
                 namespace=fields.get("namespace"),
                 name=fields.get("name"),
+                all_namespaces=fields.get("all_namespaces") == "on",
             )
-            html = device_page.approved(code, caller.workspace_id, minted.record.namespace)
+            html = device_page.approved(code, approval.workspace_id, approval.namespace)
     except TroveError as exc:
         headers = dict(device_page.SECURITY_HEADERS)
         if exc.retry_after is not None:
             headers["Retry-After"] = str(exc.retry_after)
-        return HTMLResponse(device_page.approval_form(code, error=exc.detail), exc.status, headers=headers)
+        return HTMLResponse(await _form(ctx, code, exc.detail), exc.status, headers=headers)
     return HTMLResponse(html, headers=device_page.SECURITY_HEADERS)

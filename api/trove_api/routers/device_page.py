@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from html import escape
+
+from trove_api.services.device_login import Waiting
 
 # No scripts at all; the form posts only to us; the page cannot be framed (clickjacking).
 SECURITY_HEADERS = {
@@ -20,7 +23,8 @@ h1{font-size:1.4rem}label{display:block;margin:.9rem 0 .3rem;font-weight:600}
 input{width:100%;padding:.5rem;font-size:1rem;box-sizing:border-box}
 .code{font-family:ui-monospace,monospace;font-size:1.6rem;letter-spacing:.15em}
 .row{display:flex;gap:.8rem;margin-top:1.2rem}button{padding:.6rem 1.2rem;font-size:1rem}
-.note{color:#555;font-size:.9rem}.err{color:#a00}.ok{color:#060}
+.note{color:#555;font-size:.9rem}.err{color:#a00}.ok{color:#060}.who{background:#f4f4f4;padding:.6rem}
+label.check{font-weight:400}label.check input{width:auto}
 """
 
 
@@ -32,8 +36,26 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def approval_form(code: str, *, error: str | None = None) -> str:
+def requester(waiting: Waiting | None) -> str:
+    """Who asked for this code and when, so the approver can tell a stranger's request."""
+    if waiting is None:
+        return ""
+    when = datetime.fromtimestamp(waiting.requested_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return (
+        f"<p class=who>Requested from <code>{escape(waiting.client or 'an unknown address')}</code> "
+        f"at <time>{escape(when)}</time>. If that is not you, deny it.</p>"
+    )
+
+
+def approval_form(
+    code: str,
+    *,
+    error: str | None = None,
+    waiting: Waiting | None = None,
+    default_namespace: str = "default",
+) -> str:
     message = f"<p class=err role=alert>{escape(error)}</p>" if error else ""
+    message += requester(waiting)
     return _page(
         "Authorize the Trove CLI",
         f"""<h1>Authorize the Trove CLI</h1>
@@ -45,8 +67,10 @@ your terminal shows. Approving mints a new workspace key for that terminal.</p>{
  autocomplete=off required maxlength=16>
 <label for=api_key>Admin key of the workspace</label>
 <input id=api_key name=api_key type=password placeholder="trove-sk-admin-…" autocomplete=off required>
-<label for=namespace>Lock the new key to one namespace (optional)</label>
-<input id=namespace name=namespace placeholder="e.g. customer-acme" maxlength=128>
+<label for=namespace>Namespace the new key is locked to</label>
+<input id=namespace name=namespace value="{escape(default_namespace)}" maxlength=128>
+<label class=check><input type=checkbox name=all_namespaces> Instead, an unlocked key for every
+namespace (leave the namespace empty)</label>
 <label for=name>Key name (optional)</label>
 <input id=name name=name placeholder="cli-login" maxlength=200>
 <div class=row><button name=action value=approve type=submit>Approve</button>

@@ -38,7 +38,10 @@ async def readyz(ctx: ContextDep) -> Health:
     try:
         await asyncio.wait_for(asyncio.to_thread(ping), timeout=5)
     except Exception as exc:
-        raise UnavailableError(f"Database not reachable: {exc}", retry_after=5) from exc
+        # The driver's message names the database host, port or file: log it, never answer it.
+        raise UnavailableError(
+            "The database is not reachable", retry_after=5, internal=f"Database not reachable: {exc!r}"
+        ) from exc
     return Health(status="ready")
 
 

@@ -50,12 +50,13 @@ async def stream_events(
     """Server-Sent Events: a `connected` event, then one `data:` line of JSON per event (LF framing).
 
     `trove webhooks listen` reads it. Keep-alive comments every few seconds; resumable with
-    `Last-Event-ID`. Admin and workspace keys; locked keys see only their namespace.
+    `Last-Event-ID`. Admin and workspace keys; locked keys see only their namespace. The
+    stream ends when its key is revoked.
     """
     scope = scope_for(caller, namespace=namespace, types=types)
     after = await ctx.event_feed.resume_point(scope, last_event_id)
     return StreamingResponse(
-        ctx.event_feed.stream(scope, after=after),
+        ctx.event_feed.stream(scope, after=after, key_id=caller.key_id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -31,8 +31,15 @@ class DevicePoll(BaseModel):
 
 class DeviceDecision(BaseModel):
     user_code: Text = Field(min_length=1, max_length=32)
-    namespace: Text | None = Field(None, pattern=NAMESPACE_PATTERN, description="Lock the new key to it.")
+    namespace: Text | None = Field(
+        None,
+        pattern=NAMESPACE_PATTERN,
+        description="Lock the new key to it (default: the server's TROVE_DEVICE_DEFAULT_NAMESPACE).",
+    )
     name: Text | None = Field(None, max_length=200, description="Name of the minted key.")
+    all_namespaces: bool = Field(
+        False, description="Mint an unlocked key (any namespace) instead; only without `namespace`."
+    )
 
 
 class DeviceApproved(BaseModel):

@@ -79,6 +79,13 @@ def authenticate(db: Database, authorization: str | None) -> Caller:
     )
 
 
+def key_is_active(db: Database, key_id: str) -> bool:
+    """Whether a key (looked up by id) still exists unrevoked: long streams re-check it."""
+    with db.read() as conn:
+        revoked = conn.execute(select(api_keys.c.revoked_at).where(api_keys.c.id == key_id)).first()
+    return revoked is not None and revoked[0] is None
+
+
 def require_filesystem(caller: Caller) -> None:
     if caller.is_admin:
         raise AdminKeyOnFilesystemError(

@@ -1,10 +1,14 @@
 """CLI login by device code: start, poll, and approval by a person holding an admin key.
 
 The CLI starts a flow (no auth) and polls; a person opens ``/cli?code=…``, confirms the
-``XXXX-XXXX`` code, pastes an admin key and approves, which mints a workspace key. The key
-waits in the row only until the first poll collects it; later polls answer ``expired``,
-as do polls of codes that ran out (WIRE.md 3.3, A18). Only the device code's digest is
-stored, so a database reader cannot collect someone else's key.
+``XXXX-XXXX`` code (the page shows who asked, and when), pastes an admin key and approves.
+The approval records the new key's id, name and namespace lock; the first poll after it
+mints the key and hands it out, exactly once; later polls answer ``expired``, as do polls of
+codes that ran out (WIRE.md 3.3, A18). The database holds only the device code's digest and
+never a key in the clear: a database reader can neither collect nor read someone's key.
+
+A key minted this way is locked to a namespace unless the approver asks for an unlocked
+one: a terminal that logs in should not get the run of every namespace by default.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from trove_api.events.log import Actor
 from trove_api.services.auth import Caller, require_admin
-from trove_api.services.keys import MintedKey, insert_key
+from trove_api.services.keys import insert_key, new_key_id
 from trove_api.stores.db import Database
 from trove_api.stores.tables import device_codes
 from trove_core.errors import DeviceCodeInvalidError
@@ -35,6 +40,19 @@ class Started:
     user_code: str
     interval: int
     expires_in: int
+
+
+@dataclass(frozen=True)
+class Waiting:
+    client: str | None
+    requested_at: float  # unix time
+
+
+@dataclass(frozen=True)
+class Approval:
+    key_id: str
+    workspace_id: str
+    namespace: str | None
 
 
 def new_user_code() -> str:
@@ -55,10 +73,13 @@ def _digest(device_code: str) -> str:
 
 
 class DeviceLoginService:
-    def __init__(self, db: Database, *, ttl_s: int, interval_s: int) -> None:
+    def __init__(
+        self, db: Database, *, ttl_s: int, interval_s: int, default_namespace: str = "default"
+    ) -> None:
         self.db = db
         self.ttl_s = ttl_s
         self.interval_s = interval_s
+        self.default_namespace = validate_namespace(default_namespace)
 
     def start(self, client: str | None) -> Started:
         now = time.time()
@@ -84,7 +105,7 @@ class DeviceLoginService:
         raise RuntimeError("could not allocate a unique user code")
 
     def poll(self, device_code: str) -> dict[str, Any]:
-        """Always a status (the CLI aborts on any 4xx); the key is handed out exactly once."""
+        """Always a status (the CLI aborts on any 4xx); the key is minted and handed out once."""
         now = time.time()
         with self.db.write() as conn:
             row = (
@@ -99,52 +120,84 @@ class DeviceLoginService:
             status = row["status"]
             where = device_codes.c.device_code_digest == row["device_code_digest"]
             if status in ("pending", "approved") and now > row["expires_at"]:
-                conn.execute(update(device_codes).where(where).values(status="expired", api_key=None))
+                conn.execute(update(device_codes).where(where).values(status="expired"))
                 return {"status": "expired"}
             if status == "approved":
-                # Conditional: of two polls racing on different replicas, one collects the key.
+                # Conditional: of two polls racing on different replicas, one mints the key.
                 taken = conn.execute(
                     update(device_codes)
                     .where(where, device_codes.c.status == "approved")
-                    .values(status="consumed", api_key=None)
+                    .values(status="consumed")
                 ).rowcount
                 if taken != 1:
                     return {"status": "expired"}
-                return {"status": "approved", "api_key": row["api_key"], "workspace_id": row["workspace_id"]}
+                minted = insert_key(
+                    conn,
+                    workspace_id=row["workspace_id"],
+                    name=row["key_name"],
+                    namespace=row["key_namespace"],
+                    admin=False,
+                    actor=Actor(key_id=row["approver_key_id"], key_name=row["approver_key_name"]),
+                    key_id=row["key_id"],
+                )
+                return {"status": "approved", "api_key": minted.api_key, "workspace_id": row["workspace_id"]}
             if status == "denied":
                 return {"status": "denied"}
             if status == "pending":
                 return {"status": "pending"}
             return {"status": "expired"}  # consumed or expired
 
+    def waiting(self, user_code: str) -> Waiting | None:
+        """Who asked for a pending code, and when (shown on the approval page)."""
+        try:
+            code = normalize_user_code(user_code)
+        except DeviceCodeInvalidError:
+            return None
+        with self.db.read() as conn:
+            row = (
+                conn.execute(select(device_codes).where(device_codes.c.user_code == code)).mappings().first()
+            )
+        if row is None or row["status"] != "pending" or time.time() > row["expires_at"]:
+            return None
+        return Waiting(client=row["client"], requested_at=float(row["created_at"]))
+
     def approve(
-        self, caller: Caller, user_code: str, *, namespace: str | None, name: str | None
-    ) -> MintedKey:
-        """Mint a workspace key (optionally locked to ``namespace``) for the waiting CLI."""
+        self,
+        caller: Caller,
+        user_code: str,
+        *,
+        namespace: str | None,
+        name: str | None,
+        all_namespaces: bool = False,
+    ) -> Approval:
+        """Approve the waiting CLI: its first poll gets a workspace key, locked to ``namespace``.
+
+        Without a namespace the key is locked to the default namespace, unless
+        ``all_namespaces`` asks for an unlocked key.
+        """
         require_admin(caller)
         code = normalize_user_code(user_code)
         lock = (namespace or "").strip() or None
         if lock is not None:
             validate_namespace(lock)
+        elif not all_namespaces:
+            lock = self.default_namespace
         key_name = ((name or "").strip() or f"cli-login {code}")[:200]
+        key_id = new_key_id()
         with self.db.write() as conn:
             self._pending(conn, code)
-            minted = insert_key(
-                conn,
-                workspace_id=caller.workspace_id,
-                name=key_name,
-                namespace=lock,
-                admin=False,
-                actor=caller.actor,
-            )
             _settle(
                 conn,
                 code,
                 status="approved",
                 workspace_id=caller.workspace_id,
-                api_key=minted.api_key,
+                key_id=key_id,
+                key_name=key_name,
+                key_namespace=lock,
+                approver_key_id=caller.key_id,
+                approver_key_name=caller.key_name,
             )
-        return minted
+        return Approval(key_id=key_id, workspace_id=caller.workspace_id, namespace=lock)
 
     def deny(self, caller: Caller, user_code: str) -> None:
         require_admin(caller)
@@ -167,5 +220,4 @@ def _settle(conn: Any, code: str, **values: Any) -> None:
         .values(**values)
     ).rowcount
     if changed != 1:
-        # Raising rolls back the whole transaction, including a key minted for this approval.
         raise DeviceCodeInvalidError(f"Login code {code} is unknown, expired or already used")

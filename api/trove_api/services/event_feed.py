@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from trove_api.events import feed, sse
+from trove_api.events import feed, sse, types
 from trove_api.events.hub import EventHub
-from trove_api.services.auth import Caller
+from trove_api.services.auth import Caller, key_is_active
 from trove_api.stores.db import Database
 from trove_core.errors import BadRequestError, NamespaceForbiddenError
 from trove_core.names import validate_namespace
 
 SSE_RETRY_MS = 3000
+_REVOCATIONS = frozenset({types.KEY_REVOKED})
 
 
 def scope_for(caller: Caller, *, namespace: str | None, types: str | None) -> feed.Scope:
@@ -64,8 +66,13 @@ class EventFeedService:
 
         return await asyncio.to_thread(lookup)
 
-    async def stream(self, scope: feed.Scope, *, after: int | None) -> AsyncIterator[bytes]:
-        """SSE bytes: a ``connected`` event, then every visible event, with keep-alive comments."""
+    async def stream(self, scope: feed.Scope, *, after: int | None, key_id: str) -> AsyncIterator[bytes]:
+        """SSE bytes: a ``connected`` event, then every visible event, with keep-alive comments.
+
+        The stream ends when the key that opened it is revoked: at once on its ``key.revoked``
+        event (even where the scope hides that event, e.g. a namespace-locked key), and in any
+        case at the next keep-alive, where the key is looked up again.
+        """
         hello: dict[str, Any] = {
             "type": "connected",
             "workspace_id": scope.workspace_id,
@@ -74,8 +81,17 @@ class EventFeedService:
         # Fix the starting point before saying hello: anything after the hello is streamed.
         start = await self.hub.current_head() if after is None else after
         yield sse.frame(hello, retry_ms=SSE_RETRY_MS)
-        async for event in self.hub.follow(scope, after=start, keepalive=self.keepalive_s):
-            if event is None:
-                yield sse.KEEPALIVE
+        follow = self.hub.follow(scope, after=start, keepalive=self.keepalive_s, also=_REVOCATIONS)
+        async with contextlib.aclosing(follow) as events:  # a revocation leaves the hub at once
+            async for event in events:
+                if event is None:
+                    if not await asyncio.to_thread(key_is_active, self.db, key_id):
+                        break
+                    yield sse.KEEPALIVE
+                elif event["type"] == types.KEY_REVOKED and event["data"].get("key_id") == key_id:
+                    break
+                elif scope.admits(event["namespace"], event["type"]):
+                    yield sse.frame(event, event_id=event["id"])
             else:
-                yield sse.frame(event, event_id=event["id"])
+                return  # the hub closed: the server is stopping
+        yield sse.KEY_REVOKED_COMMENT

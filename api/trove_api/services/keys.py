@@ -58,6 +58,10 @@ class NewWorkspace:
     workspace_key: MintedKey | None
 
 
+def new_key_id() -> str:
+    return new_id(KEY_PREFIX)
+
+
 def insert_key(
     conn: Connection,
     *,
@@ -67,10 +71,11 @@ def insert_key(
     admin: bool,
     actor: Actor,
     plaintext: str | None = None,
+    key_id: str | None = None,
 ) -> MintedKey:
     api_key = plaintext or new_api_key(admin=admin)
     rec = KeyRecord(
-        key_id=new_id(KEY_PREFIX),
+        key_id=key_id or new_key_id(),
         name=name,
         prefix=key_display_prefix(api_key),
         scope="admin" if admin else "workspace",

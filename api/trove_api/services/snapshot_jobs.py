@@ -122,7 +122,9 @@ class SnapshotJobs:
                 snap = await self.snapshots.create(workspace_id, name, label, SYSTEM, auto=True)
                 report.created.append(snap.snapshot_id)
             except TroveError as exc:
-                log.warning("daily snapshot of %s/%s failed: %s", workspace_id, name, exc.detail)
+                log.warning(
+                    "daily snapshot of %s/%s failed: %s", workspace_id, name, exc.internal or exc.detail
+                )
                 report.failed.append(f"{workspace_id}/{name}")
         await asyncio.to_thread(self._finish, DAILY_JOB, report)
         return report
@@ -139,7 +141,7 @@ class SnapshotJobs:
                 await self.snapshots.remove(snap, SYSTEM)
                 report.deleted.append(snap.snapshot_id)
             except TroveError as exc:
-                log.warning("pruning %s failed: %s", snap.snapshot_id, exc.detail)
+                log.warning("pruning %s failed: %s", snap.snapshot_id, exc.internal or exc.detail)
                 report.failed.append(snap.snapshot_id)
         await asyncio.to_thread(self._finish, PRUNE_JOB, report)
         return report

@@ -130,9 +130,14 @@ device_codes = Table(
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
     Column("workspace_id", String(64), nullable=True),
-    # The minted key waits here (plaintext) only until the CLI's first poll collects it.
-    Column("api_key", String(256), nullable=True),
     Column("client", String(128), nullable=True),
+    # What the approver chose; the key itself is minted only by the poll that collects it
+    # (only the CLI holds the device code), so no key ever waits here.
+    Column("key_id", String(64), nullable=True),
+    Column("key_name", String(200), nullable=True),
+    Column("key_namespace", String(128), nullable=True),
+    Column("approver_key_id", String(64), nullable=True),
+    Column("approver_key_name", String(200), nullable=True),
 )
 
 snapshots = Table(

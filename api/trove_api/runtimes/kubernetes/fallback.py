@@ -212,7 +212,11 @@ class PodShell(Shell):
         try:
             await self.ws.send_bytes(b"\x00" + data)
         except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
-            raise UnavailableError(f"the exec stream to {self.pod} dropped", retry_after=1) from exc
+            raise UnavailableError(
+                "The exec stream to the sandbox pod dropped; retry",
+                retry_after=1,
+                internal=f"the exec stream to {self.pod} dropped",
+            ) from exc
 
     async def close(self) -> None:
         # Closing the stream ends the script: its stdin reaches EOF, its stdout breaks.

@@ -33,6 +33,15 @@ class KubernetesApiError(TroveError):
     title = "The Kubernetes API refused a call"
 
 
+def _unreachable(exc: BaseException) -> UnavailableError:
+    # aiohttp's message names the API server's address: for the log only.
+    return UnavailableError(
+        "The Kubernetes API is unreachable",
+        retry_after=5,
+        internal=f"The Kubernetes API is unreachable: {exc!r}",
+    )
+
+
 def load_configuration(settings: Settings) -> client.Configuration:
     cfg = client.Configuration()
     in_cluster = settings.k8s_in_cluster
@@ -114,14 +123,21 @@ class KubeApi:
                 data = await response.read()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UnavailableError(f"The Kubernetes API is unreachable: {exc!r}", retry_after=5) from exc
+            raise _unreachable(exc) from exc
         parsed = cast(Manifest, json.loads(data)) if data.startswith(b"{") else {}
         if status < 300 or status in allow:
             return status, parsed
         message = parsed.get("message") or data[:200].decode(errors="replace")
         if status >= 500 or status == 429:
-            raise UnavailableError(f"The Kubernetes API answered {status}: {message}", retry_after=5)
-        raise KubernetesApiError(f"The Kubernetes API answered {status} to {method}: {message}")
+            raise UnavailableError(
+                "The Kubernetes API is unavailable",
+                retry_after=5,
+                internal=f"The Kubernetes API answered {status} to {method} {url}: {message}",
+            )
+        raise KubernetesApiError(
+            "The Kubernetes API refused a call",
+            internal=f"The Kubernetes API answered {status} to {method} {url}: {message}",
+        )
 
     # -- TroveNamespace objects ------------------------------------------------------------------
 
@@ -168,12 +184,16 @@ class KubeApi:
             ) as response:
                 if response.status != 200:
                     text = (await response.read())[:200].decode(errors="replace")
-                    raise UnavailableError(f"Watch failed ({response.status}): {text}", retry_after=2)
+                    raise UnavailableError(
+                        "The Kubernetes API is unavailable",
+                        retry_after=2,
+                        internal=f"Watch of {name} failed ({response.status}): {text}",
+                    )
                 async for line in response.content:
                     if line.strip():
                         yield cast(Manifest, json.loads(line))
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UnavailableError(f"The Kubernetes API is unreachable: {exc!r}", retry_after=5) from exc
+            raise _unreachable(exc) from exc
 
     # -- exec ----------------------------------------------------------------------------------------
 
@@ -197,10 +217,12 @@ class KubeApi:
             if exc.status in (404, 400):
                 raise PodGoneError(f"pod {pod}: {exc.status} {exc.message}") from exc
             raise UnavailableError(
-                f"exec into pod {pod} failed: {exc.status} {exc.message}", retry_after=2
+                "The sandbox pod cannot be reached; retry",
+                retry_after=2,
+                internal=f"exec into pod {pod} failed: {exc.status} {exc.message}",
             ) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UnavailableError(f"The Kubernetes API is unreachable: {exc!r}", retry_after=5) from exc
+            raise _unreachable(exc) from exc
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -58,7 +58,11 @@ class WarmChannel:
                 raise AgentMissingError(
                     f"trove-agent did not start in {pod}: {status.get('message')}"
                 ) from exc
-            raise UnavailableError(f"trove-agent did not answer in pod {pod}", retry_after=2) from exc
+            raise UnavailableError(
+                "The sandbox agent did not answer; retry",
+                retry_after=2,
+                internal=f"trove-agent did not answer in pod {pod}",
+            ) from exc
         return channel
 
     @property
@@ -74,7 +78,11 @@ class WarmChannel:
                 await self.ws.send_bytes(cast(bytes, data))
             except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
                 self.session.connection_lost()
-                raise UnavailableError(f"the exec session to {self.pod} dropped", retry_after=1) from exc
+                raise UnavailableError(
+                    "The exec session to the sandbox dropped; retry",
+                    retry_after=1,
+                    internal=f"the exec session to {self.pod} dropped",
+                ) from exc
 
     async def _read(self) -> None:
         try:

@@ -96,7 +96,10 @@ class DirectorySnapshotStore:
 
     async def check(self) -> None:
         if not os.access(self.root, os.W_OK):
-            raise SnapshotStoreUnavailableError(f"Snapshot directory {self.root} is not writable")
+            raise SnapshotStoreUnavailableError(
+                "The snapshot directory is not writable",
+                internal=f"Snapshot directory {self.root} is not writable",
+            )
 
     async def aclose(self) -> None:
         return None
@@ -122,4 +125,7 @@ def _commit(fd: int, temp: Path, final: Path) -> None:
 def _translate(exc: OSError) -> Exception:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageFullError("No space left in the snapshot directory")
-    return SnapshotStoreUnavailableError(f"Snapshot directory error: {exc.strerror or exc}")
+    return SnapshotStoreUnavailableError(
+        f"Snapshot directory error: {exc.strerror or 'I/O error'}",
+        internal=f"Snapshot directory error: {exc}",
+    )

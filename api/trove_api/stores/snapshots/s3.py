@@ -221,7 +221,13 @@ class S3SnapshotStore:
 def _unavailable(exc: BaseException, what: str) -> SnapshotStoreUnavailableError:
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
-        reason = f"{error.get('Code', '?')}: {error.get('Message', '')}".strip()
+        code = str(error.get("Code", "?"))
+        reason = f"{code}: {error.get('Message', '')}".strip()
     else:
-        reason = str(exc)
-    return SnapshotStoreUnavailableError(f"S3 snapshot store failed on {what}: {reason}", retry_after=5)
+        code, reason = type(exc).__name__, str(exc)
+    # The full reason can name the endpoint: for the log only; the error code is enough to act on.
+    return SnapshotStoreUnavailableError(
+        f"S3 snapshot store failed on {what}: {code}",
+        retry_after=5,
+        internal=f"S3 snapshot store failed on {what}: {reason}",
+    )
