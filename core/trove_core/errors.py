@@ -22,6 +22,7 @@
     │   ├── DeliveryNotFoundError (404 delivery_not_found)
     │   └── SnapshotNotFoundError (404 snapshot_not_found)
     ├── ExecTimeoutError (408 exec_timeout)
+    ├── NamespaceLimitReachedError (409 namespace_limit_reached)
     ├── PayloadTooLargeError (413 payload_too_large)
     ├── RangeNotSatisfiableError (416 range_not_satisfiable)
     ├── InvalidRequestError (422 invalid_request)
@@ -168,6 +169,12 @@ class ExecTimeoutError(TroveError):
     status = 408
     code = "exec_timeout"
     title = "Command timed out"
+
+
+class NamespaceLimitReachedError(TroveError):
+    status = 409
+    code = "namespace_limit_reached"
+    title = "This workspace has as many namespaces as it may have"
 
 
 class PayloadTooLargeError(TroveError):

@@ -1,0 +1,206 @@
+"""Per-namespace disk quotas: each namespace an ext4 image, loop-mounted at first use.
+
+The kernel enforces the size: a command that writes past it gets ENOSPC inside its sandbox,
+and the API's own writes into the namespace fail the same way (507 ``storage_full``). The
+root filesystem here has no project quotas, so a loop-mounted image per namespace is the
+mechanism (``mount -o loop`` needs root).
+
+An image's filesystem holds ``root/`` (the namespace: ``/workspace`` in the sandbox) and
+``staging/`` (upload temp files, restore trees): ``rename()`` and a restore's exchange only
+work within one filesystem, and the namespace's root is now a filesystem of its own.
+
+Images are sparse files: they take the space their files use, not their size, so the sum of
+the namespaces' quotas may exceed the disk (overcommit). The data dir's reserve
+(``TROVE_DATA_RESERVE_MB``) still stops the API's writes; a command can grow its image up to
+its quota whatever the disk has left.
+
+Mounts outlive a server killed with -9; the next start adopts those under its mount dir
+(``adopt``) and reuses them. A clean shutdown unmounts everything this process mounted or
+adopted (``release``); mounts with processes still inside are detached lazily.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+from trove_core.errors import TroveError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIX = ".ext4"
+_MOUNT_OPTIONS = "loop,nosuid,nodev,noatime"
+# -m 0: no root-reserved blocks, the quota is the size; lazy init keeps a new image sparse.
+_MKFS = ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1"]
+_TOOLS = ("mkfs.ext4", "mount", "umount")
+_COMMAND_TIMEOUT_S = 60
+
+
+class VolumeError(TroveError):
+    code = "internal_error"
+    title = "A namespace volume cannot be mounted"
+
+
+class Volumes:
+    def __init__(self, base: Path, size_bytes: int) -> None:
+        self.images = base / "images"
+        self.mounts = base / "mounts"
+        # New namespaces get an image only when a size is set; existing images are always used.
+        self.size_bytes = size_bytes
+        self._lock = threading.Lock()
+        self._mounted: set[Path] = set()
+        self._swept: set[Path] = set()
+
+    @property
+    def creates_images(self) -> bool:
+        return self.size_bytes > 0
+
+    def image(self, workspace_id: str, name: str) -> Path:
+        return self.images / workspace_id / (name + IMAGE_SUFFIX)
+
+    def mountpoint(self, workspace_id: str, name: str) -> Path:
+        return self.mounts / workspace_id / name
+
+    def has_image(self, workspace_id: str, name: str) -> bool:
+        return self.image(workspace_id, name).is_file()
+
+    def root(self, workspace_id: str, name: str) -> Path:
+        return self.mountpoint(workspace_id, name) / "root"
+
+    def staging(self, workspace_id: str, name: str) -> Path:
+        return self.mountpoint(workspace_id, name) / "staging"
+
+    # -- start-up and shutdown ---------------------------------------------------------------
+
+    def check(self) -> list[str]:
+        """Warnings, or an error if quotas are asked for but this host cannot mount images."""
+        if not self.creates_images:
+            return []
+        if os.geteuid() != 0:
+            return [
+                "TROVE_NAMESPACE_DISK_MB is set, but loop mounts need root: namespaces have NO disk "
+                "quota, and a command can fill the data dir's disk."
+            ]
+        missing = [tool for tool in _TOOLS if shutil.which(tool) is None]
+        if missing:
+            raise VolumeError(
+                f"TROVE_NAMESPACE_DISK_MB needs {', '.join(missing)} (apt-get install e2fsprogs "
+                "util-linux), or set TROVE_NAMESPACE_DISK_MB=0 to run without disk quotas."
+            )
+        return []
+
+    def adopt(self) -> None:
+        """Take over the mounts a killed server left under the mount dir (reused, then released)."""
+        prefix = str(self.mounts.resolve()) + "/"
+        for mountpoint in _mount_points():
+            if mountpoint.startswith(prefix):
+                self._mounted.add(Path(mountpoint))
+
+    def release(self) -> None:
+        with self._lock:
+            for mountpoint in sorted(self._mounted, reverse=True):
+                _unmount(mountpoint)
+            self._mounted.clear()
+
+    # -- per namespace -------------------------------------------------------------------------
+
+    def ensure(self, workspace_id: str, name: str, uid: int | None, *, create: bool) -> Path | None:
+        """The namespace's mounted ``root/``, making the image first if ``create``; None if it has none."""
+        image = self.image(workspace_id, name)
+        mountpoint = self.mountpoint(workspace_id, name)
+        with self._lock:
+            if not image.is_file():
+                if not create:
+                    return None
+                self._make_image(image)
+            if not os.path.ismount(mountpoint):
+                if os.geteuid() != 0:
+                    raise VolumeError(
+                        f"Namespace {workspace_id}/{name} lives in a disk image, which only a server "
+                        "running as root can mount."
+                    )
+                _make_traversable(mountpoint)
+                _run(["mount", "-o", _MOUNT_OPTIONS, str(image), str(mountpoint)])
+            self._mounted.add(mountpoint.resolve())
+            return self._lay_out(mountpoint, uid)
+
+    def _make_image(self, image: Path) -> None:
+        image.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(image.parent.parent, 0o700)
+        # Made under a temporary name: a crash mid-mkfs never leaves a half-made image in use.
+        temp = image.with_name(f".{image.name}.{secrets.token_hex(4)}")
+        try:
+            with open(temp, "xb") as handle:
+                os.fchmod(handle.fileno(), 0o600)
+                handle.truncate(self.size_bytes)
+            _run([*_MKFS, str(temp)])
+            os.rename(temp, image)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def _lay_out(self, mountpoint: Path, uid: int | None) -> Path:
+        # The image's own root: traversable (bwrap runs as the namespace uid), not listable.
+        os.chmod(mountpoint, 0o711)
+        root = mountpoint / "root"
+        staging = mountpoint / "staging"
+        for directory in (root, staging):
+            with contextlib.suppress(FileExistsError):
+                directory.mkdir(mode=0o700)
+        if uid is not None and root.stat().st_uid != uid:
+            os.chown(root, uid, uid)
+        os.chmod(staging, 0o700)
+        if mountpoint not in self._swept:
+            # Temp files of uploads and restores a crash interrupted (mounted first this run).
+            self._swept.add(mountpoint)
+            for entry in staging.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        return root
+
+
+def _make_traversable(mountpoint: Path) -> None:
+    mountpoint.mkdir(mode=0o711, parents=True, exist_ok=True)
+    for directory in (mountpoint.parent, mountpoint.parent.parent):
+        os.chmod(directory, 0o711)
+
+
+def _mount_points() -> list[str]:
+    points = []
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo", encoding="utf-8") as mountinfo:
+        for line in mountinfo:
+            fields = line.split()
+            if len(fields) > 4:
+                # Field 5 is the mount point, with spaces and the like escaped as octal.
+                points.append(fields[4].encode().decode("unicode_escape"))
+    return points
+
+
+def _unmount(mountpoint: Path) -> None:
+    if not os.path.ismount(mountpoint):
+        return
+    try:
+        _run(["umount", str(mountpoint)])
+    except VolumeError as exc:
+        # Busy (a process still inside): detach now, the kernel finishes once it is gone.
+        log.warning("%s: %s; detaching it lazily", mountpoint, exc.detail)
+        with contextlib.suppress(VolumeError):
+            _run(["umount", "-l", str(mountpoint)])
+
+
+def _run(argv: list[str]) -> None:
+    try:
+        result = subprocess.run(argv, capture_output=True, timeout=_COMMAND_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise VolumeError(f"{argv[0]} failed: {exc}") from exc
+    if result.returncode != 0:
+        # The details name host paths: they go to the log, the client gets the request id.
+        log.error("%s failed: %s", " ".join(argv), result.stderr.decode(errors="replace").strip())
+        raise VolumeError(f"{argv[0]} of a namespace volume failed (see the server log)")
