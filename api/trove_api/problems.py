@@ -143,9 +143,15 @@ def storage_full_cause(exc: BaseException) -> BaseException | None:
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     cause = storage_full_cause(exc)
     if cause is not None:
-        # A full disk is an operator's problem, not a crash: 507 with a stable code, no traceback.
-        log.error("request %s: storage full: %s", request_id_of(request), cause)
-        return await _trove_error(request, StorageFullError("No space left on the server's storage"))
+        # A full disk is an operator's problem, not a crash: 507 with a stable code, no traceback
+        # (and only the error's first line: SQLAlchemy appends the statement and its parameters).
+        log.error(
+            "request %s: storage full: %s", request_id_of(request), (str(cause).splitlines() or [""])[0]
+        )
+        full = StorageFullError("No space left on the server's storage; free space and retry")
+        return problem_response(
+            request, status=full.status, code=full.code, title=full.title, detail=full.detail
+        )
     log.exception("request %s crashed", request_id_of(request), exc_info=exc)
     return problem_response(
         request,
