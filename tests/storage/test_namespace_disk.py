@@ -135,7 +135,29 @@ def _mount_count(mountpoint: Path) -> int:
 def _cleanup(data_dir: Path) -> None:
     mounts = data_dir / "mounts"
     if mounts.is_dir():
-        for workspace in mounts.iterdir():
+        for workspace in filter(Path.is_dir, mounts.iterdir()):
             for mountpoint in workspace.iterdir():
                 unmount(mountpoint)
     subprocess.run(["rm", "-rf", "--one-file-system", str(data_dir)], check=False)
+
+
+def test_a_second_server_stopping_leaves_the_first_ones_mounts() -> None:
+    """Replicas (or `trove-server snapshots`) share a data dir: only the last to stop unmounts."""
+    require_loop_mounts()
+    data_dir = make_data_dir()
+    try:
+        with start_server(data_dir=data_dir, namespace_disk_mb=QUOTA_MB, snapshot_daily=False) as first:
+            mountpoint = _mountpoint(first, "shared")
+            with client(first, "shared") as sdk:
+                sdk.write("a.txt", "a")
+            with start_server(data_dir=data_dir, namespace_disk_mb=QUOTA_MB, snapshot_daily=False) as second:
+                second.workspace_key, second.workspace_id = first.workspace_key, first.workspace_id
+                with client(second, "shared") as sdk:
+                    assert sdk.read_text("a.txt") == "a"
+            assert os.path.ismount(mountpoint)
+            with client(first, "shared") as sdk:
+                sdk.write("b.txt", "b")
+                assert sdk.exec("cat workspace/a.txt workspace/b.txt") == "ab"
+        assert not os.path.ismount(mountpoint)
+    finally:
+        _cleanup(data_dir)

@@ -136,7 +136,7 @@ class LocalRuntime:
         cannot run.
         """
         self._sweep_staging()
-        self.volumes.adopt()
+        self.volumes.sweep_mounted()
         warnings = self.volumes.check()
         if not self.sandbox:
             warnings.append(

@@ -14,14 +14,17 @@ the namespaces' quotas may exceed the disk (overcommit). The data dir's reserve
 (``TROVE_DATA_RESERVE_MB``) still stops the API's writes; a command can grow its image up to
 its quota whatever the disk has left.
 
-Mounts outlive a server killed with -9; the next start adopts those under its mount dir
-(``adopt``) and reuses them. A clean shutdown unmounts everything this process mounted or
-adopted (``release``); mounts with processes still inside are detached lazily.
+Mounts are shared by every process on the data dir (replicas, ``trove-server snapshots``), so
+none owns one: each holds a shared ``flock`` on the mount dir while it runs, and the last to
+stop (the one that gets the lock exclusively) unmounts them all; mounts still busy are detached
+lazily. Mounts left by a server killed with -9 are simply reused by the next one (its lock died
+with it) and unmounted when that one stops.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import secrets
@@ -54,8 +57,12 @@ class Volumes:
         # New namespaces get an image only when a size is set; existing images are always used.
         self.size_bytes = size_bytes
         self._lock = threading.Lock()
-        self._mounted: set[Path] = set()
-        self._swept: set[Path] = set()
+        self._presence: int | None = None
+        if os.geteuid() == 0 and (size_bytes > 0 or self.images.is_dir()):
+            # Held shared while this process may use mounts; exclusive means nobody else does.
+            self.mounts.mkdir(mode=0o711, parents=True, exist_ok=True)
+            self._presence = os.open(self.mounts / ".in-use", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self._presence, fcntl.LOCK_SH)
 
     @property
     def creates_images(self) -> bool:
@@ -95,18 +102,30 @@ class Volumes:
             )
         return []
 
-    def adopt(self) -> None:
-        """Take over the mounts a killed server left under the mount dir (reused, then released)."""
+    def mounted(self) -> list[Path]:
         prefix = str(self.mounts.resolve()) + "/"
-        for mountpoint in _mount_points():
-            if mountpoint.startswith(prefix):
-                self._mounted.add(Path(mountpoint))
+        return [Path(point) for point in _mount_points() if point.startswith(prefix)]
+
+    def sweep_mounted(self) -> None:
+        """Start-up of the serving process: clear the staging areas of images already mounted."""
+        for mountpoint in self.mounted():
+            _sweep(mountpoint / "staging")
 
     def release(self) -> None:
+        """Unmount every namespace image, unless another process on this data dir still runs."""
+        if self._presence is None:
+            return
         with self._lock:
-            for mountpoint in sorted(self._mounted, reverse=True):
-                _unmount(mountpoint)
-            self._mounted.clear()
+            try:
+                fcntl.flock(self._presence, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("another server uses %s: its namespace images stay mounted", self.mounts)
+            else:
+                for mountpoint in sorted(self.mounted(), reverse=True):
+                    _unmount(mountpoint)
+            finally:
+                os.close(self._presence)
+                self._presence = None
 
     # -- per namespace -------------------------------------------------------------------------
 
@@ -127,7 +146,8 @@ class Volumes:
                     )
                 _make_traversable(mountpoint)
                 _run(["mount", "-o", _MOUNT_OPTIONS, str(image), str(mountpoint)])
-            self._mounted.add(mountpoint.resolve())
+                # Mounted just now, so nobody is writing there: what a crash left can go.
+                _sweep(mountpoint / "staging")
             return self._lay_out(mountpoint, uid)
 
     def _make_image(self, image: Path) -> None:
@@ -155,15 +175,18 @@ class Volumes:
         if uid is not None and root.stat().st_uid != uid:
             os.chown(root, uid, uid)
         os.chmod(staging, 0o700)
-        if mountpoint not in self._swept:
-            # Temp files of uploads and restores a crash interrupted (mounted first this run).
-            self._swept.add(mountpoint)
-            for entry in staging.iterdir():
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
         return root
+
+
+def _sweep(staging: Path) -> None:
+    # Temp files of uploads and restores a crash interrupted; never in the namespace itself.
+    if not staging.is_dir():
+        return
+    for entry in staging.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def _make_traversable(mountpoint: Path) -> None:
