@@ -58,6 +58,8 @@ class Volumes:
         self.size_bytes = size_bytes
         self._lock = threading.Lock()
         self._presence: int | None = None
+        # Mountpoints laid out by this process: later calls only check that they are still mounted.
+        self._ready: set[Path] = set()
         if os.geteuid() == 0 and (size_bytes > 0 or self.images.is_dir()):
             # Held shared while this process may use mounts; exclusive means nobody else does.
             self.mounts.mkdir(mode=0o711, parents=True, exist_ok=True)
@@ -107,9 +109,22 @@ class Volumes:
         return [Path(point) for point in _mount_points() if point.startswith(prefix)]
 
     def sweep_mounted(self) -> None:
-        """Start-up of the serving process: clear the staging areas of images already mounted."""
-        for mountpoint in self.mounted():
-            _sweep(mountpoint / "staging")
+        """Start-up of the serving process: clear the staging areas of images already mounted.
+
+        Only when no other process uses the data dir: another replica's uploads may be in flight.
+        """
+        if self._presence is None:
+            return
+        try:
+            fcntl.flock(self._presence, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fcntl.flock(self._presence, fcntl.LOCK_SH)  # a failed upgrade may have dropped it
+            return
+        try:
+            for mountpoint in self.mounted():
+                _sweep(mountpoint / "staging")
+        finally:
+            fcntl.flock(self._presence, fcntl.LOCK_SH)
 
     def release(self) -> None:
         """Unmount every namespace image, unless another process on this data dir still runs."""
@@ -124,6 +139,7 @@ class Volumes:
                 for mountpoint in sorted(self.mounted(), reverse=True):
                     _unmount(mountpoint)
             finally:
+                self._ready.clear()
                 os.close(self._presence)
                 self._presence = None
 
@@ -133,6 +149,8 @@ class Volumes:
         """The namespace's mounted ``root/``, making the image first if ``create``; None if it has none."""
         image = self.image(workspace_id, name)
         mountpoint = self.mountpoint(workspace_id, name)
+        if mountpoint in self._ready and os.path.ismount(mountpoint):
+            return mountpoint / "root"
         with self._lock:
             if not image.is_file():
                 if not create:
@@ -148,7 +166,9 @@ class Volumes:
                 _run(["mount", "-o", _MOUNT_OPTIONS, str(image), str(mountpoint)])
                 # Mounted just now, so nobody is writing there: what a crash left can go.
                 _sweep(mountpoint / "staging")
-            return self._lay_out(mountpoint, uid)
+            root = self._lay_out(mountpoint, uid)
+            self._ready.add(mountpoint)
+            return root
 
     def _make_image(self, image: Path) -> None:
         image.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
