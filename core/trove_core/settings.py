@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         description="Local runtime, as root: each new namespace is a loop-mounted ext4 image of this size "
         "(MiB), a quota the kernel enforces; 0 turns it off.",
     )
+    namespace_disk_preallocate: bool = Field(
+        True,
+        description="Allocate each namespace image's full size up front (no overcommit; a new namespace "
+        "needs that much free disk). `false`: sparse images, which may overcommit the disk.",
+    )
     data_reserve_mb: int = Field(
         64,
         ge=0,

@@ -218,3 +218,25 @@ def _fill_behind_the_back(ballast: Path) -> None:
                     handle.write(b"\0" * size)
             except OSError:
                 continue
+
+
+def test_a_namespace_that_does_not_fit_is_refused() -> None:
+    """Preallocated images: a new namespace needs its whole quota on the disk, beside the reserve."""
+    with small_filesystem(DISK_MB) as disk:
+        data_dir = disk / "data"
+        data_dir.mkdir(mode=0o711)
+        with start_server(
+            data_dir=data_dir, data_reserve_mb=RESERVE_MB, namespace_disk_mb=48, snapshot_daily=False
+        ) as server:
+            first, second = (f"{kind}-{secrets.token_hex(3)}" for kind in ("first", "second"))
+            with client(server, first) as sdk, client(server, second) as too_many:
+                sdk.write("a.txt", "a")
+                image = server.data_dir / "images" / server.workspace_id / f"{first}.ext4"
+                assert image.stat().st_blocks * 512 >= 48 * MIB  # allocated, not sparse
+                with pytest.raises(SdkError) as refused:
+                    too_many.write("b.txt", "b")
+                assert refused.value.status_code == 507
+                assert not (image.parent / f"{second}.ext4").exists()
+                assert [p.name for p in image.parent.iterdir()] == [image.name]
+                sdk.write("a.txt", "still writable")
+                assert sdk.read_text("a.txt") == "still writable"

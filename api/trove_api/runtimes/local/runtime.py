@@ -83,6 +83,7 @@ class LocalRuntime:
         limits: Limits,
         memory_bytes: int,
         disk_quota_bytes: int = 0,
+        preallocate: bool = True,
         reserve: DiskReserve | None = None,
     ) -> None:
         self.sandbox = sandbox
@@ -95,8 +96,8 @@ class LocalRuntime:
         # Staging sits beside the namespaces: same filesystem, so rename() is atomic.
         self.staging = base / "staging"
         # Namespaces with a disk quota are images mounted under base; the rest plain directories.
-        self.volumes = Volumes(base, disk_quota_bytes)
         self.reserve = reserve if reserve is not None else DiskReserve.off()
+        self.volumes = Volumes(base, disk_quota_bytes, preallocate=preallocate, reserve=self.reserve)
         self.cgroups = Cgroups(memory_bytes, limits.processes)
         if self.cgroups.mode != "none":
             limits = Limits(limits.cpu_seconds, limits.file_bytes, limits.processes, None)
@@ -123,6 +124,7 @@ class LocalRuntime:
             ),
             memory_bytes=settings.exec_memory_mb * 1024 * 1024,
             disk_quota_bytes=settings.namespace_disk_mb * 1024 * 1024,
+            preallocate=settings.namespace_disk_preallocate,
             reserve=DiskReserve(settings.data_dir, settings.data_reserve_mb * 1024 * 1024),
         )
 

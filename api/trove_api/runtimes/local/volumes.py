@@ -9,10 +9,11 @@ An image's filesystem holds ``root/`` (the namespace: ``/workspace`` in the sand
 ``staging/`` (upload temp files, restore trees): ``rename()`` and a restore's exchange only
 work within one filesystem, and the namespace's root is now a filesystem of its own.
 
-Images are sparse files: they take the space their files use, not their size, so the sum of
-the namespaces' quotas may exceed the disk (overcommit). The data dir's reserve
-(``TROVE_DATA_RESERVE_MB``) still stops the API's writes; a command can grow its image up to
-its quota whatever the disk has left.
+Images are preallocated by default (``fallocate``: allocated, not written), so the disk holds
+every namespace's quota and none can overcommit it; a namespace that does not fit beside the
+data dir's reserve is refused (507). Sparse images (``TROVE_NAMESPACE_DISK_PREALLOCATE=false``)
+take only the space their files use and may overcommit the disk: once the disk is full, writes
+inside an image fail at writeback (I/O errors in the namespace, not ENOSPC).
 
 Mounts are shared by every process on the data dir (replicas, ``trove-server snapshots``), so
 none owns one: each holds a shared ``flock`` on the mount dir while it runs, and the last to
@@ -33,14 +34,16 @@ import subprocess
 import threading
 from pathlib import Path
 
-from trove_core.errors import TroveError
+from trove_core.diskspace import STORAGE_FULL_ERRNOS, DiskReserve
+from trove_core.errors import StorageFullError, TroveError
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIX = ".ext4"
 _MOUNT_OPTIONS = "loop,nosuid,nodev,noatime"
-# -m 0: no root-reserved blocks, the quota is the size; lazy init keeps a new image sparse.
-_MKFS = ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1"]
+# -m 0: no root-reserved blocks, the quota is the size. Lazy init writes little up front;
+# nodiscard keeps mke2fs from punching the preallocated blocks back out of the file.
+_MKFS = ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"]
 _TOOLS = ("mkfs.ext4", "mount", "umount")
 _COMMAND_TIMEOUT_S = 60
 
@@ -51,11 +54,15 @@ class VolumeError(TroveError):
 
 
 class Volumes:
-    def __init__(self, base: Path, size_bytes: int) -> None:
+    def __init__(
+        self, base: Path, size_bytes: int, *, preallocate: bool = True, reserve: DiskReserve | None = None
+    ) -> None:
         self.images = base / "images"
         self.mounts = base / "mounts"
         # New namespaces get an image only when a size is set; existing images are always used.
         self.size_bytes = size_bytes
+        self.preallocate = preallocate
+        self.reserve = reserve or DiskReserve.off()
         self._lock = threading.Lock()
         self._presence: int | None = None
         # Mountpoints laid out by this process: later calls only check that they are still mounted.
@@ -175,10 +182,14 @@ class Volumes:
         os.chmod(image.parent.parent, 0o700)
         # Made under a temporary name: a crash mid-mkfs never leaves a half-made image in use.
         temp = image.with_name(f".{image.name}.{secrets.token_hex(4)}")
+        if self.preallocate:
+            self.reserve.check(self.size_bytes)
         try:
             with open(temp, "xb") as handle:
                 os.fchmod(handle.fileno(), 0o600)
                 handle.truncate(self.size_bytes)
+                if self.preallocate:
+                    _allocate(handle.fileno(), self.size_bytes)
             _run([*_MKFS, str(temp)])
             os.rename(temp, image)
         finally:
@@ -196,6 +207,17 @@ class Volumes:
             os.chown(root, uid, uid)
         os.chmod(staging, 0o700)
         return root
+
+
+def _allocate(fd: int, size: int) -> None:
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in STORAGE_FULL_ERRNOS:
+            raise StorageFullError(
+                f"No room on the server's disk for a new namespace of {size // (1024 * 1024)} MiB"
+            ) from exc
+        raise
 
 
 def _sweep(staging: Path) -> None:
