@@ -161,3 +161,21 @@ def test_a_second_server_stopping_leaves_the_first_ones_mounts() -> None:
         assert not os.path.ismount(mountpoint)
     finally:
         _cleanup(data_dir)
+
+
+def test_images_and_mounts_are_private(quota_server: LiveServer, namespace: str) -> None:
+    with client(quota_server, namespace) as sdk:
+        sdk.exec("touch workspace/mine")
+    mountpoint = _mountpoint(quota_server, namespace)
+    root = mountpoint / "root"
+    uid = (root / "mine").stat().st_uid
+    assert uid != 0
+    assert root.stat().st_uid == uid
+    assert root.stat().st_mode & 0o077 == 0  # other namespaces' uids cannot enter
+    assert mountpoint.stat().st_mode & 0o777 == 0o711  # traversable, not listable
+    assert (mountpoint / "staging").stat().st_uid == 0
+    assert (mountpoint / "staging").stat().st_mode & 0o077 == 0
+    image = quota_server.data_dir / "images" / quota_server.workspace_id / f"{namespace}.ext4"
+    assert image.stat().st_uid == 0
+    assert image.stat().st_mode & 0o077 == 0
+    assert (quota_server.data_dir / "images").stat().st_mode & 0o077 == 0
