@@ -75,7 +75,8 @@ class Volumes:
 
     @property
     def creates_images(self) -> bool:
-        return self.size_bytes > 0
+        # Without root nothing can be mounted: new namespaces stay plain directories (warned).
+        return self.size_bytes > 0 and os.geteuid() == 0
 
     def image(self, workspace_id: str, name: str) -> Path:
         return self.images / workspace_id / (name + IMAGE_SUFFIX)
@@ -96,7 +97,7 @@ class Volumes:
 
     def check(self) -> list[str]:
         """Warnings, or an error if quotas are asked for but this host cannot mount images."""
-        if not self.creates_images:
+        if self.size_bytes <= 0:
             return []
         if os.geteuid() != 0:
             return [
