@@ -23,6 +23,7 @@ from trove_api.services.snapshots import SnapshotService
 from trove_api.services.webhooks import WebhookService
 from trove_api.stores.db import Database
 from trove_api.stores.snapshots import SnapshotStore, make_snapshot_store
+from trove_core.diskspace import MIB, DiskReserve
 from trove_core.runtime import Runtime
 from trove_core.settings import Settings
 
@@ -57,7 +58,13 @@ class AppContext:
         _make_private(settings.data_dir)
         runtime = runtime or make_runtime(settings)
         emitter = EventEmitter(db)
-        namespaces = NamespaceService(db, runtime, settings.sandbox_uid_base)
+        namespaces = NamespaceService(
+            db,
+            runtime,
+            settings.sandbox_uid_base,
+            max_per_workspace=settings.max_namespaces_per_workspace,
+            reserve=data_reserve(settings),
+        )
         # On PostgreSQL the locks hold across replicas too (advisory locks).
         locks = NamespaceLocks(db.session_locks)
         snapshot_store = make_snapshot_store(settings)
@@ -125,6 +132,13 @@ class AppContext:
         await self.runtime.aclose()
         await self.snapshot_store.aclose()
         self.db.dispose()
+
+
+def data_reserve(settings: Settings) -> DiskReserve:
+    """The free space kept on the data dir, where it holds the database or namespace files."""
+    if settings.runtime != "local" and settings.database_url is not None:
+        return DiskReserve.off()
+    return DiskReserve(settings.data_dir, settings.data_reserve_mb * MIB)
 
 
 def _make_private(data_dir: Path) -> None:

@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trove_api.schemas.common import UNICODE_ERROR_TYPE, UNICODE_MESSAGE
-from trove_core.errors import InvalidRequestError, InvalidUnicodeError, TroveError
+from trove_core.diskspace import STORAGE_FULL_ERRNOS
+from trove_core.errors import InvalidRequestError, InvalidUnicodeError, StorageFullError, TroveError
 from trove_core.wire import HEADER_REQUEST_ID
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,48 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# SQLite says "database or disk is full" (SQLITE_FULL); PostgreSQL answers SQLSTATE 53100.
+_DATABASE_FULL_TEXT = "database or disk is full"
+_DATABASE_FULL_SQLSTATE = "53100"
+
+
+def storage_full_cause(exc: BaseException) -> BaseException | None:
+    """The storage-full error behind ``exc`` (an ENOSPC/EDQUOT anywhere, a full database), if any."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, StorageFullError):
+            return current
+        if isinstance(current, OSError) and current.errno in STORAGE_FULL_ERRNOS:
+            return current
+        if _DATABASE_FULL_TEXT in str(current):
+            return current
+        if getattr(current, "sqlstate", None) == _DATABASE_FULL_SQLSTATE:
+            return current
+        if getattr(current, "pgcode", None) == _DATABASE_FULL_SQLSTATE:
+            return current
+        # SQLAlchemy wraps the driver's error in .orig; Python chains in __cause__/__context__.
+        orig = getattr(current, "orig", None)
+        pending += [current.__cause__, current.__context__, orig if isinstance(orig, BaseException) else None]
+    return None
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    cause = storage_full_cause(exc)
+    if cause is not None:
+        # A full disk is an operator's problem, not a crash: 507 with a stable code, no traceback
+        # (and only the error's first line: SQLAlchemy appends the statement and its parameters).
+        log.error(
+            "request %s: storage full: %s", request_id_of(request), (str(cause).splitlines() or [""])[0]
+        )
+        full = StorageFullError("No space left on the server's storage; free space and retry")
+        return problem_response(
+            request, status=full.status, code=full.code, title=full.title, detail=full.detail
+        )
     log.exception("request %s crashed", request_id_of(request), exc_info=exc)
     return problem_response(
         request,

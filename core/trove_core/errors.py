@@ -25,6 +25,7 @@
     │   └── SnapshotNotFoundError (404 snapshot_not_found)
     ├── ExecTimeoutError (408 exec_timeout)
     ├── HeaderTimeoutError (408 header_timeout)
+    ├── NamespaceLimitReachedError (409 namespace_limit_reached)
     ├── PayloadTooLargeError (413 payload_too_large)
     ├── RangeNotSatisfiableError (416 range_not_satisfiable)
     ├── InvalidRequestError (422 invalid_request)
@@ -181,6 +182,12 @@ class ExecTimeoutError(TroveError):
     status = 408
     code = "exec_timeout"
     title = "Command timed out"
+
+
+class NamespaceLimitReachedError(TroveError):
+    status = 409
+    code = "namespace_limit_reached"
+    title = "This workspace has as many namespaces as it may have"
 
 
 class PayloadTooLargeError(TroveError):

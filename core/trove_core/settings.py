@@ -55,6 +55,28 @@ class Settings(BaseSettings):
     exec_pids: int = Field(256, ge=8, description="Process limit per namespace.")
     exec_file_mb: int = Field(100, ge=1, description="Largest file a command may write (MiB).")
     exec_cpu_s: int = Field(60, ge=1, description="CPU seconds per process.")
+    max_namespaces_per_workspace: int = Field(
+        1000,
+        ge=1,
+        description="Namespaces one workspace may create; beyond it 409 `namespace_limit_reached`.",
+    )
+    namespace_disk_mb: int = Field(
+        0,
+        ge=0,
+        description="Local runtime, as root: each new namespace is a loop-mounted ext4 image of this size "
+        "(MiB), a quota the kernel enforces; 0 turns it off.",
+    )
+    namespace_disk_preallocate: bool = Field(
+        True,
+        description="Allocate each namespace image's full size up front (no overcommit; a new namespace "
+        "needs that much free disk). `false`: sparse images, which may overcommit the disk.",
+    )
+    data_reserve_mb: int = Field(
+        64,
+        ge=0,
+        description="Changes are refused (507) when the data dir's filesystem has less free space "
+        "than this (MiB), so the database can always commit; 0 turns it off.",
+    )
     write_max_bytes: int = Field(10 * MIB, ge=1, description="Largest /write content (bytes).")
     upload_max_bytes: int = Field(100 * MIB, ge=1, description="Largest PUT /files body (bytes).")
     read_max_bytes: int = Field(100 * MIB, ge=1, description="Largest GET /files body (bytes).")

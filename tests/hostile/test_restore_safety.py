@@ -285,7 +285,10 @@ def small_disk() -> Iterator[Path]:
 
 def test_disk_full_mid_restore_changes_nothing(small_disk: Path, namespace: str) -> None:
     snapshot_dir = make_data_dir()
-    with start_server(data_dir=small_disk, snapshot_dir=snapshot_dir, snapshot_daily=False) as live:
+    # No data-dir reserve: the restore itself must run into ENOSPC (tests/storage covers the reserve).
+    with start_server(
+        data_dir=small_disk, snapshot_dir=snapshot_dir, snapshot_daily=False, data_reserve_mb=0
+    ) as live:
         with client(live, namespace) as trove:
             trove.exec("head -c 12000000 /dev/urandom > workspace/big.bin")
             trove.write("workspace/small.txt", "before")

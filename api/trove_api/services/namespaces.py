@@ -1,25 +1,46 @@
-"""Namespaces come into being on first write or exec; reads never provision anything."""
+"""Namespaces come into being on first write or exec; reads never provision anything.
+
+A workspace may create at most ``max_per_workspace`` namespaces: the count and the insert share
+one write transaction, serialised by the process's write lock (SQLite) and an advisory lock
+per workspace (PostgreSQL, several replicas), so racing creations never overshoot it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from trove_api.events import types
 from trove_api.events.log import Actor, record
+from trove_api.stores import advisory
 from trove_api.stores.db import Database
 from trove_api.stores.tables import namespaces
 from trove_core.clock import now_ts
+from trove_core.diskspace import DiskReserve
+from trove_core.errors import NamespaceLimitReachedError
 from trove_core.runtime import NamespaceRef, Runtime
+
+_CREATE_LOCK = "namespace-create"
 
 
 class NamespaceService:
-    def __init__(self, db: Database, runtime: Runtime, uid_base: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        runtime: Runtime,
+        uid_base: int,
+        *,
+        max_per_workspace: int | None = None,
+        reserve: DiskReserve | None = None,
+    ) -> None:
         self.db = db
         self.runtime = runtime
         self.uid_base = uid_base
+        self.max_per_workspace = max_per_workspace
+        # Every change passes through ensure(): the one place to stop changes on a full disk.
+        self.reserve = reserve or DiskReserve.off()
         # Namespaces are never renamed or re-numbered, so a ref, once provisioned, stays valid.
         self._ready: dict[tuple[str, str], NamespaceRef] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -36,6 +57,8 @@ class NamespaceService:
         return None if number is None else self._ref(workspace_id, name, number)
 
     async def ensure(self, workspace_id: str, name: str, actor: Actor) -> NamespaceRef:
+        """The namespace, created on first use; refuses (507) while the data disk is at its reserve."""
+        self.reserve.check()
         key = (workspace_id, name)
         ready = self._ready.get(key)
         if ready is not None:
@@ -65,6 +88,7 @@ class NamespaceService:
             return existing
         try:
             with self.db.write() as conn:
+                self._check_limit(conn, workspace_id)
                 number = conn.execute(
                     insert(namespaces).values(workspace_id=workspace_id, name=name, created_at=now_ts())
                 ).inserted_primary_key
@@ -83,3 +107,18 @@ class NamespaceService:
             found = self._select(workspace_id, name)
             assert found is not None
             return found
+
+    def _check_limit(self, conn: Connection, workspace_id: str) -> None:
+        if self.max_per_workspace is None:
+            return
+        # Replicas creating namespaces of one workspace at once take turns here (PostgreSQL).
+        advisory.xact_lock(conn, advisory.lock_key(_CREATE_LOCK, workspace_id))
+        count = conn.execute(
+            select(func.count()).select_from(namespaces).where(namespaces.c.workspace_id == workspace_id)
+        ).scalar_one()
+        if count >= self.max_per_workspace:
+            raise NamespaceLimitReachedError(
+                f"This workspace already has {count} namespaces, the most it may have "
+                f"(TROVE_MAX_NAMESPACES_PER_WORKSPACE={self.max_per_workspace}); "
+                "use an existing namespace"
+            )

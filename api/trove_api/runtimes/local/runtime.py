@@ -25,6 +25,8 @@ from trove_api.runtimes.local.sandbox import (
     build_limits_wrapper,
     build_shell,
 )
+from trove_api.runtimes.local.volumes import Volumes
+from trove_core.diskspace import DiskReserve
 from trove_core.errors import (
     IsADirectoryError_,
     PathNotFoundError,
@@ -80,6 +82,9 @@ class LocalRuntime:
         uid_base: int,
         limits: Limits,
         memory_bytes: int,
+        disk_quota_bytes: int = 0,
+        preallocate: bool = True,
+        reserve: DiskReserve | None = None,
     ) -> None:
         self.sandbox = sandbox
         self.network = network
@@ -90,6 +95,9 @@ class LocalRuntime:
         self.root = base / "namespaces"
         # Staging sits beside the namespaces: same filesystem, so rename() is atomic.
         self.staging = base / "staging"
+        # Namespaces with a disk quota are images mounted under base; the rest plain directories.
+        self.reserve = reserve if reserve is not None else DiskReserve.off()
+        self.volumes = Volumes(base, disk_quota_bytes, preallocate=preallocate, reserve=self.reserve)
         self.cgroups = Cgroups(memory_bytes, limits.processes)
         if self.cgroups.mode != "none":
             limits = Limits(limits.cpu_seconds, limits.file_bytes, limits.processes, None)
@@ -115,6 +123,9 @@ class LocalRuntime:
                 address_space_bytes=settings.exec_memory_mb * 1024 * 1024,
             ),
             memory_bytes=settings.exec_memory_mb * 1024 * 1024,
+            disk_quota_bytes=settings.namespace_disk_mb * 1024 * 1024,
+            preallocate=settings.namespace_disk_preallocate,
+            reserve=DiskReserve(settings.data_dir, settings.data_reserve_mb * 1024 * 1024),
         )
 
     # -- start-up -----------------------------------------------------------------------
@@ -127,7 +138,8 @@ class LocalRuntime:
         cannot run.
         """
         self._sweep_staging()
-        warnings = []
+        self.volumes.sweep_mounted()
+        warnings = self.volumes.check()
         if not self.sandbox:
             warnings.append(
                 "TROVE_SANDBOX=none: commands run UNSANDBOXED as the server's own user, with "
@@ -184,7 +196,23 @@ class LocalRuntime:
     # -- namespaces ---------------------------------------------------------------------
 
     def _dir(self, ns: NamespaceRef) -> Path:
+        if self.volumes.has_image(ns.workspace_id, ns.name):
+            return self.volumes.root(ns.workspace_id, ns.name)
+        return self._plain_dir(ns)
+
+    def _plain_dir(self, ns: NamespaceRef) -> Path:
         return self.root / ns.workspace_id / ns.name
+
+    def _mounted_dir(self, ns: NamespaceRef) -> Path:
+        """``_dir``, with the namespace's image mounted if it has one (reads after a restart)."""
+        root = self.volumes.ensure(ns.workspace_id, ns.name, self._uid(ns), create=False)
+        return root if root is not None else self._plain_dir(ns)
+
+    def _staging(self, ns: NamespaceRef) -> Path:
+        # Temp files must sit on the namespace's filesystem: rename() cannot cross filesystems.
+        if self.volumes.has_image(ns.workspace_id, ns.name):
+            return self.volumes.staging(ns.workspace_id, ns.name)
+        return self.staging
 
     def _uid(self, ns: NamespaceRef) -> int | None:
         return ns.uid if self.as_root and ns.uid is not None else None
@@ -193,10 +221,14 @@ class LocalRuntime:
         await asyncio.to_thread(self._provision, ns)
 
     def _provision(self, ns: NamespaceRef) -> None:
+        # A namespace from before quotas were turned on stays a plain directory.
+        create_image = self.volumes.creates_images and not self._plain_dir(ns).exists()
+        if self.volumes.ensure(ns.workspace_id, ns.name, self._uid(ns), create=create_image) is not None:
+            return
         workspace_dir = self.root / ns.workspace_id
         workspace_dir.mkdir(mode=0o711, exist_ok=True)
         os.chmod(workspace_dir, 0o711)
-        directory = self._dir(ns)
+        directory = self._plain_dir(ns)
         directory.mkdir(mode=0o700, exist_ok=True)
         uid = self._uid(ns)
         if uid is not None:
@@ -264,10 +296,11 @@ class LocalRuntime:
 
     async def write(self, ns: NamespaceRef, rel: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
         owner = fs.Owner(self._uid(ns))
-        real = await asyncio.to_thread(fs.resolve, self._dir(ns), rel)
+        directory = await asyncio.to_thread(self._mounted_dir, ns)
+        real = await asyncio.to_thread(fs.resolve, directory, rel)
         head, last = fs.split(real)
         temp_name = f"upload-{secrets.token_hex(8)}"
-        staging_fd = os.open(self.staging, os.O_RDONLY | os.O_DIRECTORY)
+        staging_fd = os.open(self._staging(ns), os.O_RDONLY | os.O_DIRECTORY)
         temp_fd = os.open(
             temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=staging_fd
         )
@@ -280,6 +313,8 @@ class LocalRuntime:
                     raise PayloadTooLargeError(
                         f"{display(rel)} is larger than the limit of {max_bytes} bytes"
                     )
+                # Stops at the data dir's reserve, so the database can still commit (507).
+                self.reserve.check(len(chunk))
                 view = memoryview(chunk)
                 while view:
                     written = os.write(temp_fd, view)
@@ -331,7 +366,7 @@ class LocalRuntime:
         return await asyncio.to_thread(self._open_file, ns, rel)
 
     def _open_file(self, ns: NamespaceRef, rel: str) -> _LocalFile:
-        directory = self._dir(ns)
+        directory = self._mounted_dir(ns)
         if not directory.is_dir():
             raise PathNotFoundError(f"Path not found: {display(rel)}")
         real = fs.resolve(directory, rel)
@@ -370,7 +405,7 @@ class LocalRuntime:
     def _list_dir(
         self, ns: NamespaceRef, rel: str, recursive: bool, max_entries: int, max_depth: int
     ) -> tuple[list[FileStat], bool]:
-        directory = self._dir(ns)
+        directory = self._mounted_dir(ns)
         if not directory.is_dir():
             if rel:
                 raise PathNotFoundError(f"Path not found: {display(rel)}")
@@ -394,7 +429,7 @@ class LocalRuntime:
         await asyncio.to_thread(self._delete, ns, rel)
 
     def _delete(self, ns: NamespaceRef, rel: str) -> None:
-        directory = self._dir(ns)
+        directory = self._mounted_dir(ns)
         if not directory.is_dir():
             raise PathNotFoundError(f"Path not found: {display(rel)}")
         real = fs.resolve(directory, rel, follow_last=False)
@@ -411,10 +446,14 @@ class LocalRuntime:
 
     async def import_tar(self, ns: NamespaceRef, chunks: AsyncIterator[bytes]) -> int:
         await self.provision(ns)
-        return await tarball.import_tar(self.staging, self._dir(ns), self._uid(ns), chunks)
+        return await tarball.import_tar(
+            self._staging(ns), self._dir(ns), self._uid(ns), chunks, check_space=self.reserve.check
+        )
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.cgroups.release)
+        # After the cgroups: their processes are gone, so the namespaces' mounts are not busy.
+        await asyncio.to_thread(self.volumes.release)
 
 
 def _traversable_by_others(path: Path) -> bool:

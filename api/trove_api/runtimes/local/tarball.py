@@ -230,12 +230,23 @@ def _export_error(exc: BaseException) -> TroveError:
 # -- import -------------------------------------------------------------------------------
 
 
-async def import_tar(staging: Path, target: Path, uid: int | None, chunks: AsyncIterator[bytes]) -> int:
-    """Extract the streamed gzip tar beside ``target`` and swap it in; the regular files restored."""
+async def import_tar(
+    staging: Path,
+    target: Path,
+    uid: int | None,
+    chunks: AsyncIterator[bytes],
+    *,
+    check_space: Callable[[int], None] = lambda _: None,
+) -> int:
+    """Extract the streamed gzip tar beside ``target`` and swap it in; the regular files restored.
+
+    ``staging`` must be on ``target``'s filesystem (the swap is a rename); ``check_space`` is
+    asked before each chunk written and raises to stop the restore (the data dir's reserve).
+    """
     reader = ThreadFedReader(QUEUE_DEPTH)
     new_root = staging / f"restore-{secrets.token_hex(8)}"
     await asyncio.to_thread(new_root.mkdir, 0o700)
-    worker = asyncio.get_running_loop().run_in_executor(None, extract, reader, new_root, uid)
+    worker = asyncio.get_running_loop().run_in_executor(None, extract, reader, new_root, uid, check_space)
     # An extractor that stopped early must not leave the feeder waiting for queue space.
     worker.add_done_callback(lambda _: reader.worker_stopped())
     try:
@@ -260,11 +271,16 @@ async def import_tar(staging: Path, target: Path, uid: int | None, chunks: Async
         await asyncio.to_thread(shutil.rmtree, new_root, True)
 
 
-def extract(reader: ThreadFedReader, root: Path, uid: int | None) -> int:
+def extract(
+    reader: ThreadFedReader,
+    root: Path,
+    uid: int | None,
+    check_space: Callable[[int], None] = lambda _: None,
+) -> int:
     """Extract a gzip tar from ``reader`` into the empty directory ``root``; regular files created."""
     root_fd = os.open(root, _DIR_FLAGS)
     try:
-        return _extract(reader, root_fd, uid)
+        return _extract(reader, root_fd, uid, check_space)
     except Aborted:
         raise
     except UnsafeMemberError as exc:
@@ -281,7 +297,9 @@ def extract(reader: ThreadFedReader, root: Path, uid: int | None) -> int:
         os.close(root_fd)
 
 
-def _extract(reader: ThreadFedReader, root_fd: int, uid: int | None) -> int:
+def _extract(
+    reader: ThreadFedReader, root_fd: int, uid: int | None, check_space: Callable[[int], None]
+) -> int:
     checker = MemberChecker()
     dirs: list[MemberPlan] = []
     count = 0
@@ -301,7 +319,7 @@ def _extract(reader: ThreadFedReader, root_fd: int, uid: int | None) -> int:
                 if plan.kind == "file":
                     source = tar.extractfile(member)
                     assert source is not None
-                    _write_file(parent_fd, name, source, plan, uid)
+                    _write_file(parent_fd, name, source, plan, uid, check_space)
                     count += 1
                 elif plan.kind == "symlink":
                     os.symlink(plan.link_target, name, dir_fd=parent_fd)
@@ -359,7 +377,12 @@ def _clear_name(parent_fd: int, name: str) -> None:
 
 
 def _write_file(
-    parent_fd: int, name: str, source: tarfile.ExFileObject, plan: MemberPlan, uid: int | None
+    parent_fd: int,
+    name: str,
+    source: tarfile.ExFileObject,
+    plan: MemberPlan,
+    uid: int | None,
+    check_space: Callable[[int], None],
 ) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(name, flags, 0o600, dir_fd=parent_fd)
@@ -367,6 +390,7 @@ def _write_file(
         if uid is not None:
             os.fchown(fd, uid, uid)
         while data := source.read(CHUNK):
+            check_space(len(data))
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]

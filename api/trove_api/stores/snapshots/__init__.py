@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from trove_api.stores.snapshots.base import SnapshotReader, SnapshotStore
+from trove_core.diskspace import MIB, DiskReserve
 from trove_core.settings import Settings
 
 __all__ = ["SnapshotReader", "SnapshotStore", "make_snapshot_store"]
@@ -15,4 +16,5 @@ def make_snapshot_store(settings: Settings) -> SnapshotStore:
         return S3SnapshotStore.from_settings(settings)
     from trove_api.stores.snapshots.directory import DirectorySnapshotStore
 
-    return DirectorySnapshotStore(settings.snapshot_dir or settings.data_dir / "snapshots")
+    reserve = DiskReserve(settings.data_dir, settings.data_reserve_mb * MIB)
+    return DirectorySnapshotStore(settings.snapshot_dir or settings.data_dir / "snapshots", reserve)

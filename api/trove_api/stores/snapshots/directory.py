@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trove_api.stores.snapshots.base import READ_CHUNK
+from trove_core.diskspace import DiskReserve
 from trove_core.errors import SnapshotNotFoundError, SnapshotStoreUnavailableError, StorageFullError
 
 # A temp file untouched this long belongs to no running upload (each chunk written touches it).
@@ -39,11 +40,13 @@ class _FileReader:
 class DirectorySnapshotStore:
     kind = "directory"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, reserve: DiskReserve | None = None) -> None:
         self.root = root
         # Temp files sit in the same directory tree, so the final rename is atomic.
         self.temp = root / ".tmp"
         self.temp.mkdir(parents=True, exist_ok=True)
+        # On the database's filesystem, a snapshot stops at the data dir's reserve (507).
+        self.reserve = reserve if reserve is not None and reserve.covers(root) else DiskReserve.off()
         os.chmod(root, 0o700)
         # Only what a crash left behind: another process on this directory (a second replica,
         # a `trove-server snapshots` command) may be writing a snapshot right now.
@@ -69,6 +72,7 @@ class DirectorySnapshotStore:
         done = False
         try:
             async for chunk in chunks:
+                self.reserve.check(len(chunk))
                 await asyncio.to_thread(_write_all, fd, chunk)
                 size += len(chunk)
             await asyncio.to_thread(_commit, fd, temp, final)
