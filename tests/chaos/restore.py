@@ -1,0 +1,125 @@
+"""kill -9 mid-restore: the namespace is wholly one state, and snapshot.restored says which.
+
+State A (the snapshot) and state B (the namespace when the restore starts) differ in every
+file, so what lies on disk after the restart classifies as A, B or a mix. One uninterrupted
+restore first measures how long a restore takes; the kills then land at fractions of that.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+
+from tests.chaos.invariants import Blob
+from tests.chaos.report import CaseReport
+from tests.chaos.server import Server, running
+
+FILES = 1500
+BLOB_MB = 12
+KILL_FRACTIONS = (0.25, 0.45, 0.65, 0.85, 1.05)
+
+
+def _set_state(server: Server, namespace: str, tag: str) -> None:
+    # A new random blob each time: the states differ in content, not only in names.
+    script = (
+        f"mkdir -p workspace/d && cd workspace/d && "
+        f"for i in $(seq 1 {FILES}); do printf '{tag}-%s' $i > f$i.txt; done && "
+        f"head -c {BLOB_MB}M /dev/urandom > ../blob.bin && "
+        + ("rm -f ../only-b.txt" if tag == "A" else "printf b > ../only-b.txt")
+    )
+    with server.http(namespace, timeout=120) as http:
+        answer = http.post("/v1/exec", json={"command": script})
+        answer.raise_for_status()
+        if answer.json()["exit_code"] != 0:
+            raise RuntimeError(f"setting state {tag} failed: {answer.json()['stderr'][:300]}")
+
+
+def _classify(server: Server, namespace: str, blob_a: str) -> str:
+    disk = server.files_on_disk(namespace)
+    small = {p: b for p, b in disk.items() if p.startswith("d/")}
+    a = sum(1 for p, b in small.items() if b == Blob.of(f"A-{p[3:-4]}".encode()))
+    b = sum(1 for p, b in small.items() if b == Blob.of(f"B-{p[3:-4]}".encode()))
+    blob = disk.get("blob.bin")
+    only_b = "only-b.txt" in disk
+    if a == FILES and b == 0 and blob is not None and blob.sha256 == blob_a and not only_b:
+        return "snapshot"
+    if b == FILES and a == 0 and blob is not None and blob.sha256 != blob_a and only_b:
+        return "pre-restore"
+    blob_state = "missing" if blob is None else ("A" if blob.sha256 == blob_a else "B")
+    return f"MIXED ({a} A files, {b} B files of {FILES}, blob {blob_state}, only-b.txt {only_b})"
+
+
+def _restored_events(server: Server, namespace: str, snapshot_id: str) -> int:
+    return sum(
+        1
+        for e in server.events(namespace)
+        if e["type"] == "snapshot.restored" and e["data"].get("snapshot_id") == snapshot_id
+    )
+
+
+def kill_mid_restore(report: CaseReport) -> None:
+    namespace = "restore"
+    with running("restore") as server:
+        _set_state(server, namespace, "A")
+        blob_a = server.files_on_disk(namespace)["blob.bin"].sha256
+        with server.http(namespace, timeout=120) as http:
+            created = http.post("/v1/snapshots", json={"label": "chaos-A"})
+            created.raise_for_status()
+        snapshot_id = created.json()["snapshot_id"]
+        _set_state(server, namespace, "B")
+        started = time.monotonic()
+        with server.http(namespace, timeout=180) as http:
+            http.post(f"/v1/snapshots/{snapshot_id}/restore").raise_for_status()
+        full_s = time.monotonic() - started
+        report.fact(
+            f"namespace of {FILES} files + a {BLOB_MB} MB blob; an uninterrupted restore took {full_s:.1f} s"
+        )
+        rounds_ok = 0
+        for fraction in KILL_FRACTIONS:
+            _set_state(server, namespace, "B")
+            events_before = _restored_events(server, namespace, snapshot_id)
+            answer: dict[str, str] = {}
+
+            def restore() -> None:
+                try:
+                    with server.http(namespace, timeout=180) as http:
+                        answer["status"] = str(http.post(f"/v1/snapshots/{snapshot_id}/restore").status_code)
+                except httpx.HTTPError as exc:
+                    answer["status"] = type(exc).__name__
+
+            thread = threading.Thread(target=restore, daemon=True)
+            thread.start()
+            time.sleep(full_s * fraction)
+            server.kill()
+            thread.join(timeout=30)
+            temp_before = server.leftover_temp_files()
+            server.start()
+            state = _classify(server, namespace, blob_a)
+            new_events = _restored_events(server, namespace, snapshot_id) - events_before
+            acked = answer.get("status") == "200"
+            leftovers = server.leftover_temp_files()
+            report.fact(
+                f"kill at {fraction:.0%} ({full_s * fraction:.1f} s): restore answer {answer.get('status', 'none')}, "
+                f"found {state}, new snapshot.restored events {new_events}, "
+                f"temp files {len(temp_before)} before restart / {len(leftovers)} after"
+            )
+            problems = []
+            if state.startswith("MIXED"):
+                problems.append("namespace is a mix of both states")
+            if (state == "snapshot") != (new_events == 1):
+                problems.append(f"state {state} but {new_events} snapshot.restored event(s)")
+            if acked and state != "snapshot":
+                problems.append("restore acknowledged but the snapshot state is not in place")
+            if leftovers:
+                problems.append(f"{len(leftovers)} temp files after recovery ({leftovers[:2]})")
+            if problems:
+                report.check(f"kill at {fraction:.0%}: wholly one state, event iff restored", False, "; ".join(problems))
+            else:
+                rounds_ok += 1
+        report.check(
+            "every round: namespace wholly old or wholly new, snapshot.restored iff new, no temp files",
+            rounds_ok == len(KILL_FRACTIONS),
+            f"{len(KILL_FRACTIONS) - rounds_ok} of {len(KILL_FRACTIONS)} rounds broke it",
+        )
