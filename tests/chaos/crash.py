@@ -7,6 +7,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 
@@ -42,10 +43,10 @@ class OpLog:
             self.outcomes[outcome] += 1
 
 
-def outcome_of(call: Callable[[], httpx.Response]) -> str:
+def outcome_of(send: Callable[..., httpx.Response], url: str, **kwargs: Any) -> str:
     """The status as text, or the transport error's name (the server died mid-call)."""
     try:
-        return str(call().status_code)
+        return str(send(url, **kwargs).status_code)
     except httpx.HTTPError as exc:
         return type(exc).__name__
 
@@ -69,7 +70,8 @@ def upload_body(path: str, size: int) -> tuple[Blob, Callable[[], Iterator[bytes
 def add_audit_checks(report: CaseReport, result: Audit) -> None:
     problems = result.problems()
     report.check(
-        "every file on disk has exactly one event for its content, every acknowledged call its event and result",
+        "every file on disk has exactly one event for its content, "
+        "every acknowledged call its event and result",
         not problems,
         "; ".join(problems),
     )
@@ -100,7 +102,7 @@ def kill_mid_upload(report: CaseReport, clients: int = 6, run_s: float = 4.0) ->
                     content, chunks = upload_body(path, size)
                     index = log.sent(Op("write", path, content))
                     outcome = outcome_of(
-                        lambda: http.put(f"/files/{path}", content=chunks(), headers={"Content-Length": str(size)})
+                        http.put, f"/files/{path}", content=chunks(), headers={"Content-Length": str(size)}
                     )
                     log.answered(index, outcome)
                     if outcome != "200":
@@ -119,8 +121,8 @@ def kill_mid_upload(report: CaseReport, clients: int = 6, run_s: float = 4.0) ->
         server.start()
         acked = [op for op in log.ops if op.acked]
         report.fact(
-            f"uploads sent {len(log.ops)}, acknowledged (200) {len(acked)}, in flight at the kill {in_flight}; "
-            f"answers {dict(log.outcomes)}"
+            f"uploads sent {len(log.ops)}, acknowledged (200) {len(acked)}, "
+            f"in flight at the kill {in_flight}; answers {dict(log.outcomes)}"
         )
         disk = server.files_on_disk(namespace)
         events = server.events(namespace)
@@ -158,18 +160,18 @@ def kill_mid_burst(report: CaseReport, workers_n: int = 8, run_s: float = 5.0) -
                     if kind == "delete" and mine:
                         path = mine.pop(0)
                         index = log.sent(Op("delete", path))
-                        outcome = outcome_of(lambda: http.post("/delete", json={"path": path}))
+                        outcome = outcome_of(http.post, "/delete", json={"path": path})
                     elif kind == "exec":
                         path = f"x/{number}-{k}.txt"
                         text = f"exec {number}-{k}"
                         index = log.sent(Op("exec", path, Blob.of(text.encode())))
                         command = f"mkdir -p workspace/x && printf %s '{text}' > workspace/{path}"
-                        outcome = outcome_of(lambda: http.post("/v1/exec", json={"command": command}))
+                        outcome = outcome_of(http.post, "/v1/exec", json={"command": command})
                     else:
                         path = f"w/{number}-{k}.txt"
                         text = f"write {number}-{k} " * (1 + k % 50)
                         index = log.sent(Op("write", path, Blob.of(text.encode())))
-                        outcome = outcome_of(lambda: http.post("/write", json={"path": path, "content": text}))
+                        outcome = outcome_of(http.post, "/write", json={"path": path, "content": text})
                         if outcome == "200":
                             mine.append(path)
                     log.answered(index, outcome)

@@ -44,7 +44,9 @@ def small_filesystem() -> Iterator[Path]:
     try:
         subprocess.run(["truncate", "-s", f"{SIZE_MB}M", str(image)], check=True)
         subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], check=True, capture_output=True)
-        mounted = subprocess.run(["mount", "-o", "loop", str(image), str(mount)], capture_output=True, text=True)
+        mounted = subprocess.run(
+            ["mount", "-o", "loop", str(image), str(mount)], capture_output=True, text=True
+        )
         if mounted.returncode != 0:
             raise Unavailable(f"mount -o loop failed: {mounted.stderr.strip()}")
         try:
@@ -109,11 +111,18 @@ def _run(report: CaseReport, mount: Path) -> None:
             "write": _try(http, "POST", "/write", json={"path": "small.txt", "content": "x" * 300_000}),
             "overwrite keep.txt": _try(http, "PUT", "/files/keep.txt", content=fill),
             "exec writing 8 MB": _try(
-                http, "POST", "/v1/exec", json={"command": "head -c 8M /dev/zero > workspace/exec.bin; echo $?"}
+                http,
+                "POST",
+                "/v1/exec",
+                json={"command": "head -c 8M /dev/zero > workspace/exec.bin; echo $?"},
             ),
         }
-        ops.append(Op("write", "small.txt", Blob.of(b"x" * 300_000), acked=_answer(attempts["write"]) == "200"))
-        ops.append(Op("write", "keep.txt", Blob.of(fill), acked=_answer(attempts["overwrite keep.txt"]) == "200"))
+        ops.append(
+            Op("write", "small.txt", Blob.of(b"x" * 300_000), acked=_answer(attempts["write"]) == "200")
+        )
+        ops.append(
+            Op("write", "keep.txt", Blob.of(fill), acked=_answer(attempts["overwrite keep.txt"]) == "200")
+        )
         for name, result in attempts.items():
             answers[f"{name} {_answer(result)}"] += 1
         kept = _try(http, "GET", "/files/keep.txt")
@@ -124,11 +133,14 @@ def _run(report: CaseReport, mount: Path) -> None:
         events = server.events(namespace)
         on_disk = server.files_on_disk(namespace)
         disk = {p: b for p, b in on_disk.items() if p != "exec.bin"}
-        result = audit(ops, events, disk)
-        exec_events = sum(1 for e in events if e["type"] == "exec.completed" and "exec.bin" in e["data"]["command"])
+        changes = audit(ops, events, disk)
+        exec_events = sum(
+            1 for e in events if e["type"] == "exec.completed" and "exec.bin" in e["data"]["command"]
+        )
         exec_bin = on_disk.get("exec.bin")
         report.fact(
-            f"the exec left exec.bin of {exec_bin.size if exec_bin else 0} bytes; exec.completed events for it: {exec_events}"
+            f"the exec left exec.bin of {exec_bin.size if exec_bin else 0} bytes; "
+            f"exec.completed events for it: {exec_events}"
         )
         after_fill = {
             "snapshot": _try(http, "POST", "/v1/snapshots", json={"label": "while-full"}),
@@ -151,7 +163,7 @@ def _run(report: CaseReport, mount: Path) -> None:
         report.check("old content survived", kept_ok, f"GET keep.txt {_answer(kept)}")
         served = all(isinstance(r, httpx.Response) and r.status_code == 200 for r in reads.values())
         report.check("reads served while full", served)
-        add_audit_checks(report, result)
+        add_audit_checks(report, changes)
         report.check(
             "an exec that changed files on a full disk has its exec.completed event",
             exec_bin is None or exec_events == 1,
@@ -160,4 +172,6 @@ def _run(report: CaseReport, mount: Path) -> None:
         for path in [op.path for op in ops if op.path.startswith("fill/")]:
             _try(http, "POST", "/delete", json={"path": path})
         again = _try(http, "POST", "/write", json={"path": "after.txt", "content": "space again"})
-        report.check("writes work again once space is freed", _answer(again) == "200", f"write {_answer(again)}")
+        report.check(
+            "writes work again once space is freed", _answer(again) == "200", f"write {_answer(again)}"
+        )

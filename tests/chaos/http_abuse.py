@@ -94,9 +94,14 @@ def slowloris(report: CaseReport) -> None:
         closed = [c.closed_after for c in conns if c.closed_after is not None]
         answers = sorted({c.answer for c in conns if c.answer})
         report.fact(
-            f"{SLOW_CONNECTIONS} connections trickling one header byte a second for up to {SLOWLORIS_S:.0f} s: "
+            f"{SLOW_CONNECTIONS} connections trickling one header byte a second "
+            f"for up to {SLOWLORIS_S:.0f} s: "
             f"{len(closed)} closed by the server"
-            + (f" (after median {statistics.median(closed):.1f} s, max {max(closed):.1f} s)" if closed else "")
+            + (
+                f" (after median {statistics.median(closed):.1f} s, max {max(closed):.1f} s)"
+                if closed
+                else ""
+            )
             + f"; answers seen: {answers or 'none'}"
         )
         served = [t for t in normal if t is not None]
@@ -154,12 +159,15 @@ def cut_bodies(report: CaseReport) -> None:
             f"(half FIN, half RST; one over an existing file)"
         )
         report.fact(
-            f"found: {len(visible)} cut files visible, victim.txt {'intact' if victim.content == old else 'CHANGED'}, "
+            f"found: {len(visible)} cut files visible, "
+            f"victim.txt {'intact' if victim.content == old else 'CHANGED'}, "
             f"{len(staging)} temp files in staging after 10 s, file.written events {len(written)} "
             f"(1 expected: the victim's first write); readyz {'200' if healthy else 'failing'}, "
             f"a normal upload after: {upload_after}; RSS {rss_before} -> {server.rss_kib()} KiB"
         )
-        report.check("nothing half-written is visible", not visible and victim.content == old, f"{visible[:3]}")
+        report.check(
+            "nothing half-written is visible", not visible and victim.content == old, f"{visible[:3]}"
+        )
         report.check("no temp files leak", not staging, f"{len(staging)} left in staging")
         report.check("no event for a cut upload", len(written) == 1, f"{len(written)} file.written events")
         report.check("server healthy after", healthy and upload_after == 200)

@@ -1,4 +1,4 @@
-""""Every change emits one event", checked over what clients were told, the event log and the disk.
+""" "Every change emits one event", checked over what clients were told, the event log and the disk.
 
 Pure: the cases gather the operations they sent (each to its own path, with known content),
 the events the API lists and the files found on disk after recovery; ``audit`` compares them.
@@ -77,7 +77,9 @@ def audit(ops: Iterable[Op], events: Iterable[Mapping[str, Any]], disk: Mapping[
     events = list(events)
     written = Counter(_rel(e["data"].get("path", "")) for e in events if e["type"] == "file.written")
     written_size = {
-        _rel(e["data"].get("path", "")): e["data"].get("size_bytes") for e in events if e["type"] == "file.written"
+        _rel(e["data"].get("path", "")): e["data"].get("size_bytes")
+        for e in events
+        if e["type"] == "file.written"
     }
     deleted = Counter(_rel(e["data"].get("path", "")) for e in events if e["type"] == "file.deleted")
     commands = [str(e["data"].get("command", "")) for e in events if e["type"] == "exec.completed"]
@@ -117,9 +119,7 @@ def audit(ops: Iterable[Op], events: Iterable[Mapping[str, Any]], disk: Mapping[
             if op.kind == "write":
                 if op.acked and written[path] == 0:
                     result.acked_without_event.append(path)
-                if op.acked and not on_disk and not delete_sent:
-                    result.acked_lost.append(path)
-                elif op.acked and on_disk and disk[path] != op.content and not delete_sent:
+                if op.acked and not delete_sent and disk.get(path) != op.content:
                     result.acked_lost.append(path)
             elif op.kind == "exec":
                 if op.acked and not exec_event(path):
@@ -132,7 +132,9 @@ def audit(ops: Iterable[Op], events: Iterable[Mapping[str, Any]], disk: Mapping[
                 if op.acked and on_disk:
                     result.acked_lost.append(path)
         if not on_disk and deleted[path] == 0:
-            evidence = written[path] > 0 or exec_event(path) or any(o.acked for o in mine if o.kind != "delete")
+            evidence = (
+                written[path] > 0 or exec_event(path) or any(o.acked for o in mine if o.kind != "delete")
+            )
             if delete_sent:
                 if evidence:
                     result.removed_without_event.append(path)
@@ -141,4 +143,3 @@ def audit(ops: Iterable[Op], events: Iterable[Mapping[str, Any]], disk: Mapping[
     for key in ("acked_without_event", "acked_lost", "events_without_change", "removed_without_event"):
         setattr(result, key, sorted(set(getattr(result, key))))
     return result
-

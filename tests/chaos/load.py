@@ -27,6 +27,10 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
 
 
+def _p50_p95(values: list[float]) -> str:
+    return f"p50 {percentile(values, 0.5) * 1000:.0f} ms / p95 {percentile(values, 0.95) * 1000:.0f} ms"
+
+
 class Tally:
     def __init__(self) -> None:
         self.latencies: dict[str, list[float]] = defaultdict(list)
@@ -98,10 +102,9 @@ def concurrent_clients(report: CaseReport) -> None:
         f"by status {errors or '{}'}"
     )
     report.fact(
-        f"latency p50 {percentile(everything, 0.5) * 1000:.0f} ms, p95 {percentile(everything, 0.95) * 1000:.0f} ms; "
+        f"latency {_p50_p95(everything)}; "
         + ", ".join(
-            f"{kind} n={len(values)} p50 {percentile(values, 0.5) * 1000:.0f} / p95 {percentile(values, 0.95) * 1000:.0f} ms"
-            for kind, values in sorted(tally.latencies.items())
+            f"{kind} n={len(values)} {_p50_p95(values)}" for kind, values in sorted(tally.latencies.items())
         )
     )
     report.fact(f"server RSS before {rss_before} KiB, peak {max(peak, default=0)} KiB, after {rss_after} KiB")

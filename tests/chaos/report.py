@@ -47,7 +47,9 @@ def render(report: CaseReport) -> str:
     lines.extend(f"   {fact}" for fact in report.facts)
     for check in report.checks:
         mark = "ok  " if check.held else "FAIL"
-        lines.append(f"   {mark} {check.invariant}" + (f": {check.detail}" if check.detail and not check.held else ""))
+        lines.append(
+            f"   {mark} {check.invariant}" + (f": {check.detail}" if check.detail and not check.held else "")
+        )
     if report.error is not None:
         lines.append(f"   ERROR the case could not finish: {report.error}")
     return "\n".join(lines)

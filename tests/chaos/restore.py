@@ -82,14 +82,14 @@ def kill_mid_restore(report: CaseReport) -> None:
             events_before = _restored_events(server, namespace, snapshot_id)
             answer: dict[str, str] = {}
 
-            def restore() -> None:
+            def restore(answer: dict[str, str]) -> None:
                 try:
                     with server.http(namespace, timeout=180) as http:
                         answer["status"] = str(http.post(f"/v1/snapshots/{snapshot_id}/restore").status_code)
                 except httpx.HTTPError as exc:
                     answer["status"] = type(exc).__name__
 
-            thread = threading.Thread(target=restore, daemon=True)
+            thread = threading.Thread(target=restore, args=(answer,), daemon=True)
             thread.start()
             time.sleep(full_s * fraction)
             server.kill()
@@ -101,7 +101,8 @@ def kill_mid_restore(report: CaseReport) -> None:
             acked = answer.get("status") == "200"
             leftovers = server.leftover_temp_files()
             report.fact(
-                f"kill at {fraction:.0%} ({full_s * fraction:.1f} s): restore answer {answer.get('status', 'none')}, "
+                f"kill at {fraction:.0%} ({full_s * fraction:.1f} s): "
+                f"restore answer {answer.get('status', 'none')}, "
                 f"found {state}, new snapshot.restored events {new_events}, "
                 f"temp files {len(temp_before)} before restart / {len(leftovers)} after"
             )
@@ -115,7 +116,11 @@ def kill_mid_restore(report: CaseReport) -> None:
             if leftovers:
                 problems.append(f"{len(leftovers)} temp files after recovery ({leftovers[:2]})")
             if problems:
-                report.check(f"kill at {fraction:.0%}: wholly one state, event iff restored", False, "; ".join(problems))
+                report.check(
+                    f"kill at {fraction:.0%}: wholly one state, event iff restored",
+                    False,
+                    "; ".join(problems),
+                )
             else:
                 rounds_ok += 1
         report.check(

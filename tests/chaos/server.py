@@ -232,10 +232,12 @@ def read_keys(data_dir: Path, base_url: str) -> Keys:
 
 
 @contextmanager
-def running(prefix: str, *, data_dir: Path | None = None, **env: str) -> Iterator[Server]:
+def running(
+    prefix: str, *, data_dir: Path | None = None, env: dict[str, str] | None = None
+) -> Iterator[Server]:
     """A started server on a fresh (or given) data dir; stopped, and its fresh data removed, after."""
     own = data_dir is None
-    server = Server(data_dir=data_dir or make_data_dir(prefix), env=dict(env))
+    server = Server(data_dir=data_dir or make_data_dir(prefix), env=dict(env or {}))
     try:
         server.start()
         yield server

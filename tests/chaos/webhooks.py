@@ -75,7 +75,12 @@ def _write_files(server: Server, prefix: str, count: int) -> int:
     acked = 0
     with server.http(NAMESPACE) as http:
         for n in range(count):
-            if http.post("/write", json={"path": f"{prefix}-{n}.txt", "content": f"{prefix} {n}"}).status_code == 200:
+            if (
+                http.post(
+                    "/write", json={"path": f"{prefix}-{n}.txt", "content": f"{prefix} {n}"}
+                ).status_code
+                == 200
+            ):
                 acked += 1
     return acked
 
@@ -95,7 +100,7 @@ def receiver_outage(report: CaseReport) -> None:
     receiver = Receiver()
     receiver.up()
     try:
-        with running("webhooks", **FAST_RETRIES) as server:
+        with running("webhooks", env=FAST_RETRIES) as server:
             assert server.keys is not None
             with TroveAdminClient(
                 api_key=server.keys.admin, workspace_id=server.keys.workspace_id, base_url=server.base_url
@@ -130,7 +135,9 @@ def receiver_outage(report: CaseReport) -> None:
             f"within {waited:.0f} s (bound {DELIVERY_WAIT_S:.0f} s); duplicates {duplicates}; "
             f"deliveries with a bad signature {bad}"
         )
-        report.check("every acknowledged write has its event", acked == len(expected), f"{acked} vs {len(expected)}")
+        report.check(
+            "every acknowledged write has its event", acked == len(expected), f"{acked} vs {len(expected)}"
+        )
         report.check("every event delivered at least once", not missing, f"{len(missing)} never arrived")
         report.check("every delivery carries a valid signature", bad == 0, f"{bad} failed verify_webhook")
     finally:
