@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,18 +27,15 @@ class OpLog:
     def __init__(self) -> None:
         self.ops: list[Op] = []
         self.outcomes: Counter[str] = Counter()
-        self.pending: set[int] = set()
         self._lock = threading.Lock()
 
     def sent(self, op: Op) -> int:
         with self._lock:
             self.ops.append(op)
-            self.pending.add(len(self.ops) - 1)
             return len(self.ops) - 1
 
     def answered(self, index: int, outcome: str) -> None:
         with self._lock:
-            self.pending.discard(index)
             if outcome == "200":
                 op = self.ops[index]
                 self.ops[index] = Op(op.kind, op.path, op.content, acked=True)
@@ -86,6 +85,24 @@ def check_temp_files(report: CaseReport, server: Server, before_restart: list[st
 # -- 1. kill -9 mid-upload -------------------------------------------------------------------
 
 
+def _kill_when_a_file_lands(server: Server, directory: Path, bound_s: float) -> str:
+    def count() -> int:
+        try:
+            return sum(1 for _ in os.scandir(directory))
+        except OSError:
+            return 0
+
+    before = count()
+    deadline = time.monotonic() + bound_s
+    while time.monotonic() < deadline:
+        if count() > before:
+            server.kill()
+            return "as an upload landed"
+        time.sleep(0.0005)
+    server.kill()
+    return f"after {bound_s:.0f} s without a new file"
+
+
 def kill_mid_upload(report: CaseReport, clients: int = 6, run_s: float = 4.0) -> None:
     namespace = "uploads"
     log = OpLog()
@@ -112,8 +129,9 @@ def kill_mid_upload(report: CaseReport, clients: int = 6, run_s: float = 4.0) ->
         for worker in workers:
             worker.start()
         time.sleep(run_s)
-        in_flight = len(log.pending)
-        server.kill()
+        # The kill lands as the next upload appears on disk: others are mid-stream, and that
+        # one is between its rename and its event if those are two steps.
+        landed = _kill_when_a_file_lands(server, server.namespace_dir(namespace) / "up", bound_s=run_s)
         stop.set()
         for worker in workers:
             worker.join(timeout=30)
@@ -122,7 +140,7 @@ def kill_mid_upload(report: CaseReport, clients: int = 6, run_s: float = 4.0) ->
         acked = [op for op in log.ops if op.acked]
         report.fact(
             f"uploads sent {len(log.ops)}, acknowledged (200) {len(acked)}, "
-            f"in flight at the kill {in_flight}; answers {dict(log.outcomes)}"
+            f"cut by the kill {len(log.ops) - len(acked)} (killed {landed}); answers {dict(log.outcomes)}"
         )
         disk = server.files_on_disk(namespace)
         events = server.events(namespace)

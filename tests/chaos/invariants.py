@@ -68,6 +68,11 @@ class Audit:
         return found
 
 
+def _data(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    data = event.get("data")
+    return data if isinstance(data, Mapping) else {}
+
+
 def _rel(shown: str) -> str:
     return shown.removeprefix("workspace/")
 
@@ -75,14 +80,15 @@ def _rel(shown: str) -> str:
 def audit(ops: Iterable[Op], events: Iterable[Mapping[str, Any]], disk: Mapping[str, Blob]) -> Audit:
     ops = list(ops)
     events = list(events)
-    written = Counter(_rel(e["data"].get("path", "")) for e in events if e["type"] == "file.written")
+    written = Counter(_rel(_data(e).get("path", "")) for e in events if e.get("type") == "file.written")
     written_size = {
-        _rel(e["data"].get("path", "")): e["data"].get("size_bytes")
+        _rel(_data(e).get("path", "")): _data(e).get("size_bytes")
         for e in events
-        if e["type"] == "file.written"
+        if e.get("type") == "file.written"
     }
-    deleted = Counter(_rel(e["data"].get("path", "")) for e in events if e["type"] == "file.deleted")
-    commands = [str(e["data"].get("command", "")) for e in events if e["type"] == "exec.completed"]
+    deleted = Counter(_rel(_data(e).get("path", "")) for e in events if e.get("type") == "file.deleted")
+    # exec.completed today; any event naming the command (e.g. one completed at start-up) counts.
+    commands = [str(_data(e)["command"]) for e in events if "command" in _data(e)]
 
     def exec_event(path: str) -> bool:
         return any(path in command for command in commands)

@@ -2,11 +2,13 @@
 
 State A (the snapshot) and state B (the namespace when the restore starts) differ in every
 file, so what lies on disk after the restart classifies as A, B or a mix. One uninterrupted
-restore first measures how long a restore takes; the kills then land at fractions of that.
+restore first measures how long a restore takes; the kills then land at fractions of that,
+and at the moment the namespace directory is swapped.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -18,7 +20,11 @@ from tests.chaos.server import Server, running
 
 FILES = 1500
 BLOB_MB = 12
-KILL_FRACTIONS = (0.25, 0.45, 0.65, 0.85, 1.05)
+# Kills at fractions of the measured restore time, and ``SWAP`` rounds: the moment the
+# namespace directory changes identity (today's restore swaps directories; when a restore
+# works differently, such a round waits out its bound and kills late, and says so).
+SWAP = -1.0
+KILL_POINTS = (0.3, 0.7, SWAP, SWAP, 1.1)
 
 
 def _set_state(server: Server, namespace: str, tag: str) -> None:
@@ -59,6 +65,27 @@ def _restored_events(server: Server, namespace: str, snapshot_id: str) -> int:
     )
 
 
+def _kill_at_swap(server: Server, namespace: str, bound_s: float) -> str:
+    """Poll the namespace directory's inode and SIGKILL as soon as it changes (or at the bound)."""
+    directory = server.namespace_dir(namespace)
+
+    def identity() -> int | None:
+        try:
+            return os.stat(directory).st_ino
+        except OSError:
+            return None
+
+    before = identity()
+    deadline = time.monotonic() + bound_s
+    while time.monotonic() < deadline:
+        if identity() != before:
+            server.kill()
+            return "at the directory swap"
+        time.sleep(0.0005)
+    server.kill()
+    return f"no swap seen within {bound_s:.1f} s, killed then"
+
+
 def kill_mid_restore(report: CaseReport) -> None:
     namespace = "restore"
     with running("restore") as server:
@@ -77,7 +104,7 @@ def kill_mid_restore(report: CaseReport) -> None:
             f"namespace of {FILES} files + a {BLOB_MB} MB blob; an uninterrupted restore took {full_s:.1f} s"
         )
         rounds_ok = 0
-        for fraction in KILL_FRACTIONS:
+        for point in KILL_POINTS:
             _set_state(server, namespace, "B")
             events_before = _restored_events(server, namespace, snapshot_id)
             answer: dict[str, str] = {}
@@ -91,8 +118,12 @@ def kill_mid_restore(report: CaseReport) -> None:
 
             thread = threading.Thread(target=restore, args=(answer,), daemon=True)
             thread.start()
-            time.sleep(full_s * fraction)
-            server.kill()
+            if point == SWAP:
+                when = _kill_at_swap(server, namespace, full_s * 3 + 5)
+            else:
+                time.sleep(full_s * point)
+                server.kill()
+                when = f"at {point:.0%} ({full_s * point:.1f} s)"
             thread.join(timeout=30)
             temp_before = server.leftover_temp_files()
             server.start()
@@ -101,7 +132,7 @@ def kill_mid_restore(report: CaseReport) -> None:
             acked = answer.get("status") == "200"
             leftovers = server.leftover_temp_files()
             report.fact(
-                f"kill at {fraction:.0%} ({full_s * fraction:.1f} s): "
+                f"kill {when}: "
                 f"restore answer {answer.get('status', 'none')}, "
                 f"found {state}, new snapshot.restored events {new_events}, "
                 f"temp files {len(temp_before)} before restart / {len(leftovers)} after"
@@ -117,7 +148,7 @@ def kill_mid_restore(report: CaseReport) -> None:
                 problems.append(f"{len(leftovers)} temp files after recovery ({leftovers[:2]})")
             if problems:
                 report.check(
-                    f"kill at {fraction:.0%}: wholly one state, event iff restored",
+                    f"kill {when}: wholly one state, event iff restored",
                     False,
                     "; ".join(problems),
                 )
@@ -125,6 +156,6 @@ def kill_mid_restore(report: CaseReport) -> None:
                 rounds_ok += 1
         report.check(
             "every round: namespace wholly old or wholly new, snapshot.restored iff new, no temp files",
-            rounds_ok == len(KILL_FRACTIONS),
-            f"{len(KILL_FRACTIONS) - rounds_ok} of {len(KILL_FRACTIONS)} rounds broke it",
+            rounds_ok == len(KILL_POINTS),
+            f"{len(KILL_POINTS) - rounds_ok} of {len(KILL_POINTS)} rounds broke it",
         )
