@@ -176,8 +176,15 @@ class Server:
     # -- what lies on disk ----------------------------------------------------------------
 
     def namespace_dir(self, namespace: str) -> Path:
+        """Where a namespace's files lie: today's layout, else the directory found by its names."""
         assert self.keys is not None
-        return self.data_dir / "namespaces" / self.keys.workspace_id / namespace
+        usual = self.data_dir / "namespaces" / self.keys.workspace_id / namespace
+        if usual.is_dir():
+            return usual
+        for candidate in self.data_dir.rglob(namespace):
+            if candidate.is_dir() and self.keys.workspace_id in candidate.parts:
+                return candidate
+        return usual
 
     def files_on_disk(self, namespace: str) -> dict[str, Blob]:
         """Regular files of a namespace, relative path -> content digest (``.trove/`` left out)."""
@@ -196,20 +203,12 @@ class Server:
     def leftover_temp_files(self) -> list[str]:
         """Files under a temp name (uploads, restores) in the data dir; empty temp dirs do not count."""
         leftovers = []
-        for directory in ("staging", "namespaces", "snapshots"):
-            base = self.data_dir / directory
-            if not base.exists():
-                continue
-            for path in base.rglob("*"):
-                rel = path.relative_to(self.data_dir)
-                named = any(marker in part for part in rel.parts for marker in TEMP_MARKERS)
-                if named and (path.is_file() or path.name.startswith(("upload-", "restore-"))):
-                    leftovers.append(rel.as_posix())
+        for path in self.data_dir.rglob("*"):
+            rel = path.relative_to(self.data_dir)
+            named = any(marker in part for part in rel.parts for marker in TEMP_MARKERS)
+            if named and (path.is_file() or path.name.startswith(("upload-", "restore-"))):
+                leftovers.append(rel.as_posix())
         return sorted(leftovers)
-
-    def staging_entries(self) -> list[str]:
-        staging = self.data_dir / "staging"
-        return sorted(p.name for p in staging.iterdir()) if staging.is_dir() else []
 
 
 def _digest(path: Path) -> Blob:
@@ -223,7 +222,10 @@ def _digest(path: Path) -> Blob:
 
 
 def read_keys(data_dir: Path, base_url: str) -> Keys:
-    text = (data_dir / KEYS_FILE).read_text()
+    found = [data_dir / KEYS_FILE] if (data_dir / KEYS_FILE).exists() else sorted(data_dir.rglob(KEYS_FILE))
+    if not found:
+        raise RuntimeError(f"no {KEYS_FILE} under {data_dir} after the first start")
+    text = found[0].read_text()
     admin = next(line.split()[-1] for line in text.splitlines() if line.startswith("Admin key"))
     workspace = next(line.split()[-1] for line in text.splitlines() if line.startswith("Workspace key"))
     me = httpx.get(f"{base_url}/v1/me", headers={"Authorization": f"Bearer {admin}"}, timeout=30)
