@@ -146,7 +146,7 @@ def cut_bodies(report: CaseReport) -> None:
         deadline = time.monotonic() + 10
         while server.leftover_temp_files() and time.monotonic() < deadline:
             time.sleep(0.2)
-        staging = server.leftover_temp_files()
+        leftovers = server.leftover_temp_files()
         disk = server.files_on_disk(namespace)
         visible = [p for p in paths[:-1] if p in disk or http.get(f"/files/{p}").status_code != 404]
         victim = http.get("/files/victim.txt")
@@ -161,13 +161,13 @@ def cut_bodies(report: CaseReport) -> None:
         report.fact(
             f"found: {len(visible)} cut files visible, "
             f"victim.txt {'intact' if victim.content == old else 'CHANGED'}, "
-            f"{len(staging)} temp files after 10 s, file.written events {len(written)} "
+            f"{len(leftovers)} temp files after 10 s, file.written events {len(written)} "
             f"(1 expected: the victim's first write); readyz {'200' if healthy else 'failing'}, "
             f"a normal upload after: {upload_after}; RSS {rss_before} -> {server.rss_kib()} KiB"
         )
         report.check(
             "nothing half-written is visible", not visible and victim.content == old, f"{visible[:3]}"
         )
-        report.check("no temp files leak", not staging, f"{len(staging)} left, e.g. {staging[:2]}")
+        report.check("no temp files leak", not leftovers, f"{len(leftovers)} left, e.g. {leftovers[:2]}")
         report.check("no event for a cut upload", len(written) == 1, f"{len(written)} file.written events")
         report.check("server healthy after", healthy and upload_after == 200)
