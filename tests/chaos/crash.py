@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -85,19 +86,22 @@ def check_temp_files(report: CaseReport, server: Server, before_restart: list[st
 # -- 1. kill -9 mid-upload -------------------------------------------------------------------
 
 
-def _kill_when_a_file_lands(server: Server, directory: Path, bound_s: float) -> str:
-    def count() -> int:
-        try:
-            return sum(1 for _ in os.scandir(directory))
-        except OSError:
-            return 0
+def _kill_when_a_file_lands(server: Server, directories: list[Path], bound_s: float) -> str:
+    """SIGKILL as soon as a name not seen before appears in one of ``directories`` (or at the bound)."""
 
-    before = count()
+    def names() -> set[str]:
+        found: set[str] = set()
+        for directory in directories:
+            with contextlib.suppress(OSError):
+                found.update(f"{directory.name}/{entry.name}" for entry in os.scandir(directory))
+        return found
+
+    seen = names()
     deadline = time.monotonic() + bound_s
     while time.monotonic() < deadline:
-        if count() > before:
+        if not names() <= seen:
             server.kill()
-            return "as an upload landed"
+            return "as a file landed"
         time.sleep(0.0005)
     server.kill()
     return f"after {bound_s:.0f} s without a new file"
@@ -131,7 +135,7 @@ def kill_mid_upload(report: CaseReport, clients: int = 6, run_s: float = 4.0) ->
         time.sleep(run_s)
         # The kill lands as the next upload appears on disk: others are mid-stream, and that
         # one is between its rename and its event if those are two steps.
-        landed = _kill_when_a_file_lands(server, server.namespace_dir(namespace) / "up", bound_s=run_s)
+        landed = _kill_when_a_file_lands(server, [server.namespace_dir(namespace) / "up"], bound_s=run_s)
         stop.set()
         for worker in workers:
             worker.join(timeout=30)
@@ -200,7 +204,9 @@ def kill_mid_burst(report: CaseReport, workers_n: int = 8, run_s: float = 5.0) -
         for thread in threads:
             thread.start()
         time.sleep(run_s)
-        server.kill()
+        # As for uploads: the kill lands as a write or an exec puts a new file on disk.
+        root = server.namespace_dir(namespace)
+        landed = _kill_when_a_file_lands(server, [root / "w", root / "x"], bound_s=run_s)
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
@@ -213,7 +219,7 @@ def kill_mid_burst(report: CaseReport, workers_n: int = 8, run_s: float = 5.0) -
                 f"{kind} {by_kind[(kind, True)] + by_kind[(kind, False)]}/{by_kind[(kind, True)]}"
                 for kind in ("write", "exec", "delete")
             )
-            + f"; answers {dict(log.outcomes)}"
+            + f"; killed {landed}; answers {dict(log.outcomes)}"
         )
         disk = server.files_on_disk(namespace)
         events = server.events(namespace)
