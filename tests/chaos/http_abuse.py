@@ -170,4 +170,4 @@ def cut_bodies(report: CaseReport) -> None:
         )
         report.check("no temp files leak", not leftovers, f"{len(leftovers)} left, e.g. {leftovers[:2]}")
         report.check("no event for a cut upload", len(written) == 1, f"{len(written)} file.written events")
-        report.check("server healthy after", healthy and upload_after == 200)
+        report.check("server healthy after", healthy and 200 <= upload_after < 300)

@@ -75,13 +75,8 @@ def _write_files(server: Server, prefix: str, count: int) -> int:
     acked = 0
     with server.http(NAMESPACE) as http:
         for n in range(count):
-            if (
-                http.post(
-                    "/write", json={"path": f"{prefix}-{n}.txt", "content": f"{prefix} {n}"}
-                ).status_code
-                == 200
-            ):
-                acked += 1
+            answer = http.post("/write", json={"path": f"{prefix}-{n}.txt", "content": f"{prefix} {n}"})
+            acked += answer.is_success
     return acked
 
 
