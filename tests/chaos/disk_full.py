@@ -161,9 +161,16 @@ def _run(report: CaseReport, mount: Path) -> None:
         for name, attempt in after_fill.items():
             answers[f"{name} {_answer(attempt)}"] += 1
         report.fact("answers: " + ", ".join(f"{k} x{v}" if v > 1 else k for k, v in sorted(answers.items())))
-        errors_500 = {k: v for k, v in answers.items() if " 5" in k and " 507" not in k}
-        full_answers = [k for k in answers if " 507" in k]
-        report.check("no 500 on a full disk", not errors_500, f"{errors_500}")
+        # Keys are "<call> <status> [code]" or "<call> <transport error>" (the server hung up).
+        statuses = {key: key.rsplit(" ", 2)[-2:] for key in answers}
+        broken = [k for k, tail in statuses.items() if not any(t.isdigit() for t in tail)]
+        errors_5xx = [k for k in answers if any(t.startswith("5") and t != "507" for t in statuses[k])]
+        full_answers = [k for k in answers if "507" in statuses[k]]
+        report.check(
+            "no 5xx but 507, no dropped connection, on a full disk",
+            not (errors_5xx or broken),
+            f"{errors_5xx + broken}",
+        )
         report.check(
             "writes refused for space answer 507 (storage_full, or a quota code)",
             bool(full_answers),
