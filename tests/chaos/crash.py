@@ -143,7 +143,7 @@ def kill_mid_upload(report: CaseReport, clients: int = 6, run_s: float = 4.0) ->
         server.start()
         acked = [op for op in log.ops if op.acked]
         report.fact(
-            f"uploads sent {len(log.ops)}, acknowledged (200) {len(acked)}, "
+            f"uploads sent {len(log.ops)}, acknowledged (2xx) {len(acked)}, "
             f"cut by the kill {len(log.ops) - len(acked)} (killed {landed}); answers {dict(log.outcomes)}"
         )
         disk = server.files_on_disk(namespace)
