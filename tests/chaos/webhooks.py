@@ -28,23 +28,35 @@ DELIVERY_WAIT_S = 90.0  # a killed dispatcher's leases run out after webhook_tim
 
 @dataclass
 class Receiver:
-    """Records every POST; ``up``/``down`` keep the same port, as a restarted receiver would."""
+    """Records every POST it answers; ``up``/``down`` keep the same port, as a restarted receiver would.
+
+    ``up(hang=True)`` accepts deliveries and never answers them, so they are in flight
+    (claimed by the dispatcher) when the server is killed.
+    """
 
     port: int = field(default_factory=free_port)
     received: list[tuple[str, bytes]] = field(default_factory=list)
     _httpd: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _release: threading.Event = field(default_factory=threading.Event)
+    held: int = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
-    def up(self) -> None:
+    def up(self, *, hang: bool = False) -> None:
         receiver = self
+        self._release.clear()
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                if hang:
+                    with receiver._lock:
+                        receiver.held += 1
+                    receiver._release.wait(60)
+                    return  # closes without an answer: not delivered
                 with receiver._lock:
                     receiver.received.append((self.headers.get("x-trove-signature", ""), body))
                 self.send_response(200)
@@ -61,6 +73,7 @@ class Receiver:
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
 
     def down(self) -> None:
+        self._release.set()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -108,7 +121,15 @@ def receiver_outage(report: CaseReport) -> None:
             receiver.down()
             acked += _write_files(server, "outage", 10)
             time.sleep(2)  # a few failed attempts while the receiver is down
-            server.restart()
+            receiver.up(hang=True)
+            acked += _write_files(server, "hung", 5)
+            deadline = time.monotonic() + 10
+            while receiver.held < 3 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            held = receiver.held
+            server.kill()
+            receiver.down()
+            server.start()
             acked += _write_files(server, "after-restart", 10)
             expected = {e["id"] for e in server.events(NAMESPACE) if e["type"] == "file.written"}
             receiver.up()
@@ -122,7 +143,8 @@ def receiver_outage(report: CaseReport) -> None:
         missing = expected - set(ids)
         duplicates = sum(n - 1 for n in ids.values() if n > 1)
         report.fact(
-            "25 writes: 5 before the outage, 10 with the receiver down, kill -9 + restart, 10 more; "
+            "30 writes: 5 delivered, 10 with the receiver down, 5 with it accepting and never answering "
+            f"({held} deliveries in flight at the kill -9), restart, 10 more; "
             f"acknowledged {acked}, file.written events {len(expected)}"
         )
         report.fact(
