@@ -61,6 +61,10 @@ bench: dev-deps  ## foundation benchmarks (exec, throughput, concurrency, memory
 bench-events: dev-deps  ## events/s under load, write -> SSE and write -> webhook latency
 	$(PY) -m bench.events
 
+.PHONY: chaos
+chaos: dev-deps  ## fault and load cases (kill -9, full disk, slowloris, ...) against real servers; CASES=a,b picks some
+	$(PY) -m tests.chaos $(if $(CASES),--cases $(CASES))
+
 bench-snapshots: dev-deps  ## snapshot create/restore of a 100 MB namespace vs tar czf / tar xzf
 	$(PY) -m bench.snapshots
 
