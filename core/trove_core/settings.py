@@ -7,10 +7,11 @@ both never confuses them. Build it once at the edge (``load_settings``) and pass
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, computed_field, model_validator
+from pydantic import Field, SecretStr, computed_field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trove_core.wire import MIB
@@ -38,8 +39,16 @@ class Settings(BaseSettings):
         "bwrap",
         description="Local runtime sandbox. `none` runs commands unsandboxed (development only).",
     )
-    sandbox_network: Literal["on", "off"] = Field(
-        "on", description="Whether sandboxed commands get network access."
+    sandbox_network: Literal["outbound", "off"] = Field(
+        "outbound",
+        description="Sandbox network: `outbound` (own network namespace with NAT to the internet; "
+        "host loopback, link-local and private ranges refused) or `off` (loopback only). "
+        "`on` is read as `outbound`.",
+    )
+    sandbox_seccomp: Literal["on", "off"] = Field(
+        "on",
+        description="Syscall filter (Docker's default rules) on local sandboxes; `on` refuses to "
+        "start without libseccomp. `off` runs without a filter.",
     )
     sandbox_uid_base: int = Field(
         200_000,
@@ -181,6 +190,19 @@ class Settings(BaseSettings):
     snapshot_job_interval_s: float = Field(
         300.0, gt=0, description="How often the server checks whether the daily jobs are due, seconds."
     )
+
+    @field_validator("sandbox_network", mode="before")
+    @classmethod
+    def _network_on_means_outbound(cls, value: object) -> object:
+        # `on` (shared host network) no longer exists; keep old configs starting, with the
+        # stronger isolation, and say so.
+        if value == "on":
+            logging.getLogger(__name__).warning(
+                "TROVE_SANDBOX_NETWORK=on is deprecated and now means `outbound`: sandboxes reach "
+                "the internet but no longer the host's loopback or private networks"
+            )
+            return "outbound"
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

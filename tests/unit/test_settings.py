@@ -27,7 +27,8 @@ def test_defaults() -> None:
     assert settings.exec_pids == 256
     assert settings.exec_file_mb == 100
     assert settings.sandbox == "bwrap"
-    assert settings.sandbox_network == "on"
+    assert settings.sandbox_network == "outbound"
+    assert settings.sandbox_seccomp == "on"
     assert settings.write_max_bytes == 10 * 1024 * 1024
     assert settings.upload_max_bytes == 100 * 1024 * 1024
 
