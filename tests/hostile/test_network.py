@@ -39,7 +39,7 @@ if os.readlink("/proc/self/ns/net") == host_netns:
     sys.exit(0)
 result = {"host_netns": False, "interfaces": [name for _, name in socket.if_nameindex()]}
 for host, port in targets:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(3)
     try:
         s.connect((host, port))
@@ -76,11 +76,11 @@ def _run(http: httpx.Client, command: str) -> dict[str, object]:
     return body
 
 
-def _host_addresses() -> list[str]:
-    """This machine's own IPv4 addresses other than loopback."""
-    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True)
+def _host_addresses(family: str = "-4") -> list[str]:
+    """This machine's own addresses other than loopback (and IPv6 link-local, which needs a scope)."""
+    out = subprocess.run(["ip", family, "-o", "addr", "show"], capture_output=True, text=True, check=True)
     found = {line.split()[3].split("/")[0] for line in out.stdout.splitlines()}
-    return sorted(a for a in found if not a.startswith("127."))
+    return sorted(a for a in found if not a.startswith(("127.", "::1", "fe80:")))
 
 
 @contextlib.contextmanager
@@ -147,16 +147,23 @@ def roomy() -> Iterator[LiveServer]:
 def test_sandbox_reaches_no_host_service(api: httpx.Client, hostile: LiveServer) -> None:
     api_port = int(hostile.base_url.rsplit(":", 1)[1])
     with _tcp_listener() as port, _abstract_listener() as abstract:
-        local = [("127.0.0.1", api_port), ("127.0.0.1", port)]
+        local = [("127.0.0.1", api_port), ("127.0.0.1", port), ("::1", api_port), ("::ffff:127.0.0.1", port)]
         refused = [("10.0.2.2", api_port), ("10.0.2.2", port)]  # slirp's gateway: host loopback
         refused += [(address, p) for address in _host_addresses() for p in (api_port, port)]
         refused += [(address, 80) for address in _BLOCKED_REMOTE]
-        result = _probe(api, local + refused, abstract)
+        refused.append(("::ffff:169.254.169.254", 80))  # IPv4-mapped: routed as IPv4
+        # No IPv6 route leaves the sandbox at all: the host's own IPv6 addresses, ULA and the
+        # NAT64 prefix get "network unreachable".
+        no_route = [(address, p) for address in _host_addresses("-6") for p in (api_port, port)]
+        no_route += [("fd00::1", 80), ("64:ff9b::a9fe:a9fe", 80)]
+        result = _probe(api, local + refused + no_route, abstract)
     assert result["host_netns"] is False, "the sandbox shares the host's network namespace"
     for host, p in local:  # the sandbox's own loopback: nobody listens there
         assert result[f"{host}:{p}"] == "ECONNREFUSED", (host, result)
     for host, p in refused:  # refused by the sandbox's routes: no packet left it
         assert result[f"{host}:{p}"] == "EACCES", (host, result)
+    for host, p in no_route:
+        assert result[f"{host}:{p}"] == "ENETUNREACH", (host, result)
     assert result["abstract"] == "ECONNREFUSED", result  # the host's abstract sockets are not there
 
 
