@@ -17,6 +17,8 @@ import secrets
 import shlex
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -270,3 +272,44 @@ def test_old_setting_on_means_outbound(namespace: str) -> None:
             result = _probe(http, [("127.0.0.1", int(server.base_url.rsplit(":", 1)[1]))])
     assert result["host_netns"] is False, result
     assert result["interfaces"] == ["lo", "tap0"], result
+
+
+_NON_ROOT_SERVER = """
+import asyncio, sys
+from pathlib import Path
+from trove_api.runtimes.local.runtime import LocalRuntime
+from trove_api.runtimes.local.sandbox import Limits
+from trove_core.runtime import ExecSpec, NamespaceRef
+
+async def main():
+    runtime = LocalRuntime(
+        Path(sys.argv[1]), sandbox=True, network="outbound", uid_base=200000,
+        limits=Limits(60, 10**8, 256, None), memory_bytes=2**30,
+    )
+    for warning in runtime.startup_report():
+        print("WARNING", warning)
+    ns = NamespaceRef("ws", "a")
+    await runtime.provision(ns)
+    script = "python3 -c 'import socket; print([n for _, n in socket.if_nameindex()])'"
+    out = await runtime.exec(ns, ExecSpec(script, None, 10, 10000))
+    print("INTERFACES", out.stdout.decode().strip())
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switches to an unprivileged uid")
+def test_non_root_server_degrades_to_no_network_loudly() -> None:
+    """Without root no network namespace can be prepared: sandboxes get none, never the host's."""
+    # pytest's tmp_path sits under a 0700 directory the unprivileged uid cannot enter.
+    with tempfile.TemporaryDirectory(dir="/tmp") as scratch:
+        os.chmod(scratch, 0o777)
+        script = Path(scratch) / "server.py"
+        script.write_text(_NON_ROOT_SERVER)
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, str(script)]
+        result = subprocess.run(
+            [*argv, f"{scratch}/data"], capture_output=True, text=True, timeout=120, check=False
+        )
+    assert result.returncode == 0, result.stderr
+    assert "sandboxes get NO network" in result.stdout, result.stdout
+    assert "INTERFACES ['lo']" in result.stdout, result.stdout
