@@ -7,6 +7,7 @@ both never confuses them. Build it once at the edge (``load_settings``) and pass
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from pathlib import Path
 from typing import Literal
@@ -44,6 +45,12 @@ class Settings(BaseSettings):
         description="Sandbox network: `outbound` (own network namespace with NAT to the internet; "
         "host loopback, link-local and private ranges refused) or `off` (loopback only). "
         "`on` is read as `outbound`.",
+    )
+    sandbox_network_allow: str = Field(
+        "",
+        description="Comma-separated IPv4 CIDRs that `outbound` sandboxes may reach although they "
+        "are private or link-local (e.g. an internal package mirror). The host's own addresses "
+        "and loopback stay refused.",
     )
     sandbox_seccomp: Literal["on", "off"] = Field(
         "on",
@@ -202,6 +209,21 @@ class Settings(BaseSettings):
                 "the internet but no longer the host's loopback or private networks"
             )
             return "outbound"
+        return value
+
+    @field_validator("sandbox_network_allow")
+    @classmethod
+    def _allowed_networks_are_cidrs(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            network = ipaddress.ip_network(item, strict=False)
+            if not isinstance(network, ipaddress.IPv4Network):
+                raise ValueError(f"{item}: only IPv4 networks (sandboxes have no IPv6 path out)")
+            # Loopback, and slirp's own network (a wider range around it is fine: the routes
+            # over slirp's network stay more specific).
+            if network.overlaps(ipaddress.IPv4Network("127.0.0.0/8")) or network.subnet_of(
+                ipaddress.IPv4Network("10.0.2.0/24")
+            ):
+                raise ValueError(f"{item}: loopback and 10.0.2.0/24 (slirp's network) stay refused")
         return value
 
     @model_validator(mode="after")

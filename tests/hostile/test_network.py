@@ -313,3 +313,32 @@ def test_non_root_server_degrades_to_no_network_loudly() -> None:
     assert result.returncode == 0, result.stderr
     assert "sandboxes get NO network" in result.stdout, result.stdout
     assert "INTERFACES ['lo']" in result.stdout, result.stdout
+
+
+def test_configured_private_ranges_are_routed_out_and_nothing_else(namespace: str) -> None:
+    """TROVE_SANDBOX_NETWORK_ALLOW opens a private range through slirp; the rest stays refused.
+    Routes are only looked up (``ip route get``), no packet is sent."""
+    host = _host_addresses()[0]
+    allow = f"192.168.77.0/24,{host}/32,169.254.169.254/32"
+    with start_server(**LIMITS, sandbox_network_allow=allow, sandbox_uid_base=930_000) as server:
+        with raw_client(server, namespace) as http:
+            lookups = {
+                target: _run(http, f"ip -4 route get {target} 2>&1")
+                for target in (
+                    "192.168.77.5",
+                    "169.254.169.254",
+                    "192.168.1.1",
+                    "169.254.1.1",
+                    host,
+                    "10.0.2.2",
+                )
+            }
+    routed = {target: "via 10.0.2.2 dev tap0" in str(body["stdout"]) for target, body in lookups.items()}
+    assert routed == {
+        "192.168.77.5": True,
+        "169.254.169.254": True,
+        "192.168.1.1": False,
+        "169.254.1.1": False,
+        host: False,  # the host's own addresses can not be opened
+        "10.0.2.2": False,
+    }, lookups

@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,7 +91,8 @@ def unavailable_reason() -> str | None:
 
 
 class SandboxNetworks:
-    def __init__(self, idle_s: float = _IDLE_S) -> None:
+    def __init__(self, allow: Sequence[str] = (), idle_s: float = _IDLE_S) -> None:
+        self.allow = list(allow)
         self.idle_s = idle_s
         self.owner = owner_name(os.getpid())
         self._lock = threading.Lock()
@@ -193,7 +195,13 @@ class SandboxNetworks:
              "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6 && ip link set lo up"]
         )  # fmt: skip
         self._start_slirp(net)
-        routes = [f"route add prohibit {cidr}" for cidr in (*BLOCKED_V4, *_host_addresses())]
+        # Configured exceptions (TROVE_SANDBOX_NETWORK_ALLOW) go through the gateway; a blocked
+        # range they name exactly is left out, one they sit inside loses to them as less specific.
+        allowed = {str(ipaddress.ip_network(cidr, strict=False)) for cidr in self.allow}
+        routes = [f"route add {cidr} via {SLIRP_GATEWAY} dev tap0 onlink" for cidr in sorted(allowed)]
+        routes += [f"route add prohibit {cidr}" for cidr in BLOCKED_V4 if cidr not in allowed]
+        # The host's own addresses win over every exception (replace: even one naming them).
+        routes += [f"route replace prohibit {cidr}" for cidr in _host_addresses()]
         # The guest's own /24 is on-link: refuse all of it but the DNS forwarder. The gateway
         # stays the default route's next hop (resolved on tap0, not through these routes).
         routes += [
@@ -266,21 +274,20 @@ def _delete_netns(name: str) -> None:
 
 
 def _host_addresses() -> list[str]:
-    """The host's own IPv4 addresses outside the blocked ranges, as /32s (e.g. a public IP).
+    """The host's own IPv4 addresses but loopback, as /32s: slirp would connect to them from the
+    host, reaching every service bound to 0.0.0.0 (a public IP, a bridge, a VPN).
 
-    slirp would connect to them from the host, reaching every service bound to 0.0.0.0.
     Read when a namespace's network is built; one built before an address was added keeps
     missing it until rebuilt (idle stop or restart).
     """
     result = subprocess.run(
         ["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True, timeout=10, check=False
     )
-    blocked = [ipaddress.ip_network(cidr) for cidr in BLOCKED_V4]
     found: set[str] = set()
     with contextlib.suppress(ValueError):
         for link in json.loads(result.stdout or "[]"):
             for info in link.get("addr_info", []):
                 address = ipaddress.ip_address(info.get("local", ""))
-                if not address.is_loopback and not any(address in net for net in blocked):
+                if not address.is_loopback:
                     found.add(f"{address}/32")
     return sorted(found)

@@ -86,13 +86,14 @@ class LocalRuntime:
         limits: Limits,
         memory_bytes: int,
         seccomp: bool = True,
+        network_allow: Sequence[str] = (),
     ) -> None:
         self.sandbox = sandbox
         self.network = network
         # Why `outbound` degraded to no network here (said loudly at start-up), or None.
         self.network_unavailable = netns.unavailable_reason() if sandbox and network == "outbound" else None
         self.networks = (
-            netns.SandboxNetworks()
+            netns.SandboxNetworks(network_allow)
             if sandbox and network == "outbound" and not self.network_unavailable
             else None
         )
@@ -132,6 +133,7 @@ class LocalRuntime:
             sandbox=settings.sandbox == "bwrap",
             network=settings.sandbox_network,
             seccomp=settings.sandbox_seccomp == "on",
+            network_allow=[c.strip() for c in settings.sandbox_network_allow.split(",") if c.strip()],
             uid_base=settings.sandbox_uid_base,
             limits=Limits(
                 cpu_seconds=settings.exec_cpu_s,
