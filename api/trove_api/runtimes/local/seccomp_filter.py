@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import secrets
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,8 @@ def compile_filter(target: Path) -> None:
         _add(syscall_filter, deny, "socket", seccomp.Arg(0, seccomp.EQ, family))
     for request in _BLOCKED_IOCTLS:
         _add(syscall_filter, deny, "ioctl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, request))
-    temp = target.with_name(target.name + ".tmp")
+    # A maintenance command may compile beside a live server: each writes its own temp file.
+    temp = target.with_name(f"{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     with open(temp, "wb", opener=lambda path, flags: os.open(path, flags, 0o600)) as out:
         syscall_filter.export_bpf(out)
     os.replace(temp, target)
