@@ -61,6 +61,9 @@ BLOCKED_V4 = (
 )
 _READY_TIMEOUT_S = 5.0
 _IDLE_S = 600.0
+# After a failed build, execs run without network for this long before the next attempt, so a
+# broken slirp4netns costs one wait, not one per exec.
+_RETRY_AFTER_S = 30.0
 
 
 @dataclass
@@ -97,6 +100,7 @@ class SandboxNetworks:
         self.owner = owner_name(os.getpid())
         self._lock = threading.Lock()
         self._nets: dict[str, _Net] = {}
+        self._retry_at = 0.0
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -137,12 +141,21 @@ class SandboxNetworks:
                 self._teardown(net)
                 net = None
             if net is None:
+                if time.monotonic() < self._retry_at:
+                    return None
                 net = _Net(self._name(key))
                 try:
                     self._build(net)
                 except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
-                    log.error("cannot give %s outbound networking (%s); this exec runs without", key, exc)
+                    log.error(
+                        "cannot give %s outbound networking (%s); execs run without network, "
+                        "next attempt in %.0f s",
+                        key,
+                        exc,
+                        _RETRY_AFTER_S,
+                    )
                     self._teardown(net)
+                    self._retry_at = time.monotonic() + _RETRY_AFTER_S
                     return None
                 self._nets[key] = net
             net.in_use += 1
