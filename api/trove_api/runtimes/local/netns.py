@@ -61,6 +61,7 @@ BLOCKED_V4 = (
 )
 _READY_TIMEOUT_S = 5.0
 _IDLE_S = 600.0
+_MAX_LIVE = 64
 # After a failed build, execs run without network for this long before the next attempt, so a
 # broken slirp4netns costs one wait, not one per exec.
 _RETRY_AFTER_S = 30.0
@@ -94,9 +95,10 @@ def unavailable_reason() -> str | None:
 
 
 class SandboxNetworks:
-    def __init__(self, allow: Sequence[str] = (), idle_s: float = _IDLE_S) -> None:
+    def __init__(self, allow: Sequence[str] = (), idle_s: float = _IDLE_S, max_live: int = _MAX_LIVE) -> None:
         self.allow = list(allow)
         self.idle_s = idle_s
+        self.max_live = max_live
         self.owner = owner_name(os.getpid())
         self._lock = threading.Lock()
         self._nets: dict[str, _Net] = {}
@@ -193,11 +195,16 @@ class SandboxNetworks:
         return f"{_PREFIX}{self.owner.removeprefix('srv-')}-{digest}"
 
     def _stop_idle(self, exclude: str) -> None:
+        """Stop networks idle for ``idle_s``, and the least recently used idle ones beyond
+        ``max_live`` (each is a slirp4netns process of ~3 MB)."""
         now = time.monotonic()
-        for key, net in list(self._nets.items()):
-            if key != exclude and net.in_use == 0 and now - net.last_used > self.idle_s:
-                self._teardown(net)
-                del self._nets[key]
+        idle = sorted(
+            (net.last_used, key) for key, net in self._nets.items() if key != exclude and net.in_use == 0
+        )
+        excess = len(self._nets) - self.max_live + 1
+        for position, (last_used, key) in enumerate(idle):
+            if position < excess or now - last_used > self.idle_s:
+                self._teardown(self._nets.pop(key))
 
     def _build(self, net: _Net) -> None:
         _delete_netns(net.name)  # left by an earlier attempt under this name
