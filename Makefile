@@ -17,11 +17,17 @@ export TROVE_RUNTIME ?= local
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
 
-system-deps:  ## install bubblewrap (apt, when missing and root)
+system-deps:  ## install bubblewrap, slirp4netns, iproute2, libseccomp2 (apt, when missing and root)
 	@if ! command -v bwrap >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && apt-get install -y -qq bubblewrap; \
 	  else echo "bubblewrap (bwrap) is missing: install it, or run with TROVE_SANDBOX=none" >&2; fi; \
+	fi
+	@# Sandbox networking (TROVE_SANDBOX_NETWORK=outbound) and the seccomp filter.
+	@if ! command -v slirp4netns >/dev/null || ! command -v ip >/dev/null || ! PATH="$$PATH:/sbin:/usr/sbin" ldconfig -p 2>/dev/null | grep -q libseccomp.so.2; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq slirp4netns iproute2 libseccomp2; \
+	  else echo "slirp4netns, iproute2 or libseccomp2 is missing: sandboxes get no network / no syscall filter" >&2; fi; \
 	fi
 
 uv:

@@ -8,6 +8,7 @@ both never confuses them. Build it once at the edge (``load_settings``) and pass
 from __future__ import annotations
 
 import ipaddress
+import logging
 from pathlib import Path
 from typing import Literal
 
@@ -39,8 +40,22 @@ class Settings(BaseSettings):
         "bwrap",
         description="Local runtime sandbox. `none` runs commands unsandboxed (development only).",
     )
-    sandbox_network: Literal["on", "off"] = Field(
-        "on", description="Whether sandboxed commands get network access."
+    sandbox_network: Literal["outbound", "off"] = Field(
+        "outbound",
+        description="Sandbox network: `outbound` (own network namespace with NAT to the internet; "
+        "host loopback, link-local and private ranges refused) or `off` (loopback only). "
+        "`on` is read as `outbound`.",
+    )
+    sandbox_network_allow: str = Field(
+        "",
+        description="Comma-separated IPv4 CIDRs that `outbound` sandboxes may reach although they "
+        "are private or link-local (e.g. an internal package mirror). The host's own addresses "
+        "and loopback stay refused.",
+    )
+    sandbox_seccomp: Literal["on", "off"] = Field(
+        "on",
+        description="Syscall filter (Docker's default rules) on local sandboxes; `on` refuses to "
+        "start without libseccomp. `off` runs without a filter.",
     )
     sandbox_uid_base: int = Field(
         200_000,
@@ -235,6 +250,34 @@ class Settings(BaseSettings):
                     ipaddress.ip_network(entry, strict=False)
                 except ValueError:
                     raise ValueError(f"forwarded_allow_ips: {entry!r} is not an IP address or CIDR") from None
+        return value
+
+    @field_validator("sandbox_network", mode="before")
+    @classmethod
+    def _network_on_means_outbound(cls, value: object) -> object:
+        # `on` (shared host network) no longer exists; keep old configs starting, with the
+        # stronger isolation, and say so.
+        if value == "on":
+            logging.getLogger(__name__).warning(
+                "TROVE_SANDBOX_NETWORK=on is deprecated and now means `outbound`: sandboxes reach "
+                "the internet but no longer the host's loopback or private networks"
+            )
+            return "outbound"
+        return value
+
+    @field_validator("sandbox_network_allow")
+    @classmethod
+    def _allowed_networks_are_cidrs(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            network = ipaddress.ip_network(item, strict=False)
+            if not isinstance(network, ipaddress.IPv4Network):
+                raise ValueError(f"{item}: only IPv4 networks (sandboxes have no IPv6 path out)")
+            # Loopback, and slirp's own network (a wider range around it is fine: the routes
+            # over slirp's network stay more specific).
+            if network.overlaps(ipaddress.IPv4Network("127.0.0.0/8")) or network.subnet_of(
+                ipaddress.IPv4Network("10.0.2.0/24")
+            ):
+                raise ValueError(f"{item}: loopback and 10.0.2.0/24 (slirp's network) stay refused")
         return value
 
     @model_validator(mode="after")

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from trove_sdk import TroveAuthError, TroveClient, TroveNotFoundError
 
-from tests.support.cluster import sandbox_host
+from tests.support.cluster import backend, sandbox_host
 from tests.support.sdk import admin, client
 from tests.support.server import LiveServer
 
@@ -305,17 +305,65 @@ def in_tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @dataclass
 class ApiStandIn:
-    """A local HTTP server standing in for https://api.example.com."""
+    """A local HTTP server standing in for https://api.example.com.
+
+    ``script``, when set, is that server as a Python program to run inside the sandbox, with
+    ``prelude`` the init.sh lines that start it on first use (``base`` then asks them the port).
+    """
 
     base: str
     token: str
     feed: bytes
+    script: str = ""
+    prelude: str = ""
+
+
+_STANDIN_SCRIPT = """
+import http.server, os
+TOKEN, FEED = {token!r}, {feed!r}
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/token":
+            status, body = 200, TOKEN.encode()
+        elif self.path == "/feed" and self.headers.get("Authorization") == TOKEN:
+            status, body = 200, FEED
+        else:
+            status, body = 401, b"unauthorized\\n"
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+with open("/tmp/standin.port.tmp", "w") as out:
+    out.write(str(httpd.server_address[1]))
+os.rename("/tmp/standin.port.tmp", "/tmp/standin.port")
+httpd.serve_forever()
+"""
+# Started once per exec (its /tmp and processes end with it); a subshell's start is seen by the
+# next call through the port file.
+_STANDIN_PRELUDE = """standin_port() {
+  local tries=0
+  if [ ! -s /tmp/standin.port ]; then
+    (python3 /workspace/.standin.py </dev/null >/dev/null 2>&1 &)
+    while [ ! -s /tmp/standin.port ] && [ $((tries += 1)) -lt 500 ]; do sleep 0.02; done
+  fi
+  cat /tmp/standin.port
+}
+"""
 
 
 @pytest.fixture
 def api_example() -> Iterator[ApiStandIn]:
     token = "tok-" + secrets.token_hex(8)
     feed = b'{"items": [1, 2, 3]}\n'
+    if backend() == "local":
+        # Local sandboxes have a network of their own that refuses the host's loopback and
+        # addresses (TROVE_SANDBOX_NETWORK=outbound): the stand-in runs inside the sandbox.
+        script = _STANDIN_SCRIPT.format(token=token, feed=feed)
+        yield ApiStandIn("http://127.0.0.1:$(standin_port)", token, feed, script, _STANDIN_PRELUDE)
+        return
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -333,8 +381,7 @@ def api_example() -> Iterator[ApiStandIn]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    # The sandbox shares the host network here; a backend whose sandboxes cannot reach the
-    # runner's loopback needs this stand-in served from somewhere they can.
+    # Pods reach the runner through the CNI bridge's gateway.
     httpd = ThreadingHTTPServer((sandbox_host(), 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -418,8 +465,10 @@ def test_seed001_exec_chain(trove: TroveClient, server: LiveServer, api_example:
     # snippet's namespace holds), so the snippet's commands and URLs stay exactly as printed.
     # The page elides the second call's URL as "..."; the wrapper maps that to the feed too.
     trove.exec("mkdir -p workspace/data")
+    if api_example.script:
+        trove.write("workspace/.standin.py", api_example.script)
     trove.set_init(
-        "curl() {\n"
+        api_example.prelude + "curl() {\n"
         "  local a args=()\n"
         '  for a in "$@"; do\n'
         '    case "$a" in\n'

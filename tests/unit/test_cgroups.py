@@ -47,7 +47,7 @@ def test_release_removes_the_groups_made_and_keeps_a_busy_one() -> None:
 def test_the_local_runtime_removes_its_groups_when_it_closes(tmp_path: Path) -> None:
     writable_cgroups()
     runtime = LocalRuntime(
-        tmp_path, sandbox=True, network=False, uid_base=Settings().sandbox_uid_base,
+        tmp_path, sandbox=True, network="off", uid_base=Settings().sandbox_uid_base,
         limits=Limits(cpu_seconds=10, file_bytes=1 << 20, processes=64, address_space_bytes=None),
         memory_bytes=64 << 20,
     )  # fmt: skip

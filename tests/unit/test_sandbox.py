@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from trove_api.runtimes.local.sandbox import (
     Limits,
     build_bwrap_argv,
     build_drop_privileges,
+    build_enter_netns,
     build_limits_wrapper,
     build_shell,
 )
@@ -32,9 +34,9 @@ def _binds(argv: list[str]) -> list[tuple[str, str, str]]:
     return found
 
 
-@pytest.mark.parametrize("network", [True, False])
-def test_only_the_namespace_and_read_only_system_dirs_are_bound(network: bool) -> None:
-    argv = build_bwrap_argv(NS_ROOT, network=network)
+@pytest.mark.parametrize("own_netns", [True, False])
+def test_only_the_namespace_and_read_only_system_dirs_are_bound(own_netns: bool) -> None:
+    argv = build_bwrap_argv(NS_ROOT, own_netns=own_netns, seccomp_fd=3)
     binds = _binds(argv)
     writable = [(src, dst) for opt, src, dst in binds if opt != "--ro-bind"]
     assert writable == [(NS_ROOT, SANDBOX_ROOT)]
@@ -46,9 +48,12 @@ def test_only_the_namespace_and_read_only_system_dirs_are_bound(network: bool) -
 
 
 def test_namespaces_are_unshared_and_children_die_with_the_sandbox() -> None:
-    argv = build_bwrap_argv(NS_ROOT, network=False)
+    argv = build_bwrap_argv(NS_ROOT, own_netns=False)
     assert argv[0] == "bwrap"
-    for flag in ("--unshare-all", "--die-with-parent", "--new-session", "--clearenv"):
+    for flag in (
+        "--unshare-user", "--disable-userns", "--unshare-ipc", "--unshare-pid", "--unshare-uts",
+        "--unshare-cgroup-try", "--unshare-net", "--die-with-parent", "--new-session", "--clearenv",
+    ):  # fmt: skip
         assert flag in argv
     assert argv[-1] == "--"
     assert argv[argv.index("--proc") + 1] == "/proc"
@@ -56,13 +61,37 @@ def test_namespaces_are_unshared_and_children_die_with_the_sandbox() -> None:
     assert argv[argv.index("--chdir") + 1] == "/"
 
 
-def test_network_flag_is_honoured() -> None:
-    assert "--share-net" in build_bwrap_argv(NS_ROOT, network=True)
-    assert "--share-net" not in build_bwrap_argv(NS_ROOT, network=False)
+def test_network_namespace_choice_is_honoured() -> None:
+    # In a prepared network namespace bwrap stays in it; otherwise it makes an empty one.
+    assert "--unshare-net" not in build_bwrap_argv(NS_ROOT, own_netns=True)
+    assert "--unshare-net" in build_bwrap_argv(NS_ROOT, own_netns=False)
+    for own in (True, False):
+        argv = build_bwrap_argv(NS_ROOT, own_netns=own)
+        assert "--share-net" not in argv
+        assert "--unshare-all" not in argv  # it would take the prepared network namespace away
+
+
+def test_seccomp_fd_is_handed_to_bwrap() -> None:
+    argv = build_bwrap_argv(NS_ROOT, own_netns=True, seccomp_fd=3)
+    assert argv[argv.index("--seccomp") + 1] == "3"
+    assert "--seccomp" not in build_bwrap_argv(NS_ROOT, own_netns=True)
+
+
+def test_limits_wrapper_opens_inputs_per_exec(tmp_path: Path) -> None:
+    data = tmp_path / "it's a filter"
+    data.write_bytes(b"bpf")
+    argv = build_limits_wrapper([], Limits(5, 1024 * 1024, 33, None), [(3, str(data))])
+    result = subprocess.run([*argv, "/bin/sh", "-c", "cat <&3"], capture_output=True, check=True)
+    assert result.stdout == b"bpf"
+
+
+def test_enter_netns() -> None:
+    assert build_enter_netns(None) == []
+    assert build_enter_netns("/run/netns/x") == ["nsenter", "--net=/run/netns/x", "--"]
 
 
 def test_environment_is_clean() -> None:
-    argv = build_bwrap_argv(NS_ROOT, network=True)
+    argv = build_bwrap_argv(NS_ROOT, own_netns=True)
     env = {argv[i + 1]: argv[i + 2] for i, arg in enumerate(argv) if arg == "--setenv"}
     assert env["HOME"] == SANDBOX_ROOT
     assert set(env) == {"HOME", "PATH", "LANG", "TERM", "USER"}
@@ -109,14 +138,20 @@ def test_shell() -> None:
 
 def test_runtime_chain_drops_privileges_before_bubblewrap() -> None:
     runtime = LocalRuntime.__new__(LocalRuntime)
-    runtime.network = False
+    runtime.seccomp_path = Path("/srv/trove/seccomp.bpf")
     runtime.limits = Limits(cpu_seconds=60, file_bytes=1024, processes=64, address_space_bytes=None)
-    argv = runtime._argv(NS_ROOT, 200_003, ["/sys/fs/cgroup/pids/trove/k/cgroup.procs"], "echo hi")
+    argv = runtime._argv(
+        NS_ROOT, 200_003, ["/sys/fs/cgroup/pids/trove/k/cgroup.procs"], "echo hi", "/run/netns/trove-x"
+    )
     assert argv[:2] == ["/bin/sh", "-c"]  # limits and cgroups first, inherited by everything below
-    setpriv, bwrap, bash = argv.index("setpriv"), argv.index("bwrap"), argv.index("/bin/bash")
-    assert setpriv < bwrap < bash
+    assert "3</srv/trove/seccomp.bpf" in argv[2]  # opened as root, before the drop
+    nsenter, setpriv = argv.index("nsenter"), argv.index("setpriv")
+    bwrap, bash = argv.index("bwrap"), argv.index("/bin/bash")
+    assert nsenter < setpriv < bwrap < bash  # entering the network namespace needs root
+    assert argv[bwrap:].index("--seccomp") < argv[bwrap:].index("--")
     assert "--reuid=200003" in argv[setpriv:bwrap]
     assert argv[-1] == "echo hi"
     assert "--share-net" not in argv
+    assert "--unshare-net" not in argv
     host_paths = [src for _, src, _ in _binds(argv[bwrap:])]
     assert set(host_paths) <= SYSTEM_DIRS | {NS_ROOT}

@@ -27,7 +27,8 @@ def test_defaults() -> None:
     assert settings.exec_pids == 256
     assert settings.exec_file_mb == 100
     assert settings.sandbox == "bwrap"
-    assert settings.sandbox_network == "on"
+    assert settings.sandbox_network == "outbound"
+    assert settings.sandbox_seccomp == "on"
     assert settings.write_max_bytes == 10 * 1024 * 1024
     assert settings.upload_max_bytes == 100 * 1024 * 1024
 
@@ -102,3 +103,17 @@ def test_settings_are_frozen() -> None:
     settings = load_settings()
     with pytest.raises(ValidationError):
         settings.exec_pids = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("value", ["10.0.2.2/32", "127.0.0.1/32", "0.0.0.0/0", "fd00::/8", "nonsense"])
+def test_network_allow_refuses_loopback_slirp_ipv6_and_garbage(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("TROVE_SANDBOX_NETWORK_ALLOW", value)
+    with pytest.raises(ValidationError):
+        load_settings()
+
+
+def test_network_allow_takes_private_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TROVE_SANDBOX_NETWORK_ALLOW", "10.0.0.0/8, 169.254.169.254/32")
+    assert load_settings().sandbox_network_allow == "10.0.0.0/8, 169.254.169.254/32"

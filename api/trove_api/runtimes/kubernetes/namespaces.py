@@ -47,7 +47,7 @@ def build_tns(settings: Settings, ns: NamespaceRef) -> Manifest:
                 "requests": {"cpu": settings.k8s_cpu_request, "memory": settings.k8s_memory_request},
                 "limits": {"cpu": settings.k8s_cpu_limit, "memory": settings.k8s_memory_limit},
             },
-            "egress": "all" if settings.sandbox_network == "on" else "none",
+            "egress": "none" if settings.sandbox_network == "off" else "all",
             "suspended": False,
             "idleSuspendSeconds": settings.k8s_idle_suspend_s,
         },

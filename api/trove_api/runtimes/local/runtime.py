@@ -14,17 +14,20 @@ import subprocess
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from trove_api.runtimes.local import fs, tarball
+from trove_api.runtimes.local import fs, netns, tarball
 from trove_api.runtimes.local.cgroups import Cgroups
 from trove_api.runtimes.local.process import run_captured
 from trove_api.runtimes.local.sandbox import (
     Limits,
     build_bwrap_argv,
     build_drop_privileges,
+    build_enter_netns,
     build_limits_wrapper,
     build_shell,
 )
+from trove_api.runtimes.local.seccomp_filter import SeccompUnavailableError, compile_filter
 from trove_api.runtimes.local.volumes import Volumes
 from trove_core.diskspace import DiskReserve
 from trove_core.errors import (
@@ -42,6 +45,8 @@ log = logging.getLogger(__name__)
 # One thread hop per chunk: 1 MiB keeps that overhead small (curl downloads ran ~1.4x faster
 # than with 256 KiB) while a stream still holds only about one chunk in memory.
 _READ_CHUNK = 1024 * 1024
+# bwrap reads the seccomp filter from this fd, which the limits wrapper opens per exec.
+_SECCOMP_FD = 3
 
 
 class SandboxUnavailableError(TroveError):
@@ -78,16 +83,25 @@ class LocalRuntime:
         data_dir: Path,
         *,
         sandbox: bool,
-        network: bool,
+        network: Literal["outbound", "off"],
         uid_base: int,
         limits: Limits,
         memory_bytes: int,
         disk_quota_bytes: int = 0,
         preallocate: bool = True,
         reserve: DiskReserve | None = None,
+        seccomp: bool = True,
+        network_allow: Sequence[str] = (),
     ) -> None:
         self.sandbox = sandbox
         self.network = network
+        # Why `outbound` degraded to no network here (said loudly at start-up), or None.
+        self.network_unavailable = netns.unavailable_reason() if sandbox and network == "outbound" else None
+        self.networks = (
+            netns.SandboxNetworks(network_allow)
+            if sandbox and network == "outbound" and not self.network_unavailable
+            else None
+        )
         self.uid_base = uid_base
         self.as_root = os.geteuid() == 0
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -108,13 +122,26 @@ class LocalRuntime:
         os.chmod(base, 0o711)
         os.chmod(self.root, 0o711)
         os.chmod(self.staging, 0o700)
+        self.seccomp_path: Path | None = None
+        if sandbox and seccomp:
+            self.seccomp_path = base / "seccomp.bpf"
+            try:
+                compile_filter(self.seccomp_path)
+            except SeccompUnavailableError as exc:
+                raise SandboxUnavailableError(
+                    f"cannot build the sandbox's syscall filter: {exc}. Install libseccomp "
+                    "(apt-get install libseccomp2), or set TROVE_SANDBOX_SECCOMP=off to run "
+                    "sandboxes without one."
+                ) from exc
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalRuntime:
         return cls(
             settings.data_dir,
             sandbox=settings.sandbox == "bwrap",
-            network=settings.sandbox_network == "on",
+            network=settings.sandbox_network,
+            seccomp=settings.sandbox_seccomp == "on",
+            network_allow=[c.strip() for c in settings.sandbox_network_allow.split(",") if c.strip()],
             uid_base=settings.sandbox_uid_base,
             limits=Limits(
                 cpu_seconds=settings.exec_cpu_s,
@@ -179,11 +206,27 @@ class LocalRuntime:
                 "Running as non-root: commands are sandboxed, but every namespace runs as this "
                 f"server's uid ({os.geteuid()}), so a sandbox escape would reach the others."
             )
+        if self.seccomp_path is None:
+            warnings.append("TROVE_SANDBOX_SECCOMP=off: sandboxes run without a syscall filter.")
+        warnings += self._network_report()
         if self.cgroups.mode == "none":
             warnings.append(
                 "No writable cgroup hierarchy: memory and process limits fall back to per-process rlimits."
             )
         return warnings
+
+    def _network_report(self) -> list[str]:
+        if self.network_unavailable:
+            return [
+                f"TROVE_SANDBOX_NETWORK=outbound, but {self.network_unavailable}: sandboxes get NO "
+                "network at all (as with `off`), never the host's."
+            ]
+        if self.networks is not None and not self.networks.startup_check():
+            return [
+                "slirp4netns could not give a sandbox a network (see the log above): execs "
+                "run without network until it can."
+            ]
+        return []
 
     def _sweep_staging(self) -> None:
         # Uploads interrupted by a crash leave temp files here, never in a namespace.
@@ -249,11 +292,25 @@ class LocalRuntime:
 
     # -- exec -----------------------------------------------------------------------------
 
-    def _argv(self, directory: str, uid: int | None, cgroup_procs: list[str], script: str) -> list[str]:
+    def _argv(
+        self,
+        directory: str,
+        uid: int | None,
+        cgroup_procs: list[str],
+        script: str,
+        netns_path: str | None = None,
+    ) -> list[str]:
+        seccomp_path = self.seccomp_path
+        inputs = [(_SECCOMP_FD, str(seccomp_path))] if seccomp_path else []
         return (
-            build_limits_wrapper(cgroup_procs, self.limits)
+            build_limits_wrapper(cgroup_procs, self.limits, inputs)
+            + build_enter_netns(netns_path)
             + build_drop_privileges(uid)
-            + build_bwrap_argv(directory, network=self.network)
+            + build_bwrap_argv(
+                directory,
+                own_netns=netns_path is not None,
+                seccomp_fd=_SECCOMP_FD if seccomp_path else None,
+            )
             + build_shell(script)
         )
 
@@ -262,15 +319,22 @@ class LocalRuntime:
         if not self.sandbox:
             # Unsandboxed: run beside the namespace dir, which is visible as workspace/.
             return await self._exec_unsandboxed(ns, spec)
-        cgroup_procs = await asyncio.to_thread(self.cgroups.prepare, _cgroup_key(ns))
-        argv = self._argv(str(directory), self._uid(ns), cgroup_procs, spec.script)
-        return await run_captured(
-            argv,
-            stdin=spec.stdin,
-            timeout_s=spec.timeout_s,
-            output_limit=spec.output_limit,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-        )
+        key = _cgroup_key(ns)
+        cgroup_procs = await asyncio.to_thread(self.cgroups.prepare, key)
+        networks = self.networks
+        netns_path = await asyncio.to_thread(networks.acquire, key) if networks else None
+        try:
+            argv = self._argv(str(directory), self._uid(ns), cgroup_procs, spec.script, netns_path)
+            return await run_captured(
+                argv,
+                stdin=spec.stdin,
+                timeout_s=spec.timeout_s,
+                output_limit=spec.output_limit,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            )
+        finally:
+            if networks:
+                networks.release(key)
 
     async def _exec_unsandboxed(self, ns: NamespaceRef, spec: ExecSpec) -> ExecOutput:
         # The namespace directory is named after the namespace; expose it as workspace/ via a
@@ -451,6 +515,8 @@ class LocalRuntime:
         )
 
     async def aclose(self) -> None:
+        if self.networks:
+            await asyncio.to_thread(self.networks.close)
         await asyncio.to_thread(self.cgroups.release)
         # After the cgroups: their processes are gone, so the namespaces' mounts are not busy.
         await asyncio.to_thread(self.volumes.release)

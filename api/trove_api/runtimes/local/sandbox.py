@@ -1,10 +1,12 @@
 """Pure builders for the command line that runs one exec: resource limits, uid drop, bubblewrap.
 
-The chain is ``sh -c <join cgroups; set rlimits; exec "$@"> setpriv … bwrap … bash -c <script>``.
-Each link ``exec``s the next, so the process the server spawned *is* bubblewrap by the time the
-script runs, and killing it (``--die-with-parent``, a pid namespace) kills everything inside.
-The uid drop happens *before* bubblewrap: bwrap run as root with ``--uid`` would still touch
-files as host root (PLATFORM.md).
+The chain is ``sh -c <join cgroups; set rlimits; exec "$@" 3<filter> [nsenter --net=…] setpriv …
+bwrap … bash -c <script>``. Each link ``exec``s the next, so the process the server spawned *is*
+bubblewrap by the time the script runs, and killing it (``--die-with-parent``, a pid namespace)
+kills everything inside. The uid drop happens *before* bubblewrap: bwrap run as root with
+``--uid`` would still touch files as host root (PLATFORM.md). Entering the prepared network
+namespace also needs root, so ``nsenter`` comes before the drop; bubblewrap then unshares every
+other namespace itself.
 """
 
 from __future__ import annotations
@@ -26,8 +28,15 @@ class Limits:
     address_space_bytes: int | None
 
 
-def build_limits_wrapper(cgroup_procs: Sequence[str], limits: Limits) -> list[str]:
-    """``sh -c`` that joins the namespace's cgroups, sets rlimits, then execs its arguments."""
+def build_limits_wrapper(
+    cgroup_procs: Sequence[str], limits: Limits, inputs: Sequence[tuple[int, str]] = ()
+) -> list[str]:
+    """``sh -c`` that joins the namespace's cgroups, sets rlimits, then execs its arguments.
+
+    ``inputs`` are files opened read-only on the given fds for the exec'd command (the seccomp
+    filter bwrap reads): opened afresh per exec, since a shared fd's offset would be at EOF after
+    the first reader.
+    """
     steps = [f"echo $$ > {shlex.quote(path)}" for path in cgroup_procs]
     ulimits = [
         f"-t {limits.cpu_seconds}",
@@ -39,7 +48,8 @@ def build_limits_wrapper(cgroup_procs: Sequence[str], limits: Limits) -> list[st
         ulimits.append(f"-v {limits.address_space_bytes // 1024}")
     # dash's ulimit takes one limit per call.
     steps += [f"ulimit {flag}" for flag in ulimits]
-    script = " && ".join(steps) + ' || exit 125; exec "$@"'
+    redirects = "".join(f" {fd}<{shlex.quote(path)}" for fd, path in inputs)
+    script = " && ".join(steps) + f' || exit 125; exec "$@"{redirects}'
     return ["/bin/sh", "-c", script, "trove-limits"]
 
 
@@ -56,10 +66,17 @@ def build_drop_privileges(uid: int | None) -> list[str]:
     ]
 
 
+def build_enter_netns(netns_path: str | None) -> list[str]:
+    if netns_path is None:
+        return []
+    return ["nsenter", f"--net={netns_path}", "--"]
+
+
 def build_bwrap_argv(
     namespace_root: str,
     *,
-    network: bool,
+    own_netns: bool,
+    seccomp_fd: int | None = None,
     ro_binds: Sequence[str] = ("/usr", "/etc"),
     symlinks: Sequence[tuple[str, str]] = (
         ("usr/bin", "/bin"),
@@ -68,10 +85,20 @@ def build_bwrap_argv(
         ("usr/sbin", "/sbin"),
     ),
 ) -> list[str]:
-    """bubblewrap showing only the namespace (at /workspace) and read-only system dirs."""
-    argv = ["bwrap", "--unshare-all"]
-    if network:
-        argv.append("--share-net")
+    """bubblewrap showing only the namespace (at /workspace) and read-only system dirs.
+
+    ``own_netns``: bwrap starts inside a network namespace prepared for this sandbox and stays
+    in it; otherwise it makes an empty one (loopback only). ``--disable-userns`` stops the
+    command from creating user namespaces of its own (the kernel's userns attack surface).
+    """
+    argv = [
+        "bwrap", "--unshare-user", "--disable-userns", "--unshare-ipc", "--unshare-pid",
+        "--unshare-uts", "--unshare-cgroup-try",
+    ]  # fmt: skip
+    if not own_netns:
+        argv.append("--unshare-net")
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
     argv += ["--die-with-parent", "--new-session"]
     for path in ro_binds:
         argv += ["--ro-bind", path, path]

@@ -1,0 +1,313 @@
+"""Outbound-only networking for local sandboxes: a network namespace per Trove namespace.
+
+Each namespace that execs gets a network namespace created here, as root, so it belongs to the
+initial user namespace: the sandbox (an unprivileged uid in a user namespace of its own) holds no
+capability over it and cannot change its routes or addresses. Inside it there is ``lo`` and a
+``tap0`` served by ``slirp4netns``, a user-mode NAT that opens ordinary host sockets for the
+sandbox's connections. Because those host sockets would reach the host's loopback, link-local
+metadata and private networks like any local program, the namespace's routing table refuses
+them before a packet leaves (``prohibit`` routes answer EACCES at once): the blocked ranges
+below, slirp's gateway 10.0.2.2 (host loopback) and every address the host itself holds, with
+slirp's DNS forwarder 10.0.2.3 the one exception. IPv6 is off on tap0 (slirp runs without it),
+so there is no IPv6 path out at all. Abstract unix sockets are per network namespace, so the
+host's are out of reach too.
+
+slirp4netns dies with the server (``--exit-fd``), is restarted when found dead, and stopped
+when its namespace has been idle. An exec never waits on it: if slirp cannot be started the
+exec runs in the same namespace without a way out, and the failure is logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import select
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trove_api.runtimes.local.cgroups import owner_name, start_time
+
+log = logging.getLogger(__name__)
+
+NETNS_DIR = Path("/run/netns")
+# slirp4netns's control sockets (port forwards into a sandbox): root only.
+SLIRP_API_DIR = Path("/run/trove-slirp")
+_PREFIX = "trove-"
+SLIRP_GATEWAY = "10.0.2.2"
+SLIRP_DNS = "10.0.2.3"
+SLIRP_GUEST = "10.0.2.100"
+# RFC 1918, shared address space, link-local (cloud metadata), "this network", benchmarking,
+# multicast and reserved: never a destination an agent's outbound traffic needs.
+BLOCKED_V4 = (
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+)
+_READY_TIMEOUT_S = 5.0
+_IDLE_S = 600.0
+_MAX_LIVE = 64
+# After a failed build, execs run without network for this long before the next attempt, so a
+# broken slirp4netns costs one wait, not one per exec.
+_RETRY_AFTER_S = 30.0
+
+
+@dataclass
+class _Net:
+    name: str
+    slirp: subprocess.Popen[bytes] | None = None
+    exit_fd: int | None = None  # our end of slirp's --exit-fd pipe: closing it stops slirp
+    in_use: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+
+    @property
+    def path(self) -> str:
+        return str(NETNS_DIR / self.name)
+
+    @property
+    def api_socket(self) -> Path:
+        return SLIRP_API_DIR / f"{self.name}.sock"
+
+
+def unavailable_reason() -> str | None:
+    """Why outbound sandbox networking cannot run here, or None when it can."""
+    if os.geteuid() != 0:
+        return "the server is not running as root (it must create network namespaces)"
+    for tool in ("slirp4netns", "ip", "nsenter"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install slirp4netns iproute2 util-linux)"
+    return None
+
+
+class SandboxNetworks:
+    def __init__(self, allow: Sequence[str] = (), idle_s: float = _IDLE_S, max_live: int = _MAX_LIVE) -> None:
+        self.allow = list(allow)
+        self.idle_s = idle_s
+        self.max_live = max_live
+        self.owner = owner_name(os.getpid())
+        self._lock = threading.Lock()
+        self._nets: dict[str, _Net] = {}
+        self._retry_at = 0.0
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def sweep(self) -> None:
+        """Delete the network namespaces of servers that are no longer running."""
+        if not NETNS_DIR.is_dir():
+            return
+        for entry in NETNS_DIR.iterdir():
+            parts = entry.name.split("-")
+            if not entry.name.startswith(_PREFIX) or len(parts) != 4:
+                continue
+            pid, started = parts[1], parts[2]
+            if not (pid.isdigit() and started.isdigit()):
+                continue
+            if start_time(int(pid)) != int(started):
+                _delete_netns(entry.name)
+                (SLIRP_API_DIR / f"{entry.name}.sock").unlink(missing_ok=True)
+
+    def startup_check(self) -> bool:
+        """Sweep dead servers' namespaces and build one network, so a host where slirp4netns
+        cannot work says so at start-up rather than at the first exec."""
+        self.sweep()
+        probe = f".probe-{os.getpid()}"
+        working = self.acquire(probe) is not None
+        self.close()
+        return working
+
+    def acquire(self, key: str) -> str | None:
+        """The netns path an exec for ``key`` enters (slirp running), or None: no network.
+
+        Blocking (subprocesses); call it from a thread and pair it with ``release``.
+        """
+        with self._lock:
+            self._stop_idle(exclude=key)
+            net = self._nets.get(key)
+            if net is not None and (net.slirp is None or net.slirp.poll() is not None):
+                log.warning("slirp4netns for %s is not running; rebuilding its network", key)
+                self._teardown(net)
+                net = None
+            if net is None:
+                if time.monotonic() < self._retry_at:
+                    return None
+                net = _Net(self._name(key))
+                try:
+                    self._build(net)
+                except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
+                    log.error(
+                        "cannot give %s outbound networking (%s); execs run without network, "
+                        "next attempt in %.0f s",
+                        key,
+                        exc,
+                        _RETRY_AFTER_S,
+                    )
+                    self._teardown(net)
+                    self._retry_at = time.monotonic() + _RETRY_AFTER_S
+                    return None
+                self._nets[key] = net
+            net.in_use += 1
+            net.last_used = time.monotonic()
+            return net.path
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            net = self._nets.get(key)
+            if net is not None:
+                net.in_use = max(0, net.in_use - 1)
+                net.last_used = time.monotonic()
+
+    def slirp_pid(self, key: str) -> int | None:
+        with self._lock:
+            net = self._nets.get(key)
+            return net.slirp.pid if net is not None and net.slirp is not None else None
+
+    def api_socket(self, key: str) -> Path | None:
+        """slirp4netns's API socket for ``key`` (``add_hostfwd`` forwards a host port in)."""
+        with self._lock:
+            net = self._nets.get(key)
+            return net.api_socket if net is not None else None
+
+    def close(self) -> None:
+        with self._lock:
+            for net in list(self._nets.values()):
+                self._teardown(net)
+            self._nets.clear()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _name(self, key: str) -> str:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        return f"{_PREFIX}{self.owner.removeprefix('srv-')}-{digest}"
+
+    def _stop_idle(self, exclude: str) -> None:
+        """Stop networks idle for ``idle_s``, and the least recently used idle ones beyond
+        ``max_live`` (each is a slirp4netns process of ~3 MB)."""
+        now = time.monotonic()
+        idle = sorted(
+            (net.last_used, key) for key, net in self._nets.items() if key != exclude and net.in_use == 0
+        )
+        excess = len(self._nets) - self.max_live + 1
+        for position, (last_used, key) in enumerate(idle):
+            if position < excess or now - last_used > self.idle_s:
+                self._teardown(self._nets.pop(key))
+
+    def _build(self, net: _Net) -> None:
+        _delete_netns(net.name)  # left by an earlier attempt under this name
+        _run(["ip", "netns", "add", net.name])
+        # tap0 is created after this and inherits "default": no IPv6 on it. lo keeps ::1.
+        _run(
+            ["nsenter", f"--net={net.path}", "sh", "-c",
+             "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6 && ip link set lo up"]
+        )  # fmt: skip
+        self._start_slirp(net)
+        # Configured exceptions (TROVE_SANDBOX_NETWORK_ALLOW) go through the gateway; a blocked
+        # range they name exactly is left out, one they sit inside loses to them as less specific.
+        allowed = {str(ipaddress.ip_network(cidr, strict=False)) for cidr in self.allow}
+        routes = [f"route add {cidr} via {SLIRP_GATEWAY} dev tap0 onlink" for cidr in sorted(allowed)]
+        routes += [f"route add prohibit {cidr}" for cidr in BLOCKED_V4 if cidr not in allowed]
+        # The host's own addresses win over every exception (replace: even one naming them).
+        routes += [f"route replace prohibit {cidr}" for cidr in _host_addresses()]
+        # The guest's own /24 is on-link: refuse all of it but the DNS forwarder. The gateway
+        # stays the default route's next hop (resolved on tap0, not through these routes).
+        routes += [
+            "route add prohibit 10.0.2.0/25",
+            "route add prohibit 10.0.2.128/25",
+            f"route add {SLIRP_DNS}/32 dev tap0 scope link",
+        ]
+        _run(["nsenter", f"--net={net.path}", "ip", "-batch", "-"], stdin="\n".join(routes) + "\n")
+
+    def _start_slirp(self, net: _Net) -> None:
+        SLIRP_API_DIR.mkdir(mode=0o700, exist_ok=True)
+        net.api_socket.unlink(missing_ok=True)
+        ready_r, ready_w = os.pipe()
+        exit_r, exit_w = os.pipe()
+        try:
+            net.slirp = subprocess.Popen(
+                [
+                    "slirp4netns", "--configure", "--mtu=65520", "--disable-host-loopback",
+                    "--netns-type=path", f"--ready-fd={ready_w}", f"--exit-fd={exit_r}",
+                    f"--api-socket={net.api_socket}", net.path, "tap0",
+                ],
+                pass_fds=(ready_w, exit_r),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+            net.exit_fd = exit_w
+            exit_w = -1
+        finally:
+            os.close(ready_w)
+            os.close(exit_r)
+            if exit_w >= 0:
+                os.close(exit_w)
+        try:
+            readable, _, _ = select.select([ready_r], [], [], _READY_TIMEOUT_S)
+            ready = bool(readable) and os.read(ready_r, 1) == b"1"
+        finally:
+            os.close(ready_r)
+        if not ready:
+            raise RuntimeError(f"slirp4netns was not ready within {_READY_TIMEOUT_S:.0f} s")
+
+    def _teardown(self, net: _Net) -> None:
+        if net.exit_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(net.exit_fd)
+            net.exit_fd = None
+        if net.slirp is not None:
+            if net.slirp.poll() is None:
+                net.slirp.terminate()
+                try:
+                    net.slirp.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    net.slirp.kill()
+                    net.slirp.wait()
+            net.slirp = None
+        net.api_socket.unlink(missing_ok=True)
+        _delete_netns(net.name)
+
+
+def _run(argv: list[str], stdin: str | None = None) -> None:
+    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=10, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:3])} failed: {result.stderr.strip()}")
+
+
+def _delete_netns(name: str) -> None:
+    if (NETNS_DIR / name).exists():
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=10, check=False)
+
+
+def _host_addresses() -> list[str]:
+    """The host's own IPv4 addresses but loopback, as /32s: slirp would connect to them from the
+    host, reaching every service bound to 0.0.0.0 (a public IP, a bridge, a VPN).
+
+    Read when a namespace's network is built; one built before an address was added keeps
+    missing it until rebuilt (idle stop or restart).
+    """
+    result = subprocess.run(
+        ["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True, timeout=10, check=False
+    )
+    found: set[str] = set()
+    with contextlib.suppress(ValueError):
+        for link in json.loads(result.stdout or "[]"):
+            for info in link.get("addr_info", []):
+                address = ipaddress.ip_address(info.get("local", ""))
+                if not address.is_loopback:
+                    found.add(f"{address}/32")
+    return sorted(found)
