@@ -75,3 +75,16 @@ def test_lone_surrogates_in_text_fields_answer_400(
         # The server is fine afterwards, and nothing was half-done.
         if who == "fs":
             assert http.get("/v1/files", params={"path": "workspace/"}).json()["entries"] == []
+
+
+@pytest.mark.parametrize("url", ["/v1/exec", "/exec"])
+def test_a_nul_byte_in_a_command_answers_422_not_500(hostile: LiveServer, namespace: str, url: str) -> None:
+    # Found by schemathesis: the NUL reached the process spawn ("embedded null byte") as a 500.
+    with _fs(hostile, namespace) as http:
+        response = _send(http, "POST", url, '{"command": "echo a\\u0000b"}')
+        problem = assert_problem(response, 422, "invalid_request")
+        assert "NUL" in str(problem["detail"])
+        # stdin is piped, not an argument: a NUL there is plain data.
+        ok = _send(http, "POST", "/v1/exec", '{"command": "od -c", "stdin": "a\\u0000b"}')
+        assert ok.status_code == 200, ok.text
+        assert "\\0" in ok.json()["stdout"]

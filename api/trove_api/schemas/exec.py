@@ -14,6 +14,14 @@ class ExecRequest(BaseModel):
         None, description=f"UTF-8 text piped to the command (at most {STDIN_MAX_BYTES} bytes)."
     )
 
+    @field_validator("command")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        # bash takes its script as an argument, and no argument can hold a NUL byte.
+        if "\x00" in value:
+            raise ValueError("the command holds a NUL byte (\\u0000), which no shell command can contain")
+        return value
+
     @field_validator("stdin")
     @classmethod
     def _stdin_cap(cls, value: str | None) -> str | None:
