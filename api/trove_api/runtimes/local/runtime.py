@@ -11,6 +11,7 @@ import secrets
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,8 @@ class LocalRuntime:
         self.root = base / "namespaces"
         # Staging sits beside the namespaces: same filesystem, so rename() is atomic.
         self.staging = base / "staging"
+        # Names in staging that a call of this process is still using: never swept.
+        self._staged: set[str] = set()
         self.cgroups = Cgroups(memory_bytes, limits.processes)
         if self.cgroups.mode != "none":
             limits = Limits(limits.cpu_seconds, limits.file_bytes, limits.processes, None)
@@ -173,13 +176,28 @@ class LocalRuntime:
             )
         return warnings
 
-    def _sweep_staging(self) -> None:
-        # Uploads interrupted by a crash leave temp files here, never in a namespace.
+    def _sweep_staging(self, stale_s: float | None = None) -> int:
+        # Uploads and restores interrupted by a crash leave temp files here, never in a
+        # namespace. At start-up all of it is left over; later only what no call of this
+        # process uses and nothing touched for ``stale_s``.
+        cutoff = None if stale_s is None else time.time() - stale_s
+        removed = 0
         for entry in self.staging.iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
+            if entry.name in self._staged:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if cutoff is not None and entry.lstat().st_mtime >= cutoff:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    async def sweep_staging(self, stale_s: float) -> int:
+        """The periodic sweep (``services.sweeper``): staging leftovers older than ``stale_s``."""
+        return await asyncio.to_thread(self._sweep_staging, stale_s)
 
     # -- namespaces ---------------------------------------------------------------------
 
@@ -267,6 +285,7 @@ class LocalRuntime:
         real = await asyncio.to_thread(fs.resolve, self._dir(ns), rel)
         head, last = fs.split(real)
         temp_name = f"upload-{secrets.token_hex(8)}"
+        self._staged.add(temp_name)
         staging_fd = os.open(self.staging, os.O_RDONLY | os.O_DIRECTORY)
         temp_fd = os.open(
             temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=staging_fd
@@ -295,6 +314,7 @@ class LocalRuntime:
                 with contextlib.suppress(OSError):
                     os.unlink(temp_name, dir_fd=staging_fd)
             os.close(staging_fd)
+            self._staged.discard(temp_name)
 
     def _commit(
         self,
@@ -411,7 +431,7 @@ class LocalRuntime:
 
     async def import_tar(self, ns: NamespaceRef, chunks: AsyncIterator[bytes]) -> int:
         await self.provision(ns)
-        return await tarball.import_tar(self.staging, self._dir(ns), self._uid(ns), chunks)
+        return await tarball.import_tar(self.staging, self._dir(ns), self._uid(ns), chunks, busy=self._staged)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.cgroups.release)

@@ -230,10 +230,18 @@ def _export_error(exc: BaseException) -> TroveError:
 # -- import -------------------------------------------------------------------------------
 
 
-async def import_tar(staging: Path, target: Path, uid: int | None, chunks: AsyncIterator[bytes]) -> int:
-    """Extract the streamed gzip tar beside ``target`` and swap it in; the regular files restored."""
+async def import_tar(
+    staging: Path, target: Path, uid: int | None, chunks: AsyncIterator[bytes], busy: set[str] | None = None
+) -> int:
+    """Extract the streamed gzip tar beside ``target`` and swap it in; the regular files restored.
+
+    ``busy`` (the runtime's) holds the staging names in use while this runs, so a sweep skips them.
+    """
     reader = ThreadFedReader(QUEUE_DEPTH)
     new_root = staging / f"restore-{secrets.token_hex(8)}"
+    names = {new_root.name, new_root.name + "-old"}
+    if busy is not None:
+        busy.update(names)
     await asyncio.to_thread(new_root.mkdir, 0o700)
     worker = asyncio.get_running_loop().run_in_executor(None, extract, reader, new_root, uid)
     # An extractor that stopped early must not leave the feeder waiting for queue space.
@@ -258,6 +266,8 @@ async def import_tar(staging: Path, target: Path, uid: int | None, chunks: Async
         raise
     finally:
         await asyncio.to_thread(shutil.rmtree, new_root, True)
+        if busy is not None:
+            busy.difference_update(names)
 
 
 def extract(reader: ThreadFedReader, root: Path, uid: int | None) -> int:

@@ -45,13 +45,28 @@ class DirectorySnapshotStore:
         self.temp = root / ".tmp"
         self.temp.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700)
+        # This process's uploads in progress: never swept, however slow.
+        self._writing: set[str] = set()
+        self._sweep(STALE_TEMP_S)
+
+    async def sweep(self, stale_s: float) -> int:
+        """Remove temp files a killed upload left, untouched for ``stale_s``; returns how many."""
+        return await asyncio.to_thread(self._sweep, stale_s)
+
+    def _sweep(self, stale_s: float) -> int:
         # Only what a crash left behind: another process on this directory (a second replica,
-        # a `trove-server snapshots` command) may be writing a snapshot right now.
-        cutoff = time.time() - STALE_TEMP_S
+        # a `trove-server snapshots` command) may be writing a snapshot right now, and each
+        # chunk it writes touches its temp file.
+        cutoff = time.time() - stale_s
+        removed = 0
         for leftover in self.temp.iterdir():
+            if leftover.name in self._writing:
+                continue
             with contextlib.suppress(FileNotFoundError):
                 if leftover.stat().st_mtime < cutoff:
-                    leftover.unlink(missing_ok=True)
+                    leftover.unlink()
+                    removed += 1
+        return removed
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
@@ -62,6 +77,7 @@ class DirectorySnapshotStore:
     async def put(self, key: str, chunks: AsyncIterator[bytes]) -> int:
         final = self._path(key)
         temp = self.temp / f"{secrets.token_hex(8)}.part"
+        self._writing.add(temp.name)
         fd = await asyncio.to_thread(
             os.open, temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
         )
@@ -77,6 +93,7 @@ class DirectorySnapshotStore:
         except OSError as exc:
             raise _translate(exc) from exc
         finally:
+            self._writing.discard(temp.name)
             with contextlib.suppress(OSError):
                 os.close(fd)
             if not done:
