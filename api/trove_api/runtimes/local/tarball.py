@@ -330,6 +330,10 @@ def _extract(reader: ThreadFedReader, root_fd: int, uid: int | None) -> int:
             os.utime(fd, (plan.mtime, plan.mtime))
         finally:
             os.close(fd)
+    # Every directory's entries (files, links, subdirectories), like each file's data, must be
+    # on disk before the swap makes the tree the namespace: an acknowledged restore is durable.
+    for _path, _dirs, _files, dir_fd in os.fwalk(dir_fd=root_fd):
+        os.fsync(dir_fd)
     return count
 
 
@@ -382,6 +386,7 @@ def _write_file(
                 view = view[os.write(fd, view) :]
         os.fchmod(fd, plan.mode)
         os.utime(fd, (plan.mtime, plan.mtime))
+        os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -406,8 +411,7 @@ def _swap_in(new_root: Path, target: Path, uid: int | None) -> None:
     if not target.exists():
         target.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
         os.rename(new_root, target)
-        return
-    if not _exchange(new_root, target):
+    elif not _exchange(new_root, target):
         # No renameat2 (old kernel or libc): two renames, with the lock held by the caller.
         aside = new_root.with_name(new_root.name + "-old")
         os.rename(target, aside)
@@ -417,6 +421,17 @@ def _swap_in(new_root: Path, target: Path, uid: int | None) -> None:
             os.rename(aside, target)
             raise
         os.rename(aside, new_root)
+    # The renames live in the two parent directories: on disk before the restore is answered.
+    fsync_dir(target.parent)
+    fsync_dir(new_root.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _exchange(a: Path, b: Path) -> bool:

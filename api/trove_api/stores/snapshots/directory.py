@@ -127,9 +127,23 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _commit(fd: int, temp: Path, final: Path) -> None:
     os.fsync(fd)
-    final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _make_dirs(final.parent)
     os.rename(temp, final)
-    dir_fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+    _fsync_dir(final.parent)
+
+
+def _make_dirs(path: Path) -> None:
+    """``mkdir -p``, each new directory's entry fsynced in its parent (durable like the file)."""
+    if path.is_dir():
+        return
+    _make_dirs(path.parent)
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
     finally:
