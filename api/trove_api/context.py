@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from trove_api.events.dispatcher import Dispatcher
@@ -54,7 +53,6 @@ class AppContext:
     snapshot_jobs: SnapshotJobs
     intents: IntentLog
     sweeper: Sweeper
-    _held: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     @classmethod
     def open(cls, settings: Settings, runtime: Runtime | None = None) -> AppContext:
@@ -131,12 +129,6 @@ class AppContext:
     async def start(self) -> None:
         """Start the background tasks: the SSE event hub, the webhook dispatcher, daily snapshots,
         and the sweep, whose first pass resolves what a crash of the previous run left."""
-        session_locks = self.db.session_locks
-        if session_locks is not None:
-            # Held for this process's life: while it is, no other replica resolves its intents.
-            await self._held.enter_async_context(
-                session_locks.hold(self.intents.ownership_key(), shared=False)
-            )
         await self.hub.start()
         await self.dispatcher.start(run_worker=self.settings.webhook_dispatch)
         self.snapshot_jobs.start()
@@ -149,7 +141,7 @@ class AppContext:
         await self.hub.aclose()
         await self.runtime.aclose()
         await self.snapshot_store.aclose()
-        await self._held.aclose()
+        await self.intents.aclose()
         self.db.dispose()
 
 

@@ -74,23 +74,21 @@ async def test_a_live_replicas_intents_are_left_alone_and_a_dead_ones_recovered_
     dead, _ = _replica(db, tmp_path, "dead")
     _, recovering_one = _replica(db, tmp_path, "one")
     _, recovering_two = _replica(db, tmp_path, "two")
-    assert db.session_locks is not None
-    async with db.session_locks.hold(live.ownership_key(), shared=False):
-        await live.begin(
-            "ws-pg", "live-ns", kinds.EXEC, ACTOR, {"data": {"command": "sleep 60", "exit_code": None}}
-        )
-        # The dead replica's exec: begun, then the process died (it holds no lock any more).
-        await dead.begin(
-            "ws-pg", "dead-ns", kinds.EXEC, ACTOR, {"data": {"command": "make", "exit_code": None}}
-        )
-        # Two replicas sweep at once: the dead one's intent yields one event between them.
-        await asyncio.gather(recovering_one.run(), recovering_two.run())
-        assert _open_intents(db, dead.owner) == 0
-        assert _exec_events(db, "dead-ns") == [{"command": "make", "exit_code": None, "interrupted": True}]
-        # The live replica's exec is still running: no event, its intent stays.
-        assert _open_intents(db, live.owner) == 1
-        assert _exec_events(db, "live-ns") == []
-    # That replica died too (its lock went with its session): now it is recovered.
+    await live.begin(
+        "ws-pg", "live-ns", kinds.EXEC, ACTOR, {"data": {"command": "sleep 60", "exit_code": None}}
+    )
+    # The dead replica's exec: begun (which took its owner lock), then the process died.
+    await dead.begin("ws-pg", "dead-ns", kinds.EXEC, ACTOR, {"data": {"command": "make", "exit_code": None}})
+    await dead.aclose()
+    # Two replicas sweep at once: the dead one's intent yields one event between them.
+    await asyncio.gather(recovering_one.run(), recovering_two.run())
+    assert _open_intents(db, dead.owner) == 0
+    assert _exec_events(db, "dead-ns") == [{"command": "make", "exit_code": None, "interrupted": True}]
+    # The live replica's exec is still running: no event, its intent stays.
+    assert _open_intents(db, live.owner) == 1
+    assert _exec_events(db, "live-ns") == []
+    # That replica dies too (its owner lock goes with its session): now it is recovered.
+    await live.aclose()
     await recovering_one.run()
     assert _open_intents(db, live.owner) == 0
     assert len(_exec_events(db, "live-ns")) == 1

@@ -8,21 +8,26 @@ A crash anywhere leaves the intent behind; ``services.recovery`` resolves it at 
 start: if the change happened its event is emitted, otherwise what is half-done is undone.
 Either way the row goes, in the transaction that writes the event (if any).
 
-An intent belongs to the process that made it (``owner``). Its own in-flight intents are
-never resolved by anyone else: on SQLite there is one process, on PostgreSQL each process
-holds a session advisory lock on its owner key for its whole life (``hold_ownership``), and
-recovery only takes intents whose owner's lock it can take itself.
+An intent belongs to the process that made it (``owner``), which from its first intent on
+holds a lock on its owner name for the rest of its life: a session advisory lock on
+PostgreSQL, an ``flock`` on a file beside the SQLite database (a ``trove-server snapshots``
+command may run beside the server). Recovery takes another owner's intents only if it can
+take that lock itself: the owner is dead, and while recovery holds it no other process
+recovers the same intents.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, insert
@@ -72,6 +77,9 @@ class IntentLog:
         self.owner = new_id("proc", 24)
         # This process's intents whose change is still running: recovery leaves them alone.
         self.in_flight: set[str] = set()
+        self._owning = asyncio.Lock()
+        self._owned = contextlib.AsyncExitStack()
+        self._owns = False
 
     async def begin(
         self, workspace_id: str, namespace: str, kind: str, actor: Actor, payload: dict[str, Any]
@@ -88,6 +96,7 @@ class IntentLog:
         )
         self.in_flight.add(intent.intent_id)
         try:
+            await self._own()
             await asyncio.to_thread(self._insert, intent)
         except BaseException:
             self.in_flight.discard(intent.intent_id)
@@ -148,6 +157,79 @@ class IntentLog:
 
     def ownership_key(self, owner: str | None = None) -> int:
         return lock_key(INTENTS, owner or self.owner)
+
+    async def _own(self) -> None:
+        """Take this process's owner lock, once, before its first intent exists."""
+        if self._owns:
+            return
+        async with self._owning:
+            if self._owns:
+                return
+            session_locks = self.db.session_locks
+            if session_locks is not None:
+                await self._owned.enter_async_context(session_locks.hold(self.ownership_key(), shared=False))
+            else:
+                path = owner_lock_path(self.db.url, self.owner)
+                if path is not None:
+                    fd = await asyncio.to_thread(_lock_file, path, blocking=True)
+                    assert fd is not None
+                    self._owned.callback(_unlock_file, path, fd)
+            self._owns = True
+
+    @asynccontextmanager
+    async def claim(self, owner: str) -> AsyncIterator[bool]:
+        """Whether ``owner`` is dead; if so its lock is held here until the block ends."""
+        session_locks = self.db.session_locks
+        if session_locks is not None:
+            async with session_locks.try_hold(self.ownership_key(owner)) as dead:
+                yield dead
+            return
+        path = owner_lock_path(self.db.url, owner)
+        if path is None:
+            yield True  # an in-memory database: this process is the only one there is
+            return
+        fd = await asyncio.to_thread(_lock_file, path, blocking=False)
+        if fd is None:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            _unlock_file(path, fd)
+
+    async def aclose(self) -> None:
+        await self._owned.aclose()
+
+
+def owner_lock_path(url: str, owner: str) -> Path | None:
+    """The lock file of ``owner`` beside a SQLite database file (None: not a file database)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or ":memory:" in url:
+        return None
+    database = Path(url[len(prefix) :].split("?", 1)[0])
+    # Hidden, and not matching ``trove.db*`` (which start-up chmods 0600 as database files).
+    return database.with_name(f".{database.name}.owners") / owner
+
+
+def _lock_file(path: Path, *, blocking: bool) -> int | None:
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _unlock_file(path: Path, fd: int) -> None:
+    # Unlinked while still locked: a process that finds the name gone has nothing to claim.
+    with contextlib.suppress(OSError):
+        path.unlink()
+    os.close(fd)
 
 
 def emit_and_close(conn: Any, intent: Intent, type_: str | None, data: dict[str, Any]) -> bool:

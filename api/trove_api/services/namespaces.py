@@ -64,6 +64,9 @@ class NamespaceService:
         if existing is not None:
             return existing
         try:
+            # The row and namespace.created commit together, so a crash cannot split them (no
+            # intent needed); provisioning the directory after is idempotent and redone by
+            # the next ensure() if the process dies first.
             with self.db.write() as conn:
                 number = conn.execute(
                     insert(namespaces).values(workspace_id=workspace_id, name=name, created_at=now_ts())

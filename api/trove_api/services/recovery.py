@@ -71,14 +71,9 @@ class Recovery:
                 ]
                 resolved += await self._resolve_all(orphans)
                 continue
-            session_locks = self.db.session_locks
-            if session_locks is None:
-                # SQLite: one process by design, so another owner is a process that died.
-                resolved += await self._resolve_all(owned)
-                continue
-            async with session_locks.try_hold(self.intents.ownership_key(owner)) as dead:
-                # Taking a live process's ownership lock fails; holding a dead one's keeps other
-                # replicas from recovering the same intents meanwhile.
+            async with self.intents.claim(owner) as dead:
+                # Taking a live process's owner lock fails; holding a dead one's keeps other
+                # processes from recovering the same intents meanwhile.
                 if dead:
                     resolved += await self._resolve_all(owned)
         return resolved
