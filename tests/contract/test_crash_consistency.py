@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import Engine, create_engine, inspect, text
 
 from tests.contract.test_server_process import _keys, serve
 from tests.support.server import make_data_dir
@@ -46,17 +46,21 @@ def data_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _events(data_dir: Path, type_: str) -> list[dict[str, object]]:
-    with sqlite3.connect(f"file:{data_dir / 'trove.db'}?mode=ro", uri=True) as conn:
-        rows = conn.execute("SELECT data FROM events WHERE type = ? ORDER BY seq", (type_,)).fetchall()
+def _database(data_dir: Path, url: str | None) -> Engine:
+    return create_engine(url or f"sqlite:///{data_dir / 'trove.db'}")
+
+
+def _events(engine: Engine, type_: str) -> list[dict[str, object]]:
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT data FROM events WHERE type = :t ORDER BY seq"), {"t": type_}).all()
     return [json.loads(row[0]) for row in rows]
 
 
-def _intent_rows(data_dir: Path) -> int:
-    with sqlite3.connect(f"file:{data_dir / 'trove.db'}?mode=ro", uri=True) as conn:
-        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'intents'").fetchone():
-            return 0  # a server without intents (the code before them) has none to resolve
-        return int(conn.execute("SELECT count(*) FROM intents").fetchone()[0])
+def _intent_rows(engine: Engine) -> int:
+    if not inspect(engine).has_table("intents"):
+        return 0  # a server without intents (the code before them) has none to resolve
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM intents")).scalar_one())
 
 
 def _bare(path: str) -> str:
@@ -161,9 +165,23 @@ def _start_long_exec(base_url: str, key: str, data_dir: Path) -> threading.Threa
 
 
 def test_kill_9_mid_burst_loses_no_event_and_leaves_nothing_half_done(data_dir: Path) -> None:
+    kill_mid_burst_and_check(data_dir)
+
+
+def kill_mid_burst_and_check(data_dir: Path, database_url: str | None = None) -> None:
+    """The scenario; ``database_url`` runs it on PostgreSQL (tests/scaleout) instead of SQLite."""
+    env = {"TROVE_DATABASE_URL": database_url} if database_url else {}
+    engine = _database(data_dir, database_url)
+    try:
+        _scenario(data_dir, env, engine)
+    finally:
+        engine.dispose()
+
+
+def _scenario(data_dir: Path, env: dict[str, str], engine: Engine) -> None:
     acked = Acked()
     stop = threading.Event()
-    with serve(data_dir) as served:
+    with serve(data_dir, **env) as served:
         _, key = _keys(data_dir)
         snapshots = _prepare_snapshots(served.base_url, key)
         threads = _burst(served.base_url, key, snapshots, acked, stop)
@@ -182,17 +200,17 @@ def test_kill_9_mid_burst_loses_no_event_and_leaves_nothing_half_done(data_dir: 
         for thread in [*threads, long_exec]:
             thread.join(timeout=60)
 
-    with serve(data_dir) as restarted:
+    with serve(data_dir, **env) as restarted:
         # Recovery runs in the sweep's first pass, right after start-up.
         deadline = time.monotonic() + 60
-        while _intent_rows(data_dir):
+        while _intent_rows(engine):
             assert time.monotonic() < deadline, "intents left unresolved after the restart"
             time.sleep(0.1)
         namespaces = next((data_dir / "namespaces").iterdir())
         with _client(restarted.base_url, key, "rs") as client:
             which = client.get("/files/which").text.strip()
 
-    written = [e for e in _events(data_dir, "file.written")]
+    written = [e for e in _events(engine, "file.written")]
     written_paths = [_bare(str(e["path"])) for e in written]
     on_disk = {
         str(path.relative_to(namespaces / "burst")): path.stat().st_size
@@ -211,19 +229,19 @@ def test_kill_9_mid_burst_loses_no_event_and_leaves_nothing_half_done(data_dir: 
 
     # Every command that ran (its marker exists): exactly one exec.completed; the one killed
     # mid-run says so.
-    commands = [str(e["command"]) for e in _events(data_dir, "exec.completed")]
+    commands = [str(e["command"]) for e in _events(engine, "exec.completed")]
     markers = [p.name for p in (namespaces / "burst" / "x").iterdir()]
     for marker in markers:
         assert sum(f"/{marker} " in c for c in commands) == 1, (
             f"exec {marker} ran but has {commands.count(marker)} events"
         )
     assert set(acked.execs) <= set(markers)
-    interrupted = [e for e in _events(data_dir, "exec.completed") if e.get("interrupted")]
+    interrupted = [e for e in _events(engine, "exec.completed") if e.get("interrupted")]
     assert any("m-long" in str(e["command"]) for e in interrupted)
 
     # Restores: every acknowledged one has its event, at most one more (swapped in, then the
     # kill), and the last event names the snapshot the namespace now holds.
-    restored = [str(e["snapshot_id"]) for e in _events(data_dir, "snapshot.restored")]
+    restored = [str(e["snapshot_id"]) for e in _events(engine, "snapshot.restored")]
     assert len(acked.restores) <= len(restored) <= len(acked.restores) + 1
     assert restored[: len(acked.restores)] == acked.restores
     assert snapshots[restored[-1]] == which
