@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -123,10 +124,13 @@ class FileService:
             async with self.locks.shared(caller.workspace_id, namespace):
                 size = await self.runtime.write(ns, rel, recorded(), max_bytes)
         except Exception:
+            # The runtime said the write failed: nothing was renamed into place.
             if begun:
-                await asyncio.shield(self.intents.abandon(begun[0]))
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.intents.abandon(begun[0]))
             raise
         except BaseException:
+            # Cancelled: the rename may still complete in its thread; recovery checks later.
             if begun:
                 self.intents.in_flight.discard(begun[0].intent_id)
             raise
