@@ -13,10 +13,15 @@ from trove_api.events.log import Actor
 from trove_api.runtimes.local.runtime import LocalRuntime
 from trove_api.runtimes.local.sandbox import Limits
 from trove_api.services import intents as kinds
+from trove_api.services.auth import Caller
+from trove_api.services.events import EventEmitter
+from trove_api.services.files import FileService
 from trove_api.services.intents import IntentLog
+from trove_api.services.keys import create_workspace
 from trove_api.services.namespace_locks import NamespaceLocks
 from trove_api.services.namespaces import NamespaceService
 from trove_api.services.recovery import Recovery
+from trove_api.services.snapshots import SnapshotService
 from trove_api.stores.db import Database
 from trove_api.stores.snapshots.directory import DirectorySnapshotStore
 from trove_api.stores.tables import events, intents
@@ -91,3 +96,37 @@ async def test_a_snapshot_killed_before_its_row_leaves_no_tarball(db: Database, 
     with pytest.raises(SnapshotNotFoundError):
         await store.open(key)
     assert _events(db, "snapshot.created") == []
+
+
+async def test_a_restore_killed_after_its_swap_gets_its_event_and_one_before_it_none(
+    db: Database, tmp_path: Path
+) -> None:
+    ws = create_workspace(db, "test").workspace_id
+    store = DirectorySnapshotStore(tmp_path / "snapshots")
+    recovery = _recovery(db, tmp_path, store)
+    runtime, namespaces = recovery.runtime, recovery.namespaces
+    emitter = EventEmitter(db)
+    snapshots = SnapshotService(db, runtime, store, namespaces, emitter, NamespaceLocks(), IntentLog(db))
+    files = FileService(runtime, namespaces, emitter, write_max_bytes=1 << 20, upload_max_bytes=1 << 20)
+    caller = Caller(key_id="key-1", key_name="agent", workspace_id=ws, scope="workspace", namespace=None)
+    await files.write_text(caller, "a", "which", "one")
+    snap = await snapshots.create(ws, "a", None, ACTOR)
+    await files.write_text(caller, "a", "which", "two")
+    ns = await namespaces.find(ws, "a")
+    assert ns is not None
+
+    async def killed_restore(swapped: bool) -> None:
+        dead = IntentLog(db)
+        payload = {"snapshot_id": snap.snapshot_id, "data": {"snapshot_id": snap.snapshot_id}}
+        await dead.begin(ws, "a", kinds.SNAPSHOT_RESTORE, ACTOR, payload)
+        if swapped:
+            reader = await store.open(snap.storage_key)
+            await runtime.import_tar(ns, reader.chunks())
+            await reader.aclose()
+        await dead.aclose()
+        assert await recovery.run() == 1
+
+    await killed_restore(swapped=False)
+    assert _events(db, "snapshot.restored") == []
+    await killed_restore(swapped=True)
+    assert _events(db, "snapshot.restored") == [{"snapshot_id": snap.snapshot_id, "files_restored": 1}]
