@@ -14,12 +14,15 @@ from trove_api.services.event_feed import EventFeedService
 from trove_api.services.events import EventEmitter
 from trove_api.services.exec import ExecService
 from trove_api.services.files import FileService
+from trove_api.services.intents import IntentLog
 from trove_api.services.keys import KeyService
 from trove_api.services.namespace_locks import NamespaceLocks
 from trove_api.services.namespaces import NamespaceService
 from trove_api.services.ratelimit import RateLimiter
+from trove_api.services.recovery import Recovery
 from trove_api.services.snapshot_jobs import SnapshotJobs
 from trove_api.services.snapshots import SnapshotService
+from trove_api.services.sweeper import Sweeper
 from trove_api.services.webhooks import WebhookService
 from trove_api.stores.db import Database
 from trove_api.stores.snapshots import SnapshotStore, make_snapshot_store
@@ -49,6 +52,8 @@ class AppContext:
     snapshot_store: SnapshotStore
     snapshots: SnapshotService
     snapshot_jobs: SnapshotJobs
+    intents: IntentLog
+    sweeper: Sweeper
 
     @classmethod
     def open(cls, settings: Settings, runtime: Runtime | None = None) -> AppContext:
@@ -68,7 +73,9 @@ class AppContext:
         # On PostgreSQL the locks hold across replicas too (advisory locks).
         locks = NamespaceLocks(db.session_locks)
         snapshot_store = make_snapshot_store(settings)
-        snapshot_service = SnapshotService(db, runtime, snapshot_store, namespaces, emitter, locks)
+        intents = IntentLog(db)
+        snapshot_service = SnapshotService(db, runtime, snapshot_store, namespaces, emitter, locks, intents)
+        recovery = Recovery(db, intents, runtime, snapshot_store, namespaces, locks)
         hub = EventHub(db, poll_interval=settings.events_poll_interval_s)
         dispatcher = Dispatcher(db, settings)
         return cls(
@@ -85,6 +92,7 @@ class AppContext:
                 write_max_bytes=settings.write_max_bytes,
                 upload_max_bytes=settings.upload_max_bytes,
                 locks=locks,
+                intents=intents,
             ),
             execs=ExecService(
                 runtime,
@@ -93,6 +101,7 @@ class AppContext:
                 timeout_s=settings.exec_timeout_s,
                 output_limit=settings.exec_output_bytes,
                 locks=locks,
+                intents=intents,
             ),
             keys=KeyService(db),
             hub=hub,
@@ -117,20 +126,32 @@ class AppContext:
                 interval_s=settings.snapshot_job_interval_s,
                 enabled=settings.snapshot_daily,
             ),
+            intents=intents,
+            sweeper=Sweeper(
+                recovery,
+                snapshot_store,
+                getattr(runtime, "sweep_staging", None),
+                interval_s=settings.sweep_interval_s,
+                stale_s=settings.stale_temp_s,
+            ),
         )
 
     async def start(self) -> None:
-        """Start the background tasks: the SSE event hub, the webhook dispatcher, daily snapshots."""
+        """Start the background tasks: the SSE event hub, the webhook dispatcher, daily snapshots,
+        and the sweep, whose first pass resolves what a crash of the previous run left."""
         await self.hub.start()
         await self.dispatcher.start(run_worker=self.settings.webhook_dispatch)
         self.snapshot_jobs.start()
+        self.sweeper.start()
 
     async def aclose(self) -> None:
+        await self.sweeper.stop()
         await self.snapshot_jobs.stop()
         await self.dispatcher.aclose()
         await self.hub.aclose()
         await self.runtime.aclose()
         await self.snapshot_store.aclose()
+        await self.intents.aclose()
         self.db.dispose()
 
 

@@ -239,6 +239,16 @@ class Settings(BaseSettings):
     snapshot_job_interval_s: float = Field(
         300.0, gt=0, description="How often the server checks whether the daily jobs are due, seconds."
     )
+    sweep_interval_s: float = Field(
+        300.0,
+        gt=0,
+        description="How often crash leftovers (pending events, temp files) are resolved, seconds.",
+    )
+    stale_temp_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Age at which an untouched upload or snapshot temp file is a crash leftover, seconds.",
+    )
 
     @field_validator("forwarded_allow_ips")
     @classmethod

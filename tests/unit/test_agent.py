@@ -8,7 +8,7 @@ import fcntl
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -21,10 +21,16 @@ AGENT = Path(__file__).parents[2] / "images" / "sandbox" / "trove_agent.py"
 
 
 @contextlib.asynccontextmanager
-async def agent(root: Path, prefix: bytes = b"") -> AsyncIterator[AgentSession]:
-    """``prefix`` stands for the exec websocket's stdin channel byte: checked and stripped here."""
+async def agent(root: Path, prefix: bytes = b"", wrapper: Sequence[str] = ()) -> AsyncIterator[AgentSession]:
+    """``prefix`` stands for the exec websocket's stdin channel byte: checked and stripped here;
+    ``wrapper`` runs the agent under another command (e.g. strace)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(AGENT), str(root), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        *wrapper,
+        sys.executable,
+        str(AGENT),
+        str(root),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
     )
     assert proc.stdin is not None
     assert proc.stdout is not None

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from trove_api.events import types
+from trove_api.services import intents as kinds
 from trove_api.services.auth import Caller
 from trove_api.services.events import EventEmitter
+from trove_api.services.intents import IntentLog
 from trove_api.services.namespace_locks import NamespaceLocks
 from trove_api.services.namespaces import NamespaceService
 from trove_core.errors import ExecTimeoutError
@@ -57,10 +59,12 @@ class ExecService:
         timeout_s: float,
         output_limit: int,
         locks: NamespaceLocks | None = None,
+        intents: IntentLog | None = None,
     ) -> None:
         self.runtime = runtime
         self.namespaces = namespaces
         self.emitter = emitter
+        self.intents = intents or IntentLog(emitter.db)
         # Shared with other execs and writes; a snapshot restore takes it exclusively.
         self.locks = locks or NamespaceLocks()
         self.timeout_s = timeout_s
@@ -74,15 +78,27 @@ class ExecService:
             timeout_s=self.timeout_s,
             output_limit=self.output_limit,
         )
+        # What recovery emits if this process dies mid-command (services.recovery says why).
+        interrupted = {
+            "command": _preview(command),
+            "exit_code": None,
+            "duration_ms": None,
+            "stdout": "",
+            "stderr": "",
+            "timed_out": False,
+            "truncated": False,
+        }
         async with self.locks.shared(caller.workspace_id, namespace):
-            output = await self.runtime.exec(ns, spec)
+            intent = await self.intents.begin(
+                caller.workspace_id, namespace, kinds.EXEC, caller.actor, {"data": interrupted}
+            )
+            async with self.intents.around(intent):
+                output = await self.runtime.exec(ns, spec)
         result = self._render(output, self.runtime.path_aliases(ns))
-        await self.emitter.emit(
-            workspace_id=caller.workspace_id,
-            namespace=namespace,
-            type_=types.EXEC_COMPLETED,
-            actor=caller.actor,
-            data={
+        await self.intents.complete(
+            intent,
+            types.EXEC_COMPLETED,
+            {
                 "command": _preview(command),
                 "exit_code": None if output.timed_out else result.exit_code,
                 "duration_ms": result.duration_ms,

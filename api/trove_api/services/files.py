@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from trove_api.events import types
+from trove_api.services import intents as kinds
 from trove_api.services.auth import Caller
 from trove_api.services.events import EventEmitter
+from trove_api.services.intents import Intent, IntentLog
 from trove_api.services.namespace_locks import NamespaceLocks
 from trove_api.services.namespaces import NamespaceService
 from trove_core import paths
@@ -45,10 +51,12 @@ class FileService:
         write_max_bytes: int,
         upload_max_bytes: int,
         locks: NamespaceLocks | None = None,
+        intents: IntentLog | None = None,
     ) -> None:
         self.runtime = runtime
         self.namespaces = namespaces
         self.emitter = emitter
+        self.intents = intents or IntentLog(emitter.db)
         # Shared with execs and other writes; a snapshot restore takes it exclusively.
         self.locks = locks or NamespaceLocks()
         self.write_max_bytes = write_max_bytes
@@ -91,16 +99,42 @@ class FileService:
     ) -> Written:
         rel = _file_path(raw_path)
         ns = await self.namespaces.ensure(caller.workspace_id, namespace, caller.actor)
-        async with self.locks.shared(caller.workspace_id, namespace):
-            size = await self.runtime.write(ns, rel, chunks, max_bytes)
         shown = paths.display(rel)
-        await self.emitter.emit(
-            workspace_id=caller.workspace_id,
-            namespace=namespace,
-            type_=types.FILE_WRITTEN,
-            actor=caller.actor,
-            data={"path": shown, "size_bytes": size},
-        )
+        begun: list[Intent] = []
+
+        async def recorded() -> AsyncIterator[bytes]:
+            # The intent is written once the last byte is in and before the runtime (which
+            # commits only after the stream ends) renames the file into place; the digest is
+            # what recovery compares to tell whether that rename happened.
+            digest = hashlib.sha256()
+            size = 0
+            async for chunk in chunks:
+                await _update(digest, chunk)
+                size += len(chunk)
+                yield chunk
+            data = {"path": shown, "size_bytes": size}
+            proof = {"rel": rel, "sha256": digest.hexdigest(), "data": data}
+            begun.append(
+                await self.intents.begin(
+                    caller.workspace_id, namespace, kinds.FILE_WRITE, caller.actor, proof
+                )
+            )
+
+        try:
+            async with self.locks.shared(caller.workspace_id, namespace):
+                size = await self.runtime.write(ns, rel, recorded(), max_bytes)
+        except Exception:
+            # The runtime said the write failed: nothing was renamed into place.
+            if begun:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.intents.abandon(begun[0]))
+            raise
+        except BaseException:
+            # Cancelled: the rename may still complete in its thread; recovery checks later.
+            if begun:
+                self.intents.in_flight.discard(begun[0].intent_id)
+            raise
+        await self.intents.complete(begun[0], types.FILE_WRITTEN, {"path": shown, "size_bytes": size})
         return Written(path=shown, size_bytes=size)
 
     async def open(self, caller: Caller, namespace: str, raw_path: str) -> FileReader:
@@ -151,17 +185,24 @@ class FileService:
         ns = await self.namespaces.find(caller.workspace_id, namespace)
         if ns is None:
             raise PathNotFoundError(f"Path not found: {paths.display(rel)}")
-        async with self.locks.shared(caller.workspace_id, namespace):
-            await self.runtime.delete(ns, rel)
         shown = paths.display(rel)
-        await self.emitter.emit(
-            workspace_id=caller.workspace_id,
-            namespace=namespace,
-            type_=types.FILE_DELETED,
-            actor=caller.actor,
-            data={"path": shown},
-        )
+        data = {"path": shown}
+        async with self.locks.shared(caller.workspace_id, namespace):
+            intent = await self.intents.begin(
+                caller.workspace_id, namespace, kinds.FILE_DELETE, caller.actor, {"rel": rel, "data": data}
+            )
+            async with self.intents.around(intent):
+                await self.runtime.delete(ns, rel)
+        await self.intents.complete(intent, types.FILE_DELETED, data)
         return shown
+
+
+async def _update(digest: Any, chunk: bytes) -> None:
+    # hashlib releases the GIL on large buffers: hash those off the event loop.
+    if len(chunk) >= 256 * 1024:
+        await asyncio.to_thread(digest.update, chunk)
+    else:
+        digest.update(chunk)
 
 
 def _file_path(raw_path: str) -> str:

@@ -87,6 +87,9 @@ class NamespaceService:
         if existing is not None:
             return existing
         try:
+            # The row and namespace.created commit together, so a crash cannot split them (no
+            # intent needed); provisioning the directory after is idempotent and redone by
+            # the next ensure() if the process dies first.
             with self.db.write() as conn:
                 self._check_limit(conn, workspace_id)
                 number = conn.execute(

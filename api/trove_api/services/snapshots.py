@@ -17,7 +17,9 @@ from sqlalchemy import and_, delete, insert, or_, select
 
 from trove_api.events import types
 from trove_api.events.log import Actor, record
+from trove_api.services import intents as kinds
 from trove_api.services.events import EventEmitter
+from trove_api.services.intents import Intent, IntentLog, emit_and_close
 from trove_api.services.namespace_locks import NamespaceLocks
 from trove_api.services.namespaces import NamespaceService
 from trove_api.stores.db import Database
@@ -69,7 +71,9 @@ class SnapshotService:
         namespaces: NamespaceService,
         emitter: EventEmitter,
         locks: NamespaceLocks,
+        intents: IntentLog | None = None,
     ) -> None:
+        self.intents = intents or IntentLog(db)
         self.db = db
         self.runtime = runtime
         self.store = store
@@ -89,7 +93,12 @@ class SnapshotService:
         key = storage_key(workspace_id, namespace, snapshot_id)
         digest = hashlib.sha256()
         # Exclusive: the tarball is one point in time, not a mix of before and after an exec.
-        async with self.locks.exclusive(workspace_id, namespace):
+        # A crash after the upload but before the row would leave a tarball nobody lists:
+        # the intent lets recovery delete it.
+        intent = await self.intents.begin(
+            workspace_id, namespace, kinds.SNAPSHOT_CREATE, actor, {"storage_key": key}
+        )
+        async with self.intents.around(intent), self.locks.exclusive(workspace_id, namespace):
             # Taken before the export: any change reported after this moment marks the
             # namespace as changed again (the daily job compares against it).
             created_at = now_ts()
@@ -110,15 +119,20 @@ class SnapshotService:
             created_at=created_at,
         )
         try:
-            await asyncio.to_thread(self._insert, snap, actor)
+            await asyncio.to_thread(self._insert, snap, actor, intent)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.store.delete(key)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.intents.abandon(intent))
             raise
+        finally:
+            self.intents.in_flight.discard(intent.intent_id)
         return snap
 
-    def _insert(self, snap: SnapshotRecord, actor: Actor) -> None:
+    def _insert(self, snap: SnapshotRecord, actor: Actor, intent: Intent) -> None:
         with self.db.write() as conn:
+            emit_and_close(conn, intent, None, {})
             conn.execute(
                 insert(snapshots).values(
                     id=snap.snapshot_id,
@@ -205,19 +219,25 @@ class SnapshotService:
         snap = await self.get(workspace_id, namespace, snapshot_id)
         ns = await self.namespaces.ensure(workspace_id, namespace, actor)
         async with self.locks.exclusive(workspace_id, namespace):
-            reader = await self.store.open(snap.storage_key)
-            chunks = _verified(reader.chunks(), snap)
-            try:
-                count = await self.runtime.import_tar(ns, chunks)
-            finally:
-                await _aclose(chunks)
-                await reader.aclose()
-        await self.emitter.emit(
-            workspace_id=workspace_id,
-            namespace=namespace,
-            type_=types.SNAPSHOT_RESTORED,
-            actor=actor,
-            data={"snapshot_id": snapshot_id, "files_restored": count},
+            # Recovery tells a restore that swapped in from one that did not by comparing the
+            # namespace with the snapshot (the swap is atomic: it holds one or the other).
+            intent = await self.intents.begin(
+                workspace_id,
+                namespace,
+                kinds.SNAPSHOT_RESTORE,
+                actor,
+                {"snapshot_id": snapshot_id, "data": {"snapshot_id": snapshot_id}},
+            )
+            async with self.intents.around(intent):
+                reader = await self.store.open(snap.storage_key)
+                chunks = _verified(reader.chunks(), snap)
+                try:
+                    count = await self.runtime.import_tar(ns, chunks)
+                finally:
+                    await _aclose(chunks)
+                    await reader.aclose()
+        await self.intents.complete(
+            intent, types.SNAPSHOT_RESTORED, {"snapshot_id": snapshot_id, "files_restored": count}
         )
         return Restored(
             snapshot_id=snapshot_id, namespace=namespace, files_restored=count, restored_at=now_ts()
@@ -230,12 +250,31 @@ class SnapshotService:
         await self.remove(snap, actor)
 
     async def remove(self, snap: SnapshotRecord, actor: Actor) -> None:
-        """Delete the object, then the row (a failed store delete keeps the row: retry later)."""
-        await self.store.delete(snap.storage_key)
-        await asyncio.to_thread(self._delete_row, snap, actor)
+        """Delete the object, then the row (a failed store delete keeps the row: retry later).
 
-    def _delete_row(self, snap: SnapshotRecord, actor: Actor) -> None:
+        A crash in between would leave a row whose tarball is gone: the intent makes
+        recovery finish the delete instead."""
+        intent = await self.intents.begin(
+            snap.workspace_id,
+            snap.namespace,
+            kinds.SNAPSHOT_DELETE,
+            actor,
+            {
+                "snapshot_id": snap.snapshot_id,
+                "storage_key": snap.storage_key,
+                "data": {"snapshot_id": snap.snapshot_id},
+            },
+        )
+        async with self.intents.around(intent):
+            await self.store.delete(snap.storage_key)
+        try:
+            await asyncio.to_thread(self._delete_row, snap, actor, intent)
+        finally:
+            self.intents.in_flight.discard(intent.intent_id)
+
+    def _delete_row(self, snap: SnapshotRecord, actor: Actor, intent: Intent) -> None:
         with self.db.write() as conn:
+            emit_and_close(conn, intent, None, {})
             gone = conn.execute(delete(snapshots).where(snapshots.c.id == snap.snapshot_id)).rowcount
             if gone:
                 record(

@@ -24,6 +24,7 @@ MIGRATIONS = "migrations"
 BOOTSTRAP = "bootstrap"
 EVENTS = "events"
 NAMESPACE = "namespace"
+INTENTS = "intents"
 # Waiters for session locks block a thread each; they get their own, so a restore on another
 # replica can never starve the default executor (database work, file I/O) of this one.
 MAX_WAITERS = 64
@@ -81,6 +82,21 @@ class SessionLocks:
             # Runs to the end in its thread even if this task is cancelled again meanwhile.
             await asyncio.shield(loop.run_in_executor(self._threads, _release, connection))
 
+    @asynccontextmanager
+    async def try_hold(self, key: int) -> AsyncIterator[bool]:
+        """Take ``key`` exclusively if nobody holds it (yields whether it did), never waiting."""
+        loop = asyncio.get_running_loop()
+        connection = await loop.run_in_executor(self._threads, self.engine.raw_connection)
+        try:
+            got = await loop.run_in_executor(self._threads, _try_lock, connection, key)
+        except BaseException:
+            self._threads.submit(_discard, connection)
+            raise
+        try:
+            yield got
+        finally:
+            await asyncio.shield(loop.run_in_executor(self._threads, _release, connection))
+
     def dispose(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
@@ -95,6 +111,15 @@ def _lock(connection: Any, key: int, shared: bool) -> None:
     cursor = connection.cursor()
     try:
         cursor.execute(f"SELECT {function}(%s)", (key,))
+    finally:
+        cursor.close()
+
+
+def _try_lock(connection: Any, key: int) -> bool:
+    cursor = connection.cursor()
+    try:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+        return bool(cursor.fetchone()[0])
     finally:
         cursor.close()
 

@@ -166,3 +166,20 @@ job_runs = Table(
     Column("finished_at", String(32), nullable=True),
     Column("detail", Text, nullable=True),
 )
+
+intents = Table(
+    "intents",
+    metadata,
+    # A change's event, written before the change: the row and the event it stands for end in
+    # one transaction, and whatever a crash leaves here is resolved at the next start.
+    Column("id", String(64), primary_key=True),
+    Column("owner", String(64), nullable=False),  # the process that made it (IntentLog.owner)
+    Column("workspace_id", String(64), nullable=False),
+    Column("namespace", String(128), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("actor_key_id", String(64), nullable=True),
+    Column("actor_key_name", String(200), nullable=True),
+    Column("payload", Text, nullable=False),  # JSON: the event's data and the change's proof
+    Column("created_at", Float, nullable=False),  # epoch seconds
+    Index("ix_intents_owner", "owner"),
+)

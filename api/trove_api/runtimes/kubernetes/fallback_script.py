@@ -156,11 +156,15 @@ write) # REL TEMPNAME MAX_BYTES; stdin: "<n>\n" + n bytes, ..., then "end\n" (an
   done
   [ "$n" = end ] || exit 4
   [ ! -d "$last" ] || fail is_a_directory
+  # Acknowledged means durable: the data before the rename, the rename before the answer
+  # (sync FILE fsyncs it with coreutils; a sync without that option flushes everything).
+  sync -- "$tmp" 2>/dev/null || sync
   # rename() replaces the name itself; -T (GNU, newer busybox) also when a directory appeared there.
   mv -fT -- "$tmp" "$last" 2>/dev/null || {
     [ ! -d "$last" ] || fail is_a_directory
     err=$(mv -f -- "$tmp" "$last" 2>&1) || oserr "$err"
   }
+  sync -- . 2>/dev/null || sync
   trap - EXIT
   echo "done $total"
   # Uploads cut off by a killed shell leave hidden temp files; drop old ones.
@@ -281,6 +285,8 @@ import) # TOKEN; stdin: "<n>\n" + n bytes of gzip tar, ..., then "end\n"; extrac
   exec 4>&-
   wait "$tarpid" || fail snapshot_corrupt "tar could not extract it: $(head -c 500 -- "$errs")"
   [ "$n" = end ] || exit 4
+  # tar does not fsync: the tree goes to disk before the swap (sync -f: that filesystem only).
+  sync -f -- "$staging" 2>/dev/null || sync
   # As trove-agent: the root is a mount point and cannot be renamed, so its entries move, the
   # old ones aside first, then the new ones in; the old ones are deleted last.
   err=$(mkdir -m 700 -- "$old" 2>&1) || oserr "$err"
@@ -295,6 +301,7 @@ import) # TOKEN; stdin: "<n>\n" + n bytes of gzip tar, ..., then "end\n"; extrac
     err=$(mv -- "$f" ../ 2>&1) || oserr "$err"
   done
   cd .. || fail io_error "the namespace root vanished"
+  sync -f -- . 2>/dev/null || sync
   trap - EXIT
   rmdir -- "$staging"
   rm -f -- "$pipe" "$errs"

@@ -79,6 +79,8 @@ def open_dir(root_fd: int, rel: str, *, create: bool = False, owner: Owner | Non
                     raise
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(part, 0o755, dir_fd=fd)
+                    # A new directory's entry must be durable before a file renamed into it is.
+                    os.fsync(fd)
                 next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
                 if owner is not None:
                     owner.apply(next_fd)

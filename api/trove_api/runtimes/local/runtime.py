@@ -11,6 +11,7 @@ import secrets
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +113,8 @@ class LocalRuntime:
         # Namespaces with a disk quota are images mounted under base; the rest plain directories.
         self.reserve = reserve if reserve is not None else DiskReserve.off()
         self.volumes = Volumes(base, disk_quota_bytes, preallocate=preallocate, reserve=self.reserve)
+        # Names in staging that a call of this process is still using: never swept.
+        self._staged: set[str] = set()
         self.cgroups = Cgroups(memory_bytes, limits.processes)
         if self.cgroups.mode != "none":
             limits = Limits(limits.cpu_seconds, limits.file_bytes, limits.processes, None)
@@ -228,13 +231,28 @@ class LocalRuntime:
             ]
         return []
 
-    def _sweep_staging(self) -> None:
-        # Uploads interrupted by a crash leave temp files here, never in a namespace.
+    def _sweep_staging(self, stale_s: float | None = None) -> int:
+        # Uploads and restores interrupted by a crash leave temp files here, never in a
+        # namespace. At start-up all of it is left over; later only what no call of this
+        # process uses and nothing touched for ``stale_s``.
+        cutoff = None if stale_s is None else time.time() - stale_s
+        removed = 0
         for entry in self.staging.iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
+            if entry.name in self._staged:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if cutoff is not None and entry.lstat().st_mtime >= cutoff:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    async def sweep_staging(self, stale_s: float) -> int:
+        """The periodic sweep (``services.sweeper``): staging leftovers older than ``stale_s``."""
+        return await asyncio.to_thread(self._sweep_staging, stale_s)
 
     # -- namespaces ---------------------------------------------------------------------
 
@@ -364,6 +382,7 @@ class LocalRuntime:
         real = await asyncio.to_thread(fs.resolve, directory, rel)
         head, last = fs.split(real)
         temp_name = f"upload-{secrets.token_hex(8)}"
+        self._staged.add(temp_name)
         staging_fd = os.open(self._staging(ns), os.O_RDONLY | os.O_DIRECTORY)
         temp_fd = os.open(
             temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=staging_fd
@@ -394,6 +413,7 @@ class LocalRuntime:
                 with contextlib.suppress(OSError):
                     os.unlink(temp_name, dir_fd=staging_fd)
             os.close(staging_fd)
+            self._staged.discard(temp_name)
 
     def _commit(
         self,
@@ -511,7 +531,8 @@ class LocalRuntime:
     async def import_tar(self, ns: NamespaceRef, chunks: AsyncIterator[bytes]) -> int:
         await self.provision(ns)
         return await tarball.import_tar(
-            self._staging(ns), self._dir(ns), self._uid(ns), chunks, check_space=self.reserve.check
+            self._staging(ns), self._dir(ns), self._uid(ns), chunks, check_space=self.reserve.check,
+            busy=self._staged,
         )
 
     async def aclose(self) -> None:

@@ -237,14 +237,19 @@ async def import_tar(
     chunks: AsyncIterator[bytes],
     *,
     check_space: Callable[[int], None] = lambda _: None,
+    busy: set[str] | None = None,
 ) -> int:
     """Extract the streamed gzip tar beside ``target`` and swap it in; the regular files restored.
 
     ``staging`` must be on ``target``'s filesystem (the swap is a rename); ``check_space`` is
-    asked before each chunk written and raises to stop the restore (the data dir's reserve).
+    asked before each chunk written and raises to stop the restore (the data dir's reserve);
+    ``busy`` (the runtime's) holds the staging names in use while this runs, so a sweep skips them.
     """
     reader = ThreadFedReader(QUEUE_DEPTH)
     new_root = staging / f"restore-{secrets.token_hex(8)}"
+    names = {new_root.name, new_root.name + "-old"}
+    if busy is not None:
+        busy.update(names)
     await asyncio.to_thread(new_root.mkdir, 0o700)
     worker = asyncio.get_running_loop().run_in_executor(None, extract, reader, new_root, uid, check_space)
     # An extractor that stopped early must not leave the feeder waiting for queue space.
@@ -269,6 +274,8 @@ async def import_tar(
         raise
     finally:
         await asyncio.to_thread(shutil.rmtree, new_root, True)
+        if busy is not None:
+            busy.difference_update(names)
 
 
 def extract(
@@ -338,6 +345,10 @@ def _extract(
             os.utime(fd, (plan.mtime, plan.mtime))
         finally:
             os.close(fd)
+    # Every directory's entries (files, links, subdirectories), like each file's data, must be
+    # on disk before the swap makes the tree the namespace: an acknowledged restore is durable.
+    for _path, _dirs, _files, dir_fd in os.fwalk(dir_fd=root_fd):
+        os.fsync(dir_fd)
     return count
 
 
@@ -396,6 +407,7 @@ def _write_file(
                 view = view[os.write(fd, view) :]
         os.fchmod(fd, plan.mode)
         os.utime(fd, (plan.mtime, plan.mtime))
+        os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -420,8 +432,7 @@ def _swap_in(new_root: Path, target: Path, uid: int | None) -> None:
     if not target.exists():
         target.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
         os.rename(new_root, target)
-        return
-    if not _exchange(new_root, target):
+    elif not _exchange(new_root, target):
         # No renameat2 (old kernel or libc): two renames, with the lock held by the caller.
         aside = new_root.with_name(new_root.name + "-old")
         os.rename(target, aside)
@@ -431,6 +442,17 @@ def _swap_in(new_root: Path, target: Path, uid: int | None) -> None:
             os.rename(aside, target)
             raise
         os.rename(aside, new_root)
+    # The renames live in the two parent directories: on disk before the restore is answered.
+    fsync_dir(target.parent)
+    fsync_dir(new_root.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _exchange(a: Path, b: Path) -> bool:

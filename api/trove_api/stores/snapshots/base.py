@@ -41,6 +41,11 @@ class SnapshotStore(Protocol):
         """Remove ``key``; a missing key is not an error."""
         ...
 
+    async def sweep(self, stale_s: float) -> int:
+        """Remove what killed uploads left (temp files, incomplete multipart uploads) older
+        than ``stale_s`` seconds; returns how many. Never touches an upload in progress."""
+        ...
+
     async def check(self) -> None:
         """Raise ``SnapshotStoreUnavailableError`` unless the store is usable (readiness)."""
         ...

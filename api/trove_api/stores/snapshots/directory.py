@@ -48,13 +48,28 @@ class DirectorySnapshotStore:
         # On the database's filesystem, a snapshot stops at the data dir's reserve (507).
         self.reserve = reserve if reserve is not None and reserve.covers(root) else DiskReserve.off()
         os.chmod(root, 0o700)
+        # This process's uploads in progress: never swept, however slow.
+        self._writing: set[str] = set()
+        self._sweep(STALE_TEMP_S)
+
+    async def sweep(self, stale_s: float) -> int:
+        """Remove temp files a killed upload left, untouched for ``stale_s``; returns how many."""
+        return await asyncio.to_thread(self._sweep, stale_s)
+
+    def _sweep(self, stale_s: float) -> int:
         # Only what a crash left behind: another process on this directory (a second replica,
-        # a `trove-server snapshots` command) may be writing a snapshot right now.
-        cutoff = time.time() - STALE_TEMP_S
+        # a `trove-server snapshots` command) may be writing a snapshot right now, and each
+        # chunk it writes touches its temp file.
+        cutoff = time.time() - stale_s
+        removed = 0
         for leftover in self.temp.iterdir():
+            if leftover.name in self._writing:
+                continue
             with contextlib.suppress(FileNotFoundError):
                 if leftover.stat().st_mtime < cutoff:
-                    leftover.unlink(missing_ok=True)
+                    leftover.unlink()
+                    removed += 1
+        return removed
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
@@ -65,6 +80,7 @@ class DirectorySnapshotStore:
     async def put(self, key: str, chunks: AsyncIterator[bytes]) -> int:
         final = self._path(key)
         temp = self.temp / f"{secrets.token_hex(8)}.part"
+        self._writing.add(temp.name)
         fd = await asyncio.to_thread(
             os.open, temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
         )
@@ -81,6 +97,7 @@ class DirectorySnapshotStore:
         except OSError as exc:
             raise _translate(exc) from exc
         finally:
+            self._writing.discard(temp.name)
             with contextlib.suppress(OSError):
                 os.close(fd)
             if not done:
@@ -117,9 +134,23 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _commit(fd: int, temp: Path, final: Path) -> None:
     os.fsync(fd)
-    final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _make_dirs(final.parent)
     os.rename(temp, final)
-    dir_fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+    _fsync_dir(final.parent)
+
+
+def _make_dirs(path: Path) -> None:
+    """``mkdir -p``, each new directory's entry fsynced in its parent (durable like the file)."""
+    if path.is_dir():
+        return
+    _make_dirs(path.parent)
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
     finally:

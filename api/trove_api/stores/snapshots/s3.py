@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -70,6 +71,8 @@ class S3SnapshotStore:
         self.create_bucket = create_bucket
         self.part_size = part_size
         self._bucket_ready = False
+        # This process's multipart uploads in progress: the sweep never aborts them.
+        self._uploading: set[str] = set()
         config = Config(
             signature_version="s3v4",
             # Self-hosted servers (MinIO, SeaweedFS) rarely have per-bucket DNS names.
@@ -163,6 +166,7 @@ class S3SnapshotStore:
                 if upload_id is None:
                     started = await self._call(name, "create_multipart_upload", Bucket=self.bucket, Key=name)
                     upload_id = started["UploadId"]
+                    self._uploading.add(upload_id)
                 if in_flight is not None:
                     await in_flight
                 data = bytes(buffer[: self.part_size])
@@ -199,6 +203,8 @@ class S3SnapshotStore:
                         name, "abort_multipart_upload", Bucket=self.bucket, Key=name, UploadId=upload_id
                     )
             raise
+        finally:
+            self._uploading.discard(upload_id or "")
 
     async def open(self, key: str) -> _ObjectReader:
         name = self._key(key)
@@ -209,6 +215,28 @@ class S3SnapshotStore:
         name = self._key(key)
         with contextlib.suppress(SnapshotNotFoundError):
             await self._call(name, "delete_object", Bucket=self.bucket, Key=name)
+
+    async def sweep(self, stale_s: float) -> int:
+        """Abort incomplete multipart uploads under our prefix started over ``stale_s`` ago:
+        a killed create leaves its parts billed and invisible until aborted."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=stale_s)
+        answer = await self._call(
+            self.prefix, "list_multipart_uploads", Bucket=self.bucket, Prefix=self.prefix
+        )
+        aborted = 0
+        for upload in answer.get("Uploads", []):
+            if upload["UploadId"] in self._uploading or upload["Initiated"] >= cutoff:
+                continue
+            with contextlib.suppress(TroveError):
+                await self._call(
+                    upload["Key"],
+                    "abort_multipart_upload",
+                    Bucket=self.bucket,
+                    Key=upload["Key"],
+                    UploadId=upload["UploadId"],
+                )
+                aborted += 1
+        return aborted
 
     async def check(self) -> None:
         await self._ensure_bucket()
