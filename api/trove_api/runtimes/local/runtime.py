@@ -531,7 +531,11 @@ class LocalRuntime:
     async def import_tar(self, ns: NamespaceRef, chunks: AsyncIterator[bytes]) -> int:
         await self.provision(ns)
         return await tarball.import_tar(
-            self._staging(ns), self._dir(ns), self._uid(ns), chunks, check_space=self.reserve.check,
+            self._staging(ns),
+            self._dir(ns),
+            self._uid(ns),
+            chunks,
+            check_space=self.reserve.check,
             busy=self._staged,
         )
 
