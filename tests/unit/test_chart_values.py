@@ -164,7 +164,7 @@ def test_notes_print_the_admin_key_command_and_a_first_sdk_call(tmp_path: Path) 
     )
     assert "kubectl port-forward --namespace trove svc/t-trove-api 8080:80" in notes
     assert "TroveAdminClient.from_api_key" in notes
-    assert "kubectl get trovenamespaces --namespace trove" in notes
+    assert "kubectl get trovenamespaces --namespace t-sandboxes" in notes
     assert "kubectl delete crd trovenamespaces.trove.dev" in notes
     ingress = render_notes(tmp_path / "i", "-f", str(CHART / "ci" / "03-ingress-tls-values.yaml"))
     assert "export TROVE_URL=https://trove.example.com" in ingress
