@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     )
     k8s_sandbox_egress: Literal["none", "internet", "all"] = Field(
         "internet",
-        description="Sandbox pods' outbound network: `internet` (not the cluster, not metadata), `all`, `none`.",
+        description="Sandbox pods' egress: `internet` (not the cluster, not metadata), `all`, `none`.",
     )
     k8s_ready_timeout_s: float = Field(
         20.0, gt=0, lt=30, description="How long a call waits for a namespace's pod to be Ready before 503."
