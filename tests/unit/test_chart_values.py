@@ -236,3 +236,23 @@ def test_idle_suspend_reaches_the_api_and_the_namespaces_it_creates(args: list[s
     settings = Settings.model_validate({"k8s_idle_suspend_s": env["TROVE_K8S_IDLE_SUSPEND_S"]})
     tns = build_tns(settings, NamespaceRef(workspace_id="ws-1", name="alice"))
     assert TroveNamespaceSpec.model_validate(tns["spec"]).idle_suspend_seconds == expected
+
+
+def test_notes_warn_of_an_ingress_without_tls_and_of_pod_pids(tmp_path: Path) -> None:
+    plain = render_notes(tmp_path / "plain", "--set", "api.ingress.enabled=true")
+    assert "WARNING: the ingress serves plain HTTP" in plain
+    assert "/cli" in plain
+    tls = render_notes(
+        tmp_path / "tls",
+        "--set",
+        "api.ingress.enabled=true",
+        "--set",
+        "api.ingress.host=trove.example.com",
+        "--set",
+        "api.ingress.tls.enabled=true",
+    )
+    assert "plain HTTP" not in tls
+    assert "plain HTTP" not in render_notes(tmp_path / "none")
+    for notes in (plain, tls):
+        assert "podPidsLimit" in notes
+        assert "1024 processes" in notes
