@@ -82,6 +82,30 @@ def test_cr_becomes_a_ready_hardened_pod(k8s: Cluster) -> None:
     assert policy["spec"].get("egress", []) == []
 
 
+def test_default_internet_egress_is_admitted_and_applied(k8s: Cluster) -> None:
+    """The API server accepts the built ipBlock rules (each except inside its cidr), the pod
+    states ephemeral storage and its process cap, and runs as a uid of its own."""
+    name = create_tns(k8s)
+    obj = wait_for(lambda: phase_is(k8s, name, "Ready"), what="phase Ready")
+    assert obj["spec"]["egress"] == "internet"
+    policy = k8s.api.sanitize_for_serialization(
+        k8s.networking.read_namespaced_network_policy(child_names(name).network_policy, k8s.namespace)
+    )
+    blocks = {
+        peer["ipBlock"]["cidr"]: peer["ipBlock"].get("except", [])
+        for rule in policy["spec"]["egress"]
+        for peer in rule.get("to", [])
+        if "ipBlock" in peer
+    }
+    assert {"169.254.0.0/16", "10.0.0.0/8", "127.0.0.0/8"} <= set(blocks["0.0.0.0/0"])
+    assert "fe80::/10" in blocks["::/0"]
+    pod = get_pod(k8s, name)
+    [sandbox] = pod.spec.containers
+    assert sandbox.resources.limits["ephemeral-storage"] == "1Gi"
+    assert {e.name: e.value for e in sandbox.env}["TROVE_MAX_PROCESSES"] == "1024"
+    assert pod.spec.security_context.run_as_user >= 1_000_000_000
+
+
 def test_deleted_or_failed_pod_is_recreated(k8s: Cluster) -> None:
     name = create_tns(k8s)
     wait_for(lambda: phase_is(k8s, name, "Ready"), what="phase Ready")
