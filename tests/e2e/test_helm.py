@@ -163,7 +163,10 @@ def test_upgrade_keeps_the_admin_key_and_data(release: Release) -> None:
 def can_i(release: Release, account: str, verb: str, resource: str, *where: str) -> bool:
     """``kubectl auth can-i`` as one of the release's ServiceAccounts (the API server decides)."""
     subject = f"system:serviceaccount:{release.namespace}:{RELEASE}-{account}"
-    done = kubectl("auth", "can-i", verb, resource, f"--as={subject}", *where, check=False)
+    # `pods/exec` on kubectl's command line names a pod called "exec": pass the subresource apart.
+    kind, _, sub = resource.partition("/")
+    extra = [f"--subresource={sub}"] if sub else []
+    done = kubectl("auth", "can-i", verb, kind, *extra, f"--as={subject}", *where, check=False)
     assert done.stdout.strip() in ("yes", "no"), done.stderr
     return done.stdout.strip() == "yes"
 
