@@ -127,6 +127,19 @@ class Settings(BaseSettings):
     k8s_cpu_limit: str = Field("1", description="Sandbox pod CPU limit.")
     k8s_memory_request: str = Field("64Mi", description="Sandbox pod memory request.")
     k8s_memory_limit: str = Field("1Gi", description="Sandbox pod memory limit.")
+    k8s_ephemeral_storage_request: str = Field(
+        "64Mi", description="Sandbox pod ephemeral-storage request (writable layer, logs, /tmp)."
+    )
+    k8s_ephemeral_storage_limit: str = Field(
+        "1Gi", description="Sandbox pod ephemeral-storage limit (beyond it the kubelet evicts the pod)."
+    )
+    k8s_max_processes: int = Field(
+        1024, ge=16, le=1_000_000, description="Processes and threads one sandbox pod's commands may run."
+    )
+    k8s_sandbox_egress: Literal["none", "internet", "all"] = Field(
+        "internet",
+        description="Sandbox pods' egress: `internet` (not the cluster, not metadata), `all`, `none`.",
+    )
     k8s_ready_timeout_s: float = Field(
         20.0, gt=0, lt=30, description="How long a call waits for a namespace's pod to be Ready before 503."
     )

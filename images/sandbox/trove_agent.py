@@ -44,6 +44,16 @@ MARKER = "TROVE_EXEC_TAG"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 TEMP_PREFIX = ".trove-upload-"
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Set by the operator on the pod: RLIMIT_NPROC of every command. It counts the processes of the
+# uid, and each sandbox pod runs as its own uid, so a fork bomb stops at the cap, not at the
+# node's PID table.
+MAX_PROCESSES_ENV = "TROVE_MAX_PROCESSES"
+
+
+def process_cap() -> str:
+    """`` ulimit -u N`` for the command's shell, or nothing when the pod sets no cap."""
+    value = os.environ.get(MAX_PROCESSES_ENV, "")
+    return f"ulimit -u {int(value)} || exit 125; " if value.isdigit() and int(value) > 0 else ""
 
 
 class OpError(Exception):
@@ -200,7 +210,7 @@ class Agent:
         # The limit (soft and hard) is set by the same bash before the script's own lines are
         # parsed, so the script cannot lift it; one exec fewer than a wrapper shell. Same line:
         # line numbers in bash's error messages stay those of the script.
-        limited = f"ulimit -f {file_blocks} || exit 125; {script}"
+        limited = f"ulimit -f {file_blocks} || exit 125; {process_cap()}{script}"
         proc = await asyncio.create_subprocess_exec(
             "/bin/bash", "--noprofile", "--norc", "-c", limited,
             stdin=asyncio.subprocess.PIPE if req.get("stdin") else asyncio.subprocess.DEVNULL,

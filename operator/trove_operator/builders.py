@@ -7,7 +7,9 @@ return, and unit tests compare them with golden YAML.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from trove_core.crd import (
@@ -18,14 +20,25 @@ from trove_core.crd import (
     LABEL_WORKSPACE,
     ChildNames,
 )
-from trove_operator.spec import SandboxTemplate, TroveNamespaceSpec
+from trove_operator.spec import ResourceAmounts, SandboxTemplate, TroveNamespaceSpec
 
-SANDBOX_UID = 1000
+# Each sandbox pod runs as its own uid, derived from its PVC's name (stable across suspend,
+# wake and a warm-pool claim): RLIMIT_NPROC counts processes per uid, node-wide, so only a uid
+# of its own makes the agent's process cap a per-sandbox one. Collisions (two sandboxes on one
+# uid) are rare in a range this wide and only make two sandboxes share that cap.
+SANDBOX_UID_BASE = 1_000_000_000
+SANDBOX_UID_SPAN = 1_000_000_000
+MAX_PROCESSES_ENV = "TROVE_MAX_PROCESSES"
 WORKSPACE_MOUNT = "/workspace"
 ANNOTATION_SPEC_HASH = "trove.dev/pod-spec-hash"
 ANNOTATION_WORKSPACE_ID = "trove.dev/workspace-id"
 ANNOTATION_NAMESPACE = "trove.dev/namespace-name"
 _TMP_SIZE = "256Mi"
+# What ``internet`` egress never reaches: link-local (cloud metadata at 169.254.169.254),
+# loopback, and (when the operator is told nothing else) the private ranges, where clusters keep
+# their pods, Services and nodes. The chart passes the cluster's own ranges on top.
+ALWAYS_BLOCKED = ("169.254.0.0/16", "127.0.0.0/8", "fe80::/10", "::1/128")
+PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
 
 Manifest = dict[str, Any]
 
@@ -74,6 +87,28 @@ def build_pvc_spec(spec: SandboxTemplate) -> Manifest:
     return pvc_spec
 
 
+def sandbox_uid(claim_name: str) -> int:
+    """The uid (and gid) of the pod that mounts ``claim_name``: below 2^31, as Kubernetes requires."""
+    digest = int.from_bytes(hashlib.sha256(claim_name.encode()).digest()[:8], "big")
+    return SANDBOX_UID_BASE + digest % SANDBOX_UID_SPAN
+
+
+def _amounts(amounts: ResourceAmounts) -> dict[str, str]:
+    found = {"cpu": amounts.cpu, "memory": amounts.memory}
+    if amounts.ephemeral_storage:
+        found["ephemeral-storage"] = amounts.ephemeral_storage
+    return found
+
+
+def _own_workspace_script(uid: int) -> str:
+    """Chown the volume root; the whole tree only when the root is someone else's (a volume
+    made by an older release, whose pods all ran as uid 1000): one walk, once."""
+    owner = f"{uid}:{uid}"
+    return (
+        f'[ "$(stat -c %u:%g {WORKSPACE_MOUNT})" = {owner} ] && exit 0; chown -R -h {owner} {WORKSPACE_MOUNT}'
+    )
+
+
 def _drop_all() -> Manifest:
     return {"drop": ["ALL"]}
 
@@ -98,9 +133,10 @@ def build_pod(name: str, children: ChildNames, spec: TroveNamespaceSpec) -> Mani
 def build_pod_spec(claim_name: str, spec: SandboxTemplate) -> Manifest:
     """The pod spec proper: it names no workspace, so a warm-pool pod can be claimed by one later."""
     resources = {
-        "requests": {"cpu": spec.resources.requests.cpu, "memory": spec.resources.requests.memory},
-        "limits": {"cpu": spec.resources.limits.cpu, "memory": spec.resources.limits.memory},
+        "requests": _amounts(spec.resources.requests),
+        "limits": _amounts(spec.resources.limits),
     }
+    uid = sandbox_uid(claim_name)
     workspace = {"name": "workspace", "mountPath": WORKSPACE_MOUNT}
     pod_spec: Manifest = {
         "automountServiceAccountToken": False,
@@ -110,29 +146,32 @@ def build_pod_spec(claim_name: str, spec: SandboxTemplate) -> Manifest:
         "terminationGracePeriodSeconds": 1,
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": SANDBOX_UID,
-            "runAsGroup": SANDBOX_UID,
-            "fsGroup": SANDBOX_UID,
+            "runAsUser": uid,
+            "runAsGroup": uid,
+            "fsGroup": uid,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         # hostPath-backed volumes ignore fsGroup and arrive root-owned 0750: this container
-        # only chowns the volume root, as root but with CAP_CHOWN alone.
+        # chowns the volume, as root but with CAP_CHOWN (and DAC_READ_SEARCH to walk an old
+        # tree) alone.
         "initContainers": [
             {
                 "name": "own-workspace",
                 "image": spec.image,
                 "imagePullPolicy": spec.image_pull_policy,
-                "command": ["chown", f"{SANDBOX_UID}:{SANDBOX_UID}", WORKSPACE_MOUNT],
+                "command": ["/bin/sh", "-c", _own_workspace_script(uid)],
                 "securityContext": {
                     "runAsUser": 0,
                     "runAsNonRoot": False,
                     "allowPrivilegeEscalation": False,
                     "readOnlyRootFilesystem": True,
-                    "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]},
+                    "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "DAC_READ_SEARCH"]},
                 },
+                # ephemeral-storage too: a ResourceQuota on it admits only pods whose every
+                # container states it.
                 "resources": {
-                    "requests": {"cpu": "10m", "memory": "16Mi"},
-                    "limits": {"cpu": "100m", "memory": "64Mi"},
+                    "requests": {"cpu": "10m", "memory": "16Mi", "ephemeral-storage": "1Mi"},
+                    "limits": {"cpu": "100m", "memory": "64Mi", "ephemeral-storage": "16Mi"},
                 },
                 "volumeMounts": [workspace],
             }
@@ -150,11 +189,12 @@ def build_pod_spec(claim_name: str, spec: SandboxTemplate) -> Manifest:
                     {"name": "LANG", "value": "C.UTF-8"},
                     {"name": "TERM", "value": "dumb"},
                     {"name": "USER", "value": "agent"},
+                    {"name": MAX_PROCESSES_ENV, "value": str(spec.max_processes)},
                 ],
                 "securityContext": {
                     "runAsNonRoot": True,
-                    "runAsUser": SANDBOX_UID,
-                    "runAsGroup": SANDBOX_UID,
+                    "runAsUser": uid,
+                    "runAsGroup": uid,
                     "allowPrivilegeEscalation": False,
                     "privileged": False,
                     "readOnlyRootFilesystem": True,
@@ -177,9 +217,13 @@ def spec_hash(pod_spec: Manifest) -> str:
     return hashlib.sha256(json.dumps(pod_spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build_network_policy(name: str, children: ChildNames, spec: TroveNamespaceSpec) -> Manifest:
-    """No ingress at all; egress everywhere (``all``) or nowhere (``none``)."""
-    egress: list[Manifest] = [{}] if spec.egress == "all" else []
+def build_network_policy(
+    name: str, children: ChildNames, spec: TroveNamespaceSpec, blocked: Sequence[str] = ()
+) -> Manifest:
+    """No ingress at all; egress everywhere (``all``), nowhere (``none``), or (``internet``) to
+    every address but ``blocked`` (the cluster's pod, service and node ranges, metadata)."""
+    fixed: dict[str, list[Manifest]] = {"all": [{}], "none": []}
+    egress = fixed[spec.egress] if spec.egress in fixed else build_internet_egress(blocked)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -195,6 +239,24 @@ def build_network_policy(name: str, children: ChildNames, spec: TroveNamespaceSp
             "egress": egress,
         },
     }
+
+
+def build_internet_egress(blocked: Sequence[str]) -> list[Manifest]:
+    """Egress rules for ``internet``: each family's whole range minus the blocked ranges, plus
+    DNS to the cluster's resolver pods (their Service address is in a blocked range)."""
+    excepts: dict[int, list[str]] = {4: [], 6: []}
+    for cidr in blocked:
+        net = ipaddress.ip_network(cidr, strict=False)
+        excepts[net.version].append(str(net))
+    peers = [
+        {"ipBlock": {"cidr": whole} | ({"except": excepts[version]} if excepts[version] else {})}
+        for version, whole in ((4, "0.0.0.0/0"), (6, "::/0"))
+    ]
+    dns = {
+        "to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
+    return [{"to": peers}, dns]
 
 
 # -- status ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import kopf
 
 from trove_core.crd import GROUP
 from trove_operator.kube import Kube, load_config
+from trove_operator.reconciler import blocked_ranges
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     load_config()
     memo.kube = Kube()
     tune(settings)
-    log.info("trove-operator configured")
+    log.info("trove-operator configured; internet egress excludes %s", ", ".join(blocked_ranges()))
 
 
 def tune(settings: kopf.OperatorSettings) -> None:

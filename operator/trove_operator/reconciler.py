@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import ipaddress
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -27,6 +30,20 @@ log = logging.getLogger(__name__)
 
 class MalformedSpecError(kopf.PermanentError):
     """The spec does not parse; retrying cannot help until someone edits it."""
+
+
+BLOCKED_ENV = "TROVE_OPERATOR_EGRESS_BLOCKED"
+
+
+@functools.cache
+def blocked_ranges() -> tuple[str, ...]:
+    """CIDRs ``internet`` egress excludes: $TROVE_OPERATOR_EGRESS_BLOCKED (comma-separated, set by
+    the chart from the cluster's pod, service and node ranges) or the private ranges; link-local
+    and loopback always. Read (and a malformed entry refused) at start-up, see lifecycle."""
+    configured = [c.strip() for c in os.environ.get(BLOCKED_ENV, "").split(",") if c.strip()]
+    chosen = configured or list(builders.PRIVATE_RANGES)
+    ranges = [str(ipaddress.ip_network(c, strict=False)) for c in (*builders.ALWAYS_BLOCKED, *chosen)]
+    return tuple(dict.fromkeys(ranges))
 
 
 def now() -> str:
@@ -75,7 +92,7 @@ def sync(kube: Kube, body: Manifest, *, periodic: bool = False) -> str:
     owner = cast(Any, body)
 
     # Before any pod can carry this namespace's label, its policy exists.
-    policy = builders.build_network_policy(name, children, spec)
+    policy = builders.build_network_policy(name, children, spec, blocked_ranges())
     kopf.adopt(policy, owner=owner)
     live_policy, created = kube.ensure(namespace, policy)
     if not created and live_policy.get("spec") != policy["spec"]:

@@ -25,14 +25,16 @@ class Storage(_Model):
 class ResourceAmounts(_Model):
     cpu: str = Field(pattern=_CPU)
     memory: str = Field(pattern=_QUANTITY)
+    # The container's writable layer, logs and its /tmp emptyDir; not the PVC.
+    ephemeral_storage: str | None = Field(None, alias="ephemeralStorage", pattern=_QUANTITY)
 
 
 def _requests() -> ResourceAmounts:
-    return ResourceAmounts(cpu="50m", memory="64Mi")
+    return ResourceAmounts(cpu="50m", memory="64Mi", ephemeralStorage="64Mi")
 
 
 def _limits() -> ResourceAmounts:
-    return ResourceAmounts(cpu="1", memory="1Gi")
+    return ResourceAmounts(cpu="1", memory="1Gi", ephemeralStorage="1Gi")
 
 
 class Resources(_Model):
@@ -49,12 +51,14 @@ class SandboxTemplate(_Model):
     )
     storage: Storage = Field(default_factory=lambda: Storage())
     resources: Resources = Field(default_factory=Resources)
+    # RLIMIT_NPROC of every command (per uid, and each sandbox pod runs as its own uid).
+    max_processes: int = Field(1024, alias="maxProcesses", ge=16, le=1_000_000)
 
 
 class TroveNamespaceSpec(SandboxTemplate):
     workspace_id: str = Field(alias="workspaceId", pattern=NAMESPACE_PATTERN)
     namespace: str = Field(pattern=NAMESPACE_PATTERN)
-    egress: Literal["all", "none"] = "all"
+    egress: Literal["all", "internet", "none"] = "internet"
     suspended: bool = False
     deletion_policy: Literal["Delete", "Retain"] = Field("Delete", alias="deletionPolicy")
     idle_suspend_seconds: int = Field(0, alias="idleSuspendSeconds", ge=0, le=31_536_000)

@@ -9,7 +9,9 @@ points them at the release's Service with the chart's admin key and a workspace 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from trove_sdk import TroveClient
@@ -84,7 +86,7 @@ def test_the_chart_warm_pool_fills_and_serves_new_namespaces(release: Release) -
     namespaces: a brand-new namespace's first call lands on a pod that was waiting."""
 
     def pool() -> dict[str, object]:
-        found = json.loads(kubectl("get", "trovewarmpools", "-n", release.namespace, "-o", "json").stdout)[
+        found = json.loads(kubectl("get", "trovewarmpools", "-n", release.sandboxes, "-o", "json").stdout)[
             "items"
         ]
         assert len(found) == 1
@@ -92,11 +94,11 @@ def test_the_chart_warm_pool_fills_and_serves_new_namespaces(release: Release) -
 
     wait_for(lambda: pool().get("ready") == 2, timeout=180, what="2 ready members in the chart's pool")
     waiting = set(
-        kubectl("get", "pods", "-n", release.namespace, "-l", "trove.dev/pool", "-o", "name").stdout.split()
+        kubectl("get", "pods", "-n", release.sandboxes, "-l", "trove.dev/pool", "-o", "name").stdout.split()
     )
     with client(release, "from-the-pool") as agent:  # type: ignore[arg-type]
         assert agent.exec("echo warm") == "warm\n"
-    namespaces = json.loads(kubectl("get", "tns", "-n", release.namespace, "-o", "json").stdout)["items"]
+    namespaces = json.loads(kubectl("get", "tns", "-n", release.sandboxes, "-o", "json").stdout)["items"]
     (mine,) = [n for n in namespaces if n["spec"]["namespace"] == "from-the-pool"]
     assert f"pod/{mine['status']['pod']}" in waiting
 
@@ -155,9 +157,79 @@ def test_upgrade_keeps_the_admin_key_and_data(release: Release) -> None:
         assert agent.exec("cat workspace/before.txt") == "written before the upgrade\n"
 
 
+# ── isolation on the real cluster (issue 14, items 3 and 4) ──────────────────
+
+
+def can_i(release: Release, account: str, verb: str, resource: str, *where: str) -> bool:
+    """``kubectl auth can-i`` as one of the release's ServiceAccounts (the API server decides)."""
+    subject = f"system:serviceaccount:{release.namespace}:{RELEASE}-{account}"
+    # `pods/exec` on kubectl's command line names a pod called "exec": pass the subresource apart.
+    kind, _, sub = resource.partition("/")
+    extra = [f"--subresource={sub}"] if sub else []
+    done = kubectl("auth", "can-i", verb, kind, *extra, f"--as={subject}", *where, check=False)
+    assert done.stdout.strip() in ("yes", "no"), done.stderr
+    return done.stdout.strip() == "yes"
+
+
+def test_the_api_and_operator_reach_sandbox_pods_only(release: Release) -> None:
+    home, sandboxes = ["-n", release.namespace], ["-n", release.sandboxes]
+    assert can_i(release, "api", "create", "pods/exec", *sandboxes)
+    assert can_i(release, "api", "get", "pods/exec", *sandboxes)
+    assert can_i(release, "operator", "create", "pods", *sandboxes)
+    assert can_i(release, "operator", "delete", "pods", *sandboxes)
+    # Never the API, operator or MinIO pods, nor any Secret, here or cluster-wide.
+    for account in ("api", "operator"):
+        for verb, resource in (("create", "pods/exec"), ("get", "pods/exec"), ("create", "pods")):
+            assert not can_i(release, account, verb, resource, *home), (account, verb, resource)
+            assert not can_i(release, account, verb, resource, "-n", "kube-system"), (account, verb)
+        assert not can_i(release, account, "delete", "pods", *home)
+        for where in (home, sandboxes, ["--all-namespaces"]):
+            assert not can_i(release, account, "get", "secrets", *where), (account, where)
+            assert not can_i(release, account, "list", "secrets", *where), (account, where)
+    pods = json.loads(kubectl("get", "pods", "-n", release.namespace, "-o", "json").stdout)["items"]
+    assert not [p for p in pods if p["metadata"]["labels"].get("app.kubernetes.io/name") == "trove-sandbox"]
+
+
+# Fork up to 2000 sleepers; report how many started before the kernel said EAGAIN, and keep
+# them alive a while so other namespaces are tried while this one sits at its cap.
+FORK_BOMB = """python3 - <<'PY'
+import os, time
+started = 0
+try:
+    for _ in range(2000):
+        if os.fork() == 0:
+            os.execv("/bin/sleep", ["sleep", "30"])
+        started += 1
+except BlockingIOError:
+    print("EAGAIN after", started, flush=True)
+else:
+    print("no limit:", started, flush=True)
+time.sleep(4)
+PY"""
+
+
+def test_a_fork_bomb_hits_the_cap_and_other_namespaces_keep_working(release: Release) -> None:
+    with client(release, "bomb") as bomb, client(release, "bystander") as bystander:  # type: ignore[arg-type]
+        uids = {int(bomb.exec("id -u")), int(bystander.exec("id -u"))}
+        assert len(uids) == 2, "two sandboxes share a uid, and so one process cap"
+        assert min(uids) >= 1_000_000_000
+        with ThreadPoolExecutor(1) as pool:
+            bombing = pool.submit(bomb.exec, FORK_BOMB)
+            time.sleep(2)  # let the bomb reach its cap (not an assertion on speed)
+            assert bystander.exec("sh -c 'echo still here'") == "still here\n"
+            out = bombing.result()
+        words = out.split()
+        assert words[:2] == ["EAGAIN", "after"], out
+        assert 0 < int(words[2]) < 256
+        # The bomb's sleepers went with its exec: the same sandbox forks again.
+        assert bomb.exec("for i in 1 2 3; do sleep 0 & done; wait; echo ok") == "ok\n"
+
+
 def test_uninstall_leaves_only_the_crd(release: Release) -> None:
     ns = release.namespace
-    assert json.loads(kubectl("get", "trovenamespaces", "-n", ns, "-o", "json").stdout)["items"]
+    assert json.loads(kubectl("get", "trovenamespaces", "-n", release.sandboxes, "-o", "json").stdout)[
+        "items"
+    ]
     run("helm", "uninstall", RELEASE, "-n", ns, "--wait", "--timeout", "180s")
     release.uninstalled = True
     try:
@@ -170,6 +242,12 @@ def test_uninstall_leaves_only_the_crd(release: Release) -> None:
         "get", "clusterroles,clusterrolebindings", "-l", f"app.kubernetes.io/instance={RELEASE}", "-o", "name"
     ).stdout.split()
     assert [n for n in cluster_wide if ns in n] == []
+    # The chart made the sandbox namespace; uninstall takes it (and every sandbox PVC) away.
+    wait_for(
+        lambda: kubectl("get", "namespace", release.sandboxes, check=False).returncode != 0,
+        timeout=120,
+        what=f"namespace {release.sandboxes} to go",
+    )
     # Helm keeps CRDs by design (the README says how to remove them).
     assert kubectl("get", "crd", CRD, check=False).returncode == 0
     assert kubectl("get", "crd", POOL_CRD, check=False).returncode == 0

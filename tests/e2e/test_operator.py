@@ -15,8 +15,8 @@ from tests.support.cluster import SANDBOX_IMAGE, Cluster, wait_for
 from trove_core.crd import GROUP, PLURAL, VERSION, child_names, object_name
 
 
-def create_tns(k8s: Cluster, **spec: Any) -> str:
-    namespace = "e2e-" + secrets.token_hex(4)
+def create_tns(k8s: Cluster, namespace: str | None = None, **spec: Any) -> str:
+    namespace = namespace or "e2e-" + secrets.token_hex(4)
     name = object_name("ws-e2e", namespace)
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -80,6 +80,86 @@ def test_cr_becomes_a_ready_hardened_pod(k8s: Cluster) -> None:
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert policy["spec"].get("ingress", []) == []
     assert policy["spec"].get("egress", []) == []
+
+
+def test_default_internet_egress_is_admitted_and_applied(k8s: Cluster) -> None:
+    """The API server accepts the built ipBlock rules (each except inside its cidr), the pod
+    states ephemeral storage and its process cap, and runs as a uid of its own."""
+    name = create_tns(k8s)
+    obj = wait_for(lambda: phase_is(k8s, name, "Ready"), what="phase Ready")
+    assert obj["spec"]["egress"] == "internet"
+    policy = k8s.api.sanitize_for_serialization(
+        k8s.networking.read_namespaced_network_policy(child_names(name).network_policy, k8s.namespace)
+    )
+    blocks = {
+        peer["ipBlock"]["cidr"]: peer["ipBlock"].get("except", [])
+        for rule in policy["spec"]["egress"]
+        for peer in rule.get("to", [])
+        if "ipBlock" in peer
+    }
+    assert {"169.254.0.0/16", "10.0.0.0/8", "127.0.0.0/8"} <= set(blocks["0.0.0.0/0"])
+    assert "fe80::/10" in blocks["::/0"]
+    pod = get_pod(k8s, name)
+    [sandbox] = pod.spec.containers
+    assert sandbox.resources.limits["ephemeral-storage"] == "1Gi"
+    assert {e.name: e.value for e in sandbox.env}["TROVE_MAX_PROCESSES"] == "1024"
+    assert pod.spec.security_context.run_as_user >= 1_000_000_000
+
+
+def test_a_volume_of_the_old_shared_uid_becomes_the_pods_own(k8s: Cluster) -> None:
+    """Upgrade path: a volume an older release's pods wrote (all as uid 1000, a private
+    directory inside) is handed over, tree and all, to the pod's own uid by its init container."""
+    namespace = "e2e-" + secrets.token_hex(4)
+    name = object_name("ws-e2e", namespace)
+    children = child_names(name)
+    pvc = {
+        "metadata": {"name": children.pvc},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}}},
+    }
+    k8s.core.create_namespaced_persistent_volume_claim(k8s.namespace, pvc)
+    seed = f"seed-{secrets.token_hex(4)}"
+    script = (
+        "mkdir -p /workspace/private && echo old > /workspace/private/f && "
+        "chown -R 1000:1000 /workspace && chmod 700 /workspace /workspace/private"
+    )
+    pod = {
+        "metadata": {"name": seed},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "seed",
+                    "image": SANDBOX_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["sh", "-c", script],
+                    "securityContext": {"runAsUser": 0, "runAsNonRoot": False},
+                    "volumeMounts": [{"name": "w", "mountPath": "/workspace"}],
+                }
+            ],
+            "volumes": [{"name": "w", "persistentVolumeClaim": {"claimName": children.pvc}}],
+        },
+    }
+    k8s.core.create_namespaced_pod(k8s.namespace, pod)
+    wait_for(
+        lambda: k8s.core.read_namespaced_pod(seed, k8s.namespace).status.phase == "Succeeded",
+        timeout=120,
+        what="the seed pod to write as uid 1000",
+    )
+    k8s.core.delete_namespaced_pod(seed, k8s.namespace, grace_period_seconds=0)
+    create_tns(k8s, namespace=namespace)
+    wait_for(lambda: phase_is(k8s, name, "Ready"), timeout=120, what="phase Ready")
+    assert get_tns(k8s, name)["status"]["pvc"] == children.pvc
+    done = subprocess.run(
+        ["kubectl", "exec", "-n", k8s.namespace, children.pod, "--", "sh", "-c",
+         "cat /workspace/private/f && echo new > /workspace/private/g && stat -c %u /workspace/private/f"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "KUBECONFIG": k8s.kubeconfig},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    old, uid = done.stdout.split()
+    assert old == "old"
+    assert int(uid) == get_pod(k8s, name).spec.security_context.run_as_user != 1000
 
 
 def test_deleted_or_failed_pod_is_recreated(k8s: Cluster) -> None:

@@ -140,7 +140,9 @@ def test_the_api_first_call_lands_on_a_claimed_pod(k8s: Cluster, make_pool: Any)
         namespace = "wp-" + secrets.token_hex(4)
         with client(live, namespace) as trove:
             trove.write("hello.txt", "warm")
-            assert trove.exec("cat /workspace/hello.txt; id -u") == "warm1000\n"
+            uid = k8s.core.read_namespaced_pod(member, k8s.namespace).spec.security_context.run_as_user
+            assert trove.exec("cat /workspace/hello.txt; id -u") == f"warm{uid}\n"
+            assert uid >= 1_000_000_000  # the member's own uid, kept by the claim
         obj = get_tns(k8s, object_name(live.workspace_id, namespace))
     assert obj["status"]["pod"] == member
 

@@ -1,7 +1,8 @@
 """A Helm release of charts/trove on the e2e cluster: values for local images, install, connect, leftovers.
 
-Each release gets a fresh ``trove-chart-<hex>`` namespace. No MinIO image can be built on our
-machines, so snapshots go to a real S3 process (SeaweedFS) that listens on the host's CNI
+Each release gets a fresh ``trove-chart-<hex>`` namespace, and its sandboxes (TroveNamespaces,
+the warm pool, sandbox pods) ``trove-chart-<hex>-sandboxes``, made by the chart. No MinIO image
+can be built on our machines, so snapshots go to a real S3 process (SeaweedFS) that listens on the host's CNI
 gateway, which pods reach without DNS. The API is reached from the host on its Service's
 ClusterIP (kube-proxy routes it).
 """
@@ -56,6 +57,12 @@ class Release:
     notes: str = ""
     uninstalled: bool = False
 
+    @property
+    def sandboxes(self) -> str:
+        """The chart's sandbox namespace (``sandbox.namespace.name``): one per release here,
+        since the default ``<release>-sandboxes`` would be the same for every e2e release."""
+        return f"{self.namespace}-sandboxes"
+
 
 def run(*argv: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
@@ -97,7 +104,10 @@ def values_file(release: Release, path: Path, extra: dict[str, Any] | None = Non
     values: dict[str, Any] = {
         "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
         "sandbox": {
+            "namespace": {"name": release.sandboxes},
             "image": {"repository": sandbox_repository, "tag": sandbox_tag, "pullPolicy": "IfNotPresent"},
+            # The fork-bomb test reaches the cap without crowding a node shared by other runs.
+            "maxProcesses": 256,
             "storageSize": "64Mi",
             "resources": {
                 "requests": {"cpu": "10m", "memory": "16Mi"},
@@ -182,7 +192,7 @@ def installed(
         finally:
             if not release.uninstalled:
                 run("helm", "uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "120s", check=False)
-            kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+            kubectl("delete", "namespace", namespace, release.sandboxes, "--wait=false", check=False)
 
 
 def leftovers(namespace: str, ignore: set[str] | None = None) -> list[str]:

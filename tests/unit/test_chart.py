@@ -66,8 +66,8 @@ def test_ci_values_render_consistent_objects(values: Path) -> None:
         meta = doc["metadata"]
         assert meta["labels"]["app.kubernetes.io/instance"] == "t", meta["name"]
         assert len(meta["name"]) <= 63
-        if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
-            assert meta["namespace"] == "trove", meta["name"]
+        if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding", "Namespace"):
+            assert meta["namespace"] in ("trove", "t-sandboxes"), meta["name"]
     names = [(d["kind"], d["metadata"]["name"]) for d in docs]
     assert len(names) == len(set(names))
 
@@ -112,7 +112,7 @@ def test_api_deployment_probes_security_and_settings(defaults: list[Doc]) -> Non
     env = env_of(api)
     assert env["TROVE_RUNTIME"] == "kubernetes"
     assert env["TROVE_K8S_SANDBOX_IMAGE"] == "trove-sandbox:0.1.0"
-    assert env["TROVE_K8S_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["TROVE_K8S_NAMESPACE"] == "t-sandboxes"
     assert "TROVE_DATABASE_URL" not in env  # SQLite on the PVC at /data
     assert env["TROVE_DATA_DIR"] == "/data"
     assert env["TROVE_ADMIN_KEY"] == {"secretKeyRef": {"name": "t-trove-admin-key", "key": "admin-key"}}

@@ -164,7 +164,7 @@ def test_notes_print_the_admin_key_command_and_a_first_sdk_call(tmp_path: Path) 
     )
     assert "kubectl port-forward --namespace trove svc/t-trove-api 8080:80" in notes
     assert "TroveAdminClient.from_api_key" in notes
-    assert "kubectl get trovenamespaces --namespace trove" in notes
+    assert "kubectl get trovenamespaces --namespace t-sandboxes" in notes
     assert "kubectl delete crd trovenamespaces.trove.dev" in notes
     ingress = render_notes(tmp_path / "i", "-f", str(CHART / "ci" / "03-ingress-tls-values.yaml"))
     assert "export TROVE_URL=https://trove.example.com" in ingress
@@ -236,3 +236,23 @@ def test_idle_suspend_reaches_the_api_and_the_namespaces_it_creates(args: list[s
     settings = Settings.model_validate({"k8s_idle_suspend_s": env["TROVE_K8S_IDLE_SUSPEND_S"]})
     tns = build_tns(settings, NamespaceRef(workspace_id="ws-1", name="alice"))
     assert TroveNamespaceSpec.model_validate(tns["spec"]).idle_suspend_seconds == expected
+
+
+def test_notes_warn_of_an_ingress_without_tls_and_of_pod_pids(tmp_path: Path) -> None:
+    plain = render_notes(tmp_path / "plain", "--set", "api.ingress.enabled=true")
+    assert "WARNING: the ingress serves plain HTTP" in plain
+    assert "/cli" in plain
+    tls = render_notes(
+        tmp_path / "tls",
+        "--set",
+        "api.ingress.enabled=true",
+        "--set",
+        "api.ingress.host=trove.example.com",
+        "--set",
+        "api.ingress.tls.enabled=true",
+    )
+    assert "plain HTTP" not in tls
+    assert "plain HTTP" not in render_notes(tmp_path / "none")
+    for notes in (plain, tls):
+        assert "podPidsLimit" in notes
+        assert "1024 processes" in notes

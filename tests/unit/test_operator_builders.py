@@ -47,7 +47,13 @@ def test_pod_golden() -> None:
 
 
 def test_network_policy_golden() -> None:
-    _golden("netpol-all.yaml", builders.build_network_policy(NAME, CHILDREN, _spec()))
+    _golden("netpol-all.yaml", builders.build_network_policy(NAME, CHILDREN, _spec(egress="all")))
+    _golden(
+        "netpol-internet.yaml",
+        builders.build_network_policy(
+            NAME, CHILDREN, _spec(), ["10.244.0.0/16", "169.254.0.0/16", "fd00::/8"]
+        ),
+    )
     _golden("netpol-none.yaml", builders.build_network_policy(NAME, CHILDREN, _spec(egress="none")))
 
 
@@ -62,12 +68,12 @@ def test_pod_is_hardened() -> None:
     assert context["allowPrivilegeEscalation"] is False
     assert context["capabilities"] == {"drop": ["ALL"]}
     assert context["runAsUser"] != 0
-    assert set(sandbox["resources"]["limits"]) == {"cpu", "memory"}
-    # The one root container may only chown the volume.
+    assert set(sandbox["resources"]["limits"]) == {"cpu", "memory", "ephemeral-storage"}
+    # The one root container may only chown the volume (and read the tree it chowns).
     (init,) = pod["initContainers"]
-    assert init["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+    assert init["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "DAC_READ_SEARCH"]}
     assert init["securityContext"]["allowPrivilegeEscalation"] is False
-    assert init["command"][0] == "chown"
+    assert init["command"][:2] == ["/bin/sh", "-c"]
 
 
 def test_spec_values_reach_the_pod() -> None:
@@ -91,7 +97,7 @@ def test_spec_hash_changes_with_the_spec() -> None:
 
 
 def test_network_policy_denies_ingress_and_follows_egress() -> None:
-    allow = builders.build_network_policy(NAME, CHILDREN, _spec())["spec"]
+    allow = builders.build_network_policy(NAME, CHILDREN, _spec(egress="all"))["spec"]
     deny = builders.build_network_policy(NAME, CHILDREN, _spec(egress="none"))["spec"]
     assert allow["ingress"] == deny["ingress"] == []
     assert set(allow["policyTypes"]) == {"Ingress", "Egress"}

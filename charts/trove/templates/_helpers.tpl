@@ -66,6 +66,47 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/*
+The namespace of sandbox pods, their PVCs and NetworkPolicies, TroveNamespaces and the warm pool:
+not the release's, so the Roles granting pods/exec and pod create/delete there reach no API,
+operator or MinIO pod and none of their Secrets.
+*/}}
+{{- define "trove.sandbox.namespace" -}}
+{{- default (printf "%s-sandboxes" .Release.Name | trunc 63 | trimSuffix "-") .Values.sandbox.namespace.name }}
+{{- end }}
+
+{{/* Ranges sandbox `internet` egress never reaches (the operator adds 169.254.0.0/16 and loopback). */}}
+{{- define "trove.egressBlocked" -}}
+{{- concat .Values.cluster.podCidrs .Values.cluster.serviceCidrs .Values.cluster.nodeCidrs .Values.sandbox.egressBlocked | uniq | join "," }}
+{{- end }}
+
+{{/* NetworkPolicy peers: pods of any namespace but the sandboxes', and addresses outside the pod ranges. */}}
+{{- define "trove.networkPolicy.notSandboxes" -}}
+- namespaceSelector:
+    matchExpressions:
+      - key: trove.dev/sandboxes
+        operator: DoesNotExist
+- ipBlock:
+    cidr: 0.0.0.0/0
+    {{- with (include "trove.podCidrs" (dict "family" 4 "cidrs" .Values.cluster.podCidrs)) }}
+    except: {{ . }}
+    {{- end }}
+- ipBlock:
+    cidr: ::/0
+    {{- with (include "trove.podCidrs" (dict "family" 6 "cidrs" .Values.cluster.podCidrs)) }}
+    except: {{ . }}
+    {{- end }}
+{{- end }}
+
+{{/* The ranges of one address family (4: dotted, 6: with colons), as a flow list; empty if none. */}}
+{{- define "trove.podCidrs" -}}
+{{- $found := list }}
+{{- range .cidrs }}
+{{- if eq (contains ":" .) (eq (int $.family) 6) }}{{ $found = append $found . }}{{ end }}
+{{- end }}
+{{- if $found }}{{ toJson $found }}{{ end }}
+{{- end }}
+
 {{- define "trove.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
@@ -134,6 +175,9 @@ which work without cluster DNS (Helm creates Services before Deployments).
 {{- end }}
 {{- if and (gt (int .Values.operator.replicas) 1) (not (.Capabilities.APIVersions.Has "kopf.dev/v1")) }}
 {{- fail "operator.replicas > 1 elects one active operator through kopf peering: apply the kopf peering CRDs first (kubectl apply -f crds/kopf-peering.yaml from the Trove repository), or keep operator.replicas=1" }}
+{{- end }}
+{{- if eq (include "trove.sandbox.namespace" .) .Release.Namespace }}
+{{- fail (printf "sandbox.namespace.name=%s is the release namespace: sandboxes need a namespace of their own, so that the API's pods/exec and the operator's pod rights reach no other pod or Secret" .Release.Namespace) }}
 {{- end }}
 {{- if and .Values.operator.metrics.enabled (eq (int .Values.operator.metrics.port) 8080) }}
 {{- fail "operator.metrics.port=8080 is the operator's health port: pick another (default 9090)" }}

@@ -44,10 +44,20 @@ def build_tns(settings: Settings, ns: NamespaceRef) -> Manifest:
             "storage": {"size": settings.k8s_storage_size}
             | ({"storageClassName": settings.k8s_storage_class} if settings.k8s_storage_class else {}),
             "resources": {
-                "requests": {"cpu": settings.k8s_cpu_request, "memory": settings.k8s_memory_request},
-                "limits": {"cpu": settings.k8s_cpu_limit, "memory": settings.k8s_memory_limit},
+                "requests": {
+                    "cpu": settings.k8s_cpu_request,
+                    "memory": settings.k8s_memory_request,
+                    "ephemeralStorage": settings.k8s_ephemeral_storage_request,
+                },
+                "limits": {
+                    "cpu": settings.k8s_cpu_limit,
+                    "memory": settings.k8s_memory_limit,
+                    "ephemeralStorage": settings.k8s_ephemeral_storage_limit,
+                },
             },
-            "egress": "none" if settings.sandbox_network == "off" else "all",
+            "maxProcesses": settings.k8s_max_processes,
+            # TROVE_SANDBOX_NETWORK=off turns the network off on both backends.
+            "egress": "none" if settings.sandbox_network == "off" else settings.k8s_sandbox_egress,
             "suspended": False,
             "idleSuspendSeconds": settings.k8s_idle_suspend_s,
         },

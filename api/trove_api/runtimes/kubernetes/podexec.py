@@ -120,7 +120,9 @@ def fresh_command(spec: ExecSpec) -> list[str]:
     else:
         feed = f'head -c {len(spec.stdin)} | timeout -s KILL {seconds} "$@"'
     wrapper = f"cd / && {feed}"
-    return ["/bin/sh", "-c", wrapper, "trove-exec", "/bin/bash", "--noprofile", "--norc", "-c", spec.script]
+    # The pod's process cap (as the agent sets it), on the script's own line.
+    capped = f'[ -z "$TROVE_MAX_PROCESSES" ] || ulimit -u "$TROVE_MAX_PROCESSES" || exit 125; {spec.script}'
+    return ["/bin/sh", "-c", wrapper, "trove-exec", "/bin/bash", "--noprofile", "--norc", "-c", capped]
 
 
 async def fresh_exec(api: KubeApi, pod: str, spec: ExecSpec) -> ExecOutput:
