@@ -75,3 +75,10 @@ def test_codes_are_snake_case_wire_strings() -> None:
     for cls in error_classes():
         assert re.fullmatch(r"[a-z]+(_[a-z]+)*", cls.code), cls
         assert 400 <= cls.status <= 599, cls
+
+
+def test_the_architecture_map_says_where_every_code_is_raised() -> None:
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    section = text.split("## Where each error code is raised", 1)[1].split("\n## ", 1)[0]
+    missing = sorted({cls.code for cls in error_classes()} - set(re.findall(r"`([a-z_]+)`", section)))
+    assert not missing, f"ARCHITECTURE.md's error section lacks: {missing}"
