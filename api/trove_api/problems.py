@@ -12,7 +12,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trove_api.schemas.common import UNICODE_ERROR_TYPE, UNICODE_MESSAGE
 from trove_core.diskspace import STORAGE_FULL_ERRNOS
-from trove_core.errors import InvalidRequestError, InvalidUnicodeError, StorageFullError, TroveError
+from trove_core.errors import (
+    HttpError,
+    InvalidRequestError,
+    InvalidUnicodeError,
+    MethodNotAllowedError,
+    RouteNotFoundError,
+    StorageFullError,
+    TroveError,
+)
 from trove_core.wire import HEADER_REQUEST_ID
 
 log = logging.getLogger(__name__)
@@ -112,7 +120,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         # FastAPI turns any error raised while it reads a body into "400 error parsing the
         # body"; the body cap (middleware) raises PayloadTooLargeError there, which must stay 413.
         return await _trove_error(request, exc.__cause__)
-    code = {404: "route_not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    code = {404: RouteNotFoundError.code, 405: MethodNotAllowedError.code}.get(
+        exc.status_code, HttpError.code
+    )
     detail = str(exc.detail)
     if exc.status_code == 404:
         detail = f"No route for {request.method} {request.url.path}"
@@ -172,8 +182,8 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(
         request,
         status=500,
-        code="internal_error",
-        title="Internal server error",
+        code=TroveError.code,
+        title=TroveError.title,
         detail=f"Internal server error (request id {request_id_of(request)})",
     )
 

@@ -10,7 +10,8 @@
     │   ├── RootDeleteRefusedError (400 root_delete_refused)
     │   ├── DeviceCodeInvalidError (400 device_code_invalid)
     │   ├── InvalidUnicodeError (400 invalid_unicode)
-    │   └── MalformedRequestError (400 malformed_request)
+    │   ├── MalformedRequestError (400 malformed_request)
+    │   └── HttpError (400 http_error)
     ├── UnauthenticatedError (401 unauthenticated)
     ├── ForbiddenError (403 forbidden)
     │   ├── AdminKeyOnFilesystemError (403 admin_key_on_filesystem)
@@ -18,11 +19,13 @@
     │   ├── NamespaceForbiddenError (403 namespace_forbidden)
     │   └── WorkspaceForbiddenError (403 workspace_forbidden)
     ├── NotFoundError (404 not_found)
+    │   ├── RouteNotFoundError (404 route_not_found)
     │   ├── PathNotFoundError (404 path_not_found)
     │   ├── KeyNotFoundError (404 key_not_found)
     │   ├── WebhookNotFoundError (404 webhook_not_found)
     │   ├── DeliveryNotFoundError (404 delivery_not_found)
     │   └── SnapshotNotFoundError (404 snapshot_not_found)
+    ├── MethodNotAllowedError (405 method_not_allowed)
     ├── ExecTimeoutError (408 exec_timeout)
     ├── HeaderTimeoutError (408 header_timeout)
     ├── NamespaceLimitReachedError (409 namespace_limit_reached)
@@ -33,8 +36,15 @@
     ├── RateLimitedError (429 rate_limited)
     ├── HeadersTooLargeError (431 headers_too_large)
     ├── StorageFullError (507 storage_full)
+    ├── KubernetesApiError (500 kubernetes_error)
+    ├── SandboxUnavailableError (500 sandbox_unavailable)
+    ├── VolumeError (500 internal_error)
     └── UnavailableError (503 unavailable)
-        └── SnapshotStoreUnavailableError (503 snapshot_store_unavailable)
+        ├── SnapshotStoreUnavailableError (503 snapshot_store_unavailable)
+        ├── SandboxNotReadyError (503 sandbox_not_ready)
+        ├── PodGoneError (503 sandbox_restarting)
+        ├── ChannelLostError (503 sandbox_channel_lost)
+        └── AgentMissingError (503 sandbox_agent_missing)
 
 Codes are wire strings: add new ones, never rename.
 """
@@ -255,3 +265,66 @@ class HeadersTooLargeError(TroveError):
     status = 431
     code = "headers_too_large"
     title = "Request header fields too large"
+
+
+# Raised by the web framework's own refusals (``problems._http_error``): no route, wrong method,
+# any other HTTPException (FastAPI's "error parsing the body", 400). The answer keeps the
+# framework's status and, for 405 and the rest, its wording as the title.
+class RouteNotFoundError(NotFoundError):
+    code = "route_not_found"
+    title = "Not found"
+
+
+class MethodNotAllowedError(TroveError):
+    status = 405
+    code = "method_not_allowed"
+    title = "Method Not Allowed"
+
+
+class HttpError(BadRequestError):
+    code = "http_error"
+    title = "HTTP error"
+
+
+# The runtimes' own failures (the Runtime protocol: a runtime raises these types, never its own).
+
+
+class SandboxUnavailableError(TroveError):
+    """Local runtime: bubblewrap or its syscall filter cannot work on this host (raised at start)."""
+
+    code = "sandbox_unavailable"
+    title = "bubblewrap cannot run on this host"
+
+
+class VolumeError(TroveError):
+    """Local runtime: a namespace's ext4 image cannot be made, mounted or unmounted."""
+
+    code = "internal_error"
+    title = "A namespace volume cannot be mounted"
+
+
+class KubernetesApiError(TroveError):
+    """Kubernetes runtime: the API server refused a call with a 4xx (5xx and 429 are UnavailableError)."""
+
+    code = "kubernetes_error"
+    title = "The Kubernetes API refused a call"
+
+
+class SandboxNotReadyError(UnavailableError):
+    code = "sandbox_not_ready"
+    title = "The namespace's sandbox is not ready yet"
+
+
+class PodGoneError(UnavailableError):
+    code = "sandbox_restarting"
+    title = "The sandbox pod is restarting"
+
+
+class ChannelLostError(UnavailableError):
+    code = "sandbox_channel_lost"
+    title = "The connection to the sandbox dropped"
+
+
+class AgentMissingError(UnavailableError):
+    code = "sandbox_agent_missing"
+    title = "The sandbox image has no trove agent"

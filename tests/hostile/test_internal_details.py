@@ -21,8 +21,8 @@ from kubernetes import client as k8s_client
 
 from tests.support.postgres import _as_server_user, find_bin_dir, free_port, start_postgres
 from tests.support.server import start_server
-from trove_api.runtimes.kubernetes.kubeapi import KubeApi, KubernetesApiError
-from trove_core.errors import TroveError, UnavailableError
+from trove_api.runtimes.kubernetes.kubeapi import KubeApi
+from trove_core.errors import KubernetesApiError, TroveError, UnavailableError
 
 
 def test_readyz_with_the_database_down_names_no_host_or_port(caplog: pytest.LogCaptureFixture) -> None:

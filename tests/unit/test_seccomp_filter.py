@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from trove_api.runtimes.local.runtime import LocalRuntime, SandboxUnavailableError
+from trove_api.runtimes.local.runtime import LocalRuntime
 from trove_api.runtimes.local.sandbox import Limits
 from trove_api.runtimes.local.seccomp_filter import compile_filter
+from trove_core.errors import SandboxUnavailableError
 
 _LIMITS = Limits(cpu_seconds=5, file_bytes=1024 * 1024, processes=64, address_space_bytes=None)
 

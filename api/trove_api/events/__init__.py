@@ -1,1 +1,1 @@
-"""Events: the envelope, the durable event log, and (later) webhook delivery and SSE."""
+"""Events: the envelope and the durable event log, its feed, the SSE hub, and webhook delivery."""

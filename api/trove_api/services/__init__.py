@@ -1,1 +1,2 @@
-"""Business logic above the Runtime line: auth, namespaces, files, exec, keys, workspaces."""
+"""Business logic above the Runtime line: auth, namespaces, files, exec, snapshots, keys, webhooks,
+device login, events emitted and read, and the crash-safety intents and recovery."""

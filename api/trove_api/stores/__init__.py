@@ -1,1 +1,1 @@
-"""Durable state: the metadata database (and, later, snapshot stores)."""
+"""Durable state: the metadata database (tables, migrations, advisory locks) and the snapshot stores."""

@@ -19,6 +19,7 @@ from typing import Any
 
 from trove_api.runtimes.kubernetes.frames import HEADER, FrameReader
 from trove_core.errors import (
+    ChannelLostError,
     IsADirectoryError_,
     NotADirectoryError_,
     PathNotFoundError,
@@ -28,7 +29,6 @@ from trove_core.errors import (
     SnapshotCorruptError,
     StorageFullError,
     TroveError,
-    UnavailableError,
 )
 from trove_core.paths import display
 from trove_core.runtime import ExecOutput, ExecSpec, FileStat
@@ -42,11 +42,6 @@ EXPORT_ACK_BYTES = 1024 * 1024
 _LOST = -1
 
 Sender = Callable[[bytes | bytearray | memoryview], Awaitable[None]]
-
-
-class ChannelLostError(UnavailableError):
-    code = "sandbox_channel_lost"
-    title = "The connection to the sandbox dropped"
 
 
 _ERRORS: dict[str, tuple[type[TroveError], str]] = {

@@ -21,16 +21,11 @@ import aiohttp
 from kubernetes import client, config
 
 from trove_core.crd import GROUP, PLURAL, VERSION
-from trove_core.errors import TroveError, UnavailableError
+from trove_core.errors import KubernetesApiError, PodGoneError, UnavailableError
 from trove_core.settings import Settings
 
 Manifest = dict[str, Any]
 EXEC_PROTOCOL = "v4.channel.k8s.io"
-
-
-class KubernetesApiError(TroveError):
-    code = "kubernetes_error"
-    title = "The Kubernetes API refused a call"
 
 
 def _unreachable(exc: BaseException) -> UnavailableError:
@@ -229,8 +224,3 @@ class KubeApi:
             await self._session.close()
             # The aborted transports report connection_lost on the next loop iteration.
             await asyncio.sleep(0)
-
-
-class PodGoneError(UnavailableError):
-    code = "sandbox_restarting"
-    title = "The sandbox pod is restarting"

@@ -17,14 +17,9 @@ from trove_core.crd import (
     current_phase,
     object_name,
 )
-from trove_core.errors import UnavailableError
+from trove_core.errors import SandboxNotReadyError
 from trove_core.runtime import NamespaceRef
 from trove_core.settings import Settings
-
-
-class SandboxNotReadyError(UnavailableError):
-    code = "sandbox_not_ready"
-    title = "The namespace's sandbox is not ready yet"
 
 
 def build_tns(settings: Settings, ns: NamespaceRef) -> Manifest:

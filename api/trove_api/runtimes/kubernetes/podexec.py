@@ -19,7 +19,7 @@ import aiohttp
 from trove_api.logs import detached_task
 from trove_api.runtimes.kubernetes.channel import AgentSession
 from trove_api.runtimes.kubernetes.kubeapi import KubeApi
-from trove_core.errors import UnavailableError
+from trove_core.errors import AgentMissingError, UnavailableError
 from trove_core.runtime import ExecOutput, ExecSpec
 
 log = logging.getLogger(__name__)
@@ -27,11 +27,6 @@ log = logging.getLogger(__name__)
 AGENT_COMMAND = ("python3", "/usr/local/lib/trove/agent.py", "/workspace")
 HELLO_TIMEOUT_S = 10.0
 STDIN, STDOUT, STDERR, STATUS = 0, 1, 2, 3
-
-
-class AgentMissingError(UnavailableError):
-    code = "sandbox_agent_missing"
-    title = "The sandbox image has no trove agent"
 
 
 class WarmChannel:

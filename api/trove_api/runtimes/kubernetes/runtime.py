@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator, Sequence
 
 from trove_api.logs import detached_task
 from trove_api.runtimes.kubernetes import fallback_snapshots, tarcheck
-from trove_api.runtimes.kubernetes.channel import AgentSession, ChannelLostError
+from trove_api.runtimes.kubernetes.channel import AgentSession
 from trove_api.runtimes.kubernetes.fallback import PodFiles
-from trove_api.runtimes.kubernetes.kubeapi import KubeApi, PodGoneError, load_configuration
+from trove_api.runtimes.kubernetes.kubeapi import KubeApi, load_configuration
 from trove_api.runtimes.kubernetes.namespaces import NamespaceControl, activity_stamp
-from trove_api.runtimes.kubernetes.podexec import AgentMissingError, WarmChannel, fresh_exec
+from trove_api.runtimes.kubernetes.podexec import WarmChannel, fresh_exec
 from trove_core.crd import object_name
-from trove_core.errors import UnavailableError
+from trove_core.errors import AgentMissingError, ChannelLostError, PodGoneError, UnavailableError
 from trove_core.runtime import ExecOutput, ExecSpec, FileReader, FileStat, NamespaceRef
 from trove_core.settings import Settings
 

@@ -35,7 +35,7 @@ from trove_core.errors import (
     IsADirectoryError_,
     PathNotFoundError,
     PayloadTooLargeError,
-    TroveError,
+    SandboxUnavailableError,
 )
 from trove_core.paths import display
 from trove_core.runtime import ExecOutput, ExecSpec, FileStat, NamespaceRef
@@ -48,11 +48,6 @@ log = logging.getLogger(__name__)
 _READ_CHUNK = 1024 * 1024
 # bwrap reads the seccomp filter from this fd, which the limits wrapper opens per exec.
 _SECCOMP_FD = 3
-
-
-class SandboxUnavailableError(TroveError):
-    code = "sandbox_unavailable"
-    title = "bubblewrap cannot run on this host"
 
 
 @dataclass

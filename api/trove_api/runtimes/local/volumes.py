@@ -35,7 +35,7 @@ import threading
 from pathlib import Path
 
 from trove_core.diskspace import STORAGE_FULL_ERRNOS, DiskReserve
-from trove_core.errors import StorageFullError, TroveError
+from trove_core.errors import StorageFullError, VolumeError
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,6 @@ _MOUNT_OPTIONS = "loop,nosuid,nodev,noatime"
 _MKFS = ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"]
 _TOOLS = ("mkfs.ext4", "mount", "umount")
 _COMMAND_TIMEOUT_S = 60
-
-
-class VolumeError(TroveError):
-    code = "internal_error"
-    title = "A namespace volume cannot be mounted"
 
 
 class Volumes:
