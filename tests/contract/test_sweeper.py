@@ -100,3 +100,24 @@ async def test_stale_multipart_uploads_are_aborted_but_not_one_in_flight(s3: S3S
     assert await upload == len(data)
     assert await _read_all(store, "ws/ns/snap-live.tar.gz") == data
     await store.aclose()
+
+
+def test_not_ready_until_the_first_sweep_has_resolved_what_a_crash_left() -> None:
+    # After a kill -9, a change on disk whose event is still pending must not be served as
+    # settled: /readyz waits for the first sweep (make chaos showed a restore swapped in with
+    # its snapshot.restored still pending when the restarted server already answered ready).
+    import httpx
+
+    with start_server() as live:
+        readyz = f"{live.base_url}/readyz"
+        assert httpx.get(readyz, timeout=10).status_code == 200
+        live.ctx.sweeper.first_pass_done.clear()  # the state of a server whose first sweep still runs
+        try:
+            answer = httpx.get(readyz, timeout=10)
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["content-type"].startswith("application/problem+json")
+            assert answer.json()["code"] == "unavailable"
+            assert answer.headers["retry-after"] == "1"
+        finally:
+            live.ctx.sweeper.first_pass_done.set()
+        assert httpx.get(readyz, timeout=10).status_code == 200

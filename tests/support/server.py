@@ -86,7 +86,8 @@ def start_server(**overrides: Any) -> Iterator[LiveServer]:
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
-    while not server.started:
+    # Ready as `/readyz` means it: listening, and the first sweep has resolved what a crash left.
+    while not (server.started and ctx.sweeper.first_pass_done.is_set()):
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)

@@ -29,7 +29,11 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Health, responses=problems(503))
 async def readyz(ctx: ContextDep) -> Health:
-    """The database answers; the server can take traffic."""
+    """The database answers and what a crash left is resolved; the server can take traffic."""
+    if not ctx.sweeper.first_pass_done.is_set():
+        # Until the first sweep has resolved the pending events a crash left, a client could
+        # see a change on disk whose event is not in the log yet.
+        raise UnavailableError("The server is recovering what a restart interrupted", retry_after=1)
 
     def ping() -> None:
         with ctx.db.read() as conn:

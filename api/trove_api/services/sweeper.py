@@ -33,6 +33,9 @@ class Sweeper:
         self.interval_s = interval_s
         self.stale_s = stale_s
         self._task: asyncio.Task[None] | None = None
+        # Set once the first pass has run: until then a crash's pending events may be missing
+        # from the log, so the server does not call itself ready (``/readyz``).
+        self.first_pass_done = asyncio.Event()
 
     def start(self) -> None:
         if self._task is None:
@@ -47,7 +50,10 @@ class Sweeper:
 
     async def _loop(self) -> None:
         while True:
-            await self.sweep()
+            try:
+                await self.sweep()
+            finally:
+                self.first_pass_done.set()
             await asyncio.sleep(self.interval_s)
 
     async def sweep(self) -> None:
