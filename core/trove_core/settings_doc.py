@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from pydantic_core import PydanticUndefined
+from pydantic_settings import BaseSettings
 
 from trove_core.settings import Settings
 
@@ -13,9 +14,11 @@ BEGIN = "<!-- settings-table:begin -->"
 END = "<!-- settings-table:end -->"
 
 
-def settings_table() -> str:
+def settings_table(model: type[BaseSettings] = Settings) -> str:
+    """``model``'s fields as rows (the operator renders its own ``OperatorSettings`` with this)."""
+    prefix = model.model_config.get("env_prefix") or ""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
-    for name, field in Settings.model_fields.items():
+    for name, field in model.model_fields.items():
         default = field.default
         if default is PydanticUndefined or default is None:
             shown = "—"
@@ -24,7 +27,7 @@ def settings_table() -> str:
         else:
             shown = f"`{default}`"
         description = (field.description or "").replace("|", "\\|")
-        rows.append(f"| `TROVE_{name.upper()}` | {shown} | {description} |")
+        rows.append(f"| `{prefix}{name.upper()}` | {shown} | {description} |")
     return "\n".join(rows)
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from collections.abc import Sequence
 
 import kopf
 
 import trove_operator  # noqa: F401 - registers the handlers
 from trove_operator import metrics
+from trove_operator.settings import OperatorSettings, load_settings
 
 
 def _port(text: str) -> int:
@@ -19,7 +19,9 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(settings: OperatorSettings | None = None) -> argparse.ArgumentParser:
+    """The flags, their defaults from ``settings`` (read from the environment when not given)."""
+    settings = settings or OperatorSettings()
     parser = argparse.ArgumentParser(prog="trove-operator", description=__doc__)
     parser.add_argument(
         "-n",
@@ -31,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
     parser.add_argument(
         "--peering",
-        default=os.environ.get("TROVE_OPERATOR_PEERING", "trove-operator"),
+        default=settings.operator_peering,
         help="KopfPeering object shared by replicas (needs crds/kopf-peering.yaml)",
     )
     parser.add_argument(
@@ -42,13 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port",
         type=_port,
         # A string default goes through ``type`` too, so a bad env value is a usage error.
-        default=os.environ.get("TROVE_OPERATOR_METRICS_PORT", "9090"),
+        default=settings.operator_metrics_port,
         help="serve Prometheus metrics at /metrics on this port; 0 disables "
         "(default: $TROVE_OPERATOR_METRICS_PORT or 9090)",
     )
     parser.add_argument(
         "--metrics-host",
-        default=os.environ.get("TROVE_OPERATOR_METRICS_HOST", "0.0.0.0"),
+        default=settings.operator_metrics_host,
         help="address of the metrics endpoint (default: $TROVE_OPERATOR_METRICS_HOST or 0.0.0.0)",
     )
     parser.add_argument("--verbose", action="store_true")
@@ -67,9 +69,10 @@ def configure_logging(*, verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    settings = load_settings()
+    args = build_parser(settings).parse_args(argv)
     configure_logging(verbose=args.verbose)
-    namespaces = args.namespace or [n for n in [os.environ.get("TROVE_K8S_NAMESPACE")] if n]
+    namespaces = args.namespace or [n for n in [settings.k8s_namespace] if n]
     clusterwide = args.all_namespaces or not namespaces
     if args.metrics_port:
         # A daemon thread of its own, up before kopf's loop: scrapes never wait on handlers.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from typing import Any
 
 import kopf
@@ -12,6 +11,7 @@ import kopf
 from trove_core.crd import GROUP, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NAMESPACE, PLURAL, VERSION
 from trove_operator import metrics, reconciler
 from trove_operator.kube import Kube
+from trove_operator.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 def _kube(memo: Any) -> Kube:
     kube: Kube = memo.kube
     return kube
+
+
+def _blocked(memo: Any) -> tuple[str, ...]:
+    blocked: tuple[str, ...] = memo.blocked
+    return blocked
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -29,7 +34,7 @@ def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     kube = _kube(memo)
     manifest = dict(body)
     try:
-        phase = reconciler.sync(kube, manifest)
+        phase = reconciler.sync(kube, manifest, _blocked(memo))
     except reconciler.MalformedSpecError as exc:
         reconciler.fail_malformed(kube, manifest, exc)
         raise
@@ -51,7 +56,7 @@ def follow_pod(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         return
     alive = None if event.get("type") == "DELETED" else dict(pod)
     try:
-        reconciler.refresh(kube, body, alive)
+        reconciler.refresh(kube, body, alive, _blocked(memo))
     except reconciler.MalformedSpecError:
         return  # the CR handler already reported it
     except kopf.TemporaryError as exc:
@@ -59,14 +64,15 @@ def follow_pod(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         log.warning("re-sync of %s/%s after a pod event failed: %s", meta["namespace"], owner, exc)
 
 
+# kopf fixes a timer's interval when the handler is registered, i.e. on import.
 # How often each namespace is checked for idleness (and, while in transit, re-synced); tests
 # set a few seconds.
-IDLE_CHECK_S = float(os.environ.get("TROVE_OPERATOR_IDLE_CHECK_S", "30"))
+IDLE_CHECK_S = load_settings().operator_idle_check_s
 # How often a settled (Ready or Suspended) namespace is re-synced anyway. Pod events keep those
 # current; this only catches drift no event reports, such as a deleted NetworkPolicy. Each sync
 # is five API calls: at the idle check's pace, a few hundred namespaces kept the operator's
 # workers so busy that new pods were reported Ready many seconds late.
-RESYNC_S = float(os.environ.get("TROVE_OPERATOR_RESYNC_S", "300"))
+RESYNC_S = load_settings().operator_resync_s
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=IDLE_CHECK_S, initial_delay=IDLE_CHECK_S, idle=10)
@@ -84,7 +90,7 @@ def stop_idle(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             kube.patch_spec(body.meta.namespace or "", body.meta.name or "", {"suspended": True})
             return
         if not reconciler.settled(manifest):
-            reconciler.sync(kube, manifest, periodic=True)
+            reconciler.sync(kube, manifest, _blocked(memo), periodic=True)
     except (reconciler.MalformedSpecError, kopf.TemporaryError) as exc:
         # The next tick is the retry.
         log.warning("timer for %s/%s: %s", body.meta.namespace, body.meta.name, exc)
@@ -95,6 +101,6 @@ def stop_idle(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Re-sync every namespace now and then: the safety net behind the events."""
     try:
-        reconciler.sync(_kube(memo), dict(body), periodic=True)
+        reconciler.sync(_kube(memo), dict(body), _blocked(memo), periodic=True)
     except (reconciler.MalformedSpecError, kopf.TemporaryError) as exc:
         log.warning("re-sync of %s/%s: %s", body.meta.namespace, body.meta.name, exc)

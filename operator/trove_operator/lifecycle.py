@@ -1,4 +1,4 @@
-"""Operator start-up and health: settings and client on ``memo``, kopf tuning, liveness probe."""
+"""Operator start-up, shutdown and health: settings and client on ``memo``, kopf tuning, liveness probe."""
 
 from __future__ import annotations
 
@@ -10,16 +10,27 @@ import kopf
 from trove_core.crd import GROUP
 from trove_operator.kube import Kube, load_config
 from trove_operator.reconciler import blocked_ranges
+from trove_operator.settings import load_settings
 
 log = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    memo.settings = load_settings()
+    # Parsed here so a malformed entry stops the start instead of failing every reconcile.
+    memo.blocked = blocked_ranges(memo.settings.operator_egress_blocked)
     load_config()
     memo.kube = Kube()
     tune(settings)
-    log.info("trove-operator configured; internet egress excludes %s", ", ".join(blocked_ranges()))
+    log.info("trove-operator configured; internet egress excludes %s", ", ".join(memo.blocked))
+
+
+@kopf.on.cleanup()
+def close(memo: kopf.Memo, **_: Any) -> None:
+    kube: Kube | None = getattr(memo, "kube", None)
+    if kube is not None:
+        kube.api.close()  # type: ignore[no-untyped-call]
 
 
 def tune(settings: kopf.OperatorSettings) -> None:

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import kopf
 
 from trove_core.crd import GROUP, POOL_PLURAL, VERSION
-from trove_operator import metrics, pool
+from trove_operator import metrics, pool_reconciler
 from trove_operator.kube import Kube
+from trove_operator.settings import load_settings
 
 log = logging.getLogger(__name__)
 
-# How often a pool is topped up after claims (and its status refreshed).
-POOL_CHECK_S = float(os.environ.get("TROVE_OPERATOR_POOL_CHECK_S", "5"))
+# How often a pool is topped up after claims (and its status refreshed); fixed on import, when
+# kopf registers the timer.
+POOL_CHECK_S = load_settings().operator_pool_check_s
 
 
 def _replenish(body: kopf.Body, memo: kopf.Memo) -> None:
     kube: Kube = memo.kube
-    todo = pool.replenish(kube, dict(body))
+    todo = pool_reconciler.replenish(kube, dict(body))
     metrics.set_warm_pool(body.meta.namespace or "", body.meta.name or "", todo.warm, todo.ready)
     if todo.create or todo.delete:
         log.info(
@@ -47,7 +48,7 @@ def reconcile_pool(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 def keep_pool_warm(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     try:
         _replenish(body, memo)
-    except (pool.MalformedPoolError, kopf.TemporaryError) as exc:
+    except (pool_reconciler.MalformedPoolError, kopf.TemporaryError) as exc:
         log.warning("warm pool %s/%s: %s", body.meta.namespace, body.meta.name, exc)  # next tick retries
 
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import ipaddress
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -21,7 +19,7 @@ from trove_core.crd import (
     child_names,
     current_phase,
 )
-from trove_operator import builders, metrics, pool
+from trove_operator import builders, metrics, pool_reconciler
 from trove_operator.kube import Kube, Manifest
 from trove_operator.spec import TroveNamespaceSpec
 
@@ -32,15 +30,12 @@ class MalformedSpecError(kopf.PermanentError):
     """The spec does not parse; retrying cannot help until someone edits it."""
 
 
-BLOCKED_ENV = "TROVE_OPERATOR_EGRESS_BLOCKED"
-
-
-@functools.cache
-def blocked_ranges() -> tuple[str, ...]:
-    """CIDRs ``internet`` egress excludes: $TROVE_OPERATOR_EGRESS_BLOCKED (comma-separated, set by
-    the chart from the cluster's pod, service and node ranges) or the private ranges; link-local
-    and loopback always. Read (and a malformed entry refused) at start-up, see lifecycle."""
-    configured = [c.strip() for c in os.environ.get(BLOCKED_ENV, "").split(",") if c.strip()]
+def blocked_ranges(configured_text: str) -> tuple[str, ...]:
+    """CIDRs ``internet`` egress excludes: ``configured_text`` ($TROVE_OPERATOR_EGRESS_BLOCKED,
+    comma-separated, set by the chart from the cluster's pod, service and node ranges) or the
+    private ranges; link-local and loopback always. Parsed (and a malformed entry refused) at
+    start-up, see lifecycle."""
+    configured = [c.strip() for c in configured_text.split(",") if c.strip()]
     chosen = configured or list(builders.PRIVATE_RANGES)
     ranges = [str(ipaddress.ip_network(c, strict=False)) for c in (*builders.ALWAYS_BLOCKED, *chosen)]
     return tuple(dict.fromkeys(ranges))
@@ -78,7 +73,7 @@ def fail_malformed(kube: Kube, body: Manifest, error: MalformedSpecError) -> Non
     kopf.warn(cast(Any, body), reason="InvalidSpec", message=str(error)[:1000])
 
 
-def sync(kube: Kube, body: Manifest, *, periodic: bool = False) -> str:
+def sync(kube: Kube, body: Manifest, blocked: tuple[str, ...], *, periodic: bool = False) -> str:
     """Bring the children in line with ``body``'s spec, write the status, return the phase.
 
     Failures get a Warning event when they begin; an unbound PVC only from the periodic pass,
@@ -92,7 +87,7 @@ def sync(kube: Kube, body: Manifest, *, periodic: bool = False) -> str:
     owner = cast(Any, body)
 
     # Before any pod can carry this namespace's label, its policy exists.
-    policy = builders.build_network_policy(name, children, spec, blocked_ranges())
+    policy = builders.build_network_policy(name, children, spec, blocked)
     kopf.adopt(policy, owner=owner)
     live_policy, created = kube.ensure(namespace, policy)
     if not created and live_policy.get("spec") != policy["spec"]:
@@ -135,31 +130,13 @@ def sync(kube: Kube, body: Manifest, *, periodic: bool = False) -> str:
             log.info("creating pod %s/%s", namespace, children.pod)
             pod, _ = kube.ensure(namespace, desired)
 
-    phase, reason, message = builders.assess(spec, live_pvc, pod)
-    previous = body.get("status") or {}
-    status = builders.build_status(
-        phase=phase,
-        reason=reason,
-        message=message,
-        children=children,
-        pod_exists=pod is not None,
-        generation=meta.get("generation"),
-        previous=previous,
-        now=now(),
-        last_activity=(meta.get("annotations") or {}).get(ANNOTATION_LAST_ACTIVITY),
-    )
-    kube.patch_status(namespace, name, status)
-    began = phase == "Failed" and reason != _previous_reason(previous)
-    stuck = periodic and reason == "PVCNotBound" and _previous_reason(previous) == "PVCNotBound"
-    if began or stuck:
-        kopf.warn(owner, reason=reason, message=message)
-    return phase
+    return report(kube, body, spec, children, live_pvc, pod, periodic=periodic)
 
 
 @dataclass(frozen=True)
 class Settled:
     names: ChildNames
-    claimed: pool.Claimed | None = None
+    claimed: pool_reconciler.Claimed | None = None
     pvc_read: bool = False  # settling read the live claim already: ``pvc`` is it (None: absent)
     pvc: Manifest | None = None
 
@@ -174,7 +151,7 @@ def settle_names(kube: Kube, body: Manifest, spec: TroveNamespaceSpec, children:
     else:
         own_pvc = kube.get("PersistentVolumeClaim", meta["namespace"], children.pvc)
         if own_pvc is None:
-            claimed = pool.claim(kube, body, spec, children.network_policy)
+            claimed = pool_reconciler.claim(kube, body, spec, children.network_policy)
             metrics.count_claim(hit=claimed is not None)
             if claimed is not None:
                 return Settled(claimed.names, claimed, pvc_read=True, pvc=claimed.pvc)
@@ -187,33 +164,54 @@ def settle_names(kube: Kube, body: Manifest, spec: TroveNamespaceSpec, children:
     return settled
 
 
-def refresh(kube: Kube, body: Manifest, pod: Manifest | None) -> str:
+def refresh(kube: Kube, body: Manifest, pod: Manifest | None, blocked: tuple[str, ...]) -> str:
     """A pod event: when the pod is current and alive, only its status needs copying (two calls
     instead of a full pass, which matters in a burst); anything else gets the full ``sync``."""
     spec = parse_spec(body)
     meta = body["metadata"]
     if pod is None or spec.suspended or pod["metadata"].get("deletionTimestamp"):
-        return sync(kube, body)
+        return sync(kube, body, blocked)
     children = child_names(meta["name"], meta.get("annotations"))
     desired = builders.build_pod(meta["name"], children, spec)
     if _stale(pod, desired):
-        return sync(kube, body)
+        return sync(kube, body, blocked)
     # A live pod means its claim is bound, so the PVC need not be read.
-    phase, reason, message = builders.assess(spec, None, pod)
+    return report(kube, body, spec, children, None, pod)
+
+
+def report(
+    kube: Kube,
+    body: Manifest,
+    spec: TroveNamespaceSpec,
+    children: ChildNames,
+    pvc: Manifest | None,
+    pod: Manifest | None,
+    *,
+    periodic: bool = False,
+) -> str:
+    """Write the status the children show, warn when a failure begins, return the phase.
+
+    An unbound PVC is warned about only from the periodic pass (and only when it was unbound
+    before too), since every new claim is briefly unbound.
+    """
+    meta = body["metadata"]
+    phase, reason, message = builders.assess(spec, pvc, pod)
     previous = body.get("status") or {}
     status = builders.build_status(
         phase=phase,
         reason=reason,
         message=message,
         children=children,
-        pod_exists=True,
+        pod_exists=pod is not None,
         generation=meta.get("generation"),
         previous=previous,
         now=now(),
         last_activity=(meta.get("annotations") or {}).get(ANNOTATION_LAST_ACTIVITY),
     )
     kube.patch_status(meta["namespace"], meta["name"], status)
-    if phase == "Failed" and reason != _previous_reason(previous):
+    began = phase == "Failed" and reason != _previous_reason(previous)
+    stuck = periodic and reason == "PVCNotBound" and _previous_reason(previous) == "PVCNotBound"
+    if began or stuck:
         kopf.warn(cast(Any, body), reason=reason, message=message)
     return phase
 

@@ -18,7 +18,8 @@ from trove_api.runtimes.kubernetes.namespaces import build_tns
 from trove_core.crd import ChildNames, child_names
 from trove_core.runtime import NamespaceRef
 from trove_core.settings import Settings
-from trove_operator import builders, reconciler, warm_pool
+from trove_operator import builders, pool_builders, reconciler
+from trove_operator.settings import OperatorSettings
 from trove_operator.spec import SandboxTemplate, TroveNamespaceSpec
 
 SANDBOXES = "t-sandboxes"
@@ -54,15 +55,12 @@ def operator_policy(monkeypatch: pytest.MonkeyPatch, *args: str, egress: str | N
     """The NetworkPolicy the operator builds, with the blocked ranges the chart hands it."""
     docs = render(*args)
     blocked = env_of(find(docs, "Deployment", "-operator"))["TROVE_OPERATOR_EGRESS_BLOCKED"]
-    monkeypatch.setenv(reconciler.BLOCKED_ENV, blocked)
-    reconciler.blocked_ranges.cache_clear()
-    try:
-        api_env = env_of(find(docs, "Deployment", "-api"))
-        settings = Settings(k8s_sandbox_egress=egress or api_env["TROVE_K8S_SANDBOX_EGRESS"])
-        spec = TroveNamespaceSpec.model_validate(build_tns(settings, NamespaceRef("ws-1", "alice"))["spec"])
-        return builders.build_network_policy(NAME, child_names(NAME), spec, reconciler.blocked_ranges())
-    finally:
-        reconciler.blocked_ranges.cache_clear()
+    monkeypatch.setenv("TROVE_OPERATOR_EGRESS_BLOCKED", blocked)
+    ranges = reconciler.blocked_ranges(OperatorSettings().operator_egress_blocked)
+    api_env = env_of(find(docs, "Deployment", "-api"))
+    settings = Settings(k8s_sandbox_egress=egress or api_env["TROVE_K8S_SANDBOX_EGRESS"])
+    spec = TroveNamespaceSpec.model_validate(build_tns(settings, NamespaceRef("ws-1", "alice"))["spec"])
+    return builders.build_network_policy(NAME, child_names(NAME), spec, ranges)
 
 
 FORBIDDEN = {
@@ -119,14 +117,11 @@ def test_egress_none_and_all(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_operator_blocks_metadata_even_when_told_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(reconciler.BLOCKED_ENV, raising=False)
-    reconciler.blocked_ranges.cache_clear()
-    try:
-        spec = TroveNamespaceSpec.model_validate({"workspaceId": "ws-1", "namespace": "alice"})
-        assert spec.egress == "internet"
-        policy = builders.build_network_policy(NAME, child_names(NAME), spec, reconciler.blocked_ranges())
-    finally:
-        reconciler.blocked_ranges.cache_clear()
+    monkeypatch.delenv("TROVE_OPERATOR_EGRESS_BLOCKED", raising=False)
+    ranges = reconciler.blocked_ranges(OperatorSettings().operator_egress_blocked)
+    spec = TroveNamespaceSpec.model_validate({"workspaceId": "ws-1", "namespace": "alice"})
+    assert spec.egress == "internet"
+    policy = builders.build_network_policy(NAME, child_names(NAME), spec, ranges)
     assert not any(reachable(policy, a) for a in FORBIDDEN.values())
     assert reachable(policy, "8.8.8.8")
 
@@ -265,7 +260,7 @@ def pods_the_operator_builds(docs: list[Doc]) -> Iterator[dict[str, Any]]:
     spec = TroveNamespaceSpec.model_validate(build_tns(settings, NamespaceRef("ws-1", "alice"))["spec"])
     yield builders.build_pod(NAME, child_names(NAME), spec)
     template = SandboxTemplate.model_validate(find(docs, "TroveWarmPool")["spec"]["template"])
-    yield warm_pool.build_warm_pod("t-trove", warm_pool.member_names("t-trove", "abcd1234"), template)
+    yield pool_builders.build_warm_pod("t-trove", pool_builders.member_names("t-trove", "abcd1234"), template)
 
 
 def test_quota_admits_the_pods_the_operator_builds(defaults: list[Doc]) -> None:
@@ -291,11 +286,11 @@ def test_each_sandbox_pod_runs_as_its_own_uid_kept_across_a_claim() -> None:
     assert len(uids) == 2000
     assert all(builders.SANDBOX_UID_BASE <= u < 2**31 for u in uids)
     template = SandboxTemplate()
-    names = warm_pool.member_names("pool", "abcd1234")
-    warm = warm_pool.build_warm_pod("pool", names, template)
+    names = pool_builders.member_names("pool", "abcd1234")
+    warm = pool_builders.build_warm_pod("pool", names, template)
     spec = TroveNamespaceSpec.model_validate({"workspaceId": "ws-1", "namespace": "alice"})
     claimed = builders.build_pod(NAME, ChildNames(pod=names.pod, pvc=names.pvc, network_policy="x"), spec)
-    assert warm_pool.fits(warm, spec)
+    assert pool_builders.fits(warm, spec)
     uid = warm["spec"]["securityContext"]["runAsUser"]
     assert claimed["spec"]["securityContext"]["runAsUser"] == uid == builders.sandbox_uid(names.pvc)
     assert claimed["spec"]["containers"][0]["securityContext"]["runAsUser"] == uid

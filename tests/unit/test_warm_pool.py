@@ -9,7 +9,7 @@ import jsonpatch  # type: ignore[import-untyped]
 import pytest
 
 from trove_core.crd import ANNOTATION_POD_NAME, ANNOTATION_PVC_NAME, LABEL_NAMESPACE, LABEL_POOL, child_names
-from trove_operator import builders, warm_pool
+from trove_operator import builders, pool_builders
 from trove_operator.spec import SandboxTemplate, TroveNamespaceSpec
 
 POOL = "default"
@@ -27,9 +27,9 @@ def _spec(**extra: Any) -> TroveNamespaceSpec:
 
 
 def _member(token: str, *, ready: bool = True, created: str = "2026-11-26T00:00:00Z", **template: Any) -> Any:
-    names = warm_pool.member_names(POOL, token)
+    names = pool_builders.member_names(POOL, token)
     tpl = SandboxTemplate.model_validate(TEMPLATE.model_dump(by_alias=True) | template)
-    pod = warm_pool.build_warm_pod(POOL, names, tpl)
+    pod = pool_builders.build_warm_pod(POOL, names, tpl)
     pod["metadata"]["creationTimestamp"] = created
     pod["status"] = {
         "phase": "Running",
@@ -39,18 +39,21 @@ def _member(token: str, *, ready: bool = True, created: str = "2026-11-26T00:00:
 
 
 def test_member_names_are_dns_labels() -> None:
-    names = warm_pool.member_names("p" * 80, "0123abcd")
+    names = pool_builders.member_names("p" * 80, "0123abcd")
     assert max(len(names.pvc), len(names.pod)) <= 63
     assert (names.pod[-13:], names.pvc[-14:]) == ("-0123abcd-pod", "-0123abcd-data")
 
 
 def test_a_namespace_fits_a_pod_of_its_own_template() -> None:
     pod = _member("aaaa0000")
-    assert warm_pool.fits(pod, _spec())
+    assert pool_builders.fits(pod, _spec())
     # The claimed pod is then not stale to the reconciler: the namespace would build the same spec.
     children = child_names(
         "alice-x",
-        {ANNOTATION_POD_NAME: pod["metadata"]["name"], ANNOTATION_PVC_NAME: warm_pool.claim_name(pod) or ""},
+        {
+            ANNOTATION_POD_NAME: pod["metadata"]["name"],
+            ANNOTATION_PVC_NAME: pool_builders.claim_name(pod) or "",
+        },
     )
     wanted = builders.build_pod("alice-x", children, _spec())
     assert wanted["spec"] == pod["spec"]
@@ -69,7 +72,7 @@ def test_a_namespace_fits_a_pod_of_its_own_template() -> None:
     ],
 )
 def test_a_different_template_does_not_fit(different: dict[str, Any]) -> None:
-    assert not warm_pool.fits(_member("aaaa0000"), _spec(**different))
+    assert not pool_builders.fits(_member("aaaa0000"), _spec(**different))
 
 
 def test_candidates_ready_first_then_oldest_and_never_ended_or_leaving() -> None:
@@ -83,7 +86,9 @@ def test_candidates_ready_first_then_oldest_and_never_ended_or_leaving() -> None
     claimed = _member("00000006")
     del claimed["metadata"]["labels"][LABEL_POOL]
     other = _member("00000007", image="other:1")
-    order = warm_pool.candidates([young_ready, starting, failed, leaving, claimed, other, old_ready], _spec())
+    order = pool_builders.candidates(
+        [young_ready, starting, failed, leaving, claimed, other, old_ready], _spec()
+    )
     assert [p["metadata"]["name"] for p in order] == [
         old_ready["metadata"]["name"],
         young_ready["metadata"]["name"],
@@ -94,7 +99,7 @@ def test_candidates_ready_first_then_oldest_and_never_ended_or_leaving() -> None
 def test_claim_patch_moves_the_pod_from_the_pool_to_the_namespace() -> None:
     pod = _member("aaaa0000")
     owners = [{"apiVersion": "trove.dev/v1alpha1", "kind": "TroveNamespace", "name": "alice-x", "uid": "u-1"}]
-    ops = warm_pool.build_claim_pod_patch(pod, "alice-x", _spec(), owners)
+    ops = pool_builders.build_claim_pod_patch(pod, "alice-x", _spec(), owners)
     claimed = jsonpatch.apply_patch(copy.deepcopy(pod), ops)
     labels = claimed["metadata"]["labels"]
     assert LABEL_POOL not in labels
@@ -111,9 +116,9 @@ def test_claim_patch_moves_the_pod_from_the_pool_to_the_namespace() -> None:
 
 def test_claim_patch_fails_on_a_pod_someone_else_claimed() -> None:
     pod = _member("aaaa0000")
-    ops = warm_pool.build_claim_pod_patch(pod, "alice-x", _spec(), [])
+    ops = pool_builders.build_claim_pod_patch(pod, "alice-x", _spec(), [])
     taken = jsonpatch.apply_patch(
-        copy.deepcopy(pod), warm_pool.build_claim_pod_patch(pod, "bob-y", _spec(), [])
+        copy.deepcopy(pod), pool_builders.build_claim_pod_patch(pod, "bob-y", _spec(), [])
     )
     with pytest.raises(jsonpatch.JsonPatchTestFailed):
         jsonpatch.apply_patch(taken, ops)
@@ -124,7 +129,7 @@ def test_plan_fills_up_and_replaces_stale_or_ended_members() -> None:
     stale = _member("00000002", image="old:1")
     ended = _member("00000003")
     ended["status"]["phase"] = "Succeeded"
-    todo = warm_pool.plan(3, [good, stale, ended], [], TEMPLATE)
+    todo = pool_builders.plan(3, [good, stale, ended], [], TEMPLATE)
     assert todo.create == 2
     assert sorted(todo.delete) == sorted([stale["metadata"]["name"], ended["metadata"]["name"]])
     assert (todo.warm, todo.ready) == (1, 1)
@@ -132,7 +137,7 @@ def test_plan_fills_up_and_replaces_stale_or_ended_members() -> None:
 
 def test_plan_trims_surplus_keeping_ready_members() -> None:
     pods = [_member(f"0000000{i}", ready=i != 1, created=f"2026-11-26T00:00:0{i}Z") for i in range(4)]
-    todo = warm_pool.plan(2, pods, [], TEMPLATE)
+    todo = pool_builders.plan(2, pods, [], TEMPLATE)
     assert todo.create == 0
     kept = {pods[0]["metadata"]["name"], pods[2]["metadata"]["name"]}
     assert set(todo.delete) == {p["metadata"]["name"] for p in pods} - kept
@@ -141,23 +146,23 @@ def test_plan_trims_surplus_keeping_ready_members() -> None:
 
 def test_plan_names_pvcs_without_a_pool_pod_as_orphans() -> None:
     pod = _member("00000001")
-    mine = warm_pool.build_warm_pvc(POOL, warm_pool.member_names(POOL, "00000001"), TEMPLATE)
-    lonely = warm_pool.build_warm_pvc(POOL, warm_pool.member_names(POOL, "00000009"), TEMPLATE)
-    todo = warm_pool.plan(1, [pod], [mine, lonely], TEMPLATE)
+    mine = pool_builders.build_warm_pvc(POOL, pool_builders.member_names(POOL, "00000001"), TEMPLATE)
+    lonely = pool_builders.build_warm_pvc(POOL, pool_builders.member_names(POOL, "00000009"), TEMPLATE)
+    todo = pool_builders.plan(1, [pod], [mine, lonely], TEMPLATE)
     assert todo.orphans == [
-        warm_pool.Orphan(lonely["metadata"]["name"], warm_pool.member_names(POOL, "00000009").pod)
+        pool_builders.Orphan(lonely["metadata"]["name"], pool_builders.member_names(POOL, "00000009").pod)
     ]
 
 
 def test_pool_policy_admits_nothing_and_selects_only_waiting_pods() -> None:
-    policy = warm_pool.build_pool_network_policy(POOL)["spec"]
+    policy = pool_builders.build_pool_network_policy(POOL)["spec"]
     assert (policy["ingress"], policy["egress"]) == ([], [])
     assert policy["podSelector"]["matchLabels"][LABEL_POOL] == POOL
 
 
 def test_pool_status_counts() -> None:
-    todo = warm_pool.plan(2, [_member("00000001"), _member("00000002", ready=False)], [], TEMPLATE)
-    assert warm_pool.build_pool_status(todo, 2, 7) == {
+    todo = pool_builders.plan(2, [_member("00000001"), _member("00000002", ready=False)], [], TEMPLATE)
+    assert pool_builders.build_pool_status(todo, 2, 7) == {
         "size": 2,
         "warm": 2,
         "ready": 1,

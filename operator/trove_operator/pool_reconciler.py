@@ -19,7 +19,7 @@ from trove_core.crd import (
     POOL_PLURAL,
     ChildNames,
 )
-from trove_operator import warm_pool
+from trove_operator import pool_builders
 from trove_operator.kube import Kube, Manifest, PatchRefusedError
 from trove_operator.spec import TroveNamespaceSpec, TroveWarmPoolSpec
 
@@ -46,31 +46,31 @@ def parse_pool(body: Manifest) -> TroveWarmPoolSpec:
         raise MalformedPoolError(f"TroveWarmPool {meta.get('namespace')}/{meta.get('name')}: {exc}") from exc
 
 
-def replenish(kube: Kube, body: Manifest) -> warm_pool.PoolPlan:
+def replenish(kube: Kube, body: Manifest) -> pool_builders.PoolPlan:
     """Delete stale and surplus members, create missing ones, report counts in the status."""
     with _replenishing:
         return _replenish(kube, body)
 
 
-def _replenish(kube: Kube, body: Manifest) -> warm_pool.PoolPlan:
+def _replenish(kube: Kube, body: Manifest) -> pool_builders.PoolPlan:
     meta = body["metadata"]
     pool, namespace = meta["name"], meta["namespace"]
     spec = parse_pool(body)
     owner = cast(Any, body)
 
-    policy = warm_pool.build_pool_network_policy(pool)
+    policy = pool_builders.build_pool_network_policy(pool)
     kopf.adopt(policy, owner=owner)
     kube.ensure(namespace, policy)
 
     with _members:
         pods = kube.select("Pod", namespace, f"{LABEL_POOL}={pool}")
         pvcs = kube.select("PersistentVolumeClaim", namespace, f"{LABEL_POOL}={pool}")
-        todo = warm_pool.plan(spec.size, pods, pvcs, spec.template)
+        todo = pool_builders.plan(spec.size, pods, pvcs, spec.template)
         by_name = {p["metadata"]["name"]: p for p in pods}
         for name in todo.delete:
             log.info("warm pool %s/%s: removing %s (stale, ended or surplus)", namespace, pool, name)
             kube.delete_pod(namespace, name)
-            claim = warm_pool.claim_name(by_name[name])
+            claim = pool_builders.claim_name(by_name[name])
             if claim:
                 kube.delete_pvc(namespace, claim)
         for orphan in todo.orphans:
@@ -81,15 +81,15 @@ def _replenish(kube: Kube, body: Manifest) -> warm_pool.PoolPlan:
     # Creating outside the members lock keeps claims fast; ``_replenishing`` keeps a second
     # pass from creating the same members again.
     for _ in range(todo.create):
-        names = warm_pool.member_names(pool, secrets.token_hex(4))
-        pvc_manifest = warm_pool.build_warm_pvc(pool, names, spec.template)
-        pod_manifest = warm_pool.build_warm_pod(pool, names, spec.template)
+        names = pool_builders.member_names(pool, secrets.token_hex(4))
+        pvc_manifest = pool_builders.build_warm_pvc(pool, names, spec.template)
+        pod_manifest = pool_builders.build_warm_pod(pool, names, spec.template)
         kopf.adopt(pvc_manifest, owner=owner)
         kopf.adopt(pod_manifest, owner=owner)
         kube.ensure(namespace, pvc_manifest)
         kube.ensure(namespace, pod_manifest)
 
-    status = warm_pool.build_pool_status(todo, spec.size, meta.get("generation"))
+    status = pool_builders.build_pool_status(todo, spec.size, meta.get("generation"))
     if body.get("status") != status:
         kube.patch_status(namespace, pool, status, plural=POOL_PLURAL)
     return todo
@@ -112,13 +112,13 @@ def claim(kube: Kube, body: Manifest, spec: TroveNamespaceSpec, policy_name: str
     # A claim interrupted after relabelling the pod, before the namespace recorded it (only
     # claims run before a namespace has names, so a pod with its label is such a pod).
     for pod in kube.select("Pod", namespace, f"{LABEL_NAMESPACE}={name}"):
-        if warm_pool.claim_name(pod):
+        if pool_builders.claim_name(pod):
             taken = pod
     if taken is None:
         # The pod patch decides who wins; the lock only keeps the pool's own deletions out.
         with _members:
-            for pod in warm_pool.candidates(kube.select("Pod", namespace, LABEL_POOL), spec):
-                patch = warm_pool.build_claim_pod_patch(pod, name, spec, owners)
+            for pod in pool_builders.candidates(kube.select("Pod", namespace, LABEL_POOL), spec):
+                patch = pool_builders.build_claim_pod_patch(pod, name, spec, owners)
                 try:
                     taken = kube.json_patch("Pod", namespace, pod["metadata"]["name"], patch)
                 except PatchRefusedError as exc:
@@ -127,9 +127,9 @@ def claim(kube: Kube, body: Manifest, spec: TroveNamespaceSpec, policy_name: str
                 break
     if taken is None:
         return None
-    pod_name, pvc_name = taken["metadata"]["name"], warm_pool.claim_name(taken)
+    pod_name, pvc_name = taken["metadata"]["name"], pool_builders.claim_name(taken)
     assert pvc_name is not None  # only pods with a workspace claim are candidates
-    pvc_patch = warm_pool.build_claim_pvc_patch(name, spec, pvc_owners)
+    pvc_patch = pool_builders.build_claim_pvc_patch(name, spec, pvc_owners)
     pvc = kube.json_patch("PersistentVolumeClaim", namespace, pvc_name, pvc_patch)
     kube.annotate_tns(namespace, name, {ANNOTATION_POD_NAME: pod_name, ANNOTATION_PVC_NAME: pvc_name})
     log.info("namespace %s/%s claimed warm pod %s", namespace, name, pod_name)
