@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from trove_api.deps import ContextDep, WorkspaceCallerDep
 from trove_api.schemas.common import problems
 from trove_api.schemas.events import EventPage
-from trove_api.services.event_feed import scope_for
+from trove_api.services.events import scope_for
 
 router = APIRouter(tags=["events"])
 

@@ -22,7 +22,7 @@ from trove_api.schemas.webhooks import (
     WebhookMetadata,
     WebhookTestResult,
 )
-from trove_api.services.event_feed import scope_for
+from trove_api.services.events import scope_for
 from trove_api.services.webhooks import WebhookRecord
 
 router = APIRouter(tags=["webhooks"])
