@@ -50,7 +50,12 @@ class EventFeedService:
         self.hub = hub
         self.keepalive_s = keepalive_s
 
-    def page(self, scope: feed.Scope, *, limit: int, since: str | None, cursor: str | None) -> feed.Page:
+    async def page(
+        self, scope: feed.Scope, *, limit: int, since: str | None, cursor: str | None
+    ) -> feed.Page:
+        return await asyncio.to_thread(self._page, scope, limit=limit, since=since, cursor=cursor)
+
+    def _page(self, scope: feed.Scope, *, limit: int, since: str | None, cursor: str | None) -> feed.Page:
         try:
             normalized = feed.parse_since(since)
             with self.db.read() as conn:

@@ -84,7 +84,20 @@ class WebhookService:
         self.db = db
         self.dispatcher = dispatcher
 
-    def create(
+    async def create(
+        self,
+        caller: Caller,
+        *,
+        url: str,
+        events: list[str] | None,
+        namespace: str | None,
+        description: str | None,
+    ) -> tuple[WebhookRecord, str]:
+        return await asyncio.to_thread(
+            self._create, caller, url=url, events=events, namespace=namespace, description=description
+        )
+
+    def _create(
         self,
         caller: Caller,
         *,
@@ -117,7 +130,10 @@ class WebhookService:
             row = self._row(conn, caller.workspace_id, str(values["id"]))
         return WebhookRecord.from_row(row), secret
 
-    def list(self, workspace_id: str) -> list[WebhookRecord]:
+    async def list(self, workspace_id: str) -> list[WebhookRecord]:
+        return await asyncio.to_thread(self._list, workspace_id)
+
+    def _list(self, workspace_id: str) -> builtins.list[WebhookRecord]:
         with self.db.read() as conn:
             rows = conn.execute(
                 select(webhooks)
@@ -126,8 +142,11 @@ class WebhookService:
             ).mappings()
             return [WebhookRecord.from_row(row) for row in rows]
 
-    def delete(self, caller: Caller, webhook_id: str) -> None:
+    async def delete(self, caller: Caller, webhook_id: str) -> None:
         """Soft delete (deliveries keep their history); queued deliveries are dropped."""
+        await asyncio.to_thread(self._delete, caller, webhook_id)
+
+    def _delete(self, caller: Caller, webhook_id: str) -> None:
         stamp = now_ts()
         with self.db.write() as conn:
             self._row(conn, caller.workspace_id, webhook_id)
@@ -140,8 +159,11 @@ class WebhookService:
                 .values(status="failed", last_error="webhook deleted", updated_at=stamp)
             )
 
-    def rotate_secret(self, caller: Caller, webhook_id: str) -> str:
+    async def rotate_secret(self, caller: Caller, webhook_id: str) -> str:
         """A new signing secret (shown once); the old one stops signing at once."""
+        return await asyncio.to_thread(self._rotate_secret, caller, webhook_id)
+
+    def _rotate_secret(self, caller: Caller, webhook_id: str) -> str:
         secret = new_secret()
         with self.db.write() as conn:
             self._row(conn, caller.workspace_id, webhook_id)
@@ -178,7 +200,12 @@ class WebhookService:
 
     # -- the deliveries log ------------------------------------------------------------------
 
-    def deliveries(
+    async def deliveries(
+        self, caller: Caller, webhook_id: str, *, limit: int, status: str | None
+    ) -> builtins.list[dict[str, Any]]:
+        return await asyncio.to_thread(self._deliveries, caller, webhook_id, limit=limit, status=status)
+
+    def _deliveries(
         self, caller: Caller, webhook_id: str, *, limit: int, status: str | None
     ) -> builtins.list[dict[str, Any]]:
         with self.db.read() as conn:
@@ -194,7 +221,10 @@ class WebhookService:
                 query = query.where(webhook_deliveries.c.status == status)
             return [_delivery(row) for row in conn.execute(query).mappings()]
 
-    def delivery(self, caller: Caller, webhook_id: str, delivery_id: str) -> dict[str, Any]:
+    async def delivery(self, caller: Caller, webhook_id: str, delivery_id: str) -> dict[str, Any]:
+        return await asyncio.to_thread(self._delivery, caller, webhook_id, delivery_id)
+
+    def _delivery(self, caller: Caller, webhook_id: str, delivery_id: str) -> dict[str, Any]:
         with self.db.read() as conn:
             found = self._delivery_row(conn, caller, webhook_id, delivery_id)
             attempts = conn.execute(
@@ -216,8 +246,11 @@ class WebhookService:
             ]
             return detail
 
-    def retry(self, caller: Caller, webhook_id: str, delivery_id: str) -> dict[str, Any]:
+    async def retry(self, caller: Caller, webhook_id: str, delivery_id: str) -> dict[str, Any]:
         """Queue a delivery again now, with a fresh attempt budget (delivered ones are re-sent)."""
+        return await asyncio.to_thread(self._retry, caller, webhook_id, delivery_id)
+
+    def _retry(self, caller: Caller, webhook_id: str, delivery_id: str) -> dict[str, Any]:
         with self.db.write() as conn:
             self._delivery_row(conn, caller, webhook_id, delivery_id)
             self._row(conn, caller.workspace_id, webhook_id)  # a deleted hook cannot be retried
