@@ -8,8 +8,8 @@ from urllib.parse import parse_qs, quote
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
+from trove_api import device_page
 from trove_api.deps import CallerDep, ContextDep
-from trove_api.routers import device_page
 from trove_api.schemas.common import problems
 from trove_api.schemas.device import (
     DeviceApproved,
