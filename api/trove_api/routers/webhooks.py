@@ -18,18 +18,12 @@ from trove_api.schemas.webhooks import (
     WebhookCreateRequest,
     WebhookDeleted,
     WebhookList,
-    WebhookMetadata,
     WebhookTestResult,
 )
 from trove_api.services.events import scope_for
-from trove_api.services.webhooks import WebhookRecord
 
 router = APIRouter(tags=["webhooks"])
 BASE = "/v1/workspaces/{workspace_id}/webhooks"
-
-
-def _metadata(rec: WebhookRecord) -> WebhookMetadata:
-    return WebhookMetadata(**rec.__dict__)
 
 
 # Declared before every /webhooks/{id} route, so "stream" is never taken for an id.
@@ -73,14 +67,14 @@ async def create_webhook(
         namespace=body.namespace,
         description=body.description,
     )
-    return WebhookCreated(**rec.__dict__, signing_secret=secret)
+    return WebhookCreated(**rec.model_dump(), signing_secret=secret)
 
 
 @router.get(BASE, response_model=WebhookList, responses=problems(401, 403))
 async def list_webhooks(workspace_id: str, caller: WorkspaceAdminDep, ctx: ContextDep) -> WebhookList:
     """Registered endpoints with their last delivery's health."""
     records = await ctx.webhooks.list(workspace_id)
-    return WebhookList(webhooks=[_metadata(r) for r in records])
+    return WebhookList(webhooks=records)
 
 
 @router.delete(f"{BASE}/{{webhook_id}}", response_model=WebhookDeleted, responses=problems(401, 403, 404))
@@ -100,7 +94,7 @@ async def test_webhook(
 ) -> WebhookTestResult:
     """Deliver a `webhook.test` event now and report the receiver's answer (200 even on failure)."""
     result = await ctx.webhooks.test(caller, webhook_id)
-    return WebhookTestResult(**result.__dict__)
+    return result
 
 
 @router.post(

@@ -6,7 +6,6 @@ import asyncio
 import builtins
 import json
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +16,7 @@ from trove_api.events.dispatcher import Dispatcher
 from trove_api.events.log import DELIVERIES_TOPIC, new_delivery_row, record
 from trove_api.events.signing import new_secret
 from trove_api.events.targets import TargetRefused, check_url
+from trove_api.schemas.webhooks import WebhookMetadata, WebhookTestResult
 from trove_api.services.auth import Caller
 from trove_api.stores.db import Database, flag_commit
 from trove_api.stores.tables import events, webhook_attempts, webhook_deliveries, webhooks
@@ -28,41 +28,20 @@ KNOWN_EVENTS = frozenset(types.ALL_TYPES)
 TEST_MESSAGE = "This is a test event from Trove."
 
 
-@dataclass(frozen=True)
-class WebhookRecord:
-    webhook_id: str
-    url: str
-    events: list[str]
-    namespace: str | None
-    description: str | None
-    enabled: bool
-    created_at: str
-    last_delivery_at: str | None
-    last_delivery_ok: bool | None
-    last_delivery_status: int | None
-
-    @classmethod
-    def from_row(cls, row: Any) -> WebhookRecord:
-        return cls(
-            webhook_id=row["id"],
-            url=row["url"],
-            events=json.loads(row["events"]),
-            namespace=row["namespace"],
-            description=row["description"],
-            enabled=bool(row["enabled"]),
-            created_at=row["created_at"],
-            last_delivery_at=row["last_delivery_at"],
-            last_delivery_ok=row["last_delivery_ok"],
-            last_delivery_status=row["last_delivery_status"],
-        )
-
-
-@dataclass(frozen=True)
-class TestResult:
-    ok: bool
-    event_id: str
-    status: int | None
-    error: str | None
+def metadata_from_row(row: Any) -> WebhookMetadata:
+    """A stored ``webhooks`` row as the wire shows it (the secret never leaves the row)."""
+    return WebhookMetadata(
+        webhook_id=row["id"],
+        url=row["url"],
+        events=json.loads(row["events"]),
+        namespace=row["namespace"],
+        description=row["description"],
+        enabled=bool(row["enabled"]),
+        created_at=row["created_at"],
+        last_delivery_at=row["last_delivery_at"],
+        last_delivery_ok=row["last_delivery_ok"],
+        last_delivery_status=row["last_delivery_status"],
+    )
 
 
 def normalize_events(requested: list[str] | None) -> list[str]:
@@ -92,7 +71,7 @@ class WebhookService:
         events: list[str] | None,
         namespace: str | None,
         description: str | None,
-    ) -> tuple[WebhookRecord, str]:
+    ) -> tuple[WebhookMetadata, str]:
         return await asyncio.to_thread(
             self._create, caller, url=url, events=events, namespace=namespace, description=description
         )
@@ -105,7 +84,7 @@ class WebhookService:
         events: list[str] | None,
         namespace: str | None,
         description: str | None,
-    ) -> tuple[WebhookRecord, str]:
+    ) -> tuple[WebhookMetadata, str]:
         try:
             check_url(url)
         except TargetRefused as exc:
@@ -128,19 +107,19 @@ class WebhookService:
         with self.db.write() as conn:
             conn.execute(insert(webhooks).values(**values))
             row = self._row(conn, caller.workspace_id, str(values["id"]))
-        return WebhookRecord.from_row(row), secret
+        return metadata_from_row(row), secret
 
-    async def list(self, workspace_id: str) -> list[WebhookRecord]:
+    async def list(self, workspace_id: str) -> list[WebhookMetadata]:
         return await asyncio.to_thread(self._list, workspace_id)
 
-    def _list(self, workspace_id: str) -> builtins.list[WebhookRecord]:
+    def _list(self, workspace_id: str) -> builtins.list[WebhookMetadata]:
         with self.db.read() as conn:
             rows = conn.execute(
                 select(webhooks)
                 .where(webhooks.c.workspace_id == workspace_id, webhooks.c.deleted_at.is_(None))
                 .order_by(webhooks.c.created_at, webhooks.c.id)
             ).mappings()
-            return [WebhookRecord.from_row(row) for row in rows]
+            return [metadata_from_row(row) for row in rows]
 
     async def delete(self, caller: Caller, webhook_id: str) -> None:
         """Soft delete (deliveries keep their history); queued deliveries are dropped."""
@@ -170,11 +149,13 @@ class WebhookService:
             conn.execute(update(webhooks).where(webhooks.c.id == webhook_id).values(secret=secret))
         return secret
 
-    async def test(self, caller: Caller, webhook_id: str) -> TestResult:
+    async def test(self, caller: Caller, webhook_id: str) -> WebhookTestResult:
         """Record a ``webhook.test`` event and deliver it to this hook alone, synchronously."""
         delivery_id, event_id = await asyncio.to_thread(self._queue_test, caller, webhook_id)
         outcome = await self.dispatcher.deliver_now(delivery_id)
-        return TestResult(ok=outcome.ok, event_id=event_id, status=outcome.status_code, error=outcome.error)
+        return WebhookTestResult(
+            ok=outcome.ok, event_id=event_id, status=outcome.status_code, error=outcome.error
+        )
 
     def _queue_test(self, caller: Caller, webhook_id: str) -> tuple[str, str]:
         with self.db.write() as conn:
