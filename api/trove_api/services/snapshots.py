@@ -64,9 +64,9 @@ class SnapshotService:
         namespaces: NamespaceService,
         emitter: EventEmitter,
         locks: NamespaceLocks,
-        intents: IntentLog | None = None,
+        intents: IntentLog,
     ) -> None:
-        self.intents = intents or IntentLog(db)
+        self.intents = intents
         self.db = db
         self.runtime = runtime
         self.store = store
