@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
@@ -23,7 +23,6 @@ from trove_api.services.auth import authenticate
 from trove_core.errors import TroveError
 
 router = APIRouter(tags=["device login"])
-FORM_MAX_BYTES = 8192
 
 
 def _client(request: Request) -> str:
@@ -108,8 +107,7 @@ async def _form(ctx: ContextDep, code: str, error: str | None = None) -> str:
 @router.post("/cli", response_class=HTMLResponse, include_in_schema=False)
 async def submit_approval(request: Request, ctx: ContextDep) -> HTMLResponse:
     """The form's target: approve or deny with the pasted admin key (rate limited per client)."""
-    raw = await request.body()
-    fields = {k: v[0] for k, v in parse_qs(raw[:FORM_MAX_BYTES].decode("utf-8", "replace")).items()}
+    fields = device_page.read_form(await request.body())
     code = fields.get("user_code", "")[:32]
     try:
         ctx.device_form_limit.hit(_client(request), what="approval attempts")
