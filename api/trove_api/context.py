@@ -10,8 +10,7 @@ from trove_api.events.hub import EventHub
 from trove_api.metrics import Metrics
 from trove_api.runtimes import make_runtime
 from trove_api.services.device_login import DeviceLoginService
-from trove_api.services.event_feed import EventFeedService
-from trove_api.services.events import EventEmitter
+from trove_api.services.events import EventEmitter, EventFeedService
 from trove_api.services.exec import ExecService
 from trove_api.services.files import FileService
 from trove_api.services.intents import IntentLog

@@ -7,7 +7,6 @@ Only the key lookup, which reads the database, goes to a thread.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -42,7 +41,7 @@ async def get_caller(
     ctx: ContextDep,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    return await asyncio.to_thread(authenticate, ctx.db, request.headers.get("authorization"))
+    return await authenticate(ctx.db, request.headers.get("authorization"))
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -106,8 +106,17 @@ async def test_a_restore_killed_after_its_swap_gets_its_event_and_one_before_it_
     recovery = _recovery(db, tmp_path, store)
     runtime, namespaces = recovery.runtime, recovery.namespaces
     emitter = EventEmitter(db)
-    snapshots = SnapshotService(db, runtime, store, namespaces, emitter, NamespaceLocks(), IntentLog(db))
-    files = FileService(runtime, namespaces, emitter, write_max_bytes=1 << 20, upload_max_bytes=1 << 20)
+    locks, intents = NamespaceLocks(), IntentLog(db)
+    snapshots = SnapshotService(db, runtime, store, namespaces, emitter, locks, intents)
+    files = FileService(
+        runtime,
+        namespaces,
+        emitter,
+        write_max_bytes=1 << 20,
+        upload_max_bytes=1 << 20,
+        locks=locks,
+        intents=intents,
+    )
     caller = Caller(key_id="key-1", key_name="agent", workspace_id=ws, scope="workspace", namespace=None)
     await files.write_text(caller, "a", "which", "one")
     snap = await snapshots.create(ws, "a", None, ACTOR)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trove_api.ranges import ByteRange, etag, parse_range
+from trove_api.ranges import ByteRange, etag, parse_range, plan_download
 from trove_core.errors import RangeNotSatisfiableError
 
 
@@ -66,3 +66,24 @@ def test_etag() -> None:
     assert etag(255, 4096) == '"ff-1000"'
     assert etag(1, 2) != etag(1, 3)
     assert etag(1, 2) != etag(2, 2)
+
+
+def test_a_download_plan_serves_the_range_asked_for_within_the_cap() -> None:
+    plan = plan_download(size=100, mtime_ns=7, max_bytes=50, range_header="bytes=10-", if_range=None)
+    assert (plan.start, plan.end, plan.status) == (10, 50, 206)
+    assert plan.headers["Content-Range"] == "bytes 10-49/50"
+    assert plan.headers["Content-Length"] == "40"
+    assert plan.headers["X-Trove-Truncated"] == "1"
+    assert plan.headers["X-Trove-Size"] == "100"
+
+
+def test_a_stale_if_range_gets_the_whole_file() -> None:
+    plan = plan_download(size=10, mtime_ns=7, max_bytes=50, range_header="bytes=0-1", if_range='"old"')
+    assert (plan.start, plan.end, plan.status) == (0, 10, 200)
+    assert "Content-Range" not in plan.headers
+
+
+def test_an_unsatisfiable_range_names_the_served_size() -> None:
+    with pytest.raises(RangeNotSatisfiableError) as caught:
+        plan_download(size=10, mtime_ns=7, max_bytes=50, range_header="bytes=20-", if_range=None)
+    assert caught.value.headers["Content-Range"] == "bytes */10"

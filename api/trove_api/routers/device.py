@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
+from trove_api import device_page
 from trove_api.deps import CallerDep, ContextDep
-from trove_api.routers import device_page
 from trove_api.schemas.common import problems
 from trove_api.schemas.device import (
     DeviceApproved,
@@ -24,7 +23,6 @@ from trove_api.services.auth import authenticate
 from trove_core.errors import TroveError
 
 router = APIRouter(tags=["device login"])
-FORM_MAX_BYTES = 8192
 
 
 def _client(request: Request) -> str:
@@ -39,7 +37,7 @@ def _base_url(request: Request, ctx: ContextDep) -> str:
 async def start_device_login(request: Request, ctx: ContextDep) -> DeviceStart:
     """Start a browser login for the CLI (no auth, no body). Rate limited per client address."""
     ctx.device_start_limit.hit(_client(request), what="login attempts")
-    started = await asyncio.to_thread(ctx.device_login.start, _client(request))
+    started = await ctx.device_login.start(_client(request))
     page = f"{_base_url(request, ctx)}/cli"
     return DeviceStart(
         device_code=started.device_code,
@@ -54,7 +52,7 @@ async def start_device_login(request: Request, ctx: ContextDep) -> DeviceStart:
 @router.post("/v1/auth/device/poll", response_model=DevicePoll, response_model_exclude_none=True)
 async def poll_device_login(body: DevicePollRequest, ctx: ContextDep) -> DevicePoll:
     """200 with a status for every state; the key comes in exactly one `approved` answer. Never limited."""
-    answer = await asyncio.to_thread(ctx.device_login.poll, body.device_code)
+    answer = await ctx.device_login.poll(body.device_code)
     return DevicePoll.model_validate(answer)
 
 
@@ -68,8 +66,7 @@ async def approve_device_login(
     `all_namespaces` for an unlocked key.
     """
     ctx.device_form_limit.hit(_client(request), what="approval attempts")
-    approval = await asyncio.to_thread(
-        ctx.device_login.approve,
+    approval = await ctx.device_login.approve(
         caller,
         body.user_code,
         namespace=body.namespace,
@@ -90,7 +87,7 @@ async def deny_device_login(
 ) -> DeviceDenied:
     """Deny a waiting login (admin key); the CLI's next poll says `denied`."""
     ctx.device_form_limit.hit(_client(request), what="approval attempts")
-    await asyncio.to_thread(ctx.device_login.deny, caller, body.user_code)
+    await ctx.device_login.deny(caller, body.user_code)
     return DeviceDenied(status="denied")
 
 
@@ -101,7 +98,7 @@ async def approval_page(ctx: ContextDep, code: Annotated[str, Query(max_length=3
 
 
 async def _form(ctx: ContextDep, code: str, error: str | None = None) -> str:
-    waiting = await asyncio.to_thread(ctx.device_login.waiting, code) if code else None
+    waiting = await ctx.device_login.waiting(code) if code else None
     return device_page.approval_form(
         code, error=error, waiting=waiting, default_namespace=ctx.device_login.default_namespace
     )
@@ -110,18 +107,16 @@ async def _form(ctx: ContextDep, code: str, error: str | None = None) -> str:
 @router.post("/cli", response_class=HTMLResponse, include_in_schema=False)
 async def submit_approval(request: Request, ctx: ContextDep) -> HTMLResponse:
     """The form's target: approve or deny with the pasted admin key (rate limited per client)."""
-    raw = await request.body()
-    fields = {k: v[0] for k, v in parse_qs(raw[:FORM_MAX_BYTES].decode("utf-8", "replace")).items()}
+    fields = device_page.read_form(await request.body())
     code = fields.get("user_code", "")[:32]
     try:
         ctx.device_form_limit.hit(_client(request), what="approval attempts")
-        caller = await asyncio.to_thread(authenticate, ctx.db, f"Bearer {fields.get('api_key', '').strip()}")
+        caller = await authenticate(ctx.db, f"Bearer {fields.get('api_key', '').strip()}")
         if fields.get("action") == "deny":
-            await asyncio.to_thread(ctx.device_login.deny, caller, code)
+            await ctx.device_login.deny(caller, code)
             html = device_page.denied(code)
         else:
-            approval = await asyncio.to_thread(
-                ctx.device_login.approve,
+            approval = await ctx.device_login.approve(
                 caller,
                 code,
                 namespace=fields.get("namespace"),

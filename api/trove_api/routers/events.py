@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -10,7 +9,7 @@ from fastapi import APIRouter, Query
 from trove_api.deps import ContextDep, WorkspaceCallerDep
 from trove_api.schemas.common import problems
 from trove_api.schemas.events import EventPage
-from trove_api.services.event_feed import scope_for
+from trove_api.services.events import scope_for
 
 router = APIRouter(tags=["events"])
 
@@ -38,5 +37,5 @@ async def list_events(
     Keys locked to a namespace see only that namespace, and no key or workspace events.
     """
     scope = scope_for(caller, namespace=namespace, types=types)
-    page = await asyncio.to_thread(ctx.event_feed.page, scope, limit=limit, since=since, cursor=cursor)
+    page = await ctx.event_feed.page(scope, limit=limit, since=since, cursor=cursor)
     return EventPage.model_validate({"events": page.events, "next_cursor": page.next_cursor})

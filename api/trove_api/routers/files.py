@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from email.utils import formatdate
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -13,7 +12,7 @@ from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import ClientDisconnect
 
 from trove_api.deps import ContextDep, FsCallDep
-from trove_api.ranges import etag, parse_range
+from trove_api.ranges import plan_download
 from trove_api.schemas.common import problems
 from trove_api.schemas.files import (
     DeleteRequest,
@@ -26,9 +25,9 @@ from trove_api.schemas.files import (
 )
 from trove_core import paths
 from trove_core.clock import from_ns
-from trove_core.errors import BadRequestError, RangeNotSatisfiableError
+from trove_core.errors import BadRequestError
 from trove_core.runtime import FileReader
-from trove_core.wire import HEADER_SIZE, HEADER_TRUNCATED, LIST_MAX_DEPTH, LIST_MAX_ENTRIES
+from trove_core.wire import LIST_MAX_DEPTH, LIST_MAX_ENTRIES
 
 router = APIRouter(tags=["files"])
 
@@ -94,38 +93,23 @@ async def download_file(path: str, request: Request, call: FsCallDep, ctx: Conte
     """
     reader = await ctx.files.open(call.caller, call.namespace, path)
     try:
-        size = reader.stat.size
-        tag = etag(size, reader.stat.mtime_ns)
-        served = min(size, ctx.settings.read_max_bytes)
-        headers = {
-            HEADER_SIZE: str(size),
-            HEADER_TRUNCATED: "1" if served < size else "0",
-            "ETag": tag,
-            "Accept-Ranges": "bytes",
-            "Last-Modified": _http_date(reader.stat.mtime_ns),
-        }
-        start, end, status = 0, served, 200
-        if_range = request.headers.get("if-range")
-        if if_range is None or if_range == tag:
-            try:
-                wanted = parse_range(request.headers.get("range"), served)
-            except RangeNotSatisfiableError as exc:
-                exc.headers["Content-Range"] = f"bytes */{served}"
-                raise
-            if wanted is not None:
-                start, end, status = wanted.start, wanted.end, 206
-                headers["Content-Range"] = f"bytes {start}-{end - 1}/{served}"
-        headers["Content-Length"] = str(end - start)
+        plan = plan_download(
+            size=reader.stat.size,
+            mtime_ns=reader.stat.mtime_ns,
+            max_bytes=ctx.settings.read_max_bytes,
+            range_header=request.headers.get("range"),
+            if_range=request.headers.get("if-range"),
+        )
     except BaseException:
         await reader.aclose()
         raise
     if request.method == "HEAD":
         await reader.aclose()
-        return Response(status_code=status, headers=headers, media_type="application/octet-stream")
+        return Response(status_code=plan.status, headers=plan.headers, media_type="application/octet-stream")
     return StreamingResponse(
-        _stream(reader, start, end),
-        status_code=status,
-        headers=headers,
+        _stream(reader, plan.start, plan.end),
+        status_code=plan.status,
+        headers=plan.headers,
         media_type="application/octet-stream",
         background=BackgroundTask(reader.aclose),
     )
@@ -207,7 +191,3 @@ async def read_content(
         content=preview.content,
         truncated=preview.truncated,
     )
-
-
-def _http_date(mtime_ns: int) -> str:
-    return formatdate(mtime_ns / 1e9, usegmt=True)

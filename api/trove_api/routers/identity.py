@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, status
 
 from trove_api.deps import CallerDep, ContextDep, WorkspaceAdminDep, WorkspaceCallerDep
@@ -55,9 +53,7 @@ async def create_key(
     workspace_id: str, body: KeyCreateRequest, caller: WorkspaceAdminDep, ctx: ContextDep
 ) -> KeyCreated:
     """Mint a key (admin only). The plaintext `api_key` is in this response and nowhere else."""
-    minted = await asyncio.to_thread(
-        ctx.keys.create, caller, name=body.name, namespace=body.namespace, admin=body.admin
-    )
+    minted = await ctx.keys.create(caller, name=body.name, namespace=body.namespace, admin=body.admin)
     return KeyCreated(**_metadata(minted.record).model_dump(), api_key=minted.api_key)
 
 
@@ -66,7 +62,7 @@ async def list_keys(workspace_id: str, caller: WorkspaceCallerDep, ctx: ContextD
     """Active keys (admin keys, and workspace keys not locked to a namespace)."""
     if caller.namespace is not None:
         raise NamespaceForbiddenError("Keys locked to a namespace cannot list the workspace's keys")
-    records = await asyncio.to_thread(ctx.keys.list, workspace_id)
+    records = await ctx.keys.list(workspace_id)
     return KeyList(keys=[_metadata(r) for r in records])
 
 
@@ -79,5 +75,5 @@ async def revoke_key(
     workspace_id: str, key_id: str, caller: WorkspaceAdminDep, ctx: ContextDep
 ) -> KeyRevoked:
     """Revoke a key; its very next request gets 401."""
-    await asyncio.to_thread(ctx.keys.revoke, caller, key_id)
+    await ctx.keys.revoke(caller, key_id)
     return KeyRevoked(key_id=key_id, revoked=True)

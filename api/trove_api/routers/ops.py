@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import BaseModel
-from sqlalchemy import text
 
 from trove_api.deps import ContextDep
 from trove_api.metrics import CONTENT_TYPE
@@ -35,12 +32,8 @@ async def readyz(ctx: ContextDep) -> Health:
         # see a change on disk whose event is not in the log yet.
         raise UnavailableError("The server is recovering what a restart interrupted", retry_after=1)
 
-    def ping() -> None:
-        with ctx.db.read() as conn:
-            conn.execute(text("SELECT 1"))
-
     try:
-        await asyncio.wait_for(asyncio.to_thread(ping), timeout=5)
+        await ctx.db.ping(timeout_s=5)
     except Exception as exc:
         # The driver's message names the database host, port or file: log it, never answer it.
         raise UnavailableError(

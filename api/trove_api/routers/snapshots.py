@@ -23,14 +23,8 @@ router = APIRouter(prefix="/v1/snapshots", tags=["snapshots"])
 
 
 def _wire(snap: SnapshotRecord) -> Snapshot:
-    return Snapshot(
-        snapshot_id=snap.snapshot_id,
-        namespace=snap.namespace,
-        label=snap.label,
-        size_bytes=snap.size_bytes,
-        created_at=snap.created_at,
-        checksum=snap.checksum,
-    )
+    """The record's public fields (its workspace, kind and storage key stay inside)."""
+    return Snapshot.model_validate(snap, from_attributes=True)
 
 
 @router.post("", response_model=Snapshot, status_code=201, responses=problems(400, 401, 403, 422, 503, 507))
@@ -67,14 +61,8 @@ async def restore_snapshot(snapshot_id: str, call: FsCallDep, ctx: ContextDep) -
     The tarball is checked (checksum, and every member must stay inside the namespace) and
     extracted beside the namespace, then swapped in; on any failure nothing changes.
     """
-    done = await ctx.snapshots.restore(
+    return await ctx.snapshots.restore(
         call.caller.workspace_id, call.namespace, snapshot_id, call.caller.actor
-    )
-    return SnapshotRestored(
-        files_restored=done.files_restored,
-        snapshot_id=done.snapshot_id,
-        namespace=done.namespace,
-        restored_at=done.restored_at,
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
@@ -19,18 +18,12 @@ from trove_api.schemas.webhooks import (
     WebhookCreateRequest,
     WebhookDeleted,
     WebhookList,
-    WebhookMetadata,
     WebhookTestResult,
 )
-from trove_api.services.event_feed import scope_for
-from trove_api.services.webhooks import WebhookRecord
+from trove_api.services.events import scope_for
 
 router = APIRouter(tags=["webhooks"])
 BASE = "/v1/workspaces/{workspace_id}/webhooks"
-
-
-def _metadata(rec: WebhookRecord) -> WebhookMetadata:
-    return WebhookMetadata(**rec.__dict__)
 
 
 # Declared before every /webhooks/{id} route, so "stream" is never taken for an id.
@@ -67,22 +60,21 @@ async def create_webhook(
     workspace_id: str, body: WebhookCreateRequest, caller: WorkspaceAdminDep, ctx: ContextDep
 ) -> WebhookCreated:
     """Subscribe a URL (admin only). `signing_secret` is in this response and nowhere else."""
-    rec, secret = await asyncio.to_thread(
-        ctx.webhooks.create,
+    rec, secret = await ctx.webhooks.create(
         caller,
         url=body.url,
         events=body.events,
         namespace=body.namespace,
         description=body.description,
     )
-    return WebhookCreated(**rec.__dict__, signing_secret=secret)
+    return WebhookCreated(**rec.model_dump(), signing_secret=secret)
 
 
 @router.get(BASE, response_model=WebhookList, responses=problems(401, 403))
 async def list_webhooks(workspace_id: str, caller: WorkspaceAdminDep, ctx: ContextDep) -> WebhookList:
     """Registered endpoints with their last delivery's health."""
-    records = await asyncio.to_thread(ctx.webhooks.list, workspace_id)
-    return WebhookList(webhooks=[_metadata(r) for r in records])
+    records = await ctx.webhooks.list(workspace_id)
+    return WebhookList(webhooks=records)
 
 
 @router.delete(f"{BASE}/{{webhook_id}}", response_model=WebhookDeleted, responses=problems(401, 403, 404))
@@ -90,7 +82,7 @@ async def delete_webhook(
     workspace_id: str, webhook_id: str, caller: WorkspaceAdminDep, ctx: ContextDep
 ) -> WebhookDeleted:
     """Remove an endpoint; its queued deliveries are dropped. A second delete is a 404."""
-    await asyncio.to_thread(ctx.webhooks.delete, caller, webhook_id)
+    await ctx.webhooks.delete(caller, webhook_id)
     return WebhookDeleted(webhook_id=webhook_id, deleted=True)
 
 
@@ -102,7 +94,7 @@ async def test_webhook(
 ) -> WebhookTestResult:
     """Deliver a `webhook.test` event now and report the receiver's answer (200 even on failure)."""
     result = await ctx.webhooks.test(caller, webhook_id)
-    return WebhookTestResult(**result.__dict__)
+    return result
 
 
 @router.post(
@@ -112,7 +104,7 @@ async def rotate_secret(
     workspace_id: str, webhook_id: str, caller: WorkspaceAdminDep, ctx: ContextDep
 ) -> SecretRotated:
     """Replace the signing secret (shown once). Deliveries from now on use the new one."""
-    secret = await asyncio.to_thread(ctx.webhooks.rotate_secret, caller, webhook_id)
+    secret = await ctx.webhooks.rotate_secret(caller, webhook_id)
     return SecretRotated(webhook_id=webhook_id, signing_secret=secret)
 
 
@@ -128,7 +120,7 @@ async def list_deliveries(
     status: Annotated[str | None, Query(description="pending, delivered or failed.")] = None,
 ) -> DeliveryList:
     """The delivery log, newest first."""
-    rows = await asyncio.to_thread(ctx.webhooks.deliveries, caller, webhook_id, limit=limit, status=status)
+    rows = await ctx.webhooks.deliveries(caller, webhook_id, limit=limit, status=status)
     return DeliveryList.model_validate({"deliveries": rows})
 
 
@@ -141,7 +133,7 @@ async def get_delivery(
     workspace_id: str, webhook_id: str, delivery_id: str, caller: WorkspaceAdminDep, ctx: ContextDep
 ) -> DeliveryDetail:
     """One delivery with every attempt (status, error, duration, response excerpt)."""
-    row = await asyncio.to_thread(ctx.webhooks.delivery, caller, webhook_id, delivery_id)
+    row = await ctx.webhooks.delivery(caller, webhook_id, delivery_id)
     return DeliveryDetail.model_validate(row)
 
 
@@ -154,5 +146,5 @@ async def retry_delivery(
     workspace_id: str, webhook_id: str, delivery_id: str, caller: WorkspaceAdminDep, ctx: ContextDep
 ) -> Delivery:
     """Queue the delivery again now with a fresh attempt budget."""
-    row = await asyncio.to_thread(ctx.webhooks.retry, caller, webhook_id, delivery_id)
+    row = await ctx.webhooks.retry(caller, webhook_id, delivery_id)
     return Delivery.model_validate(row)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -58,8 +59,12 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
-def authenticate(db: Database, authorization: str | None) -> Caller:
+async def authenticate(db: Database, authorization: str | None) -> Caller:
     """The caller behind a key. Looked up on every request: a revocation takes effect at once."""
+    return await asyncio.to_thread(_lookup_caller, db, authorization)
+
+
+def _lookup_caller(db: Database, authorization: str | None) -> Caller:
     token = bearer_token(authorization)
     if not token.startswith(WORKSPACE_KEY_PREFIX) or len(token) > 256:
         raise UnauthenticatedError("Invalid API key")

@@ -13,6 +13,7 @@ one: a terminal that logs in should not get the run of every namespace by defaul
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -81,7 +82,10 @@ class DeviceLoginService:
         self.interval_s = interval_s
         self.default_namespace = validate_namespace(default_namespace)
 
-    def start(self, client: str | None) -> Started:
+    async def start(self, client: str | None) -> Started:
+        return await asyncio.to_thread(self._start, client)
+
+    def _start(self, client: str | None) -> Started:
         now = time.time()
         device_code = secrets.token_urlsafe(32)
         for _ in range(5):
@@ -104,8 +108,11 @@ class DeviceLoginService:
                 continue  # a user-code collision: draw again
         raise RuntimeError("could not allocate a unique user code")
 
-    def poll(self, device_code: str) -> dict[str, Any]:
+    async def poll(self, device_code: str) -> dict[str, Any]:
         """Always a status (the CLI aborts on any 4xx); the key is minted and handed out once."""
+        return await asyncio.to_thread(self._poll, device_code)
+
+    def _poll(self, device_code: str) -> dict[str, Any]:
         now = time.time()
         with self.db.write() as conn:
             row = (
@@ -147,8 +154,11 @@ class DeviceLoginService:
                 return {"status": "pending"}
             return {"status": "expired"}  # consumed or expired
 
-    def waiting(self, user_code: str) -> Waiting | None:
+    async def waiting(self, user_code: str) -> Waiting | None:
         """Who asked for a pending code, and when (shown on the approval page)."""
+        return await asyncio.to_thread(self._waiting, user_code)
+
+    def _waiting(self, user_code: str) -> Waiting | None:
         try:
             code = normalize_user_code(user_code)
         except DeviceCodeInvalidError:
@@ -161,7 +171,7 @@ class DeviceLoginService:
             return None
         return Waiting(client=row["client"], requested_at=float(row["created_at"]))
 
-    def approve(
+    async def approve(
         self,
         caller: Caller,
         user_code: str,
@@ -175,6 +185,19 @@ class DeviceLoginService:
         Without a namespace the key is locked to the default namespace, unless
         ``all_namespaces`` asks for an unlocked key.
         """
+        return await asyncio.to_thread(
+            self._approve, caller, user_code, namespace=namespace, name=name, all_namespaces=all_namespaces
+        )
+
+    def _approve(
+        self,
+        caller: Caller,
+        user_code: str,
+        *,
+        namespace: str | None,
+        name: str | None,
+        all_namespaces: bool = False,
+    ) -> Approval:
         require_admin(caller)
         code = normalize_user_code(user_code)
         lock = (namespace or "").strip() or None
@@ -199,7 +222,10 @@ class DeviceLoginService:
             )
         return Approval(key_id=key_id, workspace_id=caller.workspace_id, namespace=lock)
 
-    def deny(self, caller: Caller, user_code: str) -> None:
+    async def deny(self, caller: Caller, user_code: str) -> None:
+        await asyncio.to_thread(self._deny, caller, user_code)
+
+    def _deny(self, caller: Caller, user_code: str) -> None:
         require_admin(caller)
         code = normalize_user_code(user_code)
         with self.db.write() as conn:

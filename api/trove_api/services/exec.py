@@ -58,15 +58,15 @@ class ExecService:
         *,
         timeout_s: float,
         output_limit: int,
-        locks: NamespaceLocks | None = None,
-        intents: IntentLog | None = None,
+        locks: NamespaceLocks,
+        intents: IntentLog,
     ) -> None:
         self.runtime = runtime
         self.namespaces = namespaces
         self.emitter = emitter
-        self.intents = intents or IntentLog(emitter.db)
+        self.intents = intents
         # Shared with other execs and writes; a snapshot restore takes it exclusively.
-        self.locks = locks or NamespaceLocks()
+        self.locks = locks
         self.timeout_s = timeout_s
         self.output_limit = output_limit
 

@@ -50,15 +50,15 @@ class FileService:
         *,
         write_max_bytes: int,
         upload_max_bytes: int,
-        locks: NamespaceLocks | None = None,
-        intents: IntentLog | None = None,
+        locks: NamespaceLocks,
+        intents: IntentLog,
     ) -> None:
         self.runtime = runtime
         self.namespaces = namespaces
         self.emitter = emitter
-        self.intents = intents or IntentLog(emitter.db)
+        self.intents = intents
         # Shared with execs and other writes; a snapshot restore takes it exclusively.
-        self.locks = locks or NamespaceLocks()
+        self.locks = locks
         self.write_max_bytes = write_max_bytes
         self.upload_max_bytes = upload_max_bytes
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import builtins
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,7 +111,10 @@ class KeyService:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create(self, caller: Caller, *, name: str, namespace: str | None, admin: bool) -> MintedKey:
+    async def create(self, caller: Caller, *, name: str, namespace: str | None, admin: bool) -> MintedKey:
+        return await asyncio.to_thread(self._create, caller, name=name, namespace=namespace, admin=admin)
+
+    def _create(self, caller: Caller, *, name: str, namespace: str | None, admin: bool) -> MintedKey:
         if admin and namespace is not None:
             raise InvalidRequestError("An admin key cannot be locked to a namespace")
         if namespace is not None:
@@ -124,7 +129,10 @@ class KeyService:
                 actor=caller.actor,
             )
 
-    def list(self, workspace_id: str) -> list[KeyRecord]:
+    async def list(self, workspace_id: str) -> list[KeyRecord]:
+        return await asyncio.to_thread(self._list, workspace_id)
+
+    def _list(self, workspace_id: str) -> builtins.list[KeyRecord]:
         with self.db.read() as conn:
             rows = conn.execute(
                 select(api_keys)
@@ -133,7 +141,10 @@ class KeyService:
             ).mappings()
             return [KeyRecord.from_row(row) for row in rows]
 
-    def revoke(self, caller: Caller, key_id: str) -> None:
+    async def revoke(self, caller: Caller, key_id: str) -> None:
+        await asyncio.to_thread(self._revoke, caller, key_id)
+
+    def _revoke(self, caller: Caller, key_id: str) -> None:
         with self.db.write() as conn:
             result = conn.execute(
                 update(api_keys)

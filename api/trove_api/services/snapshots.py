@@ -17,6 +17,7 @@ from sqlalchemy import and_, delete, insert, or_, select
 
 from trove_api.events import types
 from trove_api.events.log import Actor, record
+from trove_api.schemas.snapshots import SnapshotRestored
 from trove_api.services import intents as kinds
 from trove_api.services.events import EventEmitter
 from trove_api.services.intents import Intent, IntentLog, emit_and_close
@@ -49,14 +50,6 @@ class SnapshotRecord:
     created_at: str
 
 
-@dataclass(frozen=True)
-class Restored:
-    snapshot_id: str
-    namespace: str
-    files_restored: int
-    restored_at: str
-
-
 def storage_key(workspace_id: str, namespace: str, snapshot_id: str) -> str:
     """Where a tarball lives in the store: keyed by (workspace, namespace) like everything else."""
     return f"{workspace_id}/{namespace}/{snapshot_id}.tar.gz"
@@ -71,9 +64,9 @@ class SnapshotService:
         namespaces: NamespaceService,
         emitter: EventEmitter,
         locks: NamespaceLocks,
-        intents: IntentLog | None = None,
+        intents: IntentLog,
     ) -> None:
-        self.intents = intents or IntentLog(db)
+        self.intents = intents
         self.db = db
         self.runtime = runtime
         self.store = store
@@ -215,7 +208,9 @@ class SnapshotService:
 
     # -- restore --------------------------------------------------------------------------
 
-    async def restore(self, workspace_id: str, namespace: str, snapshot_id: str, actor: Actor) -> Restored:
+    async def restore(
+        self, workspace_id: str, namespace: str, snapshot_id: str, actor: Actor
+    ) -> SnapshotRestored:
         snap = await self.get(workspace_id, namespace, snapshot_id)
         ns = await self.namespaces.ensure(workspace_id, namespace, actor)
         async with self.locks.exclusive(workspace_id, namespace):
@@ -239,7 +234,7 @@ class SnapshotService:
         await self.intents.complete(
             intent, types.SNAPSHOT_RESTORED, {"snapshot_id": snapshot_id, "files_restored": count}
         )
-        return Restored(
+        return SnapshotRestored(
             snapshot_id=snapshot_id, namespace=namespace, files_restored=count, restored_at=now_ts()
         )
 

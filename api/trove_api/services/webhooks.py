@@ -6,7 +6,6 @@ import asyncio
 import builtins
 import json
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +16,7 @@ from trove_api.events.dispatcher import Dispatcher
 from trove_api.events.log import DELIVERIES_TOPIC, new_delivery_row, record
 from trove_api.events.signing import new_secret
 from trove_api.events.targets import TargetRefused, check_url
+from trove_api.schemas.webhooks import WebhookMetadata, WebhookTestResult
 from trove_api.services.auth import Caller
 from trove_api.stores.db import Database, flag_commit
 from trove_api.stores.tables import events, webhook_attempts, webhook_deliveries, webhooks
@@ -28,41 +28,20 @@ KNOWN_EVENTS = frozenset(types.ALL_TYPES)
 TEST_MESSAGE = "This is a test event from Trove."
 
 
-@dataclass(frozen=True)
-class WebhookRecord:
-    webhook_id: str
-    url: str
-    events: list[str]
-    namespace: str | None
-    description: str | None
-    enabled: bool
-    created_at: str
-    last_delivery_at: str | None
-    last_delivery_ok: bool | None
-    last_delivery_status: int | None
-
-    @classmethod
-    def from_row(cls, row: Any) -> WebhookRecord:
-        return cls(
-            webhook_id=row["id"],
-            url=row["url"],
-            events=json.loads(row["events"]),
-            namespace=row["namespace"],
-            description=row["description"],
-            enabled=bool(row["enabled"]),
-            created_at=row["created_at"],
-            last_delivery_at=row["last_delivery_at"],
-            last_delivery_ok=row["last_delivery_ok"],
-            last_delivery_status=row["last_delivery_status"],
-        )
-
-
-@dataclass(frozen=True)
-class TestResult:
-    ok: bool
-    event_id: str
-    status: int | None
-    error: str | None
+def metadata_from_row(row: Any) -> WebhookMetadata:
+    """A stored ``webhooks`` row as the wire shows it (the secret never leaves the row)."""
+    return WebhookMetadata(
+        webhook_id=row["id"],
+        url=row["url"],
+        events=json.loads(row["events"]),
+        namespace=row["namespace"],
+        description=row["description"],
+        enabled=bool(row["enabled"]),
+        created_at=row["created_at"],
+        last_delivery_at=row["last_delivery_at"],
+        last_delivery_ok=row["last_delivery_ok"],
+        last_delivery_status=row["last_delivery_status"],
+    )
 
 
 def normalize_events(requested: list[str] | None) -> list[str]:
@@ -84,7 +63,7 @@ class WebhookService:
         self.db = db
         self.dispatcher = dispatcher
 
-    def create(
+    async def create(
         self,
         caller: Caller,
         *,
@@ -92,7 +71,20 @@ class WebhookService:
         events: list[str] | None,
         namespace: str | None,
         description: str | None,
-    ) -> tuple[WebhookRecord, str]:
+    ) -> tuple[WebhookMetadata, str]:
+        return await asyncio.to_thread(
+            self._create, caller, url=url, events=events, namespace=namespace, description=description
+        )
+
+    def _create(
+        self,
+        caller: Caller,
+        *,
+        url: str,
+        events: list[str] | None,
+        namespace: str | None,
+        description: str | None,
+    ) -> tuple[WebhookMetadata, str]:
         try:
             check_url(url)
         except TargetRefused as exc:
@@ -115,19 +107,25 @@ class WebhookService:
         with self.db.write() as conn:
             conn.execute(insert(webhooks).values(**values))
             row = self._row(conn, caller.workspace_id, str(values["id"]))
-        return WebhookRecord.from_row(row), secret
+        return metadata_from_row(row), secret
 
-    def list(self, workspace_id: str) -> list[WebhookRecord]:
+    async def list(self, workspace_id: str) -> list[WebhookMetadata]:
+        return await asyncio.to_thread(self._list, workspace_id)
+
+    def _list(self, workspace_id: str) -> builtins.list[WebhookMetadata]:
         with self.db.read() as conn:
             rows = conn.execute(
                 select(webhooks)
                 .where(webhooks.c.workspace_id == workspace_id, webhooks.c.deleted_at.is_(None))
                 .order_by(webhooks.c.created_at, webhooks.c.id)
             ).mappings()
-            return [WebhookRecord.from_row(row) for row in rows]
+            return [metadata_from_row(row) for row in rows]
 
-    def delete(self, caller: Caller, webhook_id: str) -> None:
+    async def delete(self, caller: Caller, webhook_id: str) -> None:
         """Soft delete (deliveries keep their history); queued deliveries are dropped."""
+        await asyncio.to_thread(self._delete, caller, webhook_id)
+
+    def _delete(self, caller: Caller, webhook_id: str) -> None:
         stamp = now_ts()
         with self.db.write() as conn:
             self._row(conn, caller.workspace_id, webhook_id)
@@ -140,19 +138,24 @@ class WebhookService:
                 .values(status="failed", last_error="webhook deleted", updated_at=stamp)
             )
 
-    def rotate_secret(self, caller: Caller, webhook_id: str) -> str:
+    async def rotate_secret(self, caller: Caller, webhook_id: str) -> str:
         """A new signing secret (shown once); the old one stops signing at once."""
+        return await asyncio.to_thread(self._rotate_secret, caller, webhook_id)
+
+    def _rotate_secret(self, caller: Caller, webhook_id: str) -> str:
         secret = new_secret()
         with self.db.write() as conn:
             self._row(conn, caller.workspace_id, webhook_id)
             conn.execute(update(webhooks).where(webhooks.c.id == webhook_id).values(secret=secret))
         return secret
 
-    async def test(self, caller: Caller, webhook_id: str) -> TestResult:
+    async def test(self, caller: Caller, webhook_id: str) -> WebhookTestResult:
         """Record a ``webhook.test`` event and deliver it to this hook alone, synchronously."""
         delivery_id, event_id = await asyncio.to_thread(self._queue_test, caller, webhook_id)
         outcome = await self.dispatcher.deliver_now(delivery_id)
-        return TestResult(ok=outcome.ok, event_id=event_id, status=outcome.status_code, error=outcome.error)
+        return WebhookTestResult(
+            ok=outcome.ok, event_id=event_id, status=outcome.status_code, error=outcome.error
+        )
 
     def _queue_test(self, caller: Caller, webhook_id: str) -> tuple[str, str]:
         with self.db.write() as conn:
@@ -178,7 +181,12 @@ class WebhookService:
 
     # -- the deliveries log ------------------------------------------------------------------
 
-    def deliveries(
+    async def deliveries(
+        self, caller: Caller, webhook_id: str, *, limit: int, status: str | None
+    ) -> builtins.list[dict[str, Any]]:
+        return await asyncio.to_thread(self._deliveries, caller, webhook_id, limit=limit, status=status)
+
+    def _deliveries(
         self, caller: Caller, webhook_id: str, *, limit: int, status: str | None
     ) -> builtins.list[dict[str, Any]]:
         with self.db.read() as conn:
@@ -194,7 +202,10 @@ class WebhookService:
                 query = query.where(webhook_deliveries.c.status == status)
             return [_delivery(row) for row in conn.execute(query).mappings()]
 
-    def delivery(self, caller: Caller, webhook_id: str, delivery_id: str) -> dict[str, Any]:
+    async def delivery(self, caller: Caller, webhook_id: str, delivery_id: str) -> dict[str, Any]:
+        return await asyncio.to_thread(self._delivery, caller, webhook_id, delivery_id)
+
+    def _delivery(self, caller: Caller, webhook_id: str, delivery_id: str) -> dict[str, Any]:
         with self.db.read() as conn:
             found = self._delivery_row(conn, caller, webhook_id, delivery_id)
             attempts = conn.execute(
@@ -216,8 +227,11 @@ class WebhookService:
             ]
             return detail
 
-    def retry(self, caller: Caller, webhook_id: str, delivery_id: str) -> dict[str, Any]:
+    async def retry(self, caller: Caller, webhook_id: str, delivery_id: str) -> dict[str, Any]:
         """Queue a delivery again now, with a fresh attempt budget (delivered ones are re-sent)."""
+        return await asyncio.to_thread(self._retry, caller, webhook_id, delivery_id)
+
+    def _retry(self, caller: Caller, webhook_id: str, delivery_id: str) -> dict[str, Any]:
         with self.db.write() as conn:
             self._delivery_row(conn, caller, webhook_id, delivery_id)
             self._row(conn, caller.workspace_id, webhook_id)  # a deleted hook cannot be retried

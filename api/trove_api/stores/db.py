@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
@@ -11,7 +12,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 
 from trove_api.stores import advisory
 
@@ -74,6 +75,14 @@ class Database:
     def read(self) -> Iterator[Connection]:
         with self.engine.connect() as connection:
             yield connection
+
+    async def ping(self, timeout_s: float) -> None:
+        """Raise unless the database answers ``SELECT 1`` within ``timeout_s`` (readiness)."""
+        await asyncio.wait_for(asyncio.to_thread(self._select_one), timeout=timeout_s)
+
+    def _select_one(self) -> None:
+        with self.read() as conn:
+            conn.execute(text("SELECT 1"))
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent)."""

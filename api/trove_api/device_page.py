@@ -1,11 +1,15 @@
-"""The HTML of the device-login approval page (`/cli`): plain forms, every value escaped."""
+"""The device-login approval page (`/cli`): its HTML (plain forms, every value escaped) and the
+posted form's fields."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from html import escape
+from urllib.parse import parse_qs
 
 from trove_api.services.device_login import Waiting
+
+FORM_MAX_BYTES = 8192
 
 # No scripts at all; the form posts only to us; the page cannot be framed (clickjacking).
 SECURITY_HEADERS = {
@@ -96,3 +100,8 @@ def denied(code: str) -> str:
         f"<h1>Login denied</h1><p>Code <span class=code>{escape(code)}</span> was denied; "
         "the waiting terminal will stop.</p>",
     )
+
+
+def read_form(raw: bytes) -> dict[str, str]:
+    """The posted form's fields (first value of each), from at most ``FORM_MAX_BYTES`` bytes."""
+    return {k: v[0] for k, v in parse_qs(raw[:FORM_MAX_BYTES].decode("utf-8", "replace")).items()}
