@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -84,15 +85,20 @@ async def test_concurrent_commands_are_kept_apart(tmp_path: Path) -> None:
 
 
 async def test_timeout_kills_the_whole_tree(tmp_path: Path) -> None:
+    # A duration no other test uses: `ps` sees the whole host, where other runs may sleep too.
+    nap = f"300.{secrets.randbelow(10**6):06d}"
     async with agent(tmp_path) as session:
         out = await session.exec(
-            spec("setsid sleep 300 & echo $! > /tmp/trove-agent-test-$$; echo started; sleep 300", timeout=1),
+            spec(
+                f"setsid sleep {nap} & echo $! > /tmp/trove-agent-test-$$; echo started; sleep {nap}",
+                timeout=1,
+            ),
             1 << 20,
         )
         assert out.timed_out
         assert out.stdout == b"started\n"
         # The setsid'd child (its own session and group) carried the marker and died too.
-        check = await session.exec(spec("ps -eo args | grep -c '^sleep 300' || true"), 1 << 20)
+        check = await session.exec(spec(f"ps -eo args | grep -c '^sleep {nap}$' || true"), 1 << 20)
         assert check.stdout.strip() == b"0"
 
 
