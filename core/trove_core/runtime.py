@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
+
+from trove_core import crd
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,11 @@ class NamespaceRef:
     workspace_id: str
     name: str
     uid: int | None = None
+
+    @cached_property
+    def object_name(self) -> str:
+        """Its TroveNamespace's name (Kubernetes): hashed once per reference, not at every use."""
+        return crd.object_name(self.workspace_id, self.name)
 
 
 @dataclass(frozen=True)

@@ -47,3 +47,13 @@ def test_child_names() -> None:
         "alice-0123456789ab-data",
         "alice-0123456789ab-netpol",
     )
+
+
+def test_a_namespace_reference_names_its_object_once() -> None:
+    from trove_core.crd import object_name
+    from trove_core.runtime import NamespaceRef
+
+    ref = NamespaceRef("ws-1", "Alice")
+    assert ref.object_name == object_name("ws-1", "Alice")
+    assert ref.object_name is ref.object_name  # computed once, then kept on the reference
+    assert NamespaceRef("ws-2", "Alice").object_name != ref.object_name

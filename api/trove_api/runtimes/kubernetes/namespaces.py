@@ -15,7 +15,6 @@ from trove_core.crd import (
     LABEL_MANAGED_BY,
     VERSION,
     current_phase,
-    object_name,
 )
 from trove_core.errors import SandboxNotReadyError
 from trove_core.runtime import NamespaceRef
@@ -28,7 +27,7 @@ def build_tns(settings: Settings, ns: NamespaceRef) -> Manifest:
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,
         "metadata": {
-            "name": object_name(ns.workspace_id, ns.name),
+            "name": ns.object_name,
             "labels": {LABEL_MANAGED_BY: "trove-api", LABEL_COMPONENT: "namespace"},
         },
         "spec": {
@@ -78,7 +77,7 @@ class NamespaceControl:
         self.settings = settings
 
     async def ensure(self, ns: NamespaceRef) -> Manifest:
-        name = object_name(ns.workspace_id, ns.name)
+        name = ns.object_name
         existing = await self.api.get_tns(name)
         if existing is not None:
             return existing
@@ -87,7 +86,7 @@ class NamespaceControl:
     async def wait_ready(self, ns: NamespaceRef) -> str:
         """Create, wake and watch until the pod is Ready; 503 + Retry-After past the deadline."""
         deadline = time.monotonic() + self.settings.k8s_ready_timeout_s
-        name = object_name(ns.workspace_id, ns.name)
+        name = ns.object_name
         obj = await self.ensure(ns)
         if (obj.get("spec") or {}).get("suspended"):
             # Waking is activity: with only the stamp of the last flush (older than the idle

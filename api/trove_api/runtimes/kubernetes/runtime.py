@@ -15,7 +15,6 @@ from trove_api.runtimes.kubernetes.fallback import PodFiles
 from trove_api.runtimes.kubernetes.kubeapi import KubeApi, load_configuration
 from trove_api.runtimes.kubernetes.namespaces import NamespaceControl, activity_stamp
 from trove_api.runtimes.kubernetes.podexec import WarmChannel, fresh_exec
-from trove_core.crd import object_name
 from trove_core.errors import AgentMissingError, ChannelLostError, PodGoneError, UnavailableError
 from trove_core.runtime import ExecOutput, ExecSpec, FileReader, FileStat, NamespaceRef
 from trove_core.settings import Settings
@@ -65,7 +64,7 @@ class KubernetesRuntime:
             self._housekeeper = detached_task(self._housekeeping(), name="trove-k8s-housekeeping")
 
     async def _session(self, ns: NamespaceRef) -> AgentSession:
-        name = object_name(ns.workspace_id, ns.name)
+        name = ns.object_name
         self._touch(name)
         channel = self._channels.get(name)
         if channel is not None and channel.open:
@@ -100,7 +99,7 @@ class KubernetesRuntime:
 
     async def _target(self, ns: NamespaceRef) -> AgentSession | str:
         """The pod's warm agent session; or, when its image has no agent, the pod (for fresh execs)."""
-        name = object_name(ns.workspace_id, ns.name)
+        name = ns.object_name
         fallback = self._no_agent.get(name)
         if fallback is not None and fallback[1] > time.monotonic():
             self._touch(name)
