@@ -22,16 +22,26 @@ AGENT = Path(__file__).parents[2] / "images" / "sandbox" / "trove_agent.py"
 
 
 @contextlib.asynccontextmanager
-async def agent(root: Path, prefix: bytes = b"", wrapper: Sequence[str] = ()) -> AsyncIterator[AgentSession]:
+async def agent(
+    root: Path,
+    prefix: bytes = b"",
+    wrapper: Sequence[str] = (),
+    *,
+    python: str = sys.executable,
+    script: Path = AGENT,
+    env: dict[str, str] | None = None,
+) -> AsyncIterator[AgentSession]:
     """``prefix`` stands for the exec websocket's stdin channel byte: checked and stripped here;
-    ``wrapper`` runs the agent under another command (e.g. strace)."""
+    ``wrapper`` runs the agent under another command (e.g. strace, setpriv), ``python`` and
+    ``script`` are the interpreter and agent file it runs, ``env`` its whole environment."""
     proc = await asyncio.create_subprocess_exec(
         *wrapper,
-        sys.executable,
-        str(AGENT),
+        python,
+        str(script),
         str(root),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
+        env=env,
     )
     assert proc.stdin is not None
     assert proc.stdout is not None

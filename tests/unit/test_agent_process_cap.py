@@ -6,7 +6,6 @@ root is exempt from RLIMIT_NPROC), hits the cap, and the exec still answers.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import shutil
@@ -19,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.test_agent import AGENT, agent
 from trove_api.runtimes.kubernetes.channel import AgentSession
 from trove_core.runtime import ExecSpec
 
-AGENT = Path(__file__).parents[2] / "images" / "sandbox" / "trove_agent.py"
 SETPRIV = shutil.which("setpriv")
 # A uid nothing else on the machine runs as: RLIMIT_NPROC counts all of a uid's processes.
 UID = 1_900_000_000 + secrets.randbelow(1_000_000)
@@ -58,11 +57,11 @@ def sandbox_root() -> Iterator[tuple[Path, Path]]:
         workspace = top / "workspace"
         workspace.mkdir()
         os.chown(workspace, UID, UID)
-        agent = top / "trove_agent.py"
-        shutil.copy(AGENT, agent)
+        script = top / "trove_agent.py"
+        shutil.copy(AGENT, script)
         top.chmod(0o755)
-        agent.chmod(0o644)
-        yield workspace, agent
+        script.chmod(0o644)
+        yield workspace, script
     finally:
         subprocess.run(["pkill", "-KILL", "-U", str(UID)], check=False)
         shutil.rmtree(top, ignore_errors=True)
@@ -70,37 +69,18 @@ def sandbox_root() -> Iterator[tuple[Path, Path]]:
 
 @asynccontextmanager
 async def capped_agent(env: dict[str, str]) -> AsyncIterator[AgentSession]:
-    with sandbox_root() as (workspace, agent):
+    with sandbox_root() as (workspace, script):
         assert SETPRIV is not None
-        proc = await asyncio.create_subprocess_exec(
-            SETPRIV, f"--reuid={UID}", f"--regid={UID}", "--clear-groups",
-            "/usr/bin/python3", str(agent), str(workspace),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        # The system interpreter: the unprivileged uid cannot read the test venv.
+        drop = [SETPRIV, f"--reuid={UID}", f"--regid={UID}", "--clear-groups"]
+        async with agent(
+            workspace,
+            wrapper=drop,
+            python="/usr/bin/python3",
+            script=script,
             env={"PATH": "/usr/bin:/bin", **env},
-        )  # fmt: skip
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-        stdin, stdout = proc.stdin, proc.stdout
-
-        async def send(data: bytes | bytearray | memoryview) -> None:
-            stdin.write(data)
-            await stdin.drain()
-
-        session = AgentSession(send)
-
-        async def pump() -> None:
-            while chunk := await stdout.read(65536):
-                session.feed(chunk)
-            session.connection_lost()
-
-        reader = asyncio.create_task(pump())
-        await session.hello
-        try:
+        ) as session:
             yield session
-        finally:
-            stdin.close()
-            await proc.wait()
-            await reader
 
 
 def spec(script: str) -> ExecSpec:
