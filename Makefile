@@ -82,7 +82,7 @@ TROVE_IMAGE ?= trove:0.1.0
 
 images:  ## build the sandbox and trove images into the test cluster ($(K8S_SCRIPTS)/image.sh)
 	$(K8S_SCRIPTS)/image.sh base
-	$(K8S_SCRIPTS)/image.sh build $(SANDBOX_IMAGE) images/sandbox
+	$(K8S_SCRIPTS)/image.sh build $(SANDBOX_IMAGE) . images/sandbox/Dockerfile
 	$(K8S_SCRIPTS)/image.sh build $(NOAGENT_IMAGE) images/sandbox-noagent
 	$(K8S_SCRIPTS)/image.sh build $(TROVE_IMAGE) . images/trove/Dockerfile
 
@@ -108,7 +108,7 @@ CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2
 INGRESS_NGINX_MANIFEST ?= https://raw.githubusercontent.com/kubernetes/ingress-nginx/controller-v1.12.1/deploy/static/provider/kind/deploy.yaml
 
 kind-images:  ## build the images with docker/podman and load them into the kind cluster
-	$(CONTAINER_ENGINE) build -t $(SANDBOX_IMAGE) images/sandbox
+	$(CONTAINER_ENGINE) build -t $(SANDBOX_IMAGE) -f images/sandbox/Dockerfile .
 	$(CONTAINER_ENGINE) build -t $(NOAGENT_IMAGE) images/sandbox-noagent
 	$(CONTAINER_ENGINE) build -t $(TROVE_IMAGE) -f images/trove/Dockerfile .
 	@if [ "$$(basename $(CONTAINER_ENGINE))" = podman ]; then \

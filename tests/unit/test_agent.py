@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from trove_api.runtimes.kubernetes.channel import AgentSession
+from trove_api.runtimes.channel import AGENT_SOURCE
+from trove_api.runtimes.channel.session import AgentSession
 from trove_core.errors import IsADirectoryError_, PathNotFoundError, PathRejectedError, PayloadTooLargeError
 from trove_core.runtime import ExecSpec
 
-AGENT = Path(__file__).parents[2] / "images" / "sandbox" / "trove_agent.py"
+AGENT = AGENT_SOURCE
 
 
 @contextlib.asynccontextmanager
@@ -251,7 +252,7 @@ def _tarball(members: dict[str, bytes], symlinks: dict[str, str] | None = None) 
 
 
 async def test_restore_swaps_in_a_checked_tarball(tmp_path: Path) -> None:
-    from trove_api.runtimes.kubernetes.tarcheck import AgentRestore, restore
+    from trove_api.runtimes.channel.restore import AgentRestore, restore
 
     (tmp_path / "old.txt").write_text("old")
     async with agent(tmp_path) as session:
@@ -262,7 +263,7 @@ async def test_restore_swaps_in_a_checked_tarball(tmp_path: Path) -> None:
 
 
 async def test_restore_refuses_unsafe_members_and_keeps_the_tree(tmp_path: Path) -> None:
-    from trove_api.runtimes.kubernetes.tarcheck import AgentRestore, restore
+    from trove_api.runtimes.channel.restore import AgentRestore, restore
     from trove_core.errors import SnapshotCorruptError
 
     (tmp_path / "keep.txt").write_text("keep")

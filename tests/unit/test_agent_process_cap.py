@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_agent import AGENT, agent
-from trove_api.runtimes.kubernetes.channel import AgentSession
+from trove_api.runtimes.channel.session import AgentSession
 from trove_core.runtime import ExecSpec
 
 SETPRIV = shutil.which("setpriv")

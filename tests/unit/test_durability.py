@@ -18,9 +18,9 @@ import pytest
 
 from tests.unit.test_agent import _tarball, agent, chunks
 from tests.unit.test_fallback_files import LocalShell
-from trove_api.runtimes.kubernetes import fallback_snapshots
-from trove_api.runtimes.kubernetes.fallback import PodFiles, Shell
-from trove_api.runtimes.kubernetes.tarcheck import AgentRestore, restore
+from trove_api.runtimes.channel.restore import AgentRestore, restore
+from trove_api.runtimes.kubernetes.fallback import snapshots as fallback_snapshots
+from trove_api.runtimes.kubernetes.fallback.files import PodFiles, Shell
 from trove_api.runtimes.local import tarball
 from trove_api.runtimes.local.runtime import LocalRuntime
 from trove_api.runtimes.local.sandbox import Limits

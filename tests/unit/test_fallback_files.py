@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_agent import agent, chunks
-from trove_api.runtimes.kubernetes.channel import AgentSession
-from trove_api.runtimes.kubernetes.fallback import PodFiles, Shell
+from trove_api.runtimes.channel.session import AgentSession
+from trove_api.runtimes.kubernetes.fallback.files import PodFiles, Shell
 from trove_core.errors import PayloadTooLargeError, TroveError
 
 

@@ -14,8 +14,8 @@ import pytest
 
 from tests.unit.test_agent import _tarball, agent, chunks
 from tests.unit.test_fallback_files import both, files
-from trove_api.runtimes.kubernetes import fallback_snapshots
-from trove_api.runtimes.kubernetes.tarcheck import AgentRestore, restore
+from trove_api.runtimes.channel.restore import AgentRestore, restore
+from trove_api.runtimes.kubernetes.fallback import snapshots as fallback_snapshots
 from trove_core.errors import SnapshotCorruptError, TroveError
 
 

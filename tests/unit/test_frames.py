@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trove_api.runtimes.kubernetes.frames import HEADER, Frame, FrameReader
+from trove_api.runtimes.channel.frames import HEADER, Frame, FrameReader
 
 frames_strategy = st.lists(
     st.builds(

@@ -17,7 +17,7 @@ from typing import Any, cast
 import aiohttp
 
 from trove_api.logs import detached_task
-from trove_api.runtimes.kubernetes.channel import AgentSession
+from trove_api.runtimes.channel.session import AgentSession
 from trove_api.runtimes.kubernetes.kubeapi import KubeApi
 from trove_core.errors import AgentMissingError, UnavailableError
 from trove_core.runtime import ExecOutput, ExecSpec

@@ -9,9 +9,10 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 from trove_api.logs import detached_task
-from trove_api.runtimes.kubernetes import fallback_snapshots, tarcheck
-from trove_api.runtimes.kubernetes.channel import AgentSession
-from trove_api.runtimes.kubernetes.fallback import PodFiles
+from trove_api.runtimes.channel import restore as tarcheck
+from trove_api.runtimes.channel.session import AgentSession
+from trove_api.runtimes.kubernetes.fallback import snapshots as fallback_snapshots
+from trove_api.runtimes.kubernetes.fallback.files import PodFiles
 from trove_api.runtimes.kubernetes.kubeapi import KubeApi, load_configuration
 from trove_api.runtimes.kubernetes.namespaces import NamespaceControl, activity_stamp
 from trove_api.runtimes.kubernetes.podexec import WarmChannel, fresh_exec

@@ -2,7 +2,7 @@
 
 The same archive and the same guarantee as the agent's: ``export`` streams a gzip tar of the
 root's entries; ``import`` extracts beside the tree and swaps it in only after "end", which the
-API sends once the whole stream has passed its own member check (``tarcheck.restore``). A
+API sends once the whole stream has passed its own member check (``channel.restore.restore``). A
 refusal, a dropped stream or a tar error leaves the namespace as it was.
 """
 
@@ -12,8 +12,8 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator
 
-from trove_api.runtimes.kubernetes.channel import FRAME_BYTES
-from trove_api.runtimes.kubernetes.fallback import START_TIMEOUT_S, PodFiles, Shell
+from trove_api.runtimes.channel.session import FRAME_BYTES
+from trove_api.runtimes.kubernetes.fallback.files import START_TIMEOUT_S, PodFiles, Shell
 from trove_core.errors import TroveError
 
 
@@ -29,7 +29,7 @@ async def export_tar(files: PodFiles) -> AsyncIterator[bytes]:
 
 
 class ShellRestore:
-    """A ``tarcheck.RestoreTarget``: the checked stream, framed into the script's stdin."""
+    """A ``channel.restore.RestoreTarget``: the checked stream, framed into the script's stdin."""
 
     def __init__(self, files: PodFiles) -> None:
         self.files = files

@@ -400,7 +400,7 @@ class Agent:
             self.list_sync,
             rel,
             bool(req.get("recursive")),
-            int(req.get("max_entries", 1000)),
+            int(req.get("max_entries", 1000)),  # type: ignore[call-overload]
             int(req.get("max_depth", 32)),  # type: ignore[call-overload]
         )
 
@@ -414,7 +414,8 @@ class Agent:
 
         def walk(fd: int, prefix: str, depth: int) -> None:
             nonlocal truncated
-            dirs, files = [], []
+            dirs: list[tuple[str, os.stat_result]] = []
+            files: list[tuple[str, os.stat_result]] = []
             with os.scandir(fd) as it:
                 for item in it:
                     try:
@@ -605,7 +606,12 @@ async def exited(proc: asyncio.subprocess.Process) -> None:
         return
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
-    loop.add_reader(pidfd, lambda: done.done() or done.set_result(None))
+
+    def exited_now() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(pidfd, exited_now)
     try:
         await done
     finally:
@@ -720,7 +726,7 @@ def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
         function = ctypes.CDLL(None, use_errno=True).sync_file_range
         function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
         function.restype = ctypes.c_int
-        return function  # type: ignore[no-any-return]
+        return function
     return None
 
 
@@ -740,7 +746,7 @@ def _syncfs() -> Callable[[int], int] | None:
         function = ctypes.CDLL(None, use_errno=True).syncfs
         function.argtypes = (ctypes.c_int,)
         function.restype = ctypes.c_int
-        return function  # type: ignore[no-any-return]
+        return function
     return None
 
 

@@ -1,6 +1,6 @@
 """The client half of the warm channel: framed, id-tagged requests to trove-agent over any byte pipe.
 
-The agent (``images/sandbox/trove_agent.py``) speaks 9-byte ``>IIB`` headers (payload length,
+The agent (``api/trove_api/runtimes/agent/trove_agent.py``) speaks 9-byte ``>IIB`` headers (payload length,
 request id, type) in both directions. One ``AgentSession`` multiplexes any number of
 concurrent commands and transfers; the transport (a pod exec websocket, or a local pipe in
 tests) only moves bytes. If the transport drops, every open request fails with
@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from trove_api.runtimes.kubernetes.frames import HEADER, FrameReader
+from trove_api.runtimes.channel.frames import HEADER, FrameReader
 from trove_core.errors import (
     ChannelLostError,
     IsADirectoryError_,

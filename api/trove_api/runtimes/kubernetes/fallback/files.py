@@ -1,4 +1,4 @@
-"""File operations without trove-agent: one fresh pod exec of ``fallback_script`` per operation.
+"""File operations without trove-agent: one fresh pod exec of ``fallback.script`` per operation.
 
 The runtime switches to this when the sandbox image has no agent (or no python3). Only POSIX
 tools run in the pod. A fresh exec cannot half-close stdin, so every byte stream sent to the
@@ -20,8 +20,8 @@ from typing import Any
 
 import aiohttp
 
-from trove_api.runtimes.kubernetes.channel import FRAME_BYTES, agent_error
-from trove_api.runtimes.kubernetes.fallback_script import SCRIPT
+from trove_api.runtimes.channel.session import FRAME_BYTES, agent_error
+from trove_api.runtimes.kubernetes.fallback.script import SCRIPT
 from trove_api.runtimes.kubernetes.kubeapi import KubeApi
 from trove_api.runtimes.kubernetes.podexec import STATUS, STDERR, STDOUT, _exit_code
 from trove_core.errors import PayloadTooLargeError, TroveError, UnavailableError
@@ -245,7 +245,7 @@ class PodFiles:
         return cls(spawn)
 
     async def run(self, op: str, *args: str) -> Shell:
-        """Start the script's ``op`` (``fallback_snapshots`` runs its two as well)."""
+        """Start the script's ``op`` (``fallback.snapshots`` runs its two as well)."""
         return await self._spawn(["/bin/sh", "-c", SCRIPT, "trove-files", op, self.root, *args])
 
     async def write(self, rel: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
