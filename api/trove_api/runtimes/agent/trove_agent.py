@@ -6,8 +6,10 @@ Frames in both directions: a 9-byte header ``>IIB`` (payload length, request id,
 the payload. Client → agent: OPEN (JSON op), DATA (stdin or file bytes), EOF, CANCEL.
 Agent → client: HELLO (id 0), DATA (file bytes), STDOUT, STDERR, RESULT (JSON; ends the id).
 
-Each command runs in its own process group with its own timeout; everything it started
-(found by a marker in the environment, so ``setsid`` cannot escape) is killed when it ends.
+Each command runs in its own session under its own supervisor (a child subreaper: see
+"containment"), with its own timeout; everything it started is killed when it ends, however
+it tried to leave. The agent is not dumpable (a command of the same uid cannot open
+``/proc/<agent>/fd/*``) and no command ever holds a descriptor of the channel.
 File operations resolve paths with realpath and refuse any that leave the workspace root,
 then walk the resolved path with O_NOFOLLOW, so a symlink swapped in meanwhile is not followed.
 Standard library only: it must run on any image with python3.
@@ -21,16 +23,20 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import functools
 import json
 import os
 import secrets
+import select
 import shutil
 import signal
 import stat
 import struct
 import sys
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Awaitable, Callable, Iterator
+from typing import NoReturn
 
 HEADER = struct.Struct(">IIB")
 OPEN, DATA, EOF, CANCEL, STDOUT, STDERR, RESULT, HELLO = 1, 2, 3, 4, 5, 6, 7, 8
@@ -40,7 +46,7 @@ PIPE_BYTES = 1024 * 1024
 DRAIN_GRACE_S = 2.0
 KILL_WAIT_S = 1.0
 WRITEBACK_BYTES = 8 * 1024 * 1024
-MARKER = "TROVE_EXEC_TAG"
+SWEEP_EVERY_S = 5.0
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 TEMP_PREFIX = ".trove-upload-"
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -137,7 +143,7 @@ class Agent:
         self.inbox: dict[int, asyncio.Queue[tuple[int, bytes]]] = {}
         self.handles: dict[int, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
-        self.session = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.children = Children()
 
     def send(self, rid: int, kind: int, payload: bytes = b"") -> None:
         self.writer.write(HEADER.pack(len(payload), rid, kind) + payload)
@@ -197,32 +203,42 @@ class Agent:
         limit = int(req.get("limit", 1 << 20))  # type: ignore[call-overload]
         # bash counts ``ulimit -f`` in 1024-byte blocks (dash: 512).
         file_blocks = max(1, int(req.get("file_bytes", 100 << 20)) // 1024)  # type: ignore[call-overload]
-        tag = f"{self.session}-{rid}"
         env = {
             "PATH": SANDBOX_PATH,
             "HOME": self.root.path,
             "LANG": "C.UTF-8",
             "TERM": "dumb",
             "USER": "agent",
-            MARKER: tag,
         }
         started = time.monotonic()
         # The limit (soft and hard) is set by the same bash before the script's own lines are
         # parsed, so the script cannot lift it; one exec fewer than a wrapper shell. Same line:
         # line numbers in bash's error messages stay those of the script.
         limited = f"ulimit -f {file_blocks} || exit 125; {process_cap()}{script}"
-        proc = await asyncio.create_subprocess_exec(
-            "/bin/bash", "--noprofile", "--norc", "-c", limited,
-            stdin=asyncio.subprocess.PIPE if req.get("stdin") else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            cwd="/",
-            env=env,
-        )  # fmt: skip
-        assert proc.stdout is not None
-        assert proc.stderr is not None
+        call = Supervised.start(
+            ["/bin/bash", "--noprofile", "--norc", "-c", limited], env, stdin=bool(req.get("stdin"))
+        )
+        self.children.supervise(call)
+        loop = asyncio.get_running_loop()
         cut = {STDOUT: False, STDERR: False}
+        # The pipes are wired up before any task starts: a task cancelled before its first
+        # step would never close the descriptor it was handed.
+        streams: list[asyncio.BaseTransport] = []
+        readers: dict[int, asyncio.StreamReader] = {}
+        for fd, kind in ((call.stdout, STDOUT), (call.stderr, STDERR)):
+            readers[kind] = asyncio.StreamReader(limit=1 << 20, loop=loop)
+            reading, _ = await loop.connect_read_pipe(
+                functools.partial(asyncio.StreamReaderProtocol, readers[kind]),
+                os.fdopen(fd, "rb", buffering=0),
+            )
+            streams.append(reading)
+        stdin: asyncio.StreamWriter | None = None
+        if call.stdin >= 0:
+            writing, protocol = await loop.connect_write_pipe(
+                asyncio.streams.FlowControlMixin, os.fdopen(call.stdin, "wb", buffering=0)
+            )
+            streams.append(writing)
+            stdin = asyncio.StreamWriter(writing, protocol, None, loop)
 
         async def pump(stream: asyncio.StreamReader, kind: int) -> None:
             kept = 0
@@ -235,53 +251,54 @@ class Agent:
                 if len(chunk) > room:
                     cut[kind] = True
 
-        async def feed() -> None:
-            assert proc.stdin is not None
+        async def feed(stdin: asyncio.StreamWriter) -> None:
             try:
                 while True:
                     kind, payload = await queue.get()
                     if kind == DATA:
-                        proc.stdin.write(payload)
-                        await proc.stdin.drain()
+                        stdin.write(payload)
+                        await stdin.drain()
                     elif kind == EOF:
                         break
                     elif kind == CANCEL:
-                        kill_tree(proc.pid, tag)
+                        call.stop()
                         break
             except (BrokenPipeError, ConnectionResetError):
                 pass
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                proc.stdin.close()
+            stdin.close()
 
         async def watch_cancel() -> None:
             while True:
                 kind, _payload = await queue.get()
                 if kind == CANCEL:
-                    kill_tree(proc.pid, tag)
+                    call.stop()
                     return
 
-        tasks = [
-            asyncio.create_task(pump(proc.stdout, STDOUT)),
-            asyncio.create_task(pump(proc.stderr, STDERR)),
-        ]
-        side = asyncio.create_task(feed() if req.get("stdin") else watch_cancel())
+        tasks = [asyncio.create_task(pump(readers[kind], kind)) for kind in (STDOUT, STDERR)]
+        side = asyncio.create_task(feed(stdin) if stdin is not None else watch_cancel())
         timed_out = False
         try:
-            await asyncio.wait_for(exited(proc), timeout)
-        except TimeoutError:
-            timed_out = True
+            try:
+                await asyncio.wait_for(asyncio.shield(call.finished), timeout)
+            except TimeoutError:
+                timed_out = True
         finally:
-            # Whatever happened, nothing this call started may outlive it.
-            kill_tree(proc.pid, tag)
-            if proc.returncode is None:
-                await proc.wait()
+            # Whatever happened, nothing this call started may outlive it: the supervisor kills
+            # every process left and reports only when it has no child left.
+            call.stop()
+            code = await call.finished
             side.cancel()
+        if code is None:
+            # The supervisor itself was killed (by the command, which runs as the same user):
+            # once it is gone its orphans belong to the agent, which kills them.
+            code = os.waitstatus_to_exitcode(await call.reaped)
+            await self.children.sweep()
         _done, pending = await asyncio.wait(tasks, timeout=DRAIN_GRACE_S)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, side, return_exceptions=True)
-        kill_tree(proc.pid, tag)
-        code = proc.returncode if proc.returncode is not None else -signal.SIGKILL
+        for stream in streams:
+            stream.close()
         return {
             "exit_code": code if code >= 0 else 128 - code,
             "timed_out": timed_out,
@@ -482,11 +499,11 @@ class Agent:
     ) -> dict[str, object]:
         """``tar czf -`` of the root, paced by the client's acknowledgements (cumulative bytes)."""
         window = int(req.get("window", 8 << 20))  # type: ignore[call-overload]
-        proc = await asyncio.create_subprocess_exec(
+        proc = await self.children.spawn(asyncio.create_subprocess_exec(
             "tar", "-C", self.root.path, "--format=gnu", "-czf", "-", "--null", "--files-from=-",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
-        )  # fmt: skip
+        ))  # fmt: skip
         assert proc.stdin is not None
         assert proc.stdout is not None
         assert proc.stderr is not None
@@ -525,11 +542,11 @@ class Agent:
         token = secrets.token_hex(6)
         staging = os.path.join(self.root.path, f".trove-restore-{token}")
         os.mkdir(staging, 0o700)
-        proc = await asyncio.create_subprocess_exec(
+        proc = await self.children.spawn(asyncio.create_subprocess_exec(
             "tar", "-xzf", "-", "-C", staging, "--no-same-owner", "--delay-directory-restore",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
-        )  # fmt: skip
+        ))  # fmt: skip
         assert proc.stdin is not None
         assert proc.stderr is not None
         errors = asyncio.create_task(proc.stderr.read())
@@ -585,69 +602,286 @@ class Agent:
         return {"pong": True}
 
 
-async def exited(proc: asyncio.subprocess.Process) -> None:
-    """Return when the shell itself has exited.
-
-    ``Process.wait()`` on some Python versions (Debian's 3.11.2) also waits for the output
-    pipes to close, which a leftover background job holds open; a pidfd says "exited" alone.
-    """
-    if proc.returncode is not None:
-        return
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except ProcessLookupError:
-        # Exited and already reaped (a fast command): the child watcher is about to report it,
-        # and nothing else signals that without also waiting for the pipes.
-        while proc.returncode is None:  # noqa: ASYNC110
-            await asyncio.sleep(0.002)
-        return
-    except (AttributeError, OSError):
-        await proc.wait()
-        return
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-
-    def exited_now() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    loop.add_reader(pidfd, exited_now)
-    try:
-        await done
-    finally:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
+# -- containment ----------------------------------------------------------------------------
+#
+# No marker, group or session can hold a command that wants out (``setsid env -u X``, double
+# forks), and neither cgroups nor pid namespaces are available to an unprivileged pod. Child
+# subreapers are: a process that leaves its parent is re-parented to the nearest ancestor
+# marked as one, never past it. Each exec runs under its own supervisor (a fork of the agent,
+# a subreaper holding only the call's pipes); when the shell exits, the call is cancelled or
+# times out, or the agent goes away, the supervisor kills every child it has, again and again
+# as the orphans of the killed come up to it, and exits once it has none. A supervisor killed
+# by its command leaves its orphans to the agent (a subreaper too), which kills every child
+# of its own that it does not know.
 
 
-def kill_tree(pgid: int, tag: str) -> None:
-    """Kill the command's process group, then anything else carrying its marker (setsid'd children).
+def _prctl() -> Callable[..., int] | None:
+    with contextlib.suppress(OSError, AttributeError):
+        function = ctypes.CDLL(None, use_errno=True).prctl
+        function.restype = ctypes.c_int
+        return function
+    return None
 
-    Returns once none of them is alive: SIGKILL is only delivered when the target next runs,
-    which on a busy node can be after the caller has its answer and looks (``ps``) again.
-    A killed process whose parent has not reaped it yet has no environment left, so it no
-    longer matches.
-    """
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-    needle = f"{MARKER}={tag}".encode()
-    deadline = time.monotonic() + KILL_WAIT_S
-    while True:
-        found = False
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
+
+PRCTL = _prctl()
+REPORT = struct.Struct(">i")
+PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def prctl(option: int, value: int) -> None:
+    if PRCTL is None or PRCTL(option, ctypes.c_ulong(value), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
+
+
+def children_of(pid: int) -> list[int]:
+    """The live and zombie children of ``pid``, read from /proc (as their parent sees them)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        tasks = os.listdir(f"/proc/{pid}/task")
+        with contextlib.suppress(OSError):
+            for task in tasks:  # needs CONFIG_PROC_CHILDREN, which not every kernel has
+                with open(f"/proc/{pid}/task/{task}/children", "rb") as f:
+                    found += [int(child) for child in f.read().split()]
+            return found
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
             try:
-                with open(f"/proc/{name}/environ", "rb") as f:
-                    environ = f.read()
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    stat_line = f.read()
             except OSError:
                 continue
-            if needle + b"\x00" in environ or environ.endswith(needle):
-                found = True
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(int(name), signal.SIGKILL)
-        if not found or time.monotonic() > deadline:
-            return
-        time.sleep(0.002)
+            # "pid (comm) state ppid ...": comm may hold anything, so fields count from the last ")".
+            fields = stat_line[stat_line.rfind(b")") + 2 :].split()
+            if len(fields) > 1 and int(fields[1]) == pid:
+                found.append(int(name))
+    return found
+
+
+def reap_all(first: int, status: int | None) -> int | None:
+    """Kill every child, over and over as orphans come up, until none is left; ``first``'s status."""
+    me = os.getpid()
+    pause = 0.0005
+    while True:
+        try:
+            pid, st = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return status
+        if pid:
+            if pid == first:
+                status = st
+            continue
+        killed = 0
+        for child in children_of(me):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+                killed += 1
+        if killed:
+            # Blocks only until one of the killed is gone; its own children come up next round.
+            with contextlib.suppress(ChildProcessError):
+                pid, st = os.waitpid(-1, 0)
+                if pid == first:
+                    status = st
+        else:  # a child exists that /proc did not show yet: look again shortly
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
+
+
+def supervise(argv: list[str], env: dict[str, str], fds: tuple[int, int, int, int, int]) -> NoReturn:
+    """The forked supervisor of one call: ``fds`` become its stdin, stdout, stderr, control
+    pipe (closed by the agent to stop the call, or by the kernel when the agent dies) and
+    report pipe (the exit code, once no process of the call is left: the agent need not wait
+    for this copy of itself to be torn down); every other descriptor, the channel first of
+    all, is closed before the command starts."""
+    code = 125
+    try:
+        signal.set_wakeup_fd(-1)
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds]
+        for target, fd in enumerate(high):
+            os.dup2(fd, target, inheritable=target < 3)
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) > 4:
+                with contextlib.suppress(OSError):
+                    os.close(int(name))
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+        signal.set_wakeup_fd(wake_w)
+        os.chdir("/")
+        # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec:
+        # the command gets the defaults (``ulimit -f`` kills with SIGXFSZ, ``yes | head`` ends).
+        shell = os.posix_spawn(argv[0], argv, env, setsid=True, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+        status: int | None = None
+        while status is None:
+            ready, _, _ = select.select([wake_r, 3], [], [])
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_r, 4096)
+            while True:  # reap what exited: the shell, or orphans (no zombie piles up meanwhile)
+                try:
+                    pid, st = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                if pid == shell:
+                    status = st
+            if status is None and 3 in ready:
+                break  # stopped: cancelled, timed out, or the agent is gone
+        status = reap_all(shell, status)
+        if status is None:
+            code = 128 + signal.SIGKILL
+        else:
+            exit_code = os.waitstatus_to_exitcode(status)
+            code = exit_code if exit_code >= 0 else 128 - exit_code
+        os.write(4, REPORT.pack(code))
+    except BaseException as exc:  # never return into the agent's event loop
+        with contextlib.suppress(OSError):
+            os.write(2, f"trove-agent: the call's supervisor failed: {exc!r}\n".encode())
+        with contextlib.suppress(BaseException):
+            reap_all(-1, None)
+    finally:
+        os._exit(code)
+
+
+class Supervised:
+    """One call's supervisor, seen from the agent: its pipes, ``stop()``, ``finished`` (the
+    call's exit code, or None when the supervisor died without one) and ``reaped`` (its own
+    wait status)."""
+
+    def __init__(self, pid: int, stdin: int, stdout: int, stderr: int, control: int, report: int) -> None:
+        self.pid = pid
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.control = control
+        self.reaped = watch_exit(pid)
+        loop = asyncio.get_running_loop()
+        self.finished: asyncio.Future[int | None] = loop.create_future()
+
+        def reported() -> None:
+            data = os.read(report, REPORT.size)  # written whole, before the writer exits
+            loop.remove_reader(report)
+            os.close(report)
+            if not self.finished.done():
+                self.finished.set_result(REPORT.unpack(data)[0] if len(data) == REPORT.size else None)
+
+        loop.add_reader(report, reported)
+
+    @classmethod
+    def start(cls, argv: list[str], env: dict[str, str], *, stdin: bool) -> Supervised:
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        control_r, control_w = os.pipe2(os.O_CLOEXEC)
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        if stdin:
+            in_r, in_w = os.pipe2(os.O_CLOEXEC)
+        else:
+            in_r, in_w = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1
+        pid = os.fork()
+        if pid == 0:
+            supervise(argv, env, (in_r, out_w, err_w, control_r, report_w))
+        for fd in (in_r, out_w, err_w, control_r, report_w):
+            os.close(fd)
+        return cls(pid, in_w, out_r, err_r, control_w, report_r)
+
+    def stop(self) -> None:
+        """Kill the call's whole tree (the supervisor sees its control pipe close)."""
+        if self.control >= 0:
+            os.close(self.control)
+            self.control = -1
+
+
+def watch_exit(pid: int) -> asyncio.Future[int]:
+    """A child's wait status, reaped by its pid alone (never ``waitpid(-1)``: asyncio waits for its own)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[int] = loop.create_future()
+
+    def reaped() -> bool:
+        try:
+            waited, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # reaped by a sweep meanwhile
+            waited, status = pid, 0
+        if waited and not done.done():
+            done.set_result(status)
+        return bool(waited)
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # before Linux 5.3: look every few milliseconds
+
+        def poll() -> None:
+            if not reaped():
+                loop.call_later(0.005, poll)
+
+        poll()
+        return done
+
+    def exited_now() -> None:
+        if reaped():
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+
+    loop.add_reader(pidfd, exited_now)
+    return done
+
+
+class Children:
+    """Which of the agent's children are its own: live supervisors, and whatever a feature
+    registers in ``known`` (inside ``spawning()``, so the sweep never sees it unregistered).
+    Any other child is an orphan re-parented to the agent, and ``sweep`` kills it."""
+
+    def __init__(self) -> None:
+        self.supervisors: set[int] = set()
+        self.known: set[int] = set()
+        self._spawning = 0
+
+    def supervise(self, call: Supervised) -> None:
+        """Known until reaped (after the call has its answer: tearing the fork down takes a while)."""
+        self.supervisors.add(call.pid)
+        call.reaped.add_done_callback(lambda _: self.supervisors.discard(call.pid))
+
+    @contextlib.contextmanager
+    def spawning(self) -> Iterator[None]:
+        self._spawning += 1
+        try:
+            yield
+        finally:
+            self._spawning -= 1
+
+    async def spawn(self, starting: Awaitable[asyncio.subprocess.Process]) -> asyncio.subprocess.Process:
+        """``asyncio.create_subprocess_exec(...)``, known to the sweep until it exits."""
+        with self.spawning():
+            proc = await starting
+            self.known.add(proc.pid)
+        pid = proc.pid
+        asyncio.ensure_future(proc.wait()).add_done_callback(lambda _: self.known.discard(pid))
+        return proc
+
+    async def sweep(self) -> None:
+        deadline = time.monotonic() + KILL_WAIT_S
+        me = os.getpid()
+        while time.monotonic() < deadline:
+            if self._spawning:
+                await asyncio.sleep(0.002)
+                continue
+            orphans = [
+                pid for pid in children_of(me) if pid not in self.supervisors and pid not in self.known
+            ]
+            if not orphans:
+                return
+            for pid in orphans:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(0.001)
+            for pid in orphans:  # only these are reaped: asyncio and the supervisors reap their own
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 (WNOHANG: never blocks)
+
+    async def sweep_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            await self.sweep()
 
 
 class FrameInput(asyncio.Protocol):
@@ -704,6 +938,14 @@ class FrameInput(asyncio.Protocol):
 async def main() -> None:
     root = sys.argv[1] if len(sys.argv) > 1 else "/workspace"
     loop = asyncio.get_running_loop()
+    # Not dumpable: /proc/<agent>/{fd,environ,mem} are closed to the commands (same uid, no
+    # capabilities), so none can write a forged frame into the channel. Supervisors are forks
+    # and stay so; the commands they exec are dumpable again, as exec resets it.
+    prctl(PR_SET_DUMPABLE, 0)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    # Forking a process with threads (asyncio.to_thread's) is safe here: the child touches no
+    # lock before it execs or exits (Python 3.12+ warns about it regardless).
+    warnings.filterwarnings("ignore", ".*fork.*", DeprecationWarning)
     widen_pipes()
     keep_freed_memory()
     transport, protocol = await loop.connect_write_pipe(
@@ -717,8 +959,10 @@ async def main() -> None:
         lambda: FrameInput(agent.deliver), os.fdopen(0, "rb", buffering=0)
     )
     sweeper = asyncio.create_task(asyncio.to_thread(sweep, Root(root).path))
+    orphans = asyncio.create_task(agent.children.sweep_every(SWEEP_EVERY_S))
     await agent.serve(frames)
     sweeper.cancel()
+    orphans.cancel()
 
 
 def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
