@@ -24,7 +24,9 @@ from trove_core.runtime import ExecOutput, ExecSpec
 
 log = logging.getLogger(__name__)
 
-AGENT_COMMAND = ("python3", "/usr/local/lib/trove/agent.py", "/workspace")
+# -I: no PYTHON* variables, no user site-packages, no script directory on the path. Commands can
+# write $HOME/.local; a .pth file there must never run inside the agent when it restarts.
+AGENT_COMMAND = ("python3", "-I", "/usr/local/lib/trove/agent.py", "/workspace")
 HELLO_TIMEOUT_S = 10.0
 STDIN, STDOUT, STDERR, STATUS = 0, 1, 2, 3
 
