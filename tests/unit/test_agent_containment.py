@@ -21,6 +21,7 @@ from tests.unit.test_agent import agent, spec
 from tests.unit.test_agent_process_cap import SETPRIV, capped_agent
 from trove_api.runtimes.channel import AGENT_SOURCE
 from trove_api.runtimes.kubernetes.podexec import AGENT_COMMAND
+from trove_core.errors import ChannelLostError
 
 ESCAPES = {
     "setsid_without_marker": "setsid env -u TROVE_EXEC_TAG sleep {nap} >/dev/null 2>&1 < /dev/null &",
@@ -86,7 +87,8 @@ async def test_a_timed_out_call_leaves_nothing_either(tmp_path: Path) -> None:
     nap = unique_nap()
     try:
         async with agent(tmp_path) as session:
-            script = f"setsid env -u TROVE_EXEC_TAG sleep {nap} & ( ( sleep {nap} & ) & ); echo started; sleep {nap}"
+            escapes = f"setsid env -u TROVE_EXEC_TAG sleep {nap} & ( ( sleep {nap} & ) & )"
+            script = f"{escapes}; echo started; sleep {nap}"
             out = await session.exec(spec(script, timeout=1), 1 << 20)
             assert out.timed_out
             assert (out.stdout, out.exit_code) == (b"started\n", 137)
@@ -130,7 +132,7 @@ async def test_a_dead_agent_leaves_no_call_behind(tmp_path: Path) -> None:
                 await asyncio.sleep(0.02)
             assert len(sleepers(nap)) == 2
             os.kill(pid, signal.SIGKILL)
-            with pytest.raises(Exception):  # noqa: B017, PT011 (ChannelLostError; the type is the session's business)
+            with pytest.raises(ChannelLostError):
                 await running
         assert await gone(nap)
     finally:
