@@ -5,6 +5,13 @@ request id, type) in both directions. One ``AgentSession`` multiplexes any numbe
 concurrent commands and transfers; the transport (a pod exec websocket, or a local pipe in
 tests) only moves bytes. If the transport drops, every open request fails with
 ``ChannelLostError`` and the owner reconnects.
+
+What the agent sends is checked, not trusted: a frame is capped by type before it is buffered,
+what waits per request is capped, exec output is cut at the call's own limit, and an exec
+has the API's own deadline. A stream that breaks the protocol (oversized or unknown frame,
+a RESULT that is not a JSON object, too much waiting for one request) drops the channel:
+every open request fails with ``ChannelLostError``, the transport is closed, and the next
+call reconnects. Frames for an id that is not open are counted and dropped.
 """
 
 from __future__ import annotations
@@ -13,11 +20,12 @@ import asyncio
 import collections
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from trove_api.runtimes.channel.frames import HEADER, FrameReader
+from trove_api.runtimes.channel.frames import HEADER, FrameError, FrameReader
 from trove_core.errors import (
     ChannelLostError,
     IsADirectoryError_,
@@ -40,6 +48,26 @@ READ_AHEAD = 2
 EXPORT_WINDOW = 8 * 1024 * 1024
 EXPORT_ACK_BYTES = 1024 * 1024
 _LOST = -1
+# The agent sends data in 256 KiB frames and output in 64 KiB ones; RESULTs are small except
+# a listing (recovery lists a whole restored tree in one).
+MAX_FRAME_BYTES = 8 * 1024 * 1024
+MAX_RESULT_BYTES = 64 * 1024 * 1024
+FRAME_LIMITS = {
+    DATA: MAX_FRAME_BYTES,
+    STDOUT: MAX_FRAME_BYTES,
+    STDERR: MAX_FRAME_BYTES,
+    RESULT: MAX_RESULT_BYTES,
+    HELLO: 64 * 1024,
+}
+# What may wait unread for one request: an export runs at most EXPORT_WINDOW ahead of its
+# acknowledgements, a read READ_WINDOW per request; exec output is consumed as it comes.
+REQUEST_BUFFER_BYTES = 4 * EXPORT_WINDOW
+# The agent kills a call at its timeout and answers within seconds (its drain grace); past
+# this the API asks once more (CANCEL), then gives the channel up.
+EXEC_GRACE_S = 5.0
+CANCEL_GRACE_S = 5.0
+
+log = logging.getLogger(__name__)
 
 Sender = Callable[[bytes | bytearray | memoryview], Awaitable[None]]
 
@@ -71,6 +99,8 @@ class Request:
         self.session = session
         self.id = rid
         self.queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
+        self.buffered = 0  # payload bytes waiting in the queue
+        self.parsed: dict[str, Any] | None = None  # the RESULT, checked (and parsed) on arrival
 
     async def send(self, kind: int, payload: bytes | bytearray | memoryview = b"") -> None:
         await self.session.send_frame(self.id, kind, payload)
@@ -87,6 +117,7 @@ class Request:
         kind, payload = await self.queue.get()
         if kind == _LOST:
             raise ChannelLostError("The connection to the sandbox pod dropped; retry the call")
+        self.buffered -= len(payload)
         return kind, payload
 
     async def result(self) -> dict[str, Any]:
@@ -94,28 +125,41 @@ class Request:
         while True:
             kind, payload = await self.next()
             if kind == RESULT:
-                return _json(payload)
+                return self.parsed if self.parsed is not None else _json(payload)
 
     def close(self) -> None:
         self.session.requests.pop(self.id, None)
 
 
 def _json(payload: bytes) -> dict[str, Any]:
-    value = json.loads(payload)
-    if not isinstance(value, dict):
+    value = _object(payload)
+    if value is None:
         raise TroveError("The sandbox agent sent a malformed reply")
     return value
+
+
+def _object(payload: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(payload)
+    except ValueError:  # not JSON, or not UTF-8
+        return None
+    return value if isinstance(value, dict) else None
 
 
 class AgentSession:
     """Frame parser + request table over one transport."""
 
-    def __init__(self, sender: Sender, prefix: bytes = b"") -> None:
+    def __init__(
+        self, sender: Sender, prefix: bytes = b"", abort: Callable[[], object] | None = None
+    ) -> None:
         self._sender = sender
         # Bytes the transport wants before each frame (the exec websocket's stdin channel),
         # joined in with the header: one copy of each payload, not two.
         self._prefix = prefix
-        self._frames = FrameReader()
+        # Closes the transport when the stream breaks the protocol (its owner then reconnects).
+        self._abort = abort
+        self._frames = FrameReader(FRAME_LIMITS)
+        self.stray_frames = 0  # frames for an id not open (late output of a closed request)
         self._next_id = 1
         self.requests: dict[int, Request] = {}
         self.hello: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -125,16 +169,46 @@ class AgentSession:
     # -- transport side -------------------------------------------------------------------
 
     def feed(self, data: bytes | memoryview) -> None:
-        for rid, kind, payload in self._frames.feed(data):
-            if kind == HELLO and rid == 0:
+        if self.closed:
+            return
+        try:
+            frames = self._frames.feed(data)
+        except FrameError as exc:
+            self.broken(str(exc))
+            return
+        for rid, kind, payload in frames:
+            if kind == HELLO:
+                hello = _object(payload)
+                if rid != 0 or hello is None:
+                    self.broken("a malformed HELLO")
+                    return
                 if not self.hello.done():
-                    self.hello.set_result(_json(payload))
+                    self.hello.set_result(hello)
                 continue
             request = self.requests.get(rid)
-            if request is not None:
-                request.queue.put_nowait((kind, payload))
-                if kind == RESULT:
-                    self.requests.pop(rid, None)
+            if request is None:
+                self.stray_frames += 1
+                continue
+            if kind == RESULT:
+                request.parsed = _object(payload)
+                if request.parsed is None:
+                    self.broken(f"a RESULT for id {rid} that is not a JSON object")
+                    return
+                self.requests.pop(rid, None)
+            request.buffered += len(payload)
+            if request.buffered > REQUEST_BUFFER_BYTES:
+                self.broken(f"more than {REQUEST_BUFFER_BYTES} bytes waiting for id {rid}")
+                return
+            request.queue.put_nowait((kind, payload))
+
+    def broken(self, reason: str) -> None:
+        """The stream cannot be trusted any more: fail every request, close the transport."""
+        if self.closed:
+            return
+        log.warning("dropping the sandbox channel: %s", reason)
+        self.connection_lost()
+        if self._abort is not None:
+            self._abort()
 
     def connection_lost(self) -> None:
         self.closed = True
@@ -198,20 +272,39 @@ class AgentSession:
                 "file_bytes": file_bytes,
             }
         )
-        try:
-            if spec.stdin is not None:
-                await request.send_data(spec.stdin)
-                await request.send(EOF)
-            out, err = bytearray(), bytearray()
+        out, err = bytearray(), bytearray()
+        cut = {STDOUT: False, STDERR: False}
+
+        async def collect() -> dict[str, Any]:
             while True:
                 kind, payload = await request.next()
-                if kind == STDOUT:
-                    out += payload
-                elif kind == STDERR:
-                    err += payload
+                if kind in (STDOUT, STDERR):
+                    # Kept to the call's own limit, whatever the agent sends.
+                    buffer = out if kind == STDOUT else err
+                    room = spec.output_limit - len(buffer)
+                    if room > 0:
+                        buffer += payload[:room]
+                    cut[kind] = cut[kind] or len(payload) > room
                 elif kind == RESULT:
-                    result = _json(payload)
-                    break
+                    return request.parsed if request.parsed is not None else _json(payload)
+
+        try:
+            try:
+                async with asyncio.timeout(spec.timeout_s + EXEC_GRACE_S):
+                    if spec.stdin is not None:
+                        await request.send_data(spec.stdin)
+                        await request.send(EOF)
+                    result = await collect()
+            except TimeoutError:
+                # The agent missed its own deadline: ask once more, then give the channel up.
+                await request.send(CANCEL)
+                try:
+                    async with asyncio.timeout(CANCEL_GRACE_S):
+                        result = await collect()
+                except TimeoutError:
+                    waited = spec.timeout_s + EXEC_GRACE_S + CANCEL_GRACE_S
+                    self.broken(f"exec id {request.id} unanswered after {waited:g} s")
+                    raise ChannelLostError("The sandbox agent stopped answering; retry the call") from None
         except asyncio.CancelledError:
             with contextlib.suppress(TroveError, OSError):
                 await request.send(CANCEL)
@@ -224,8 +317,8 @@ class AgentSession:
             exit_code=int(result["exit_code"]),
             stdout=bytes(out),
             stderr=bytes(err),
-            stdout_truncated=bool(result["stdout_truncated"]),
-            stderr_truncated=bool(result["stderr_truncated"]),
+            stdout_truncated=bool(result["stdout_truncated"]) or cut[STDOUT],
+            stderr_truncated=bool(result["stderr_truncated"]) or cut[STDERR],
             timed_out=bool(result["timed_out"]),
             duration_ms=int(result["duration_ms"]),
         )

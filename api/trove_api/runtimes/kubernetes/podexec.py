@@ -38,7 +38,8 @@ class WarmChannel:
         self.pod = pod
         self.ws = ws
         self._send_lock = asyncio.Lock()
-        self.session = AgentSession(self._send, prefix=bytes([STDIN]))
+        # A stream that breaks the protocol closes the websocket: the runtime reconnects.
+        self.session = AgentSession(self._send, prefix=bytes([STDIN]), abort=self._abort)
         self.status: dict[str, Any] | None = None
         self._reader = detached_task(self._read(), name=f"trove-channel-{pod}")
 
@@ -61,6 +62,9 @@ class WarmChannel:
                 internal=f"trove-agent did not answer in pod {pod}",
             ) from exc
         return channel
+
+    def _abort(self) -> None:
+        detached_task(self.ws.close(), name=f"trove-channel-close-{self.pod}")
 
     @property
     def open(self) -> bool:
