@@ -150,9 +150,8 @@ async def test_too_much_waiting_for_one_request_drops_the_channel() -> None:
     fake.session.feed(chunk)
     assert fake.session.closed
     assert fake.aborted == 1
-    with pytest.raises(ChannelLostError):
-        while True:
-            await request.next()
+    with pytest.raises(ChannelLostError):  # at once: what waited was let go
+        await request.next()
 
 
 async def test_an_exec_the_agent_does_not_answer_is_cancelled_then_the_channel_dropped(

@@ -206,6 +206,10 @@ class AgentSession:
         if self.closed:
             return
         log.warning("dropping the sandbox channel: %s", reason)
+        for request in self.requests.values():  # what waits unread is let go at once
+            while not request.queue.empty():
+                request.queue.get_nowait()
+            request.buffered = 0
         self.connection_lost()
         if self._abort is not None:
             self._abort()
