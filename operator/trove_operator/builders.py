@@ -109,6 +109,28 @@ def _own_workspace_script(uid: int) -> str:
     )
 
 
+# PID 1 of the sandbox container, in plain sh (agentless images have no python3). Processes
+# exec'd into the pod have a parent outside it; only orphans come up to PID 1: the calls of
+# an agent that died together with their supervisors, or strays of the agentless fallback's
+# shells. Each second it kills every child it has and reaps them (``wait`` reaps any child),
+# so no process outlives its call by more than that, and no zombie piles up. Builtins only
+# in the scan (no fork), so every child it sees is an orphan; a comm may hold ")" or a
+# newline, so fields are counted from the last ") " of the whole file.
+PID1_SCRIPT = """trap 'exit 0' TERM INT
+while :; do
+  for stat in /proc/[0-9]*/stat; do
+    line=
+    while IFS= read -r part || [ -n "$part" ]; do line="$line $part"; done 2>/dev/null < "$stat"
+    set -- ${line##*) }
+    [ "${2:-}" = 1 ] || continue
+    pid=${stat#/proc/}
+    kill -9 "${pid%/stat}" 2>/dev/null
+  done
+  sleep 1 &
+  wait $!
+done"""
+
+
 def _drop_all() -> Manifest:
     return {"drop": ["ALL"]}
 
@@ -181,8 +203,9 @@ def build_pod_spec(claim_name: str, spec: SandboxTemplate) -> Manifest:
                 "name": "sandbox",
                 "image": spec.image,
                 "imagePullPolicy": spec.image_pull_policy,
-                # PID 1 only idles; commands arrive through the exec API (the warm agent or bash).
-                "command": ["sleep", "infinity"],
+                # PID 1 kills orphans (PID1_SCRIPT); commands arrive through the exec API (the
+                # warm agent or bash).
+                "command": ["/bin/sh", "-c", PID1_SCRIPT],
                 "workingDir": "/",
                 "env": [
                     {"name": "HOME", "value": WORKSPACE_MOUNT},
