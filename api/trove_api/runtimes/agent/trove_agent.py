@@ -24,6 +24,7 @@ import ctypes
 import errno
 import fcntl
 import functools
+import gc
 import json
 import os
 import secrets
@@ -696,6 +697,8 @@ def supervise(argv: list[str], env: dict[str, str], fds: tuple[int, int, int, in
     all, is closed before the command starts."""
     code = 125
     try:
+        # A collection would walk (and so copy) every page it shares with the agent.
+        gc.disable()
         signal.set_wakeup_fd(-1)
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds]
         for target, fd in enumerate(high):
@@ -948,6 +951,9 @@ async def main() -> None:
     warnings.filterwarnings("ignore", ".*fork.*", DeprecationWarning)
     widen_pipes()
     keep_freed_memory()
+    # What is loaded by now lives as long as the agent: kept out of collections, its pages are
+    # not written by them, so they stay shared with each call's supervisor (a fork).
+    gc.freeze()
     transport, protocol = await loop.connect_write_pipe(
         asyncio.streams.FlowControlMixin, os.fdopen(1, "wb", buffering=0)
     )
