@@ -199,3 +199,25 @@ def test_the_agent_command_ignores_the_users_site_packages(tmp_path: Path) -> No
         proc.stdin.close()
         proc.stdout.read()
     assert not marker.exists()
+
+
+async def test_a_cancelled_call_leaves_nothing(tmp_path: Path) -> None:
+    # The HTTP client went away: the API cancels the exec, and the agent kills its whole tree.
+    nap = unique_nap()
+    try:
+        async with agent(tmp_path) as session:
+            script = f"setsid env -u TROVE_EXEC_TAG sleep {nap} & ( ( sleep {nap} & ) & ); sleep {nap}"
+            running = asyncio.create_task(session.exec(spec(script, timeout=60), 1 << 20))
+            deadline = time.monotonic() + 10
+            while len(sleepers(nap)) < 3 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert len(sleepers(nap)) == 3
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+            assert await gone(nap)
+            again = await session.exec(spec("echo alive"), 1 << 20)
+            assert again.stdout == b"alive\n"
+    finally:
+        for pid in sleepers(nap):
+            os.kill(pid, signal.SIGKILL)
