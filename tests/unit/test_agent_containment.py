@@ -221,3 +221,30 @@ async def test_a_cancelled_call_leaves_nothing(tmp_path: Path) -> None:
     finally:
         for pid in sleepers(nap):
             os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_stopped_supervisor_does_not_hold_a_call(tmp_path: Path) -> None:
+    # SIGSTOP on its supervisor: the call still ends at its timeout (plus the agent's grace),
+    # the supervisor is killed, and its orphans with it.
+    nap = unique_nap()
+    try:
+        async with agent(tmp_path) as session:
+            script = (
+                f"setsid env -u TROVE_EXEC_TAG sleep {nap} >/dev/null 2>&1 & kill -STOP $PPID; sleep {nap}"
+            )
+            out = await asyncio.wait_for(session.exec(spec(script, timeout=1), 1 << 20), 60)
+            assert (out.exit_code, out.timed_out) == (137, True)
+            assert await gone(nap)
+            again = await session.exec(spec("echo alive"), 1 << 20)
+            assert again.stdout == b"alive\n"
+    finally:
+        for pid in sleepers(nap):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def test_supervisors_are_reused_and_hold_nothing_of_a_previous_call(tmp_path: Path) -> None:
+    async with agent(tmp_path) as session:
+        first = await session.exec(spec("echo $PPID; ls /proc/$PPID/fd | wc -l"), 1 << 20)
+        for _ in range(5):
+            again = await session.exec(spec("echo $PPID; ls /proc/$PPID/fd | wc -l"), 1 << 20)
+            assert again.stdout == first.stdout  # the same supervisor, with as many descriptors

@@ -31,13 +31,14 @@ import secrets
 import select
 import shutil
 import signal
+import socket
 import stat
 import struct
 import sys
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 HEADER = struct.Struct(">IIB")
 OPEN, DATA, EOF, CANCEL, STDOUT, STDERR, RESULT, HELLO = 1, 2, 3, 4, 5, 6, 7, 8
@@ -48,6 +49,8 @@ DRAIN_GRACE_S = 2.0
 KILL_WAIT_S = 1.0
 WRITEBACK_BYTES = 8 * 1024 * 1024
 SWEEP_EVERY_S = 5.0
+IDLE_SUPERVISORS = 4
+SUPERVISOR_GRACE_S = 5.0
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 TEMP_PREFIX = ".trove-upload-"
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -216,10 +219,9 @@ class Agent:
         # parsed, so the script cannot lift it; one exec fewer than a wrapper shell. Same line:
         # line numbers in bash's error messages stay those of the script.
         limited = f"ulimit -f {file_blocks} || exit 125; {process_cap()}{script}"
-        call = Supervised.start(
+        call = self.children.start(
             ["/bin/bash", "--noprofile", "--norc", "-c", limited], env, stdin=bool(req.get("stdin"))
         )
-        self.children.supervise(call)
         loop = asyncio.get_running_loop()
         cut = {STDOUT: False, STDERR: False}
         # The pipes are wired up before any task starts: a task cancelled before its first
@@ -287,13 +289,20 @@ class Agent:
             # Whatever happened, nothing this call started may outlive it: the supervisor kills
             # every process left and reports only when it has no child left.
             call.stop()
-            code = await call.finished
+            try:
+                code = await asyncio.wait_for(asyncio.shield(call.finished), SUPERVISOR_GRACE_S)
+            except TimeoutError:
+                code = None  # stopped (SIGSTOP) by its command, which runs as the same user
             side.cancel()
         if code is None:
-            # The supervisor itself was killed (by the command, which runs as the same user):
-            # once it is gone its orphans belong to the agent, which kills them.
-            code = os.waitstatus_to_exitcode(await call.reaped)
+            # The supervisor was killed or stopped by its command: once it is gone, its orphans
+            # belong to the agent, which kills them.
+            self.children.discard(call.supervisor)
+            await call.supervisor.reaped
             await self.children.sweep()
+            code = 128 + signal.SIGKILL
+        else:
+            self.children.release(call.supervisor)
         _done, pending = await asyncio.wait(tasks, timeout=DRAIN_GRACE_S)
         for task in pending:
             task.cancel()
@@ -689,37 +698,35 @@ def reap_all(first: int, status: int | None) -> int | None:
             pause = min(pause * 2, 0.01)
 
 
-def supervise(argv: list[str], env: dict[str, str], fds: tuple[int, int, int, int, int]) -> NoReturn:
-    """The forked supervisor of one call: ``fds`` become its stdin, stdout, stderr, control
-    pipe (closed by the agent to stop the call, or by the kernel when the agent dies) and
-    report pipe (the exit code, once no process of the call is left: the agent need not wait
-    for this copy of itself to be torn down); every other descriptor, the channel first of
-    all, is closed before the command starts."""
+def run_call(request: dict[str, Any], fds: list[int], wake: int) -> None:
+    """One call, in a supervisor. ``fds``: the call's stdin, stdout and stderr, its control pipe
+    (closed by the agent to stop the call, or by the kernel when the agent dies) and its report
+    pipe (the exit code, written once no process of the call is left)."""
+    stdin, stdout, stderr, control, report = fds
+    argv, env = list(request["argv"]), dict(request["env"])
     code = 125
     try:
-        # A collection would walk (and so copy) every page it shares with the agent.
-        gc.disable()
-        signal.set_wakeup_fd(-1)
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds]
-        for target, fd in enumerate(high):
-            os.dup2(fd, target, inheritable=target < 3)
-        for name in os.listdir("/proc/self/fd"):
-            if int(name) > 4:
-                with contextlib.suppress(OSError):
-                    os.close(int(name))
-        prctl(PR_SET_CHILD_SUBREAPER, 1)
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
-        signal.set_wakeup_fd(wake_w)
-        os.chdir("/")
-        # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec:
-        # the command gets the defaults (``ulimit -f`` kills with SIGXFSZ, ``yes | head`` ends).
-        shell = os.posix_spawn(argv[0], argv, env, setsid=True, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+        try:
+            # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across
+            # exec: the command gets the defaults (``ulimit -f`` kills, ``yes | head`` ends).
+            shell = os.posix_spawn(
+                argv[0],
+                argv,
+                env,
+                setsid=True,
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate((stdin, stdout, stderr))
+                ],
+            )
+        finally:
+            for fd in (stdin, stdout, stderr):  # the shell has them: output ends with the call's last process
+                os.close(fd)
         status: int | None = None
         while status is None:
-            ready, _, _ = select.select([wake_r, 3], [], [])
+            ready, _, _ = select.select([wake, control], [], [])
             with contextlib.suppress(BlockingIOError):
-                os.read(wake_r, 4096)
+                os.read(wake, 4096)
             while True:  # reap what exited: the shell, or orphans (no zombie piles up meanwhile)
                 try:
                     pid, st = os.waitpid(-1, os.WNOHANG)
@@ -729,7 +736,7 @@ def supervise(argv: list[str], env: dict[str, str], fds: tuple[int, int, int, in
                     break
                 if pid == shell:
                     status = st
-            if status is None and 3 in ready:
+            if status is None and control in ready:
                 break  # stopped: cancelled, timed out, or the agent is gone
         status = reap_all(shell, status)
         if status is None:
@@ -737,42 +744,84 @@ def supervise(argv: list[str], env: dict[str, str], fds: tuple[int, int, int, in
         else:
             exit_code = os.waitstatus_to_exitcode(status)
             code = exit_code if exit_code >= 0 else 128 - exit_code
-        os.write(4, REPORT.pack(code))
-    except BaseException as exc:  # never return into the agent's event loop
-        with contextlib.suppress(OSError):
-            os.write(2, f"trove-agent: the call's supervisor failed: {exc!r}\n".encode())
-        with contextlib.suppress(BaseException):
-            reap_all(-1, None)
+    except Exception:
+        reap_all(-1, None)
     finally:
-        os._exit(code)
+        with contextlib.suppress(OSError):
+            os.write(report, REPORT.pack(code))
+        os.close(control)
+        os.close(report)
+
+
+def serve_calls(requests: int) -> NoReturn:
+    """A supervisor: a fork of the agent that runs one call after another, each handed over on
+    the ``requests`` socket (one byte and the call's descriptors; argv and environment in a
+    memfd). It keeps no other descriptor of the agent's: not the channel, not another call's
+    pipes. Reused, so a call costs no fork of the agent."""
+    try:
+        # A collection would walk (and so copy) every page it shares with the agent.
+        gc.disable()
+        signal.set_wakeup_fd(-1)
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) not in (2, requests):  # 2: the agent's own stderr, for its log
+                with contextlib.suppress(OSError):
+                    os.close(int(name))
+        null = os.open(os.devnull, os.O_RDWR)  # 0 and 1 taken: what a call receives lands above 2
+        os.dup2(null, 1 - (null == 1))
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+        signal.set_wakeup_fd(wake_w)
+        os.chdir("/")
+        sock = socket.socket(fileno=requests)
+        sock.setblocking(True)
+        while True:
+            message, fds, _flags, _address = socket.recv_fds(sock, 1, 6, socket.MSG_CMSG_CLOEXEC)
+            if not message or len(fds) != 6:
+                break  # the agent is gone, or retired this supervisor
+            for fd in fds:  # the shell gets three of them, as 0, 1 and 2, and no other
+                os.set_inheritable(fd, False)
+            with os.fdopen(fds[0], "rb") as request:
+                call = json.loads(request.read())
+            run_call(call, fds[1:], wake_r)
+    finally:
+        os._exit(0)
+
+
+class Supervisor:
+    """A supervisor process, seen from the agent: its request socket and ``reaped`` (its wait status)."""
+
+    def __init__(self) -> None:
+        agent_end, supervisor_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            serve_calls(supervisor_end.detach())
+        supervisor_end.close()
+        agent_end.setblocking(False)  # a stopped supervisor must never block the agent
+        self.pid = pid
+        self.sock = agent_end
+        self.reaped = watch_exit(pid)
+        self.reaped.add_done_callback(lambda _: self.sock.close())
+
+    def hand_over(self, request: bytes, fds: list[int]) -> None:
+        memfd = os.memfd_create("trove-call", os.MFD_CLOEXEC)
+        try:
+            os.write(memfd, request)
+            os.lseek(memfd, 0, os.SEEK_SET)
+            socket.send_fds(self.sock, [b"c"], [memfd, *fds])
+        finally:
+            os.close(memfd)
+
+    def retire(self) -> None:
+        self.sock.close()
 
 
 class Supervised:
-    """One call's supervisor, seen from the agent: its pipes, ``stop()``, ``finished`` (the
-    call's exit code, or None when the supervisor died without one) and ``reaped`` (its own
-    wait status)."""
+    """One call, seen from the agent: its pipes, ``stop()``, and ``finished`` (its exit code,
+    or None when its supervisor died without one)."""
 
-    def __init__(self, pid: int, stdin: int, stdout: int, stderr: int, control: int, report: int) -> None:
-        self.pid = pid
-        self.stdin = stdin
-        self.stdout = stdout
-        self.stderr = stderr
-        self.control = control
-        self.reaped = watch_exit(pid)
-        loop = asyncio.get_running_loop()
-        self.finished: asyncio.Future[int | None] = loop.create_future()
-
-        def reported() -> None:
-            data = os.read(report, REPORT.size)  # written whole, before the writer exits
-            loop.remove_reader(report)
-            os.close(report)
-            if not self.finished.done():
-                self.finished.set_result(REPORT.unpack(data)[0] if len(data) == REPORT.size else None)
-
-        loop.add_reader(report, reported)
-
-    @classmethod
-    def start(cls, argv: list[str], env: dict[str, str], *, stdin: bool) -> Supervised:
+    def __init__(self, supervisor: Supervisor, argv: list[str], env: dict[str, str], *, stdin: bool) -> None:
+        self.supervisor = supervisor
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         control_r, control_w = os.pipe2(os.O_CLOEXEC)
@@ -781,12 +830,29 @@ class Supervised:
             in_r, in_w = os.pipe2(os.O_CLOEXEC)
         else:
             in_r, in_w = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1
-        pid = os.fork()
-        if pid == 0:
-            supervise(argv, env, (in_r, out_w, err_w, control_r, report_w))
-        for fd in (in_r, out_w, err_w, control_r, report_w):
-            os.close(fd)
-        return cls(pid, in_w, out_r, err_r, control_w, report_r)
+        theirs = [in_r, out_w, err_w, control_r, report_w]
+        try:
+            supervisor.hand_over(json.dumps({"argv": argv, "env": env}).encode(), theirs)
+        except OSError:
+            for fd in (in_w, out_r, err_r, control_w, report_r):
+                if fd >= 0:
+                    os.close(fd)
+            raise
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        self.stdin, self.stdout, self.stderr, self.control = in_w, out_r, err_r, control_w
+        loop = asyncio.get_running_loop()
+        self.finished: asyncio.Future[int | None] = loop.create_future()
+
+        def reported() -> None:
+            data = os.read(report_r, REPORT.size)  # written whole, in one write
+            loop.remove_reader(report_r)
+            os.close(report_r)
+            if not self.finished.done():
+                self.finished.set_result(REPORT.unpack(data)[0] if len(data) == REPORT.size else None)
+
+        loop.add_reader(report_r, reported)
 
     def stop(self) -> None:
         """Kill the call's whole tree (the supervisor sees its control pipe close)."""
@@ -838,11 +904,36 @@ class Children:
         self.supervisors: set[int] = set()
         self.known: set[int] = set()
         self._spawning = 0
+        self.idle: list[Supervisor] = []
 
-    def supervise(self, call: Supervised) -> None:
-        """Known until reaped (after the call has its answer: tearing the fork down takes a while)."""
-        self.supervisors.add(call.pid)
-        call.reaped.add_done_callback(lambda _: self.supervisors.discard(call.pid))
+    def start(self, argv: list[str], env: dict[str, str], *, stdin: bool) -> Supervised:
+        """A call under an idle supervisor (a new one when none is idle)."""
+        while self.idle:
+            supervisor = self.idle.pop()
+            if supervisor.reaped.done():
+                continue
+            try:
+                return Supervised(supervisor, argv, env, stdin=stdin)
+            except OSError:  # gone, or stopped with its socket full: never waited for
+                self.discard(supervisor)
+        supervisor = Supervisor()
+        self.supervisors.add(supervisor.pid)
+        supervisor.reaped.add_done_callback(lambda _: self.supervisors.discard(supervisor.pid))
+        return Supervised(supervisor, argv, env, stdin=stdin)
+
+    def release(self, supervisor: Supervisor) -> None:
+        if supervisor.reaped.done():
+            return
+        if len(self.idle) < IDLE_SUPERVISORS:
+            self.idle.append(supervisor)
+        else:
+            supervisor.retire()
+
+    def discard(self, supervisor: Supervisor) -> None:
+        """A supervisor that broke (killed, or stopped by its command): killed for good."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(supervisor.pid, signal.SIGKILL)
+        supervisor.retire()
 
     @contextlib.contextmanager
     def spawning(self) -> Iterator[None]:
