@@ -617,12 +617,13 @@ class Agent:
 # No marker, group or session can hold a command that wants out (``setsid env -u X``, double
 # forks), and neither cgroups nor pid namespaces are available to an unprivileged pod. Child
 # subreapers are: a process that leaves its parent is re-parented to the nearest ancestor
-# marked as one, never past it. Each exec runs under its own supervisor (a fork of the agent,
-# a subreaper holding only the call's pipes); when the shell exits, the call is cancelled or
-# times out, or the agent goes away, the supervisor kills every child it has, again and again
-# as the orphans of the killed come up to it, and exits once it has none. A supervisor killed
-# by its command leaves its orphans to the agent (a subreaper too), which kills every child
-# of its own that it does not know.
+# marked as one, never past it. Each exec runs under a supervisor (a fork of the agent, a
+# subreaper holding only the call's pipes, one call at a time, reused so an exec costs no
+# fork); when the shell exits, the call is cancelled or times out, or the agent goes away, the
+# supervisor kills every child it has, again and again as the orphans of the killed come up
+# to it, and reports the exit code once it has none. A supervisor killed (or stopped) by its
+# command leaves its orphans to the agent (a subreaper too), which kills every child of its
+# own that it does not know.
 
 
 def _prctl() -> Callable[..., int] | None:
