@@ -248,3 +248,24 @@ async def test_supervisors_are_reused_and_hold_nothing_of_a_previous_call(tmp_pa
         for _ in range(5):
             again = await session.exec(spec("echo $PPID; ls /proc/$PPID/fd | wc -l"), 1 << 20)
             assert again.stdout == first.stdout  # the same supervisor, with as many descriptors
+
+
+async def test_a_supervisor_stopped_while_idle_is_not_handed_a_call(tmp_path: Path) -> None:
+    async with agent(tmp_path) as session:
+        # Two calls at once: two supervisors, both idle afterwards.
+        both = await asyncio.gather(*[session.exec(spec("sleep 0.5; echo $PPID"), 1 << 20) for _ in range(2)])
+        supervisors = {int(out.stdout) for out in both}
+        assert len(supervisors) == 2
+        # A later call stops the one it does not run under.
+        mine = await session.exec(spec("echo $PPID"), 1 << 20)
+        (other,) = supervisors - {int(mine.stdout)}
+        await session.exec(spec(f"kill -STOP {other}"), 1 << 20)
+        # Two calls at once again: neither is handed to the stopped one, neither waits.
+        outs = await asyncio.wait_for(
+            asyncio.gather(
+                *[session.exec(spec("sleep 0.2; echo $PPID", timeout=3), 1 << 20) for _ in range(2)]
+            ),
+            30,
+        )
+        assert [out.timed_out for out in outs] == [False, False]
+        assert other not in {int(out.stdout) for out in outs}

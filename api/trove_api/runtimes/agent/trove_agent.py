@@ -816,6 +816,14 @@ class Supervisor:
     def retire(self) -> None:
         self.sock.close()
 
+    def stopped(self) -> bool:
+        try:
+            with open(f"/proc/{self.pid}/stat", "rb") as f:
+                stat_line = f.read()
+        except OSError:
+            return True
+        return stat_line[stat_line.rfind(b")") + 2 : stat_line.rfind(b")") + 3] in (b"T", b"t")
+
 
 class Supervised:
     """One call, seen from the agent: its pipes, ``stop()``, and ``finished`` (its exit code,
@@ -912,6 +920,9 @@ class Children:
         while self.idle:
             supervisor = self.idle.pop()
             if supervisor.reaped.done():
+                continue
+            if supervisor.stopped():  # by a command of an earlier call: not trusted again
+                self.discard(supervisor)
                 continue
             try:
                 return Supervised(supervisor, argv, env, stdin=stdin)
