@@ -269,3 +269,16 @@ async def test_a_supervisor_stopped_while_idle_is_not_handed_a_call(tmp_path: Pa
         )
         assert [out.timed_out for out in outs] == [False, False]
         assert other not in {int(out.stdout) for out in outs}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="reads another process's descriptors")
+async def test_supervisors_never_hold_the_channel(tmp_path: Path) -> None:
+    async with agent(tmp_path) as session:
+        pid = int((await session.hello)["pid"])
+        channel = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in (0, 1)}
+        out = await session.exec(
+            spec("for f in /proc/$PPID/fd/* /proc/$$/fd/*; do readlink $f; done"), 1 << 20
+        )
+        held = set(out.stdout.decode().split())
+        assert held
+        assert channel.isdisjoint(held), channel & held
