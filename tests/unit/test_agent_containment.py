@@ -282,3 +282,24 @@ async def test_supervisors_never_hold_the_channel(tmp_path: Path) -> None:
         held = set(out.stdout.decode().split())
         assert held
         assert channel.isdisjoint(held), channel & held
+
+
+async def test_idle_supervisors_go_away(tmp_path: Path) -> None:
+    """A quiet sandbox keeps no supervisor (each holds a few megabytes of its own)."""
+    script = tmp_path / "agent.py"
+    source = AGENT_SOURCE.read_text()
+    script.write_text(
+        source.replace("SUPERVISOR_IDLE_S = 30.0", "SUPERVISOR_IDLE_S = 0.0").replace(
+            "SWEEP_EVERY_S = 5.0", "SWEEP_EVERY_S = 0.1"
+        )
+    )
+    root = tmp_path / "root"
+    root.mkdir()
+    async with agent(root, script=script) as session:
+        supervisor = int((await session.exec(spec("echo $PPID"), 1 << 20)).stdout)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{supervisor}").exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not Path(f"/proc/{supervisor}").exists()
+        again = await session.exec(spec("echo alive"), 1 << 20)
+        assert again.stdout == b"alive\n"
