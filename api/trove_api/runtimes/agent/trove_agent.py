@@ -17,6 +17,7 @@ Standard library only: it must run on any image with python3.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import collections
 import contextlib
@@ -746,8 +747,8 @@ def run_call(request: dict[str, Any], fds: list[int], wake: int) -> None:
         if status is None:
             code = 128 + signal.SIGKILL
         else:
-            exit_code = os.waitstatus_to_exitcode(status)
-            code = exit_code if exit_code >= 0 else 128 - exit_code
+            # As a shell reports it: the exit status, or 128 + the signal that killed it.
+            code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
     except Exception:
         reap_all(-1, None)
     finally:
@@ -780,7 +781,7 @@ def serve_calls(requests: int) -> NoReturn:
         sock = socket.socket(fileno=requests)
         sock.setblocking(True)
         while True:
-            message, fds, _flags, _address = socket.recv_fds(sock, 1, 6, socket.MSG_CMSG_CLOEXEC)
+            message, fds = receive_fds(sock, 6)
             if not message or len(fds) != 6:
                 break  # the agent is gone, or retired this supervisor
             for fd in fds:  # the shell gets three of them, as 0, 1 and 2, and no other
@@ -790,6 +791,16 @@ def serve_calls(requests: int) -> NoReturn:
             run_call(call, fds[1:], wake_r)
     finally:
         os._exit(0)
+
+
+def receive_fds(sock: socket.socket, most: int) -> tuple[bytes, list[int]]:
+    """One byte and the descriptors sent with it (``socket.recv_fds`` is Python 3.9+)."""
+    fds = array.array("i")
+    message, ancillary, _flags, _address = sock.recvmsg(1, socket.CMSG_SPACE(most * fds.itemsize))
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    return message, list(fds)
 
 
 class Supervisor:
@@ -813,7 +824,8 @@ class Supervisor:
         try:
             os.write(memfd, request)
             os.lseek(memfd, 0, os.SEEK_SET)
-            socket.send_fds(self.sock, [b"c"], [memfd, *fds])
+            fd_array = array.array("i", [memfd, *fds])
+            self.sock.sendmsg([b"c"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fd_array.tobytes())])
         finally:
             os.close(memfd)
 
