@@ -712,6 +712,7 @@ def run_call(request: dict[str, Any], fds: list[int], wake: int) -> None:
     code = 125
     try:
         try:
+            os.chdir(request.get("cwd", "/"))
             # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across
             # exec: the command gets the defaults (``ulimit -f`` kills, ``yes | head`` ends).
             shell = os.posix_spawn(
@@ -777,7 +778,6 @@ def serve_calls(requests: int) -> NoReturn:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
         signal.set_wakeup_fd(wake_w)
-        os.chdir("/")
         sock = socket.socket(fileno=requests)
         sock.setblocking(True)
         while True:
@@ -845,7 +845,9 @@ class Supervised:
     """One call, seen from the agent: its pipes, ``stop()``, and ``finished`` (its exit code,
     or None when its supervisor died without one)."""
 
-    def __init__(self, supervisor: Supervisor, argv: list[str], env: dict[str, str], *, stdin: bool) -> None:
+    def __init__(
+        self, supervisor: Supervisor, argv: list[str], env: dict[str, str], *, stdin: bool, cwd: str = "/"
+    ) -> None:
         self.supervisor = supervisor
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -857,7 +859,7 @@ class Supervised:
             in_r, in_w = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1
         theirs = [in_r, out_w, err_w, control_r, report_w]
         try:
-            supervisor.hand_over(json.dumps({"argv": argv, "env": env}).encode(), theirs)
+            supervisor.hand_over(json.dumps({"argv": argv, "env": env, "cwd": cwd}).encode(), theirs)
         except OSError:
             for fd in (in_w, out_r, err_r, control_w, report_r):
                 if fd >= 0:
@@ -931,7 +933,7 @@ class Children:
         self._spawning = 0
         self.idle: list[Supervisor] = []
 
-    def start(self, argv: list[str], env: dict[str, str], *, stdin: bool) -> Supervised:
+    def start(self, argv: list[str], env: dict[str, str], *, stdin: bool, cwd: str = "/") -> Supervised:
         """A call under an idle supervisor (a new one when none is idle)."""
         while self.idle:
             supervisor = self.idle.pop()
@@ -941,13 +943,13 @@ class Children:
                 self.discard(supervisor)
                 continue
             try:
-                return Supervised(supervisor, argv, env, stdin=stdin)
+                return Supervised(supervisor, argv, env, stdin=stdin, cwd=cwd)
             except OSError:  # gone, or stopped with its socket full: never waited for
                 self.discard(supervisor)
         supervisor = Supervisor()
         self.supervisors.add(supervisor.pid)
         supervisor.reaped.add_done_callback(lambda _: self.supervisors.discard(supervisor.pid))
-        return Supervised(supervisor, argv, env, stdin=stdin)
+        return Supervised(supervisor, argv, env, stdin=stdin, cwd=cwd)
 
     def release(self, supervisor: Supervisor) -> None:
         if supervisor.reaped.done():
