@@ -141,7 +141,7 @@ class Agent:
         self.handles: dict[int, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.session = f"{os.getpid()}-{secrets.token_hex(4)}"
-        self.processes = Processes(self.root)
+        self.processes = Processes(self.root, self.session)
 
     def send(self, rid: int, kind: int, payload: bytes = b"") -> None:
         self.writer.write(HEADER.pack(len(payload), rid, kind) + payload)
@@ -800,6 +800,9 @@ RING_OVERHEAD = 64  # each ring entry is charged this beside its bytes: many tin
 OUTPUT = struct.Struct(">QB")  # DATA payload of proc_output: cursor of its first byte, stream
 STREAM_STDOUT, STREAM_STDERR, STREAM_PTY = 1, 2, 3
 PR_SET_PDEATHSIG = 1
+# In each such process's environment, so what it starts in a session of its own (setsid, a
+# double fork) is still found and killed with it.
+PROCESS_MARKER = "TROVE_PROCESS_TAG"
 # Pids of the processes started by proc_start (direct children of the agent): whatever reaps
 # or kills the agent's other children must leave these alone.
 KNOWN_CHILDREN: set[int] = set()
@@ -876,6 +879,7 @@ class Proc:
         self.ended_at = 0.0
         self.waiters: set[asyncio.Future[None]] = set()
         self.writing = asyncio.Lock()
+        self.marker = ""
 
     def info(self) -> dict[str, object]:
         return {**self.spec, "pid": self.pid, "running": self.exit_code is None, "exit_code": self.exit_code}
@@ -904,8 +908,10 @@ class Proc:
 class Processes:
     """The agent's processes that outlive a call, by pid."""
 
-    def __init__(self, root: Root) -> None:
+    def __init__(self, root: Root, session: str) -> None:
         self.root = root
+        self.session = session
+        self.started = 0
         self.procs: dict[int, Proc] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -947,6 +953,8 @@ class Processes:
             "USER": "agent",
             **{str(k): str(v) for k, v in dict(req.get("env") or {}).items()},  # type: ignore[call-overload]
         }
+        self.started += 1
+        marker = env[PROCESS_MARKER] = f"{self.session}-p{self.started}"
         file_bytes = int(req.get("file_bytes", 100 << 20))  # type: ignore[call-overload]
         ours: list[int] = []  # our ends, closed if the start fails
         theirs: list[int] = []  # the child's ends, closed once it has them
@@ -989,6 +997,7 @@ class Processes:
             "stdin": bool(size or req.get("stdin")),
         }
         proc = Proc(popen, spec, int(req.get("buffer_bytes", PROC_BUFFER_BYTES)))  # type: ignore[call-overload]
+        proc.marker = marker
         if size:
             proc.stdin_fd = ours[0]
             proc.outputs[ours[0]] = STREAM_PTY
@@ -1043,6 +1052,7 @@ class Processes:
         # unaccounted (the count bound covers the processes started here).
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
+        await asyncio.to_thread(kill_marked, proc.marker)
         for fd in list(proc.outputs):
             self.close_output(proc, fd)
         async with proc.writing:
@@ -1064,9 +1074,34 @@ class Processes:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(proc.pid, signal.SIGKILL)
         for proc in running:
+            kill_marked(proc.marker)
             with contextlib.suppress(subprocess.TimeoutExpired, ChildProcessError):
                 proc.popen.wait(KILL_WAIT_S)
             KNOWN_CHILDREN.discard(proc.pid)
+
+
+def kill_marked(marker: str) -> None:
+    """SIGKILL every process whose environment carries ``marker``; return once none is left
+    (or after KILL_WAIT_S). A killed process has no environment left, so it stops matching."""
+    needle = f"{PROCESS_MARKER}={marker}".encode()
+    deadline = time.monotonic() + KILL_WAIT_S
+    while True:
+        found = False
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/environ", "rb") as f:
+                    environ = f.read()
+            except OSError:
+                continue
+            if needle + b"\x00" in environ or environ.endswith(needle):
+                found = True
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(name), signal.SIGKILL)
+        if not found or time.monotonic() > deadline:
+            return
+        time.sleep(0.002)
 
 
 def check_winsize(rows: int, cols: int) -> None:
