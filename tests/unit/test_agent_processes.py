@@ -17,6 +17,7 @@ import pytest
 
 from tests.unit.test_agent import agent, spec
 from trove_api.runtimes.channel.processes import WINDOW, ProcessClient, ProcessLimits
+from trove_api.runtimes.channel.session import AgentSession
 from trove_core.errors import (
     PathRejectedError,
     ProcessLimitReachedError,
@@ -320,3 +321,58 @@ async def test_exec_still_leaves_nothing_behind(tmp_path: Path) -> None:
         assert await ProcessClient(session).list() == []
         check = await session.exec(spec(f"ps -eo args | grep -c '^sleep {nap}$' || true"), 1 << 20)
         assert check.stdout.strip() == b"0"
+
+
+class _PipeChannel:
+    """Stands in for the pod transport (``WarmChannel``) under the Kubernetes runtime's
+    housekeeping: the session and the agent behind it are real, only the websocket is not."""
+
+    def __init__(self, session: AgentSession) -> None:
+        self.session = session
+        self.closed_by_runtime = False
+
+    @property
+    def open(self) -> bool:
+        return not self.session.closed
+
+    async def close(self) -> None:
+        self.closed_by_runtime = True
+
+
+async def test_an_idle_channel_with_a_running_process_stays_open(tmp_path: Path) -> None:
+    from trove_api.runtimes.kubernetes.runtime import KubernetesRuntime
+    from trove_core.settings import Settings
+
+    runtime = KubernetesRuntime(Settings(data_dir=tmp_path / "data", k8s_channel_idle_s=1), api=None)  # type: ignore[arg-type]
+    async with agent(tmp_path) as session:
+        procs = ProcessClient(session)
+        sleeper = await procs.start(sh("sleep 100"), LIMITS)
+        channel = _PipeChannel(session)
+        runtime._channels["ns"] = channel  # type: ignore[assignment]
+        session.last_used -= 3600  # unused for an hour
+        await runtime._close_idle()
+        assert not channel.closed_by_runtime  # closing it would end the agent and the sleeper
+        await procs.signal(sleeper.pid, signal.SIGKILL)
+        await procs.wait(sleeper.pid)
+        session.last_used -= 3600
+        await runtime._close_idle()
+        assert channel.closed_by_runtime
+        assert "ns" not in runtime._channels
+
+
+async def test_an_idle_channel_learns_of_processes_that_ended_unwatched(tmp_path: Path) -> None:
+    from trove_api.runtimes.kubernetes.runtime import KubernetesRuntime
+    from trove_core.settings import Settings
+
+    runtime = KubernetesRuntime(Settings(data_dir=tmp_path / "data", k8s_channel_idle_s=1), api=None)  # type: ignore[arg-type]
+    async with agent(tmp_path) as session:
+        procs = ProcessClient(session)
+        quick = await procs.start(sh("true"), LIMITS)
+        # Nobody waits for it or reads its output: only the agent knows it has ended.
+        assert session.live_processes == {quick.pid}
+        channel = _PipeChannel(session)
+        runtime._channels["ns"] = channel  # type: ignore[assignment]
+        while session.live_processes:
+            session.last_used -= 3600
+            await runtime._close_idle()
+        assert channel.closed_by_runtime
