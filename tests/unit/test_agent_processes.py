@@ -285,6 +285,22 @@ async def test_processes_end_with_the_session(tmp_path: Path) -> None:
     assert _sleeping(nap) == []
 
 
+async def test_processes_die_with_an_agent_that_is_killed(tmp_path: Path) -> None:
+    """No clean exit (the OOM killer, a pod eviction): the kernel kills them (PR_SET_PDEATHSIG)."""
+    async with agent(tmp_path) as session:
+        procs = ProcessClient(session)
+        plain = await procs.start(sh("sleep 1000"), LIMITS)
+        shell = await procs.start(ProcessSpec(argv=BASH_I, pty=PtySize(24, 80)), LIMITS)
+        os.kill(int((await session.hello)["pid"]), signal.SIGKILL)
+    # Delivered as the agent dies, acted on when each process next runs: poll, do not time.
+    for pid in (plain.pid, shell.pid):
+        for _ in range(5000):
+            if state(pid) in ("gone", "Z"):
+                break
+            await asyncio.sleep(0.002)
+        assert state(pid) in ("gone", "Z")
+
+
 async def test_what_a_process_leaves_behind_ends_with_it(tmp_path: Path) -> None:
     nap = f"300.{secrets.randbelow(10**6):06d}"
     async with agent(tmp_path) as session:
