@@ -21,6 +21,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import itertools
 import json
 import os
 import resource
@@ -855,11 +856,14 @@ class Ring:
     def read(self, cursor: int, budget: int) -> list[tuple[int, int, bytes]]:
         """Entries from ``cursor`` (or the oldest kept byte, if later) up to ``budget`` bytes."""
         out: list[tuple[int, int, bytes]] = []
-        for start, stream, data in self.entries:
+        # From the newest end back: a reader keeping up wants the last entry or two, not a
+        # walk over thousands of a terminal's small writes.
+        first = len(self.entries)
+        while first and self.entries[first - 1][0] + len(self.entries[first - 1][2]) > cursor:
+            first -= 1
+        for start, stream, data in itertools.islice(self.entries, first, None):
             if budget <= 0:
                 break
-            if start + len(data) <= cursor:
-                continue
             offset = max(0, cursor - start)
             piece = bytes(data[offset : offset + budget])
             out.append((start + offset, stream, piece))
@@ -993,7 +997,7 @@ class Processes:
             "argv": argv,
             "tag": req.get("tag"),
             "cwd": cwd_rel,
-            "pty": list(size) if size else None,  # type: ignore[call-overload]
+            "pty": [rows, cols] if size else None,
             "stdin": bool(size or req.get("stdin")),
         }
         proc = Proc(popen, spec, int(req.get("buffer_bytes", PROC_BUFFER_BYTES)))  # type: ignore[call-overload]
