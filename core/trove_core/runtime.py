@@ -88,12 +88,14 @@ class ProcessSpec:
 class ProcessInfo:
     pid: int
     argv: tuple[str, ...]
+    env: Mapping[str, str]  # as given at the start (the sandbox adds PATH, HOME, ...)
     tag: str | None
     cwd: str
     pty: PtySize | None
     stdin: bool
     running: bool
     exit_code: int | None  # 128 + N when a signal N ended it
+    cursor: int  # bytes written so far: read from here to get only what comes next
 
 
 @dataclass(frozen=True)

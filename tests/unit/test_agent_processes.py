@@ -163,7 +163,9 @@ async def test_signal_wait_and_list(tmp_path: Path) -> None:
         assert await procs.wait(quick.pid) == 0
         listed = {info.tag: info for info in await procs.list()}
         assert (listed["sleeper"].running, listed["sleeper"].cwd) == (True, "sub")
+        assert (listed["sleeper"].argv, listed["sleeper"].env) == (("sleep", "100"), {"A": "1"})
         assert (listed["quick"].running, listed["quick"].exit_code) == (False, 0)
+        assert listed["quick"].cursor == len(f"-{tmp_path.resolve()}\n")  # all it wrote
         assert session.live_processes == {sleeper.pid}
         waiting = asyncio.create_task(procs.wait(sleeper.pid))
         await procs.signal(sleeper.pid, signal.SIGTERM)

@@ -886,7 +886,13 @@ class Proc:
         self.marker = ""
 
     def info(self) -> dict[str, object]:
-        return {**self.spec, "pid": self.pid, "running": self.exit_code is None, "exit_code": self.exit_code}
+        return {
+            **self.spec,
+            "pid": self.pid,
+            "running": self.exit_code is None,
+            "exit_code": self.exit_code,
+            "cursor": self.ring.end,
+        }
 
     def notify(self) -> None:
         for waiter in self.waiters:
@@ -995,6 +1001,7 @@ class Processes:
         KNOWN_CHILDREN.add(popen.pid)
         spec = {
             "argv": argv,
+            "env": dict(req.get("env") or {}),  # type: ignore[call-overload]
             "tag": req.get("tag"),
             "cwd": cwd_rel,
             "pty": [rows, cols] if size else None,

@@ -46,12 +46,14 @@ def _info(body: dict[str, Any]) -> ProcessInfo:
     return ProcessInfo(
         pid=int(body["pid"]),
         argv=tuple(str(a) for a in body["argv"]),
+        env={str(k): str(v) for k, v in dict(body.get("env") or {}).items()},
         tag=None if body.get("tag") is None else str(body["tag"]),
         cwd=str(body.get("cwd", "")),
         pty=PtySize(int(pty[0]), int(pty[1])) if pty else None,
         stdin=bool(body.get("stdin")),
         running=bool(body["running"]),
         exit_code=None if body.get("exit_code") is None else int(body["exit_code"]),
+        cursor=int(body.get("cursor", 0)),
     )
 
 
