@@ -17,7 +17,7 @@ import pytest
 
 from tests.unit.test_agent import agent, spec
 from trove_api.runtimes.channel.processes import WINDOW, ProcessClient, ProcessLimits
-from trove_api.runtimes.channel.session import AgentSession
+from trove_api.runtimes.channel.session import DATA, AgentSession
 from trove_core.errors import (
     PathRejectedError,
     ProcessLimitReachedError,
@@ -394,3 +394,18 @@ async def test_an_idle_channel_learns_of_processes_that_ended_unwatched(tmp_path
             session.last_used -= 3600
             await runtime._close_idle()
         assert channel.closed_by_runtime
+
+
+async def test_an_input_cut_off_midway_does_not_hold_the_process(tmp_path: Path) -> None:
+    async with agent(tmp_path) as session:
+        procs = ProcessClient(session)
+        cat = await procs.start(ProcessSpec(argv=("cat",), stdin=True), LIMITS)
+        # An input whose EOF never comes (a caller that went away between its frames).
+        request = await session.open({"op": "proc_stdin", "pid": cat.pid})
+        await request.send(DATA, b"partial ")
+        await procs.write_stdin(cat.pid, b"whole\n")
+        output = procs.output(cat.pid)
+        assert await until(output, b"whole\n") == b"partial whole\n"
+        await procs.signal(cat.pid, signal.SIGTERM)
+        assert await procs.wait(cat.pid) == 128 + signal.SIGTERM  # its end did not wait for that input
+        request.close()

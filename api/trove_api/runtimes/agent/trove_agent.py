@@ -639,13 +639,15 @@ class Agent:
         self, rid: int, req: dict[str, object], queue: asyncio.Queue[tuple[int, bytes]]
     ) -> dict[str, object]:
         proc = self.processes.get(req)
-        async with proc.writing:
-            while True:
-                kind, payload = await queue.get()
-                if kind == EOF:
-                    return {}
-                if kind == CANCEL:
-                    raise OpError("cancelled", "")
+        while True:
+            kind, payload = await queue.get()
+            if kind == EOF:
+                return {}
+            if kind == CANCEL:
+                raise OpError("cancelled", "")
+            # Held per frame, not while waiting for the next: a client that never sends EOF
+            # must not keep the process's end (which closes the descriptor) waiting.
+            async with proc.writing:
                 if proc.stdin_fd is None:
                     raise OpError("process_stdin_closed", "", f"process {proc.pid} takes no more input")
                 try:

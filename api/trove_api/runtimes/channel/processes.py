@@ -133,6 +133,11 @@ class ProcessClient:
             await request.send_data(data)
             await request.send(EOF)
             result = await request.result()
+        except BaseException:
+            if not self.session.closed and request.id in self.session.requests:
+                with contextlib.suppress(TroveError, OSError):
+                    await request.send(CANCEL)
+            raise
         finally:
             request.close()
         if not result.get("ok"):
