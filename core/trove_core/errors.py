@@ -24,15 +24,20 @@
     │   ├── KeyNotFoundError (404 key_not_found)
     │   ├── WebhookNotFoundError (404 webhook_not_found)
     │   ├── DeliveryNotFoundError (404 delivery_not_found)
-    │   └── SnapshotNotFoundError (404 snapshot_not_found)
+    │   ├── SnapshotNotFoundError (404 snapshot_not_found)
+    │   └── ProcessNotFoundError (404 process_not_found)
     ├── MethodNotAllowedError (405 method_not_allowed)
     ├── ExecTimeoutError (408 exec_timeout)
     ├── HeaderTimeoutError (408 header_timeout)
     ├── NamespaceLimitReachedError (409 namespace_limit_reached)
+    ├── ProcessLimitReachedError (409 process_limit_reached)
+    ├── ProcessStdinClosedError (409 process_stdin_closed)
     ├── PayloadTooLargeError (413 payload_too_large)
     ├── RangeNotSatisfiableError (416 range_not_satisfiable)
     ├── InvalidRequestError (422 invalid_request)
-    │   └── SnapshotCorruptError (422 snapshot_corrupt)
+    │   ├── SnapshotCorruptError (422 snapshot_corrupt)
+    │   ├── ProcessStartFailedError (422 process_start_failed)
+    │   └── ProcessNotAPtyError (422 process_not_a_pty)
     ├── RateLimitedError (429 rate_limited)
     ├── HeadersTooLargeError (431 headers_too_large)
     ├── StorageFullError (507 storage_full)
@@ -328,3 +333,33 @@ class ChannelLostError(UnavailableError):
 class AgentMissingError(UnavailableError):
     code = "sandbox_agent_missing"
     title = "The sandbox image has no trove agent"
+
+
+# Processes that outlive a call (the Runtime's start_process and friends).
+
+
+class ProcessNotFoundError(NotFoundError):
+    code = "process_not_found"
+    title = "No such process in this namespace"
+
+
+class ProcessLimitReachedError(TroveError):
+    status = 409
+    code = "process_limit_reached"
+    title = "This namespace runs as many processes as it may"
+
+
+class ProcessStdinClosedError(TroveError):
+    status = 409
+    code = "process_stdin_closed"
+    title = "The process takes no more input"
+
+
+class ProcessStartFailedError(InvalidRequestError):
+    code = "process_start_failed"
+    title = "The process could not be started"
+
+
+class ProcessNotAPtyError(InvalidRequestError):
+    code = "process_not_a_pty"
+    title = "The process has no terminal"

@@ -8,10 +8,10 @@ types, never its own.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol
+from typing import Literal, Protocol
 
 from trove_core import crd
 
@@ -57,6 +57,66 @@ class FileStat:
     is_dir: bool
     size: int
     mtime_ns: int
+
+
+# -- processes that outlive a call (E2B's process API and the dashboard's terminal map onto these)
+
+
+@dataclass(frozen=True)
+class PtySize:
+    rows: int
+    cols: int
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """A process to start in the namespace's sandbox; it runs until it exits, is signalled, or
+    the sandbox stops. ``argv[0]`` is looked up on the sandbox's PATH; ``cwd`` is
+    namespace-relative (``None``: the namespace root). With ``pty`` its stdin, stdout and
+    stderr are one terminal of that size (output arrives as stream ``pty``); without, ``stdin``
+    says whether it gets a pipe to write to (else /dev/null)."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    pty: PtySize | None = None
+    tag: str | None = None
+    stdin: bool = False
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    pid: int
+    argv: tuple[str, ...]
+    env: Mapping[str, str]  # as given at the start (the sandbox adds PATH, HOME, ...)
+    tag: str | None
+    cwd: str
+    pty: PtySize | None
+    stdin: bool
+    running: bool
+    exit_code: int | None  # 128 + N when a signal N ended it
+    cursor: int  # bytes written so far: read from here to get only what comes next
+
+
+@dataclass(frozen=True)
+class ProcessOutput:
+    """Bytes the process wrote. ``cursor`` is the offset of ``data[0]`` in all its output (one
+    count across its streams); resume with ``cursor + len(data)``. ``dropped`` bytes before this
+    chunk were older than the kept buffer when asked for."""
+
+    stream: Literal["stdout", "stderr", "pty"]
+    data: bytes
+    cursor: int
+    dropped: int = 0
+
+
+@dataclass(frozen=True)
+class ProcessEnd:
+    """The last item of an output stream: the process has exited and all it wrote was read."""
+
+    exit_code: int
+    cursor: int  # every byte it wrote
+    dropped: int = 0
 
 
 class FileReader(Protocol):
@@ -124,6 +184,46 @@ class Runtime(Protocol):
 
     def path_aliases(self, ns: NamespaceRef) -> Sequence[str]:
         """Absolute paths that name the namespace root in command output (rewritten to ``workspace``)."""
+        ...
+
+    # Processes that outlive a call. Bounded per namespace (``ProcessLimitReachedError``); gone
+    # when the sandbox stops. An unknown or forgotten pid: ``ProcessNotFoundError``.
+
+    async def start_process(self, ns: NamespaceRef, spec: ProcessSpec) -> ProcessInfo:
+        """Start ``spec``; ``ProcessStartFailedError`` if it cannot be executed."""
+        ...
+
+    def process_output(
+        self, ns: NamespaceRef, pid: int, cursor: int = 0
+    ) -> AsyncIterator[ProcessOutput | ProcessEnd]:
+        """Output kept since ``cursor``, then live output as it comes, then one ``ProcessEnd``.
+
+        Any number of readers, each at its own pace; leaving early does not touch the process.
+        """
+        ...
+
+    async def write_stdin(self, ns: NamespaceRef, pid: int, data: bytes) -> None:
+        """``ProcessStdinClosedError`` once its input is closed (or it started without one)."""
+        ...
+
+    async def close_stdin(self, ns: NamespaceRef, pid: int) -> None:
+        """End of input (on a terminal: EOT, as ^D typed)."""
+        ...
+
+    async def resize_pty(self, ns: NamespaceRef, pid: int, size: PtySize) -> None:
+        """``ProcessNotAPtyError`` for a process without a terminal."""
+        ...
+
+    async def signal_process(self, ns: NamespaceRef, pid: int, signum: int) -> None:
+        """Send ``signum`` to its process group; nothing for one that has ended."""
+        ...
+
+    async def wait_process(self, ns: NamespaceRef, pid: int) -> int:
+        """Its exit code, once it has exited (at once for one that has)."""
+        ...
+
+    async def list_processes(self, ns: NamespaceRef) -> list[ProcessInfo]:
+        """The running processes and the recently ended ones."""
         ...
 
     async def aclose(self) -> None: ...

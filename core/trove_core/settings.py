@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     exec_pids: int = Field(256, ge=8, description="Process limit per namespace.")
     exec_file_mb: int = Field(100, ge=1, description="Largest file a command may write (MiB).")
     exec_cpu_s: int = Field(60, ge=1, description="CPU seconds per process.")
+    process_max: int = Field(
+        16, ge=1, description="Processes that outlive a call, running at once per namespace."
+    )
+    process_buffer_kb: int = Field(
+        1024, ge=128, description="Output kept per such process for readers that reconnect (KiB)."
+    )
     max_namespaces_per_workspace: int = Field(
         1000,
         ge=1,

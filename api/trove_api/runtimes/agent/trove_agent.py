@@ -26,8 +26,10 @@ import errno
 import fcntl
 import functools
 import gc
+import itertools
 import json
 import os
+import resource
 import secrets
 import select
 import shutil
@@ -35,7 +37,9 @@ import signal
 import socket
 import stat
 import struct
+import subprocess
 import sys
+import termios
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
@@ -152,6 +156,10 @@ class Agent:
         self.handles: dict[int, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.children = Children()
+        self.session = f"{os.getpid()}-{secrets.token_hex(4)}"
+        # Processes started by proc_start are the agent's own children: registered in the
+        # sweep's known set, so it never takes them for orphans.
+        self.processes = Processes(self.root, self.session, self.children.known)
 
     def send(self, rid: int, kind: int, payload: bytes = b"") -> None:
         self.writer.write(HEADER.pack(len(payload), rid, kind) + payload)
@@ -165,6 +173,8 @@ class Agent:
     async def serve(self, frames: FrameInput) -> None:
         await self.flush()
         await frames.closed
+        # The session is the sandbox: its processes end with it.
+        self.processes.kill_all()
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -615,6 +625,134 @@ class Agent:
     ) -> dict[str, object]:
         return {"pong": True}
 
+    # -- processes that outlive a call ----------------------------------------------------
+
+    async def op_proc_start(
+        self, rid: int, req: dict[str, object], queue: asyncio.Queue[tuple[int, bytes]]
+    ) -> dict[str, object]:
+        return self.processes.start(req).info()
+
+    async def op_proc_list(
+        self, rid: int, req: dict[str, object], queue: asyncio.Queue[tuple[int, bytes]]
+    ) -> dict[str, object]:
+        self.processes.prune()
+        return {"processes": [proc.info() for proc in self.processes.procs.values()]}
+
+    async def op_proc_output(
+        self, rid: int, req: dict[str, object], queue: asyncio.Queue[tuple[int, bytes]]
+    ) -> dict[str, object]:
+        """What the ring holds from ``cursor`` on, then output as it comes, then the exit.
+
+        Paced by the client's acknowledgements (cumulative bytes, as export): at most
+        ``window`` bytes are unacknowledged, and a reader that falls behind the ring resumes at
+        its oldest byte (the cursor of that frame tells the client how much it missed).
+        """
+        proc = self.processes.get(req)
+        cursor = min(int(req.get("cursor", 0)), proc.ring.end)  # type: ignore[call-overload]
+        window = int(req.get("window", PROC_WINDOW))  # type: ignore[call-overload]
+        sent = acked = 0
+        while True:
+            while not queue.empty():
+                acked = acknowledged(queue.get_nowait(), acked)
+            budget = window - (sent - acked)
+            pieces = proc.ring.read(cursor, budget) if budget > 0 else []
+            if pieces:
+                for start, stream, data in pieces:
+                    self.send(rid, DATA, OUTPUT.pack(start, stream) + data)
+                    sent += len(data)
+                    cursor = start + len(data)
+                await self.flush()
+                continue
+            if budget > 0 and proc.exit_code is not None:
+                return {"exit_code": proc.exit_code, "cursor": proc.ring.end}
+            frame = await proc.change(queue)
+            if frame is not None:
+                acked = acknowledged(frame, acked)
+
+    async def op_proc_stdin(
+        self, rid: int, req: dict[str, object], queue: asyncio.Queue[tuple[int, bytes]]
+    ) -> dict[str, object]:
+        proc = self.processes.get(req)
+        while True:
+            kind, payload = await queue.get()
+            if kind == EOF:
+                return {}
+            if kind == CANCEL:
+                raise OpError("cancelled", "")
+            # Held per frame, not while waiting for the next: a client that never sends EOF
+            # must not keep the process's end (which closes the descriptor) waiting.
+            async with proc.writing:
+                if proc.stdin_fd is None:
+                    raise OpError("process_stdin_closed", "", f"process {proc.pid} takes no more input")
+                try:
+                    await write_all(proc.stdin_fd, payload)
+                except OSError as exc:  # EPIPE, or EIO from a PTY whose process is gone
+                    raise OpError("process_stdin_closed", "", f"process {proc.pid}: {exc}") from exc
+
+    async def op_proc_close_stdin(
+        self, rid: int, req: dict[str, object], queue: asyncio.Queue[tuple[int, bytes]]
+    ) -> dict[str, object]:
+        proc = self.processes.get(req)
+        async with proc.writing:
+            if proc.stdin_fd is None:
+                return {}
+            if proc.spec["pty"]:
+                # A terminal has no end of input: EOT (^D) is what a person would type.
+                with contextlib.suppress(OSError):
+                    await write_all(proc.stdin_fd, b"\x04")
+            else:
+                os.close(proc.stdin_fd)
+                proc.stdin_fd = None
+        return {}
+
+    async def op_proc_resize(
+        self, rid: int, req: dict[str, object], queue: asyncio.Queue[tuple[int, bytes]]
+    ) -> dict[str, object]:
+        proc = self.processes.get(req)
+        if not proc.spec["pty"]:
+            raise OpError("process_not_a_pty", "", f"process {proc.pid} has no terminal")
+        rows, cols = int(req["rows"]), int(req["cols"])  # type: ignore[call-overload]
+        async with proc.writing:
+            if proc.stdin_fd is not None:
+                # The kernel sends SIGWINCH to the terminal's foreground process group.
+                set_winsize(proc.stdin_fd, rows, cols)
+                proc.spec["pty"] = [rows, cols]
+        return {}
+
+    async def op_proc_signal(
+        self, rid: int, req: dict[str, object], queue: asyncio.Queue[tuple[int, bytes]]
+    ) -> dict[str, object]:
+        proc = self.processes.get(req)
+        signum = int(req["signal"])  # type: ignore[call-overload]
+        if not 0 < signum < signal.NSIG:
+            raise OpError("invalid_request", "", f"no signal {signum}")
+        if proc.exit_code is None:
+            # The whole group, as a terminal's ^C: the process is its session's leader.
+            try:
+                os.killpg(proc.pid, signum)
+            except ProcessLookupError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signum)
+        return {"running": proc.exit_code is None}
+
+    async def op_proc_wait(
+        self, rid: int, req: dict[str, object], queue: asyncio.Queue[tuple[int, bytes]]
+    ) -> dict[str, object]:
+        proc = self.processes.get(req)
+        while proc.exit_code is None:
+            frame = await proc.change(queue)
+            if frame is not None and frame[0] == CANCEL:
+                raise OpError("cancelled", "")
+        return {"exit_code": proc.exit_code}
+
+
+def acknowledged(frame: tuple[int, bytes], acked: int) -> int:
+    """A reader's frame during proc_output: DATA acknowledges bytes consumed, CANCEL ends it."""
+    kind, payload = frame
+    if kind == CANCEL:
+        raise OpError("cancelled", "")
+    return max(acked, int(payload)) if kind == DATA else acked
+
 
 # -- containment ----------------------------------------------------------------------------
 #
@@ -1014,6 +1152,395 @@ class Children:
             await asyncio.sleep(seconds)
             self.retire_idle(SUPERVISOR_IDLE_S)
             await self.sweep()
+
+
+# -- processes that outlive a call ------------------------------------------------------------
+#
+# Started by ``proc_start``, they run until they exit, are signalled, or the agent ends (its
+# session is the sandbox). Their output goes to a bounded ring per process with an absolute
+# byte cursor, so a reader may come and go (``proc_output`` from a cursor) and a slow or absent
+# reader costs at most the ring: old bytes are dropped, never queued.
+
+PROC_MAX = 16
+PROC_BUFFER_BYTES = 1024 * 1024
+PROC_KEEP_EXITED = 8  # exited processes kept for a late wait or reconnect ...
+PROC_KEEP_EXITED_S = 600.0  # ... for this long at most
+PROC_WINDOW = 256 * 1024  # output a reader may have unacknowledged
+PROC_READ = 65536
+RING_MERGE = 64 * 1024  # small writes (a PTY's keystrokes) are joined up to this size
+RING_OVERHEAD = 64  # each ring entry is charged this beside its bytes: many tiny ones stay bounded
+OUTPUT = struct.Struct(">QB")  # DATA payload of proc_output: cursor of its first byte, stream
+STREAM_STDOUT, STREAM_STDERR, STREAM_PTY = 1, 2, 3
+PR_SET_PDEATHSIG = 1
+# In each such process's environment, so what it starts in a session of its own (setsid, a
+# double fork) is still found and killed with it.
+PROCESS_MARKER = "TROVE_PROCESS_TAG"
+
+
+class Ring:
+    """The last ``limit`` bytes a process wrote, as ``[cursor, stream, bytes]`` entries."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(limit, 2 * RING_MERGE)
+        self.entries: collections.deque[tuple[int, int, bytearray]] = collections.deque()
+        self.end = 0
+        self.charged = 0
+
+    @property
+    def start(self) -> int:
+        return self.entries[0][0] if self.entries else self.end
+
+    def append(self, stream: int, data: bytes) -> None:
+        cursor = self.end
+        self.end += len(data)
+        last = self.entries[-1] if self.entries else None
+        if last is not None and last[1] == stream and len(last[2]) < RING_MERGE:
+            last[2].extend(data)
+            self.charged += len(data)
+        else:
+            self.entries.append((cursor, stream, bytearray(data)))
+            self.charged += len(data) + RING_OVERHEAD
+        while self.charged > self.limit and len(self.entries) > 1:
+            self.charged -= len(self.entries.popleft()[2]) + RING_OVERHEAD
+        if self.charged > self.limit:  # one entry larger than the ring: keep its tail
+            first_cursor, first_stream, first = self.entries[0]
+            cut = self.charged - self.limit
+            self.entries[0] = (first_cursor + cut, first_stream, first[cut:])
+            self.charged -= cut
+
+    def read(self, cursor: int, budget: int) -> list[tuple[int, int, bytes]]:
+        """Entries from ``cursor`` (or the oldest kept byte, if later) up to ``budget`` bytes."""
+        out: list[tuple[int, int, bytes]] = []
+        # From the newest end back: a reader keeping up wants the last entry or two, not a
+        # walk over thousands of a terminal's small writes.
+        first = len(self.entries)
+        while first and self.entries[first - 1][0] + len(self.entries[first - 1][2]) > cursor:
+            first -= 1
+        for start, stream, data in itertools.islice(self.entries, first, None):
+            if budget <= 0:
+                break
+            offset = max(0, cursor - start)
+            piece = bytes(data[offset : offset + budget])
+            out.append((start + offset, stream, piece))
+            budget -= len(piece)
+        return out
+
+
+class Proc:
+    def __init__(self, popen: subprocess.Popen[bytes], spec: dict[str, object], buffer_bytes: int) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self.spec = spec
+        self.ring = Ring(buffer_bytes)
+        self.stdin_fd: int | None = None
+        self.outputs: dict[int, int] = {}  # fd -> stream
+        self.exit_code: int | None = None
+        self.ended_at = 0.0
+        self.waiters: set[asyncio.Future[None]] = set()
+        self.writing = asyncio.Lock()
+        self.marker = ""
+
+    def info(self) -> dict[str, object]:
+        return {
+            **self.spec,
+            "pid": self.pid,
+            "running": self.exit_code is None,
+            "exit_code": self.exit_code,
+            "cursor": self.ring.end,
+        }
+
+    def notify(self) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.waiters.clear()
+
+    async def change(self, queue: asyncio.Queue[tuple[int, bytes]]) -> tuple[int, bytes] | None:
+        """Wait for output, the end, or the next frame from the client (returned)."""
+        changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.add(changed)
+        frame = asyncio.ensure_future(queue.get())
+        pending: set[asyncio.Future[object]] = {changed, frame}  # type: ignore[arg-type]
+        try:
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.waiters.discard(changed)
+            if not frame.done():
+                frame.cancel()
+        return frame.result() if frame.done() and not frame.cancelled() else None
+
+
+class Processes:
+    """The agent's processes that outlive a call, by pid."""
+
+    def __init__(self, root: Root, session: str, known: set[int]) -> None:
+        self.root = root
+        self.session = session
+        self.known = known
+        self.started = 0
+        self.procs: dict[int, Proc] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def get(self, req: dict[str, object]) -> Proc:
+        proc = self.procs.get(int(req.get("pid", -1)))  # type: ignore[call-overload]
+        if proc is None:
+            raise OpError("process_not_found", "", f"no process {req.get('pid')}")
+        return proc
+
+    def prune(self) -> None:
+        ended = sorted((p for p in self.procs.values() if p.exit_code is not None), key=lambda p: p.ended_at)
+        cutoff = time.monotonic() - PROC_KEEP_EXITED_S
+        for index, proc in enumerate(ended):
+            if proc.ended_at < cutoff or index < len(ended) - PROC_KEEP_EXITED:
+                del self.procs[proc.pid]
+
+    def start(self, req: dict[str, object]) -> Proc:
+        self.prune()
+        limit = int(req.get("max_processes", PROC_MAX))  # type: ignore[call-overload]
+        if sum(p.exit_code is None for p in self.procs.values()) >= limit:
+            raise OpError("process_limit_reached", "", f"{limit} processes are running already")
+        argv = [str(a) for a in req.get("argv") or []]  # type: ignore[attr-defined]
+        if not argv:
+            raise OpError("invalid_request", "", "argv is empty")
+        rel = str(req.get("cwd") or "")
+        cwd_rel = self.root.resolve(rel)
+        cwd = os.path.join(self.root.path, cwd_rel) if cwd_rel else self.root.path
+        if not os.path.isdir(cwd):
+            raise OpError("not_a_directory" if os.path.exists(cwd) else "path_not_found", rel)
+        size = req.get("pty")
+        if size:
+            rows, cols = (int(n) for n in size)  # type: ignore[attr-defined]
+            check_winsize(rows, cols)
+        env = {
+            "PATH": SANDBOX_PATH,
+            "HOME": self.root.path,
+            "LANG": "C.UTF-8",
+            "TERM": "xterm-256color" if size else "dumb",
+            "USER": "agent",
+            **{str(k): str(v) for k, v in dict(req.get("env") or {}).items()},  # type: ignore[call-overload]
+        }
+        self.started += 1
+        marker = env[PROCESS_MARKER] = f"{self.session}-p{self.started}"
+        file_bytes = int(req.get("file_bytes", 100 << 20))  # type: ignore[call-overload]
+        ours: list[int] = []  # our ends, closed if the start fails
+        theirs: list[int] = []  # the child's ends, closed once it has them
+        try:
+            if size:
+                master, slave = os.openpty()
+                ours.append(master)
+                theirs.append(slave)
+                set_winsize(master, rows, cols)
+                stdin = stdout = stderr = slave
+            else:
+                out_r, out_w = os.pipe()
+                err_r, err_w = os.pipe()
+                ours += [out_r, err_r]
+                theirs += [out_w, err_w]
+                stdout, stderr = out_w, err_w
+                stdin = subprocess.DEVNULL
+                if req.get("stdin"):
+                    in_r, in_w = os.pipe()
+                    ours.append(in_w)
+                    theirs.append(in_r)
+                    stdin = in_r
+            popen = subprocess.Popen(
+                argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env,
+                start_new_session=True, preexec_fn=child_setup(bool(size), file_bytes),
+            )  # fmt: skip
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            for fd in ours:
+                os.close(fd)
+            raise OpError("process_start_failed", "", f"{argv[0]}: {exc}") from exc
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        self.known.add(popen.pid)
+        spec = {
+            "argv": argv,
+            "env": dict(req.get("env") or {}),  # type: ignore[call-overload]
+            "tag": req.get("tag"),
+            "cwd": cwd_rel,
+            "pty": [rows, cols] if size else None,
+            "stdin": bool(size or req.get("stdin")),
+        }
+        proc = Proc(popen, spec, int(req.get("buffer_bytes", PROC_BUFFER_BYTES)))  # type: ignore[call-overload]
+        proc.marker = marker
+        if size:
+            proc.stdin_fd = ours[0]
+            proc.outputs[ours[0]] = STREAM_PTY
+        else:
+            proc.outputs[ours[0]] = STREAM_STDOUT
+            proc.outputs[ours[1]] = STREAM_STDERR
+            if len(ours) == 3:
+                proc.stdin_fd = ours[2]
+                os.set_blocking(ours[2], False)
+        loop = asyncio.get_running_loop()
+        for fd, stream in proc.outputs.items():
+            os.set_blocking(fd, False)
+            loop.add_reader(fd, self.readable, proc, fd, stream)
+        self.procs[proc.pid] = proc
+        task = asyncio.create_task(self.supervise(proc))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return proc
+
+    def readable(self, proc: Proc, fd: int, stream: int) -> None:
+        try:
+            data = os.read(fd, PROC_READ)
+        except BlockingIOError:
+            return
+        except OSError:  # EIO: a PTY whose last slave end closed
+            data = b""
+        if data:
+            proc.ring.append(stream, data)
+        else:
+            self.close_output(proc, fd)
+        proc.notify()
+
+    def close_output(self, proc: Proc, fd: int) -> None:
+        if proc.outputs.pop(fd, None) is None:
+            return
+        asyncio.get_running_loop().remove_reader(fd)
+        # A PTY's master is its input too: closed by supervise() under the writing lock, so a
+        # write in flight never meets a closed (or reused) descriptor number.
+        if fd != proc.stdin_fd:
+            os.close(fd)
+
+    async def supervise(self, proc: Proc) -> None:
+        await exited_pid(proc.popen)
+        # The rest of its output, unless something it left behind holds the pipe open.
+        deadline = time.monotonic() + DRAIN_GRACE_S
+        while proc.outputs and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                proc.waiters.add(waiter)
+                await asyncio.wait_for(waiter, deadline - time.monotonic())
+        # What its process group still holds dies with it: nothing outlives the process
+        # unaccounted (the count bound covers the processes started here).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await asyncio.to_thread(kill_marked, proc.marker)
+        for fd in list(proc.outputs):
+            self.close_output(proc, fd)
+        async with proc.writing:
+            if proc.stdin_fd is not None:
+                os.close(proc.stdin_fd)
+                proc.stdin_fd = None
+        code = proc.popen.returncode if proc.popen.returncode is not None else -signal.SIGKILL
+        proc.exit_code = code if code >= 0 else 128 - code
+        proc.ended_at = time.monotonic()
+        self.known.discard(proc.pid)
+        proc.notify()
+
+    def kill_all(self) -> None:
+        """The agent is ending: so does every process it started (and waits until they are gone)."""
+        running = [p for p in self.procs.values() if p.exit_code is None]
+        for proc in running:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(proc.pid, signal.SIGKILL)
+        for proc in running:
+            kill_marked(proc.marker)
+            with contextlib.suppress(subprocess.TimeoutExpired, ChildProcessError):
+                proc.popen.wait(KILL_WAIT_S)
+            self.known.discard(proc.pid)
+
+
+def kill_marked(marker: str) -> None:
+    """SIGKILL every process whose environment carries ``marker``; return once none is left
+    (or after KILL_WAIT_S). A killed process has no environment left, so it stops matching."""
+    needle = f"{PROCESS_MARKER}={marker}".encode()
+    deadline = time.monotonic() + KILL_WAIT_S
+    while True:
+        found = False
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/environ", "rb") as f:
+                    environ = f.read()
+            except OSError:
+                continue
+            if needle + b"\x00" in environ or environ.endswith(needle):
+                found = True
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(name), signal.SIGKILL)
+        if not found or time.monotonic() > deadline:
+            return
+        time.sleep(0.002)
+
+
+def check_winsize(rows: int, cols: int) -> None:
+    if not (0 < rows < 65536 and 0 < cols < 65536):
+        raise OpError("invalid_request", "", f"bad terminal size {rows}x{cols}")
+
+
+def set_winsize(fd: int, rows: int, cols: int) -> None:
+    check_winsize(rows, cols)
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def child_setup(pty: bool, file_bytes: int) -> Callable[[], None]:
+    """Runs in the child between fork and exec (already a session leader): the PTY becomes its
+    controlling terminal; the limits an exec gets apply; it dies with the agent."""
+    cap = os.environ.get(MAX_PROCESSES_ENV, "")
+    nproc = int(cap) if cap.isdigit() and int(cap) > 0 else 0
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    fsize = file_bytes if hard == resource.RLIM_INFINITY else min(file_bytes, hard)
+
+    def setup() -> None:
+        if pty:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        if nproc:
+            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+        if PRCTL is not None:
+            PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            # What it double-forks stays below it (the flag survives exec) instead of coming
+            # up to the agent, whose sweep kills every orphan it does not know.
+            PRCTL(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+    return setup
+
+
+async def exited_pid(popen: subprocess.Popen[bytes]) -> None:
+    """Return once ``popen`` has exited and is reaped (a pidfd says when; polled without one)."""
+    try:
+        pidfd = os.pidfd_open(popen.pid)
+    except (AttributeError, OSError):
+        while popen.poll() is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        return
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(pidfd, settle, done)
+    try:
+        await done
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    popen.wait()
+
+
+def settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def write_all(fd: int, data: bytes) -> None:
+    loop = asyncio.get_running_loop()
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            ready: asyncio.Future[None] = loop.create_future()
+            loop.add_writer(fd, settle, ready)
+            try:
+                await ready
+            finally:
+                loop.remove_writer(fd)
 
 
 class FrameInput(asyncio.Protocol):

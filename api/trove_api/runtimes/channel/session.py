@@ -28,11 +28,17 @@ from typing import Any
 from trove_api.runtimes.channel.frames import HEADER, FrameError, FrameReader
 from trove_core.errors import (
     ChannelLostError,
+    InvalidRequestError,
     IsADirectoryError_,
     NotADirectoryError_,
     PathNotFoundError,
     PathRejectedError,
     PayloadTooLargeError,
+    ProcessLimitReachedError,
+    ProcessNotAPtyError,
+    ProcessNotFoundError,
+    ProcessStartFailedError,
+    ProcessStdinClosedError,
     RootDeleteRefusedError,
     SnapshotCorruptError,
     StorageFullError,
@@ -81,6 +87,12 @@ _ERRORS: dict[str, tuple[type[TroveError], str]] = {
     "payload_too_large": (PayloadTooLargeError, "{} is larger than the limit"),
     "root_delete_refused": (RootDeleteRefusedError, "Refusing to delete the namespace root ({})"),
     "snapshot_corrupt": (SnapshotCorruptError, "Snapshot refused: {1}"),
+    "process_not_found": (ProcessNotFoundError, "{1}"),
+    "process_limit_reached": (ProcessLimitReachedError, "Process limit reached: {1}"),
+    "process_stdin_closed": (ProcessStdinClosedError, "{1}"),
+    "process_start_failed": (ProcessStartFailedError, "Cannot start {1}"),
+    "process_not_a_pty": (ProcessNotAPtyError, "{1}"),
+    "invalid_request": (InvalidRequestError, "{1}"),
 }
 
 
@@ -131,6 +143,11 @@ class Request:
         self.session.requests.pop(self.id, None)
 
 
+def reply(payload: bytes) -> dict[str, Any]:
+    """A RESULT frame's JSON object."""
+    return _json(payload)
+
+
 def _json(payload: bytes) -> dict[str, Any]:
     value = _object(payload)
     if value is None:
@@ -165,6 +182,8 @@ class AgentSession:
         self.hello: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.closed = False
         self.last_used = time.monotonic()
+        # Pids of processes started over this session and not seen to end (channel/processes.py).
+        self.live_processes: set[int] = set()
 
     # -- transport side -------------------------------------------------------------------
 

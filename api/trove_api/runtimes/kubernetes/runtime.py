@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from trove_api.logs import detached_task
 from trove_api.runtimes.channel import restore as tarcheck
+from trove_api.runtimes.channel.processes import ProcessClient, ProcessLimits
 from trove_api.runtimes.channel.session import AgentSession
 from trove_api.runtimes.kubernetes.fallback import snapshots as fallback_snapshots
 from trove_api.runtimes.kubernetes.fallback.files import PodFiles
@@ -17,7 +18,18 @@ from trove_api.runtimes.kubernetes.kubeapi import KubeApi, load_configuration
 from trove_api.runtimes.kubernetes.namespaces import NamespaceControl, activity_stamp
 from trove_api.runtimes.kubernetes.podexec import WarmChannel, fresh_exec
 from trove_core.errors import AgentMissingError, ChannelLostError, PodGoneError, UnavailableError
-from trove_core.runtime import ExecOutput, ExecSpec, FileReader, FileStat, NamespaceRef
+from trove_core.runtime import (
+    ExecOutput,
+    ExecSpec,
+    FileReader,
+    FileStat,
+    NamespaceRef,
+    ProcessEnd,
+    ProcessInfo,
+    ProcessOutput,
+    ProcessSpec,
+    PtySize,
+)
 from trove_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,6 +55,7 @@ class KubernetesRuntime:
         self.api = api
         self.control = NamespaceControl(api, settings)
         self.file_bytes = settings.exec_file_mb * 1024 * 1024
+        self.process_limits = ProcessLimits.from_settings(settings)
         self._channels: dict[str, WarmChannel] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         # Pods whose image lacks the agent: exec falls back to fresh streams until this time.
@@ -176,6 +189,35 @@ class KubernetesRuntime:
         # /workspace is the real, stable path inside the pod; no host path is visible there.
         return []
 
+    # -- processes that outlive a call (the pod's agent; an agentless image has none) ---------
+
+    async def start_process(self, ns: NamespaceRef, spec: ProcessSpec) -> ProcessInfo:
+        return await ProcessClient(await self._session(ns)).start(spec, self.process_limits)
+
+    async def process_output(
+        self, ns: NamespaceRef, pid: int, cursor: int = 0
+    ) -> AsyncIterator[ProcessOutput | ProcessEnd]:
+        async for item in ProcessClient(await self._session(ns)).output(pid, cursor):
+            yield item
+
+    async def write_stdin(self, ns: NamespaceRef, pid: int, data: bytes) -> None:
+        await ProcessClient(await self._session(ns)).write_stdin(pid, data)
+
+    async def close_stdin(self, ns: NamespaceRef, pid: int) -> None:
+        await ProcessClient(await self._session(ns)).close_stdin(pid)
+
+    async def resize_pty(self, ns: NamespaceRef, pid: int, size: PtySize) -> None:
+        await ProcessClient(await self._session(ns)).resize(pid, size)
+
+    async def signal_process(self, ns: NamespaceRef, pid: int, signum: int) -> None:
+        await ProcessClient(await self._session(ns)).signal(pid, signum)
+
+    async def wait_process(self, ns: NamespaceRef, pid: int) -> int:
+        return await ProcessClient(await self._session(ns)).wait(pid)
+
+    async def list_processes(self, ns: NamespaceRef) -> list[ProcessInfo]:
+        return await ProcessClient(await self._session(ns)).list()
+
     # -- housekeeping ---------------------------------------------------------------------------
 
     async def _housekeeping(self) -> None:
@@ -209,7 +251,9 @@ class KubernetesRuntime:
     async def _close_idle(self) -> None:
         cutoff = time.monotonic() - self.settings.k8s_channel_idle_s
         for name, channel in list(self._channels.items()):
-            if not channel.open or (channel.session.last_used < cutoff and not channel.session.requests):
+            idle = channel.session.last_used < cutoff and not channel.session.requests
+            # Closing the channel ends the agent, and with it the processes it runs.
+            if not channel.open or (idle and not await ProcessClient(channel.session).running()):
                 self._channels.pop(name, None)
                 await channel.close()
 

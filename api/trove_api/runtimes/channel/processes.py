@@ -1,0 +1,176 @@
+"""Processes that outlive a call, over an ``AgentSession``: the client half of the agent's ``proc_*`` ops.
+
+Output is paced like an export: the agent sends at most a window of unacknowledged bytes per
+reader, so a slow reader holds the API to a window and the agent to its per-process ring
+(older bytes are dropped there, and the next frame's cursor says how many).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from trove_api.runtimes.channel.session import CANCEL, DATA, EOF, RESULT, AgentSession, agent_error, reply
+from trove_core.errors import TroveError
+from trove_core.runtime import ProcessEnd, ProcessInfo, ProcessOutput, ProcessSpec, PtySize
+from trove_core.settings import Settings
+
+OUTPUT = struct.Struct(">QB")  # the agent's proc_output DATA header: cursor, stream
+STREAMS: dict[int, Literal["stdout", "stderr", "pty"]] = {1: "stdout", 2: "stderr", 3: "pty"}
+WINDOW = 256 * 1024
+ACK_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ProcessLimits:
+    """Sent with each start: the agent enforces them per sandbox (= per namespace)."""
+
+    max_running: int = 16
+    buffer_bytes: int = 1024 * 1024
+    file_bytes: int = 100 * 1024 * 1024
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProcessLimits:
+        return cls(
+            max_running=settings.process_max,
+            buffer_bytes=settings.process_buffer_kb * 1024,
+            file_bytes=settings.exec_file_mb * 1024 * 1024,
+        )
+
+
+def _info(body: dict[str, Any]) -> ProcessInfo:
+    pty = body.get("pty")
+    return ProcessInfo(
+        pid=int(body["pid"]),
+        argv=tuple(str(a) for a in body["argv"]),
+        env={str(k): str(v) for k, v in dict(body.get("env") or {}).items()},
+        tag=None if body.get("tag") is None else str(body["tag"]),
+        cwd=str(body.get("cwd", "")),
+        pty=PtySize(int(pty[0]), int(pty[1])) if pty else None,
+        stdin=bool(body.get("stdin")),
+        running=bool(body["running"]),
+        exit_code=None if body.get("exit_code") is None else int(body["exit_code"]),
+        cursor=int(body.get("cursor", 0)),
+    )
+
+
+class ProcessClient:
+    """The ``proc_*`` ops of one session. ``session.live_processes`` follows what they report,
+    so the session's owner knows not to close a channel whose sandbox still runs something."""
+
+    def __init__(self, session: AgentSession) -> None:
+        self.session = session
+
+    def _seen(self, info: ProcessInfo) -> ProcessInfo:
+        if info.running:
+            self.session.live_processes.add(info.pid)
+        else:
+            self.session.live_processes.discard(info.pid)
+        return info
+
+    async def start(self, spec: ProcessSpec, limits: ProcessLimits) -> ProcessInfo:
+        body = await self.session.call(
+            {
+                "op": "proc_start",
+                "argv": list(spec.argv),
+                "env": dict(spec.env),
+                "cwd": spec.cwd,
+                "pty": [spec.pty.rows, spec.pty.cols] if spec.pty else None,
+                "tag": spec.tag,
+                "stdin": spec.stdin,
+                "max_processes": limits.max_running,
+                "buffer_bytes": limits.buffer_bytes,
+                "file_bytes": limits.file_bytes,
+            }
+        )
+        return self._seen(_info(body))
+
+    async def list(self) -> list[ProcessInfo]:
+        body = await self.session.call({"op": "proc_list"})
+        infos = [_info(p) for p in body["processes"]]
+        self.session.live_processes = {info.pid for info in infos if info.running}
+        return infos
+
+    async def output(self, pid: int, cursor: int = 0) -> AsyncIterator[ProcessOutput | ProcessEnd]:
+        request = await self.session.open(
+            {"op": "proc_output", "pid": pid, "cursor": cursor, "window": WINDOW}
+        )
+        consumed = acknowledged = 0
+        finished = False
+        try:
+            while True:
+                kind, payload = await request.next()
+                if kind == DATA:
+                    start, stream = OUTPUT.unpack_from(payload)
+                    data = payload[OUTPUT.size :]
+                    yield ProcessOutput(STREAMS.get(stream, "stdout"), data, start, max(0, start - cursor))
+                    cursor = start + len(data)
+                    consumed += len(data)
+                    if consumed - acknowledged >= ACK_BYTES:
+                        await request.send(DATA, str(consumed).encode())
+                        acknowledged = consumed
+                elif kind == RESULT:
+                    finished = True
+                    result = reply(payload)
+                    if not result.get("ok"):
+                        raise agent_error(result)
+                    self.session.live_processes.discard(pid)
+                    end = int(result["cursor"])
+                    yield ProcessEnd(int(result["exit_code"]), end, max(0, end - cursor))
+                    return
+        finally:
+            if not finished and not self.session.closed:
+                with contextlib.suppress(TroveError, OSError):
+                    await request.send(CANCEL)
+            request.close()
+
+    async def write_stdin(self, pid: int, data: bytes) -> None:
+        request = await self.session.open({"op": "proc_stdin", "pid": pid})
+        try:
+            await request.send_data(data)
+            await request.send(EOF)
+            result = await request.result()
+        except BaseException:
+            if not self.session.closed and request.id in self.session.requests:
+                with contextlib.suppress(TroveError, OSError):
+                    await request.send(CANCEL)
+            raise
+        finally:
+            request.close()
+        if not result.get("ok"):
+            raise agent_error(result)
+
+    async def close_stdin(self, pid: int) -> None:
+        await self.session.call({"op": "proc_close_stdin", "pid": pid})
+
+    async def resize(self, pid: int, size: PtySize) -> None:
+        await self.session.call({"op": "proc_resize", "pid": pid, "rows": size.rows, "cols": size.cols})
+
+    async def signal(self, pid: int, signum: int) -> None:
+        await self.session.call({"op": "proc_signal", "pid": pid, "signal": signum})
+
+    async def wait(self, pid: int) -> int:
+        request = await self.session.open({"op": "proc_wait", "pid": pid})
+        try:
+            result = await request.result()
+        except BaseException:
+            if not self.session.closed and request.id in self.session.requests:
+                with contextlib.suppress(TroveError, OSError):
+                    await request.send(CANCEL)
+            raise
+        finally:
+            request.close()
+        if not result.get("ok"):
+            raise agent_error(result)
+        self.session.live_processes.discard(pid)
+        return int(result["exit_code"])
+
+    async def running(self) -> bool:
+        """Whether the sandbox still runs a process started here (asks the agent if it may)."""
+        if self.session.live_processes and not self.session.closed:
+            with contextlib.suppress(TroveError):
+                await self.list()
+        return bool(self.session.live_processes) and not self.session.closed
