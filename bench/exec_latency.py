@@ -1,4 +1,8 @@
-"""Exec round trip through the official client vs spawning the same bubblewrap sandbox directly."""
+"""Exec round trip through the official client vs spawning the same bubblewrap sandbox directly.
+
+A warm sandbox per namespace must make an exec cheaper than starting a sandbox: p50 <= 0.8x and
+p95 <= 1.2x a raw setpriv+bwrap spawn of `bash -c true` (bench/sandbox.py builds its argv).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ COMMAND = "true"
 NAMESPACE = "bench-exec"
 WARMUP = 20
 RUNS = 200
-TARGET_RATIO = 2.0
+TARGET_P50_RATIO = 0.8
+TARGET_P95_RATIO = 1.2
 
 
 def run(server: ServerProcess, runs: int = RUNS, warmup: int = WARMUP) -> Result:
@@ -40,8 +45,8 @@ def run(server: ServerProcess, runs: int = RUNS, warmup: int = WARMUP) -> Result
         figure=f"exec p50 {api['p50_ms']:.2f} ms, p95 {api['p95_ms']:.2f} ms",
         baseline=f"raw bwrap p50 {base['p50_ms']:.2f} ms, p95 {base['p95_ms']:.2f} ms",
         ratio=f"p50 {p50_ratio:.2f}x, p95 {p95_ratio:.2f}x",
-        target=f"p50 <= {TARGET_RATIO:.1f}x",
-        passed=p50_ratio <= TARGET_RATIO,
+        target=f"p50 <= {TARGET_P50_RATIO:.1f}x, p95 <= {TARGET_P95_RATIO:.1f}x",
+        passed=p50_ratio <= TARGET_P50_RATIO and p95_ratio <= TARGET_P95_RATIO,
         details={
             "client_exec": api,
             "raw_sandbox": base,
