@@ -69,6 +69,8 @@ def run(server: ServerProcess, warm: int = WARM) -> Result:
     with TroveClient(server.workspace_key, "mem-warmup", base_url=server.base_url) as client:
         client.exec("true")  # imports, pools and caches of the first call: not a channel's cost
     time.sleep(_SETTLE_S)
+    # Before the 100: with them running, shared pages would make the bare one look smaller.
+    bare = _bare_sandbox(server, "mem-warmup")
     before = server_descendants(server.pid)
     rss_before_kb = proc_status_kb(server.pid, "VmRSS")
     for i in range(warm):
@@ -79,7 +81,6 @@ def run(server: ServerProcess, warm: int = WARM) -> Result:
     new_processes = server_descendants(server.pid) - before
     sandboxes = pss_of(new_processes)
     found = sandbox_count(new_processes, pid_namespace(server.pid))
-    bare = _bare_sandbox(server, "mem-0")
     per_channel_mb = (rss_after_kb - rss_before_kb) / warm / _KB_PER_MB
     bare_mb = bare.pss_kb / _KB_PER_MB
     per_sandbox_mb = sandboxes.pss_kb / warm / _KB_PER_MB
