@@ -1,4 +1,5 @@
-"""write / upload / read MB/s through the API vs a same-disk copy: curl (judged, beside `curl file://`) and the official client."""
+"""Upload / read MB/s through the API vs a same-disk copy: judged with curl as the client (beside
+curl's own file:// copy), and the official client's figures (write too) beside a plain copy."""
 
 from __future__ import annotations
 
