@@ -161,6 +161,13 @@ def run(server: ServerProcess, repeats: int = REPEATS) -> Result:
     judged_upload = capacity.get("upload_curl", upload)
     judged_read = capacity.get("read_curl", read)
     passed = judged_upload["ratio"] >= TARGET_RATIO and judged_read["ratio"] >= TARGET_RATIO
+    # The curl figures against the kernel's own copy (the sdk rows' baselines, same run) too.
+    versus_cp = (
+        f" (vs cp: {ratio(judged_upload['api_mb_s'], upload['baseline_mb_s']):.2f}x / "
+        f"{ratio(judged_read['api_mb_s'], read['baseline_mb_s']):.2f}x)"
+        if capacity
+        else ""
+    )
     client = "curl" if capacity else "sdk"
     result = Result(
         name=NAME,
@@ -174,7 +181,7 @@ def run(server: ServerProcess, repeats: int = REPEATS) -> Result:
             f"{judged_read['baseline_mb_s']:.0f} MB/s"
         ),
         ratio=(
-            f"{client} {judged_upload['ratio']:.2f}x / {judged_read['ratio']:.2f}x; "
+            f"{client} {judged_upload['ratio']:.2f}x / {judged_read['ratio']:.2f}x{versus_cp}; "
             f"sdk {upload['ratio']:.2f}x / {read['ratio']:.2f}x"
         ),
         target=f"upload, read >= {TARGET_RATIO:.1f}x ({client})",
