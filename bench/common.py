@@ -82,7 +82,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def server_env(data_dir: Path, port: int) -> dict[str, str]:
+def server_env(data_dir: Path, port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
     env.update(
         TROVE_DATA_DIR=str(data_dir),
@@ -91,6 +91,7 @@ def server_env(data_dir: Path, port: int) -> dict[str, str]:
         TROVE_RUNTIME="local",
         TROVE_LOG_LEVEL="warning",
     )
+    env.update(extra or {})
     return env
 
 
@@ -114,8 +115,11 @@ def _parse_keys(text: str) -> tuple[str, str, str]:
 
 
 @contextlib.contextmanager
-def launch_server(timeout_s: float = 60.0) -> Iterator[ServerProcess]:
-    """`trove-server serve` as a child process with a fresh data dir; its first-run keys."""
+def launch_server(timeout_s: float = 60.0, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+    """`trove-server serve` as a child process with a fresh data dir; its first-run keys.
+
+    ``env``: further TROVE_* settings for this server (a benchmark that needs more warm sandboxes).
+    """
     data_dir = Path(tempfile.mkdtemp(prefix="trove-bench-", dir="/tmp"))
     # Sandbox uids must traverse the data dir to reach their namespace (mkdtemp makes it 0700).
     data_dir.chmod(0o711)
@@ -124,7 +128,7 @@ def launch_server(timeout_s: float = 60.0) -> Iterator[ServerProcess]:
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             _server_command(),
-            env=server_env(data_dir, port),
+            env=server_env(data_dir, port, env),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

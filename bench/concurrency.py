@@ -1,4 +1,7 @@
-"""50 concurrent execs through AsyncTroveClient vs 50 concurrent raw sandbox spawns."""
+"""50 concurrent execs over 10 namespaces through AsyncTroveClient vs 50 concurrent raw sandbox spawns.
+
+Each exec's output is checked: a wrong answer counts as an error like an exception does.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +18,9 @@ from bench.common import Result, ServerProcess, header, latency_summary, launch_
 from bench.sandbox import RawSandbox, raw_sandbox
 
 NAME = "concurrent_exec"
-NAMESPACE = "bench-concurrent"
-COMMAND = "true"
+NAMESPACES = [f"bench-concurrent-{i}" for i in range(10)]
+COMMAND = "echo ok"
+EXPECTED = "ok\n"
 CONCURRENCY = 50
 ROUNDS = 3
 
@@ -48,33 +52,64 @@ class _Side:
 
 async def _timed_exec(client: AsyncTroveClient) -> float:
     started = time.perf_counter()
-    await client.exec(COMMAND)
-    return time.perf_counter() - started
+    output = await client.exec(COMMAND)
+    took = time.perf_counter() - started
+    if output != EXPECTED:
+        raise RuntimeError(f"exec answered {output[:200]!r}, expected {EXPECTED!r}")
+    return took
 
 
-async def _measure(server: ServerProcess, raw: RawSandbox, n: int, rounds: int) -> tuple[_Side, _Side]:
-    api, base = _Side(), _Side()
-    # httpx's pool allows 100 connections, so the 50 calls are not serialised on the client.
-    async with AsyncTroveClient(
-        server.workspace_key, NAMESPACE, base_url=server.base_url, timeout=120
-    ) as client:
-        await _Side().round([_timed_exec(client) for _ in range(n)])  # warm-up: opens connections
+def _settle(raws: list[RawSandbox]) -> None:
+    for raw in raws:
         raw.settle()
-        await _Side().round([raw.run_async() for _ in range(n)])
-        for _ in range(rounds):
-            raw.settle()
-            await api.round([_timed_exec(client) for _ in range(n)])
-            raw.settle()
-            await base.round([raw.run_async() for _ in range(n)])
+
+
+async def _measure(
+    clients: list[AsyncTroveClient], raws: list[RawSandbox], n: int, rounds: int
+) -> tuple[_Side, _Side]:
+    api, base = _Side(), _Side()
+
+    def api_calls() -> list[Awaitable[float]]:
+        return [_timed_exec(clients[i % len(clients)]) for i in range(n)]
+
+    def raw_calls() -> list[Awaitable[float]]:
+        return [raws[i % len(raws)].run_async() for i in range(n)]
+
+    await _Side().round(api_calls())  # warm-up: opens connections
+    _settle(raws)
+    await _Side().round(raw_calls())
+    for _ in range(rounds):
+        _settle(raws)
+        await api.round(api_calls())
+        _settle(raws)
+        await base.round(raw_calls())
     return api, base
 
 
+async def _measure_with_clients(
+    server: ServerProcess, raws: list[RawSandbox], n: int, rounds: int
+) -> tuple[_Side, _Side]:
+    clients = [
+        AsyncTroveClient(server.workspace_key, namespace, base_url=server.base_url, timeout=120)
+        for namespace in NAMESPACES
+    ]
+    try:
+        return await _measure(clients, raws, n, rounds)
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
 def run(server: ServerProcess, n: int = CONCURRENCY, rounds: int = ROUNDS) -> Result:
-    header(f"{n} concurrent execs of {COMMAND!r} ({rounds} rounds) vs {n} concurrent raw sandboxes")
-    with TroveClient(server.workspace_key, NAMESPACE, base_url=server.base_url) as client:
-        client.exec(COMMAND)  # provisions the namespace
-    raw = raw_sandbox(server, NAMESPACE, COMMAND)
-    api_side, raw_side = asyncio.run(_measure(server, raw, n, rounds))
+    header(
+        f"{n} concurrent execs of {COMMAND!r} over {len(NAMESPACES)} namespaces ({rounds} rounds) "
+        f"vs {n} concurrent raw sandboxes"
+    )
+    for namespace in NAMESPACES:
+        with TroveClient(server.workspace_key, namespace, base_url=server.base_url) as client:
+            client.exec(COMMAND)  # provisions the namespace
+    raws = [raw_sandbox(server, namespace, COMMAND) for namespace in NAMESPACES]
+    api_side, raw_side = asyncio.run(_measure_with_clients(server, raws, n, rounds))
     api, base = api_side.summary(), raw_side.summary()
     wall_ratio = ratio(api["wall_s_median"], base["wall_s_median"])
     p50_ratio = ratio(api["latency"]["p50_ms"], base["latency"]["p50_ms"])
@@ -89,9 +124,16 @@ def run(server: ServerProcess, n: int = CONCURRENCY, rounds: int = ROUNDS) -> Re
             f"p50 {base['latency']['p50_ms']:.0f} ms, p95 {base['latency']['p95_ms']:.0f} ms"
         ),
         ratio=f"wall {wall_ratio:.2f}x, p50 {p50_ratio:.2f}x",
-        target="zero errors",
+        target=f"zero errors ({len(NAMESPACES)} namespaces)",
         passed=api["errors"] == 0,
-        details={"concurrency": n, "rounds": rounds, "api": api, "raw": base, "wall_ratio": wall_ratio},
+        details={
+            "concurrency": n,
+            "namespaces": len(NAMESPACES),
+            "rounds": rounds,
+            "api": api,
+            "raw": base,
+            "wall_ratio": wall_ratio,
+        },
     )
     result.show()
     for side in (api, base):

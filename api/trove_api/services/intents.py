@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, insert
+from sqlalchemy import bindparam, delete, insert
 
 from trove_api.events.log import Actor, record
 from trove_api.stores.advisory import INTENTS, lock_key
@@ -44,6 +44,12 @@ EXEC = "exec"
 SNAPSHOT_CREATE = "snapshot.create"
 SNAPSHOT_RESTORE = "snapshot.restore"
 SNAPSHOT_DELETE = "snapshot.delete"
+
+# Built once: every exec and file write begins and closes an intent, and building these
+# statements per call (coercing nine values, computing cache keys) cost more CPU than running
+# them on SQLite (~0.5 ms of an exec's ~3 ms API work, profiled with yappi).
+_INSERT_INTENT = insert(intents)
+_DELETE_INTENT = delete(intents).where(intents.c.id == bindparam("intent_id"))
 
 
 @dataclass(frozen=True)
@@ -106,17 +112,18 @@ class IntentLog:
     def _insert(self, intent: Intent) -> None:
         with self.db.write() as conn:
             conn.execute(
-                insert(intents).values(
-                    id=intent.intent_id,
-                    owner=intent.owner,
-                    workspace_id=intent.workspace_id,
-                    namespace=intent.namespace,
-                    kind=intent.kind,
-                    actor_key_id=intent.actor.key_id,
-                    actor_key_name=intent.actor.key_name,
-                    payload=json.dumps(intent.payload, separators=(",", ":"), ensure_ascii=False),
-                    created_at=intent.created_at,
-                )
+                _INSERT_INTENT,
+                {
+                    "id": intent.intent_id,
+                    "owner": intent.owner,
+                    "workspace_id": intent.workspace_id,
+                    "namespace": intent.namespace,
+                    "kind": intent.kind,
+                    "actor_key_id": intent.actor.key_id,
+                    "actor_key_name": intent.actor.key_name,
+                    "payload": json.dumps(intent.payload, separators=(",", ":"), ensure_ascii=False),
+                    "created_at": intent.created_at,
+                },
             )
 
     async def complete(self, intent: Intent, type_: str, data: dict[str, Any]) -> None:
@@ -139,7 +146,7 @@ class IntentLog:
 
     def drop_sync(self, intent: Intent) -> None:
         with self.db.write() as conn:
-            conn.execute(delete(intents).where(intents.c.id == intent.intent_id))
+            conn.execute(_DELETE_INTENT, {"intent_id": intent.intent_id})
 
     @asynccontextmanager
     async def around(self, intent: Intent) -> AsyncIterator[None]:
@@ -238,7 +245,7 @@ def emit_and_close(conn: Any, intent: Intent, type_: str | None, data: dict[str,
     Returns whether it was still open (a second resolver finds it gone and emits nothing,
     so an intent yields one event at most).
     """
-    gone = conn.execute(delete(intents).where(intents.c.id == intent.intent_id)).rowcount
+    gone = conn.execute(_DELETE_INTENT, {"intent_id": intent.intent_id}).rowcount
     if not gone:
         return False
     if type_ is not None:

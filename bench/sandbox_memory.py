@@ -1,0 +1,137 @@
+"""Memory of warm local sandboxes: PSS per sandbox with 100 warm, and the API's RSS per open channel.
+
+100 namespaces are each used once (one exec); whatever the server keeps running for them is
+then found by parentage (every descendant of the server process that was not there before:
+bubblewrap, the agent, the network helper, any spawn-chain link that stays) and its PSS summed
+from /proc/PID/smaps_rollup. PSS splits shared pages between the processes sharing them, so the
+sum over all of them divided by 100 is what one more warm sandbox costs the machine. The
+baseline is one bare sandbox of the same chain running `sleep` instead of the agent.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+from trove_sdk import TroveClient
+
+from bench.common import Result, ServerProcess, header, launch_server, proc_status_kb
+from bench.proctree import (
+    TreeMemory,
+    descendants,
+    pid_namespace,
+    ppid_table,
+    pss_of,
+    sandbox_count,
+    server_descendants,
+)
+from bench.sandbox import raw_sandbox
+
+NAME = "sandbox_memory"
+WARM = 100
+TARGET_PSS_MB = 16.0
+TARGET_CHANNEL_MB = 0.5
+# Room for the warm-up namespace: none of the 100 may be stopped as least recently used.
+SERVER_ENV = {"TROVE_SANDBOX_MAX_WARM": str(WARM + 10)}
+_KB_PER_MB = 1024
+_SETTLE_S = 1.0
+
+
+def _bare_sandbox(server: ServerProcess, namespace: str) -> TreeMemory:
+    """PSS of one `bwrap … bash -c 'sleep'` sandbox (every process of its chain)."""
+    raw = raw_sandbox(server, namespace, "sleep 60")
+    process = subprocess.Popen(
+        raw.argv,
+        env=raw.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        memory = TreeMemory()
+        for _ in range(200):  # until `sleep` runs inside it
+            time.sleep(0.05)
+            tree = {process.pid} | descendants(ppid_table(), process.pid)
+            memory = pss_of(tree)
+            if "sleep" in memory.names:
+                break
+        return memory
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def run(server: ServerProcess, warm: int = WARM) -> Result:
+    header(f"memory of warm sandboxes: PSS with {warm} namespaces used once each; API RSS per channel")
+    with TroveClient(server.workspace_key, "mem-warmup", base_url=server.base_url) as client:
+        client.exec("true")  # imports, pools and caches of the first call: not a channel's cost
+    time.sleep(_SETTLE_S)
+    # Before the 100: with them running, shared pages would make the bare one look smaller.
+    bare = _bare_sandbox(server, "mem-warmup")
+    before = server_descendants(server.pid)
+    rss_before_kb = proc_status_kb(server.pid, "VmRSS")
+    for i in range(warm):
+        with TroveClient(server.workspace_key, f"mem-{i}", base_url=server.base_url) as client:
+            client.exec("true")
+    time.sleep(_SETTLE_S)  # a spawn-per-exec runtime's sandboxes are gone by now
+    rss_after_kb = proc_status_kb(server.pid, "VmRSS")
+    new_processes = server_descendants(server.pid) - before
+    sandboxes = pss_of(new_processes)
+    found = sandbox_count(new_processes, pid_namespace(server.pid))
+    per_channel_mb = (rss_after_kb - rss_before_kb) / warm / _KB_PER_MB
+    bare_mb = bare.pss_kb / _KB_PER_MB
+    per_sandbox_mb = sandboxes.pss_kb / warm / _KB_PER_MB
+    details = {
+        "warm_namespaces": warm,
+        "sandboxes_found": found,
+        "sandbox_processes": len(sandboxes.pids),
+        "sandbox_process_names": sandboxes.names,
+        "unreadable_pids": len(sandboxes.unreadable),
+        "pss_total_kb": sandboxes.pss_kb,
+        "pss_per_sandbox_mb": round(per_sandbox_mb, 2),
+        "api_rss_before_kb": rss_before_kb,
+        "api_rss_after_kb": rss_after_kb,
+        "api_rss_per_channel_mb": round(per_channel_mb, 3),
+        "bare_sandbox_pss_kb": bare.pss_kb,
+        "bare_sandbox_processes": bare.names,
+    }
+    if found:
+        figure = (
+            f"PSS {per_sandbox_mb:.1f} MB per warm sandbox ({found} found, {len(sandboxes.pids)} processes), "
+            f"API RSS +{per_channel_mb:.2f} MB per channel"
+        )
+        ratio_text = f"{per_sandbox_mb / bare_mb:.2f}x a bare sandbox" if bare_mb else "n/a"
+        passed = found == warm and per_sandbox_mb <= TARGET_PSS_MB and per_channel_mb <= TARGET_CHANNEL_MB
+    else:
+        # E.g. a runtime that spawns a sandbox per exec: only helpers (if any) stay behind.
+        figure = (
+            f"no warm sandboxes found ({warm} namespaces used; left below the server: "
+            f"{sandboxes.names or 'nothing'}, PSS {sandboxes.pss_kb / _KB_PER_MB:.1f} MB in all); "
+            f"API RSS +{per_channel_mb:.2f} MB per namespace"
+        )
+        ratio_text = "n/a"
+        passed = False
+    result = Result(
+        name=NAME,
+        figure=figure,
+        baseline=f"bare bwrap sleep sandbox PSS {bare_mb:.1f} MB ({sum(bare.names.values())} processes)",
+        ratio=ratio_text,
+        target=f"<= {TARGET_PSS_MB:g} MB PSS each, API <= {TARGET_CHANNEL_MB:g} MB per channel",
+        passed=passed,
+        details=details,
+    )
+    result.show()
+    print(f"  (processes found: {sandboxes.names or 'none'}; unreadable: {len(sandboxes.unreadable)})")
+    return result
+
+
+def main() -> None:
+    with launch_server(env=SERVER_ENV) as server:
+        run(server).save()
+
+
+if __name__ == "__main__":
+    main()
