@@ -157,6 +157,11 @@ class WorkspaceForbiddenError(ForbiddenError):
     title = "This key belongs to another workspace"
 
 
+class CsrfRejectedError(ForbiddenError):
+    code = "csrf_rejected"
+    title = "The form's CSRF token is missing or wrong"
+
+
 class NotFoundError(TroveError):
     status = 404
     code = "not_found"

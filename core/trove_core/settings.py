@@ -205,6 +205,14 @@ class Settings(BaseSettings):
         "default",
         description="Namespace a device-login key is locked to when the approver names none.",
     )
+    dashboard_session_ttl_s: int = Field(
+        8 * 3600, ge=60, description="Lifetime of a dashboard sign-in (its session cookie), seconds."
+    )
+    dashboard_secret: SecretStr | None = Field(
+        None,
+        description="Key that signs dashboard session cookies; give every replica the same one "
+        "(default: a random key kept in the data dir).",
+    )
     http_header_max_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest request line plus headers (bytes); beyond it 431."
     )
