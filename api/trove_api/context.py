@@ -144,6 +144,7 @@ class AppContext:
                     settings.data_dir,
                 ),
                 ttl_s=settings.dashboard_session_ttl_s,
+                failures_per_minute=settings.device_form_rate,
             ),
             catalog=NamespaceCatalog(db, runtime, settings.sandbox_uid_base),
         )

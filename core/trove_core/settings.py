@@ -199,7 +199,10 @@ class Settings(BaseSettings):
         10, ge=1, description="Device-login flows one client IP may start per minute."
     )
     device_form_rate: int = Field(
-        20, ge=1, description="Approval-form submissions one client IP may make per minute."
+        20,
+        ge=1,
+        description="Approval-form submissions (and failed dashboard sign-ins) one client IP may "
+        "make per minute.",
     )
     device_default_namespace: str = Field(
         "default",

@@ -40,7 +40,10 @@ def playwright() -> Iterator[Playwright]:
 def browser(playwright: Playwright) -> Iterator[Browser]:
     executable = chromium_path()
     if executable is None:
-        pytest.skip("no chromium: apt-get install chromium (make system-deps), or set TROVE_TEST_CHROMIUM")
+        missing = "no chromium: apt-get install chromium (make system-deps), or set TROVE_TEST_CHROMIUM"
+        if os.environ.get("TROVE_BROWSER_REQUIRED") == "1":
+            pytest.fail(missing)
+        pytest.skip(missing)
     # --no-sandbox: chromium's own sandbox cannot start as root (CI runs as root).
     launched = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
     yield launched

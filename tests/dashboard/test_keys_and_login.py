@@ -19,7 +19,9 @@ from tests.support.server import LiveServer, start_server
 Shoot = Callable[[Page, str], Path]
 
 
-def test_mint_use_and_revoke_a_key(admin_page: Page, server: LiveServer, namespace: str, shoot: Shoot) -> None:
+def test_mint_use_and_revoke_a_key(
+    admin_page: Page, server: LiveServer, namespace: str, shoot: Shoot
+) -> None:
     admin_page.goto(f"{server.base_url}/dashboard/keys")
     admin_page.get_by_label("Name", exact=True).fill("from-the-dashboard")
     admin_page.get_by_label("Lock to namespace (optional)").fill(namespace)

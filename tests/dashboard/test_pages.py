@@ -26,7 +26,12 @@ def _png(width: int, height: int) -> bytes:
 
     rows = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 PNG = _png(2, 2)
@@ -152,7 +157,9 @@ def test_snapshot_taken_and_restored_from_the_page(
         assert [s.label for s in sdk.list_snapshots()] == ["before-v2"]
 
 
-def test_init_sh_is_edited_with_unix_line_endings(admin_page: Page, server: LiveServer, namespace: str) -> None:
+def test_init_sh_is_edited_with_unix_line_endings(
+    admin_page: Page, server: LiveServer, namespace: str
+) -> None:
     admin_page.goto(f"{server.base_url}/dashboard/namespaces/{namespace}")
     admin_page.get_by_label("workspace/.trove/init.sh").fill("export GREETING=hello\nexport OTHER=x\n")
     admin_page.get_by_role("button", name="Save init.sh").click()

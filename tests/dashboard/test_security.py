@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.cookies import SimpleCookie
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 
 from tests.support.sdk import admin, client
-from tests.support.server import LiveServer
+from tests.support.server import LiveServer, start_server
 from trove_api.services.dashboard_sessions import DashboardSessions, load_secret
 
+T = TypeVar("T")
 CSRF_IN_PAGE = re.compile(r'data-csrf="([^"]+)"')
 
 
@@ -42,6 +45,12 @@ def admin_http(server: LiveServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.base_url) as http:
         assert sign_in(http, server.admin_key).status_code == 303
         yield http
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on a thread of its own: Playwright's sync API owns this thread's loop."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def _session_cookie(response: httpx.Response) -> SimpleCookie:
@@ -88,7 +97,11 @@ def test_every_form_needs_the_sessions_csrf_token(server: LiveServer, admin_http
     with httpx.Client(base_url=server.base_url) as other:
         sign_in(other, server.admin_key)
         someone_elses = page_csrf(other)
-    for form in ({"name": "no-token"}, {"name": "bad", "csrf": "x" * 43}, {"name": "x", "csrf": someone_elses}):
+    for form in (
+        {"name": "no-token"},
+        {"name": "bad", "csrf": "x" * 43},
+        {"name": "x", "csrf": someone_elses},
+    ):
         refused = admin_http.post("/dashboard/keys", data=form)
         assert refused.status_code == 403, form
         assert "csrf_rejected" in refused.text
@@ -117,7 +130,9 @@ def test_upload_and_deletes_need_the_token_too(
         assert sdk.list_snapshots() == []
 
 
-def test_device_approval_by_session_needs_csrf_and_an_admin(server: LiveServer, admin_http: httpx.Client) -> None:
+def test_device_approval_by_session_needs_csrf_and_an_admin(
+    server: LiveServer, admin_http: httpx.Client
+) -> None:
     code = httpx.post(f"{server.base_url}/v1/auth/device/start").json()["user_code"]
     no_one = httpx.post(f"{server.base_url}/cli", data={"user_code": code, "action": "approve"})
     assert no_one.status_code == 401
@@ -142,10 +157,15 @@ def test_sessions_end_on_expiry_forgery_revocation_and_sign_out(server: LiveServ
         doomed = adm.create_key("dash-doomed")
     secret = load_secret(None, server.data_dir)  # what the server signs with (no TROVE_DASHBOARD_SECRET)
     expired = DashboardSessions(server.ctx.db, secret, ttl_s=-10)
-    stale_cookie = asyncio.run(expired.sign_in(server.admin_key)).cookie
+    stale_cookie = _run(expired.sign_in(server.admin_key)).cookie
     live = DashboardSessions(server.ctx.db, secret, ttl_s=600)
-    body, _, signature = asyncio.run(live.sign_in(server.admin_key)).cookie.partition(".")
-    assert httpx.get(f"{server.base_url}/dashboard/keys", cookies={"trove_session": f"{body}.{signature}"}).status_code == 200
+    body, _, signature = _run(live.sign_in(server.admin_key)).cookie.partition(".")
+    assert (
+        httpx.get(
+            f"{server.base_url}/dashboard/keys", cookies={"trove_session": f"{body}.{signature}"}
+        ).status_code
+        == 200
+    )
     forged = body + "." + ("A" if signature[0] != "A" else "B") + signature[1:]
     for cookie in (stale_cookie, forged, "garbage", ""):
         answer = httpx.get(f"{server.base_url}/dashboard/namespaces", cookies={"trove_session": cookie})
@@ -196,15 +216,30 @@ def test_pages_carry_a_strict_policy_and_files_never_render(
 ) -> None:
     with client(server, namespace) as sdk:
         sdk.write("workspace/page.html", "<script>alert(1)</script>")
-        sdk.write("workspace/pic.svg", "<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>")
+        sdk.write(
+            "workspace/pic.svg", "<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>"
+        )
     page = admin_http.get(f"/dashboard/namespaces/{namespace}", params={"file": "workspace/page.html"})
     policy = page.headers["content-security-policy"]
     assert "script-src 'self'" in policy
     assert "frame-ancestors 'none'" in policy
     assert "<script>alert(1)</script>" not in page.text  # escaped in the preview
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
-    download = admin_http.get(f"/dashboard/namespaces/{namespace}/download", params={"path": "workspace/page.html"})
+    download = admin_http.get(
+        f"/dashboard/namespaces/{namespace}/download", params={"path": "workspace/page.html"}
+    )
     assert download.headers["content-disposition"].startswith("attachment")
     assert download.headers["content-type"] == "application/octet-stream"
     svg = admin_http.get(f"/dashboard/namespaces/{namespace}/image", params={"path": "workspace/pic.svg"})
     assert svg.status_code == 400
+
+
+def test_guessing_keys_is_slowed_and_then_refused_even_for_a_right_key() -> None:
+    with start_server(device_form_rate=2) as small, httpx.Client(base_url=small.base_url) as http:
+        wrong = "trove-sk-" + "z" * 43
+        statuses = [sign_in(http, wrong).status_code for _ in range(3)]
+        assert statuses == [401, 401, 429]
+        blocked = sign_in(http, small.admin_key)
+        assert blocked.status_code == 429
+        assert blocked.headers["retry-after"]
+        assert not _session_cookie(blocked)

@@ -22,6 +22,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from trove_api.services.auth import Caller, authenticate
+from trove_api.services.ratelimit import RateLimiter
 from trove_api.stores.db import Database
 from trove_api.stores.tables import api_keys
 from trove_core.errors import UnauthenticatedError
@@ -44,14 +45,23 @@ class SignedIn:
 
 
 class DashboardSessions:
-    def __init__(self, db: Database, secret: bytes, *, ttl_s: int) -> None:
+    def __init__(self, db: Database, secret: bytes, *, ttl_s: int, failures_per_minute: int = 20) -> None:
         self.db = db
         self._secret = secret
         self.ttl_s = ttl_s
+        # Only failed sign-ins count: an operator signing in often is never locked out, a
+        # client guessing keys is (checked before the key is even looked at).
+        self._failures = RateLimiter(failures_per_minute)
 
-    async def sign_in(self, api_key: str) -> SignedIn:
-        """A session for ``api_key`` (any live key: admin or workspace); 401 for anything else."""
-        caller = await authenticate(self.db, f"Bearer {api_key.strip()}")
+    async def sign_in(self, api_key: str, client: str = "unknown") -> SignedIn:
+        """A session for ``api_key`` (any live key: admin or workspace); 401 for anything else,
+        429 after too many failures from ``client``."""
+        self._failures.check(client, what="failed sign-ins")
+        try:
+            caller = await authenticate(self.db, f"Bearer {api_key.strip()}")
+        except UnauthenticatedError:
+            self._failures.hit(client, what="failed sign-ins")
+            raise
         expires_at = time.time() + self.ttl_s
         nonce = secrets.token_urlsafe(16)
         payload = {"k": caller.key_id, "e": int(expires_at), "n": nonce}

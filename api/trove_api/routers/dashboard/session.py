@@ -95,10 +95,12 @@ async def sign_in(request: Request, ctx: ContextDep) -> Response:
         raise CsrfRejectedError("The sign-in form's CSRF token is missing or wrong: reload the page")
     client = request.client.host if request.client else "unknown"
     try:
-        ctx.device_form_limit.hit(client, what="sign-in attempts")
-        signed = await ctx.dashboard_sessions.sign_in(form.get("api_key", ""))
+        signed = await ctx.dashboard_sessions.sign_in(form.get("api_key", ""), client)
     except TroveError as exc:
-        return _login_form(request, target, error=exc.detail, status=exc.status)
+        refused = _login_form(request, target, error=exc.detail, status=exc.status)
+        if exc.retry_after is not None:
+            refused.headers["Retry-After"] = str(exc.retry_after)
+        return refused
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         COOKIE,
