@@ -2,15 +2,14 @@
 browser), one browser per session, a fresh context (cookies) per test, against the same live
 server the contract suite uses (so `make e2e` runs them on the Kubernetes backend too).
 
-Screenshots of every page land in ``$TROVE_TEST_SCREENSHOTS`` (default: a fresh temporary
-directory); `.ci/run` keeps them."""
+Screenshots of every page land in ``$TROVE_TEST_SCREENSHOTS`` (default: a directory under
+pytest's basetemp); `.ci/run` keeps them."""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -51,9 +50,11 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="session")
-def screenshot_dir() -> Path:
+def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     configured = os.environ.get("TROVE_TEST_SCREENSHOTS")
-    path = Path(configured) if configured else Path(tempfile.mkdtemp(prefix="trove-dashboard-shots-"))
+    if not configured:
+        return tmp_path_factory.mktemp("screenshots")  # pytest keeps the last few runs'
+    path = Path(configured)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

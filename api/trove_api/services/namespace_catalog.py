@@ -21,6 +21,7 @@ from trove_core.wire import LIST_MAX_DEPTH, LIST_MAX_ENTRIES
 
 PAGE_SIZE = 25
 _USAGE_TIMEOUT_S = 5.0
+_COUNTABLE = frozenset({"local", "Ready"})
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class NamespaceCatalog:
         row, number = found
         ref = NamespaceRef(workspace_id=workspace_id, name=row.name, uid=self.uid_base + number)
         state = await self.state(ref)
-        if state.lower().startswith("suspended"):
+        if state not in _COUNTABLE:  # counting would wake a suspended pod or wait for a pending one
             return NamespaceRow(**{**row.__dict__, "state": state})
         try:
             entries, capped = await asyncio.wait_for(
