@@ -9,7 +9,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.dashboard.conftest import sign_in
 from tests.support.sdk import client
@@ -109,7 +109,9 @@ def test_delete_asks_first_and_goes_through_the_service(
     with client(server, namespace) as sdk:
         assert [e.path for e in sdk.list_dir()] == []
     admin_page.goto(f"{server.base_url}/dashboard/events?types=file.deleted&namespace={namespace}")
-    expect(admin_page.locator("#events tbody tr", has_text="workspace/gone.txt")).to_have_count(1)
+    row = admin_page.locator("#events tbody tr", has_text="workspace/gone.txt")
+    expect(row).to_have_count(1)
+    expect(row.locator("td").nth(3)).to_have_text("admin")  # the audit actor: the signed-in key
 
 
 def test_an_sdk_event_arrives_live_and_waits_while_paused(
@@ -203,3 +205,51 @@ def test_a_locked_key_sees_only_its_namespace(
     assert answer is not None
     assert answer.status == 403
     expect(fresh_page.locator("main")).to_contain_text("namespace_forbidden")
+
+
+def test_namespaces_search_and_paging(admin_page: Page, server: LiveServer) -> None:
+    prefix = "pg-" + secrets.token_hex(4)
+    names = [f"{prefix}-{i}" for i in range(3)]
+    for name in names:
+        with client(server, name) as sdk:
+            sdk.write("workspace/f.txt", "x")
+    admin_page.goto(f"{server.base_url}/dashboard/namespaces?q={prefix}&per=2")
+    expect(admin_page.locator("#rows")).to_contain_text("3 namespaces matching")
+    expect(admin_page.locator("#rows tbody tr")).to_have_count(2)
+    expect(admin_page.locator("#rows tbody")).to_contain_text(names[0])
+    expect(admin_page.locator("#rows tbody")).to_contain_text(names[1])
+    admin_page.get_by_role("link", name="Next →").click()
+    expect(admin_page.locator("#rows tbody tr")).to_have_count(1)
+    expect(admin_page.locator("#rows tbody tr")).to_contain_text(names[2])
+    expect(admin_page.locator("#rows tbody tr")).to_contain_text("1")  # one file
+    admin_page.get_by_role("link", name="← Previous").click()
+    expect(admin_page.locator("#rows tbody tr")).to_have_count(2)
+
+
+def test_keyboard_labels_and_dark_mode(
+    browser: Browser, admin_state: str, server: LiveServer, shoot: Shoot
+) -> None:
+    context = browser.new_context(storage_state=admin_state, color_scheme="dark")
+    page = context.new_page()
+    for path in (
+        "/dashboard",
+        "/dashboard/namespaces",
+        "/dashboard/events",
+        "/dashboard/keys",
+        "/dashboard/webhooks",
+    ):
+        page.goto(server.base_url + path)
+        unlabelled = page.evaluate(
+            """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+                 .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+                 .map(el => el.outerHTML)"""
+        )
+        assert unlabelled == [], path
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("location.hash") == "#main"
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(13, 17, 23)"  # the dark palette follows the system preference
+    shoot(page, "webhooks-dark")
+    context.close()

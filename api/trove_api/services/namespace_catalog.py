@@ -20,6 +20,7 @@ from trove_core.runtime import NamespaceRef, Runtime
 from trove_core.wire import LIST_MAX_DEPTH, LIST_MAX_ENTRIES
 
 PAGE_SIZE = 25
+PAGE_SIZE_MAX = 100
 _USAGE_TIMEOUT_S = 5.0
 _COUNTABLE = frozenset({"local", "Ready"})
 
@@ -41,6 +42,7 @@ class NamespacePage:
     total: int
     page: int
     pages: int
+    per_page: int
 
 
 @dataclass(frozen=True)
@@ -58,14 +60,19 @@ class NamespaceCatalog:
         self.runtime = runtime
         self.uid_base = uid_base
 
-    async def page(self, caller: Caller, *, search: str, page: int) -> NamespacePage:
+    async def page(
+        self, caller: Caller, *, search: str, page: int, per_page: int = PAGE_SIZE
+    ) -> NamespacePage:
         """One page of the caller's namespaces (a locked key sees its own only), usage filled in."""
-        found, total = await asyncio.to_thread(self._select, caller, search.strip(), max(page, 1))
-        pages = max(1, -(-total // PAGE_SIZE))
+        per_page = min(max(per_page, 1), PAGE_SIZE_MAX)
+        found, total = await asyncio.to_thread(self._select, caller, search.strip(), max(page, 1), per_page)
+        pages = max(1, -(-total // per_page))
         rows = await asyncio.gather(*(self._with_usage(caller.workspace_id, row) for row in found))
-        return NamespacePage(rows=list(rows), total=total, page=max(page, 1), pages=pages)
+        return NamespacePage(rows=list(rows), total=total, page=max(page, 1), pages=pages, per_page=per_page)
 
-    def _select(self, caller: Caller, search: str, page: int) -> tuple[list[tuple[NamespaceRow, int]], int]:
+    def _select(
+        self, caller: Caller, search: str, page: int, per_page: int
+    ) -> tuple[list[tuple[NamespaceRow, int]], int]:
         where = [namespaces.c.workspace_id == caller.workspace_id]
         if caller.namespace is not None:
             where.append(namespaces.c.name == caller.namespace)
@@ -78,8 +85,8 @@ class NamespaceCatalog:
                 select(namespaces.c.id, namespaces.c.name, namespaces.c.created_at)
                 .where(*where)
                 .order_by(namespaces.c.name)
-                .limit(PAGE_SIZE)
-                .offset((page - 1) * PAGE_SIZE)
+                .limit(per_page)
+                .offset((page - 1) * per_page)
             ).all()
             names = [row.name for row in listed]
             last = dict(

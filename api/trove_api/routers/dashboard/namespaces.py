@@ -23,6 +23,7 @@ from trove_api.routers.dashboard.common import (
 )
 from trove_api.services.auth import resolve_namespace
 from trove_api.services.events import scope_for
+from trove_api.services.namespace_catalog import PAGE_SIZE, PAGE_SIZE_MAX
 from trove_core import paths
 from trove_core.clock import from_ns
 from trove_core.errors import (
@@ -59,8 +60,9 @@ async def namespace_list(
     view: ViewDep,
     q: Annotated[str, Query(max_length=128)] = "",
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    per: Annotated[int, Query(ge=1, le=PAGE_SIZE_MAX)] = PAGE_SIZE,
 ) -> Response:
-    listing = await view.ctx.catalog.page(view.caller, search=q, page=page)
+    listing = await view.ctx.catalog.page(view.caller, search=q, page=page, per_page=per)
     template = "namespace_rows.html" if view.request.headers.get("hx-request") else "namespaces.html"
     return view.page(template, nav="namespaces", listing=listing, q=q)
 
