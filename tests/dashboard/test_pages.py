@@ -253,3 +253,26 @@ def test_keyboard_labels_and_dark_mode(
     assert background == "rgb(13, 17, 23)"  # the dark palette follows the system preference
     shoot(page, "webhooks-dark")
     context.close()
+
+
+def test_hostile_names_and_contents_stay_text(admin_page: Page, server: LiveServer, namespace: str) -> None:
+    """File names, contents, commands and event data are shown, never run."""
+    hostile = '<img src=x onerror="document.title=1">'
+    with client(server, namespace) as sdk:
+        sdk.write(f"workspace/{hostile}.txt", hostile)
+        sdk.exec(f"echo '{hostile}'")
+    fired: list[str] = []
+    admin_page.on("dialog", lambda dialog: fired.append(dialog.message))
+    admin_page.goto(f"{server.base_url}/dashboard/namespaces/{namespace}")
+    admin_page.get_by_role("link", name=f"{hostile}.txt", exact=True).click()
+    expect(admin_page.locator("#preview pre")).to_have_text(hostile)
+    expect(admin_page.locator("#execs tbody tr").first).to_contain_text(hostile)
+    assert admin_page.locator("main img").count() == 0
+    admin_page.goto(f"{server.base_url}/dashboard/events?namespace={namespace}")
+    expect(admin_page.locator("#stream-status")).to_have_text("live")
+    with client(server, namespace) as sdk:
+        sdk.write("workspace/again.txt", hostile)
+    expect(admin_page.locator("#events tbody tr", has_text="again.txt")).to_have_count(1)
+    assert admin_page.locator("img").count() == 0
+    assert admin_page.title() != "1"
+    assert fired == []
