@@ -86,9 +86,22 @@ def test_session_cookie_is_secure_behind_tls(server: LiveServer) -> None:
 def test_sign_in_refuses_a_form_without_its_csrf_token(server: LiveServer) -> None:
     with httpx.Client(base_url=server.base_url) as http:
         answer = http.post("/dashboard/login", data={"api_key": server.admin_key, "csrf": "forged"})
+        _login_token(http)  # the cookie half is set now; the form half must still match it
+        for forged in ("forged", "é"):
+            wrong = http.post("/dashboard/login", data={"api_key": server.admin_key, "csrf": forged})
+            assert wrong.status_code == 403
+            assert not _session_cookie(wrong)
     assert answer.status_code == 403
     assert "csrf_rejected" in answer.text
     assert not _session_cookie(answer)
+
+
+def test_a_tampered_cookie_is_a_sign_in_page_never_a_crash(server: LiveServer) -> None:
+    for cookie in ("é.é", "e30." + "é" * 43, "x" * 600):
+        answer = httpx.get(
+            f"{server.base_url}/dashboard/namespaces", headers={"cookie": f"trove_session={cookie}".encode()}
+        )
+        assert answer.status_code == 303, cookie
 
 
 def test_every_form_needs_the_sessions_csrf_token(server: LiveServer, admin_http: httpx.Client) -> None:
@@ -101,6 +114,7 @@ def test_every_form_needs_the_sessions_csrf_token(server: LiveServer, admin_http
         {"name": "no-token"},
         {"name": "bad", "csrf": "x" * 43},
         {"name": "x", "csrf": someone_elses},
+        {"name": "not-ascii", "csrf": "é" * 43},
     ):
         refused = admin_http.post("/dashboard/keys", data=form)
         assert refused.status_code == 403, form

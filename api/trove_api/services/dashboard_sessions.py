@@ -77,7 +77,7 @@ class DashboardSessions:
         if not cookie or len(cookie) > _MAX_COOKIE_CHARS or "." not in cookie:
             raise UnauthenticatedError("Not signed in")
         body, _, signature = cookie.partition(".")
-        if not hmac.compare_digest(signature, self._sign(body)):
+        if not same(signature, self._sign(body)):
             raise UnauthenticatedError("Not signed in")
         try:
             payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
@@ -90,7 +90,7 @@ class DashboardSessions:
         return Session(caller=caller, csrf_token=self._csrf(nonce), expires_at=expires_at)
 
     def check_csrf(self, session: Session, token: str | None) -> bool:
-        return bool(token) and hmac.compare_digest(session.csrf_token, str(token))
+        return bool(token) and same(session.csrf_token, str(token))
 
     def _caller(self, key_id: str) -> Caller:
         with self.db.read() as conn:
@@ -110,6 +110,13 @@ class DashboardSessions:
 
     def _csrf(self, nonce: str) -> str:
         return _b64(hmac.new(self._secret, b"csrf:" + nonce.encode(), hashlib.sha256).digest())
+
+
+def same(given: str, expected: str) -> bool:
+    """Constant-time comparison of client text (compare_digest refuses non-ASCII str)."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
 
 
 def _b64(raw: bytes) -> str:

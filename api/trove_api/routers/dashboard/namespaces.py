@@ -29,7 +29,6 @@ from trove_core.clock import from_ns
 from trove_core.errors import (
     BadRequestError,
     InvalidRequestError,
-    PathNotFoundError,
     TroveError,
 )
 from trove_core.runtime import FileReader
@@ -133,7 +132,7 @@ async def _text_or_none(view: View, namespace: str, path: str) -> str | None:
 async def _preview(view: View, namespace: str, file: str) -> dict[str, object]:
     try:
         shown = await view.ctx.files.preview(view.caller, namespace, file)
-    except PathNotFoundError as exc:
+    except TroveError as exc:  # gone, a directory, a rejected path: the rest of the page still shows
         return {"path": file, "error": exc.detail}
     display = paths.display(shown.stat.rel)
     suffix = "." + display.rsplit(".", 1)[-1].lower() if "." in display else ""

@@ -19,6 +19,7 @@ from trove_api.routers.dashboard.common import (
     current_session,
     read_form,
 )
+from trove_api.services.dashboard_sessions import same
 from trove_core.errors import CsrfRejectedError, NotFoundError, TroveError
 
 router = APIRouter(prefix="/dashboard", route_class=DashboardRoute, include_in_schema=False)
@@ -91,7 +92,7 @@ async def sign_in(request: Request, ctx: ContextDep) -> Response:
     form = await read_form(request)
     target = safe_next(form.get("next"))
     expected = request.cookies.get(LOGIN_CSRF_COOKIE)
-    if not expected or not secrets.compare_digest(expected, form.get(CSRF_FIELD, "")):
+    if not expected or not same(form.get(CSRF_FIELD, ""), expected):
         raise CsrfRejectedError("The sign-in form's CSRF token is missing or wrong: reload the page")
     client = request.client.host if request.client else "unknown"
     try:
