@@ -193,11 +193,15 @@ def test_sessions_end_on_expiry_forgery_revocation_and_sign_out(server: LiveServ
         assert http.get("/dashboard/namespaces").status_code == 303
     with httpx.Client(base_url=server.base_url) as http:
         sign_in(http, server.admin_key)
+        copied = http.cookies["trove_session"]
         assert http.post("/dashboard/logout", data={}).status_code == 403  # sign-out is a form too
         out = http.post("/dashboard/logout", data={"csrf": page_csrf(http)})
         assert out.status_code == 303
         assert "trove_session" not in http.cookies
         assert http.get("/dashboard/namespaces").status_code == 303
+    # A copy of the cookie taken before the sign-out (a stolen one) is dead too.
+    replay = httpx.get(f"{server.base_url}/dashboard/namespaces", cookies={"trove_session": copied})
+    assert replay.status_code == 303
 
 
 def test_workspace_keys_cannot_reach_admin_pages_or_actions(server: LiveServer) -> None:

@@ -2,8 +2,10 @@
 
 The cookie carries the key's id, an expiry and a random nonce, signed with HMAC-SHA256; never
 the key itself. Every request looks the key up again by id, so revoking the key ends its
-sessions at once, as it ends the key's own requests. The CSRF token is an HMAC of the nonce:
-a page can embed it, another site cannot compute it, and it changes with every sign-in.
+sessions at once, as it ends the key's own requests; a sign-out records the nonce until the
+session would have expired, so a copy of the cookie dies with it (on every replica). The
+CSRF token is an HMAC of the nonce: a page can embed it, another site cannot compute it, and
+it changes with every sign-in.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select
 
 from trove_api.services.auth import Caller, authenticate
 from trove_api.services.ratelimit import RateLimiter
 from trove_api.stores.db import Database
-from trove_api.stores.tables import api_keys
+from trove_api.stores.tables import api_keys, dashboard_signouts
 from trove_core.errors import UnauthenticatedError
 
 SECRET_FILE = "dashboard.secret"  # noqa: S105 - a file name
@@ -36,6 +38,7 @@ class Session:
     caller: Caller
     csrf_token: str
     expires_at: float
+    nonce: str
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ class DashboardSessions:
         cookie = f"{body}.{self._sign(body)}"
         return SignedIn(
             cookie=cookie,
-            session=Session(caller=caller, csrf_token=self._csrf(nonce), expires_at=expires_at),
+            session=Session(caller=caller, csrf_token=self._csrf(nonce), expires_at=expires_at, nonce=nonce),
         )
 
     async def resolve(self, cookie: str | None) -> Session:
@@ -86,17 +89,37 @@ class DashboardSessions:
             raise UnauthenticatedError("Not signed in") from exc
         if expires_at < time.time():
             raise UnauthenticatedError("The dashboard session has expired: sign in again")
-        caller = await asyncio.to_thread(self._caller, key_id)
-        return Session(caller=caller, csrf_token=self._csrf(nonce), expires_at=expires_at)
+        caller = await asyncio.to_thread(self._caller, key_id, nonce)
+        return Session(caller=caller, csrf_token=self._csrf(nonce), expires_at=expires_at, nonce=nonce)
+
+    async def sign_out(self, session: Session) -> None:
+        """End the session on every replica: a copy of its cookie is refused from now on."""
+        await asyncio.to_thread(self._sign_out, session)
+
+    def _sign_out(self, session: Session) -> None:
+        with self.db.write() as conn:
+            conn.execute(delete(dashboard_signouts).where(dashboard_signouts.c.expires_at < time.time()))
+            known = conn.execute(
+                select(dashboard_signouts.c.nonce).where(dashboard_signouts.c.nonce == session.nonce)
+            ).first()
+            if known is None:
+                conn.execute(
+                    insert(dashboard_signouts).values(nonce=session.nonce, expires_at=session.expires_at)
+                )
 
     def check_csrf(self, session: Session, token: str | None) -> bool:
         return bool(token) and same(session.csrf_token, str(token))
 
-    def _caller(self, key_id: str) -> Caller:
+    def _caller(self, key_id: str, nonce: str) -> Caller:
         with self.db.read() as conn:
             row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).mappings().first()
+            ended = conn.execute(
+                select(dashboard_signouts.c.nonce).where(dashboard_signouts.c.nonce == nonce)
+            ).first()
         if row is None or row["revoked_at"] is not None:
             raise UnauthenticatedError("The key behind this session was revoked: sign in again")
+        if ended is not None:
+            raise UnauthenticatedError("This session was signed out: sign in again")
         return Caller(
             key_id=row["id"],
             key_name=row["name"],

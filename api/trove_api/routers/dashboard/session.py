@@ -118,6 +118,7 @@ async def sign_in(request: Request, ctx: ContextDep) -> Response:
 
 @router.post("/logout")
 async def sign_out(posted: PostedDep) -> Response:
+    await posted.view.ctx.dashboard_sessions.sign_out(posted.view.session)
     response = RedirectResponse("/dashboard/login", status_code=303)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return response
