@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import struct
@@ -16,6 +17,8 @@ from tests.support.sdk import client
 from tests.support.server import LiveServer
 
 Shoot = Callable[[Page, str], Path]
+
+EXPECTED_STATE = "Ready" if os.environ.get("TROVE_TEST_BACKEND") == "kubernetes" else "local"
 
 
 def _png(width: int, height: int) -> bytes:
@@ -61,9 +64,12 @@ def test_a_namespace_made_by_the_sdk_is_listed_and_browsable(
     row = admin_page.locator("#rows tbody tr", has_text=namespace)
     expect(row).to_have_count(1)
     expect(admin_page.locator("#rows tbody tr")).to_have_count(1)
+    expect(row.locator("td")).to_have_text([namespace, "1", "28 B", re.compile(r"\d{4}-"), EXPECTED_STATE])
     shoot(admin_page, "namespaces")
     row.get_by_role("link", name=namespace).click()
     expect(admin_page.get_by_role("heading", name=f"Namespace {namespace}")).to_be_visible()
+    # The backend's own word: the TroveNamespace phase on Kubernetes.
+    expect(admin_page.locator("#state")).to_have_text(EXPECTED_STATE)
     admin_page.get_by_role("link", name="notes/", exact=True).click()
     admin_page.get_by_role("link", name="todo.md", exact=True).click()
     expect(admin_page.locator("#preview pre")).to_contain_text("ship the dashboard")
