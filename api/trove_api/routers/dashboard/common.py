@@ -3,6 +3,7 @@ posted forms, and errors answered as HTML pages instead of problem+json."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -15,9 +16,12 @@ from fastapi.routing import APIRoute
 from trove_api.context import AppContext
 from trove_api.dashboard.render import SECURITY_HEADERS, render
 from trove_api.deps import ContextDep
+from trove_api.problems import request_id_of
 from trove_api.services.auth import Caller, require_admin
 from trove_api.services.dashboard_sessions import Session
 from trove_core.errors import CsrfRejectedError, PayloadTooLargeError, TroveError, UnauthenticatedError
+
+log = logging.getLogger("trove.dashboard")
 
 COOKIE = "trove_session"
 CSRF_FIELD = "csrf"
@@ -53,11 +57,17 @@ class DashboardRoute(APIRoute):
 
 
 def error_page(request: Request, exc: TroveError) -> HTMLResponse:
+    """The problem as a page: the same status, code, detail and logging as problem+json."""
     headers = dict(SECURITY_HEADERS)
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
+    detail = exc.detail
+    if exc.internal:
+        detail = f"{exc.detail} (request id {request_id_of(request)}; the server log has the details)"
+    if exc.status >= 500 or exc.internal:
+        log.error("request %s failed: %s", request_id_of(request), exc.internal or exc.detail)
     session = getattr(request.state, "dashboard_session", None)
-    html = render("error.html", error=exc, session=session, nav=None)
+    html = render("error.html", error=exc, detail=detail, session=session, nav=None)
     return HTMLResponse(html, status_code=exc.status, headers=headers)
 
 
