@@ -70,8 +70,13 @@ def test_a_namespace_made_by_the_sdk_is_listed_and_browsable(
     expect(admin_page.get_by_role("heading", name=f"Namespace {namespace}")).to_be_visible()
     # The backend's own word: the TroveNamespace phase on Kubernetes.
     expect(admin_page.locator("#state")).to_have_text(EXPECTED_STATE)
-    admin_page.get_by_role("link", name="notes/", exact=True).click()
-    admin_page.get_by_role("link", name="todo.md", exact=True).click()
+    admin_page.get_by_text("Whole tree").click()  # a disclosure: every folder and file, nested
+    tree = admin_page.get_by_role("navigation", name="Whole tree")
+    expect(
+        tree.get_by_role("listitem").filter(has_text="notes/").get_by_role("link", name="todo.md")
+    ).to_be_visible()
+    admin_page.get_by_role("link", name="notes/", exact=True).first.click()
+    admin_page.locator("table.tree").get_by_role("link", name="todo.md", exact=True).click()
     expect(admin_page.locator("#preview pre")).to_contain_text("ship the dashboard")
     execs = admin_page.locator("#execs tbody tr", has_text="echo from-the-sdk")
     expect(execs).to_contain_text("from-the-sdk")

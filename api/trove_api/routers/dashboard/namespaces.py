@@ -31,7 +31,8 @@ from trove_core.errors import (
     InvalidRequestError,
     TroveError,
 )
-from trove_core.runtime import FileReader
+from trove_core.runtime import FileReader, FileStat
+from trove_core.wire import LIST_MAX_DEPTH
 
 router = APIRouter(prefix="/dashboard/namespaces", route_class=DashboardRoute, include_in_schema=False)
 
@@ -40,6 +41,7 @@ CONVENTION_FILES = ("workspace/.trove/init.sh", "workspace/.trove/agent.md")
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
                ".webp": "image/webp", ".bmp": "image/bmp"}  # fmt: skip
 RECENT_EXECS = 20
+TREE_MAX_ENTRIES = 1000
 
 
 def namespace_of(view: View, name: str) -> str:
@@ -79,6 +81,14 @@ async def namespace_page(
     entries, truncated = await ctx.files.list(
         caller, namespace, directory, recursive=False, max_entries=1000, max_depth=1
     )
+    everything, tree_truncated = await ctx.files.list(
+        caller,
+        namespace,
+        "workspace/",
+        recursive=True,
+        max_entries=TREE_MAX_ENTRIES,
+        max_depth=LIST_MAX_DEPTH,
+    )
     preview = await _preview(view, namespace, file) if file else None
     convention = {p: await _text_or_none(view, namespace, p) for p in CONVENTION_FILES}
     execs = await ctx.event_feed.page(
@@ -107,6 +117,8 @@ async def namespace_page(
             for e in entries
         ],
         truncated=truncated,
+        tree=_tree(everything),
+        tree_truncated=tree_truncated,
         preview=preview,
         convention=convention,
         execs=execs.events,
@@ -114,6 +126,22 @@ async def namespace_page(
         state=state,
         done=view.request.query_params.get("done", ""),
     )
+
+
+def _tree(entries: list[FileStat]) -> dict[str, list[dict[str, object]]]:
+    """Children by parent path ("" is the root), in the runtime's order (folders first)."""
+    children: dict[str, list[dict[str, object]]] = {}
+    for e in entries:
+        parent = e.rel.rsplit("/", 1)[0] if "/" in e.rel else ""
+        children.setdefault(parent, []).append(
+            {
+                "rel": e.rel,
+                "name": paths.printable(paths.basename(e.rel)),
+                "path": paths.display(e.rel),
+                "is_dir": e.is_dir,
+            }
+        )
+    return children
 
 
 def _crumbs(directory: str) -> list[tuple[str, str]]:
