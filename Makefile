@@ -17,7 +17,7 @@ export TROVE_RUNTIME ?= local
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
 
-system-deps:  ## install bubblewrap, slirp4netns, iproute2, libseccomp2 (apt, when missing and root)
+system-deps:  ## install bubblewrap, slirp4netns, iproute2, libseccomp2, chromium (apt, when missing and root)
 	@if ! command -v bwrap >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && apt-get install -y -qq bubblewrap; \
@@ -28,6 +28,12 @@ system-deps:  ## install bubblewrap, slirp4netns, iproute2, libseccomp2 (apt, wh
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && apt-get install -y -qq slirp4netns iproute2 libseccomp2; \
 	  else echo "slirp4netns, iproute2 or libseccomp2 is missing: sandboxes get no network / no syscall filter" >&2; fi; \
+	fi
+	@# tests/dashboard drive Debian's chromium with Playwright (never a downloaded browser).
+	@if ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq chromium; \
+	  else echo "chromium is missing: tests/dashboard will skip" >&2; fi; \
 	fi
 
 uv:
@@ -86,10 +92,10 @@ images:  ## build the sandbox and trove images into the test cluster ($(K8S_SCRI
 	$(K8S_SCRIPTS)/image.sh build $(NOAGENT_IMAGE) images/sandbox-noagent
 	$(K8S_SCRIPTS)/image.sh build $(TROVE_IMAGE) . images/trove/Dockerfile
 
-e2e: dev-deps  ## contract suite on the Kubernetes runtime + operator e2e, against $KUBECONFIG (images built)
+e2e: dev-deps  ## contract and dashboard suites on the Kubernetes runtime + operator e2e, against $KUBECONFIG (images built)
 	TROVE_TEST_BACKEND=kubernetes TROVE_K8S_SANDBOX_IMAGE=$(SANDBOX_IMAGE) TROVE_E2E_TROVE_IMAGE=$(TROVE_IMAGE) \
 	  TROVE_K8S_NOAGENT_IMAGE=$(NOAGENT_IMAGE) \
-	  $(PY) -m pytest tests/e2e tests/contract $(PYTEST_ARGS)
+	  $(PY) -m pytest tests/e2e tests/contract tests/dashboard $(PYTEST_ARGS)
 
 bench-k8s: dev-deps  ## Kubernetes runtime benchmarks vs raw pod exec, against $KUBECONFIG
 	$(PY) -m bench.k8s

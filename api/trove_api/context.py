@@ -9,12 +9,14 @@ from trove_api.events.dispatcher import Dispatcher
 from trove_api.events.hub import EventHub
 from trove_api.metrics import Metrics
 from trove_api.runtimes import make_runtime
+from trove_api.services.dashboard_sessions import DashboardSessions, load_secret
 from trove_api.services.device_login import DeviceLoginService
 from trove_api.services.events import EventEmitter, EventFeedService
 from trove_api.services.exec import ExecService
 from trove_api.services.files import FileService
 from trove_api.services.intents import IntentLog
 from trove_api.services.keys import KeyService
+from trove_api.services.namespace_catalog import NamespaceCatalog
 from trove_api.services.namespace_locks import NamespaceLocks
 from trove_api.services.namespaces import NamespaceService
 from trove_api.services.ratelimit import RateLimiter
@@ -53,6 +55,8 @@ class AppContext:
     snapshot_jobs: SnapshotJobs
     intents: IntentLog
     sweeper: Sweeper
+    dashboard_sessions: DashboardSessions
+    catalog: NamespaceCatalog
 
     @classmethod
     def open(cls, settings: Settings, runtime: Runtime | None = None) -> AppContext:
@@ -133,6 +137,16 @@ class AppContext:
                 interval_s=settings.sweep_interval_s,
                 stale_s=settings.stale_temp_s,
             ),
+            dashboard_sessions=DashboardSessions(
+                db,
+                load_secret(
+                    settings.dashboard_secret.get_secret_value() if settings.dashboard_secret else None,
+                    settings.data_dir,
+                ),
+                ttl_s=settings.dashboard_session_ttl_s,
+                failures_per_minute=settings.device_form_rate,
+            ),
+            catalog=NamespaceCatalog(db, runtime, settings.sandbox_uid_base),
         )
 
     async def start(self) -> None:

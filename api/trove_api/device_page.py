@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from html import escape
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 from trove_api.services.device_login import Waiting
 
@@ -57,9 +57,24 @@ def approval_form(
     error: str | None = None,
     waiting: Waiting | None = None,
     default_namespace: str = "default",
+    signed_in_as: str | None = None,
+    csrf: str | None = None,
 ) -> str:
+    """Signed in to the dashboard as an admin (``signed_in_as``, ``csrf``), the form needs no
+    key: the session approves, and the CSRF token proves the form is ours."""
     message = f"<p class=err role=alert>{escape(error)}</p>" if error else ""
     message += requester(waiting)
+    if signed_in_as is not None and csrf is not None:
+        credential = (
+            f'<input type=hidden name=csrf value="{escape(csrf)}">'
+            f"<p class=who>Signed in to the dashboard as <code>{escape(signed_in_as)}</code>; "
+            "approving uses that sign-in.</p>"
+        )
+    else:
+        sign_in = escape(f"/dashboard/login?next={quote('/cli?code=' + code, safe='')}")
+        credential = f"""<label for=api_key>Admin key of the workspace</label>
+<input id=api_key name=api_key type=password placeholder="trove-sk-admin-…" autocomplete=off required>
+<p class=note>Or <a href="{sign_in}">sign in to the dashboard</a> and come back.</p>"""
     return _page(
         "Authorize the Trove CLI",
         f"""<h1>Authorize the Trove CLI</h1>
@@ -69,8 +84,7 @@ your terminal shows. Approving mints a new workspace key for that terminal.</p>{
 <label for=user_code>Code shown in your terminal</label>
 <input id=user_code name=user_code class=code value="{escape(code)}" placeholder="ABCD-1234"
  autocomplete=off required maxlength=16>
-<label for=api_key>Admin key of the workspace</label>
-<input id=api_key name=api_key type=password placeholder="trove-sk-admin-…" autocomplete=off required>
+{credential}
 <label for=namespace>Namespace the new key is locked to</label>
 <input id=namespace name=namespace value="{escape(default_namespace)}" maxlength=128>
 <label class=check><input type=checkbox name=all_namespaces> Instead, an unlocked key for every

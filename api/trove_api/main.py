@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from trove_api import problems
 from trove_api.context import AppContext
 from trove_api.middleware import RequestContextMiddleware
-from trove_api.routers import device, events, files, identity, ops, snapshots, webhooks
+from trove_api.routers import dashboard, device, events, files, identity, ops, snapshots, webhooks
 from trove_api.routers import exec as exec_router
 from trove_core.settings import Settings
 
@@ -59,5 +59,6 @@ def create_app(settings: Settings, context: AppContext | None = None) -> FastAPI
     app.include_router(events.router)
     app.include_router(webhooks.router)
     app.include_router(device.router)
+    app.include_router(dashboard.router)
     app.add_middleware(RequestContextMiddleware, json_body_max_bytes=settings.json_body_max_bytes)
     return app

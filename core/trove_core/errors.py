@@ -17,7 +17,8 @@
     │   ├── AdminKeyOnFilesystemError (403 admin_key_on_filesystem)
     │   ├── AdminRequiredError (403 admin_required)
     │   ├── NamespaceForbiddenError (403 namespace_forbidden)
-    │   └── WorkspaceForbiddenError (403 workspace_forbidden)
+    │   ├── WorkspaceForbiddenError (403 workspace_forbidden)
+    │   └── CsrfRejectedError (403 csrf_rejected)
     ├── NotFoundError (404 not_found)
     │   ├── RouteNotFoundError (404 route_not_found)
     │   ├── PathNotFoundError (404 path_not_found)
@@ -160,6 +161,11 @@ class NamespaceForbiddenError(ForbiddenError):
 class WorkspaceForbiddenError(ForbiddenError):
     code = "workspace_forbidden"
     title = "This key belongs to another workspace"
+
+
+class CsrfRejectedError(ForbiddenError):
+    code = "csrf_rejected"
+    title = "The form's CSRF token is missing or wrong"
 
 
 class NotFoundError(TroveError):

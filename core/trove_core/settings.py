@@ -205,11 +205,22 @@ class Settings(BaseSettings):
         10, ge=1, description="Device-login flows one client IP may start per minute."
     )
     device_form_rate: int = Field(
-        20, ge=1, description="Approval-form submissions one client IP may make per minute."
+        20,
+        ge=1,
+        description="Approval-form submissions (and failed dashboard sign-ins) one client IP may "
+        "make per minute.",
     )
     device_default_namespace: str = Field(
         "default",
         description="Namespace a device-login key is locked to when the approver names none.",
+    )
+    dashboard_session_ttl_s: int = Field(
+        8 * 3600, ge=60, description="Lifetime of a dashboard sign-in (its session cookie), seconds."
+    )
+    dashboard_secret: SecretStr | None = Field(
+        None,
+        description="Key that signs dashboard session cookies; give every replica the same one "
+        "(default: a random key kept in the data dir).",
     )
     http_header_max_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest request line plus headers (bytes); beyond it 431."

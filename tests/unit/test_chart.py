@@ -135,6 +135,11 @@ def test_generated_secrets(defaults: list[Doc]) -> None:
     assert re.fullmatch(r"trove-sk-admin-[A-Za-z0-9]{43}", key)
     s3 = find(defaults, "Secret", "-s3")
     assert set(s3["data"]) == {"access-key-id", "secret-access-key"}
+    dashboard = find(defaults, "Secret", "-dashboard")
+    assert len(base64.b64decode(dashboard["data"]["session-secret"])) == 48
+    assert env_of(find(defaults, "Deployment", "-api"))["TROVE_DASHBOARD_SECRET"] == {
+        "secretKeyRef": {"name": "t-trove-dashboard", "key": "session-secret"}
+    }
     minio = find(defaults, "Deployment", "-minio")
     env = env_of(minio)
     assert env["MINIO_ROOT_USER"] == {"secretKeyRef": {"name": "t-trove-s3", "key": "access-key-id"}}

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 
 from trove_api import device_page
 from trove_api.deps import CallerDep, ContextDep
+from trove_api.routers.dashboard.common import current_session
 from trove_api.schemas.common import problems
 from trove_api.schemas.device import (
     DeviceApproved,
@@ -19,8 +20,9 @@ from trove_api.schemas.device import (
     DevicePollRequest,
     DeviceStart,
 )
-from trove_api.services.auth import authenticate
-from trove_core.errors import TroveError
+from trove_api.services.auth import Caller, authenticate
+from trove_api.services.dashboard_sessions import Session
+from trove_core.errors import CsrfRejectedError, TroveError, UnauthenticatedError
 
 router = APIRouter(tags=["device login"])
 
@@ -92,16 +94,40 @@ async def deny_device_login(
 
 
 @router.get("/cli", response_class=HTMLResponse, include_in_schema=False)
-async def approval_page(ctx: ContextDep, code: Annotated[str, Query(max_length=32)] = "") -> HTMLResponse:
-    """The page `verification_uri_complete` points at: confirm the code, paste an admin key."""
-    return HTMLResponse(await _form(ctx, code), headers=device_page.SECURITY_HEADERS)
+async def approval_page(
+    request: Request, ctx: ContextDep, code: Annotated[str, Query(max_length=32)] = ""
+) -> HTMLResponse:
+    """The page `verification_uri_complete` points at: confirm the code, then approve with the
+    dashboard sign-in (an admin session) or a pasted admin key."""
+    session = await current_session(request, ctx)
+    return HTMLResponse(await _form(ctx, code, session=session), headers=device_page.SECURITY_HEADERS)
 
 
-async def _form(ctx: ContextDep, code: str, error: str | None = None) -> str:
+async def _form(ctx: ContextDep, code: str, error: str | None = None, session: Session | None = None) -> str:
     waiting = await ctx.device_login.waiting(code) if code else None
+    admin = session is not None and session.caller.is_admin
     return device_page.approval_form(
-        code, error=error, waiting=waiting, default_namespace=ctx.device_login.default_namespace
+        code,
+        error=error,
+        waiting=waiting,
+        default_namespace=ctx.device_login.default_namespace,
+        signed_in_as=session.caller.key_name if admin and session else None,
+        csrf=session.csrf_token if admin and session else None,
     )
+
+
+async def _approver(request: Request, ctx: ContextDep, fields: dict[str, str]) -> Caller:
+    """A pasted key is its own credential (no cookie involved, so no CSRF); without one, the
+    dashboard session approves, and only with its CSRF token."""
+    pasted = fields.get("api_key", "").strip()
+    if pasted:
+        return await authenticate(ctx.db, f"Bearer {pasted}")
+    session = await current_session(request, ctx)
+    if session is None:
+        raise UnauthenticatedError("Paste an admin key, or sign in to the dashboard first")
+    if not ctx.dashboard_sessions.check_csrf(session, fields.get("csrf")):
+        raise CsrfRejectedError("The form's CSRF token is missing or does not match this sign-in")
+    return session.caller
 
 
 @router.post("/cli", response_class=HTMLResponse, include_in_schema=False)
@@ -111,7 +137,7 @@ async def submit_approval(request: Request, ctx: ContextDep) -> HTMLResponse:
     code = fields.get("user_code", "")[:32]
     try:
         ctx.device_form_limit.hit(_client(request), what="approval attempts")
-        caller = await authenticate(ctx.db, f"Bearer {fields.get('api_key', '').strip()}")
+        caller = await _approver(request, ctx, fields)
         if fields.get("action") == "deny":
             await ctx.device_login.deny(caller, code)
             html = device_page.denied(code)
@@ -128,5 +154,6 @@ async def submit_approval(request: Request, ctx: ContextDep) -> HTMLResponse:
         headers = dict(device_page.SECURITY_HEADERS)
         if exc.retry_after is not None:
             headers["Retry-After"] = str(exc.retry_after)
-        return HTMLResponse(await _form(ctx, code, exc.detail), exc.status, headers=headers)
+        session = await current_session(request, ctx)
+        return HTMLResponse(await _form(ctx, code, exc.detail, session), exc.status, headers=headers)
     return HTMLResponse(html, headers=device_page.SECURITY_HEADERS)

@@ -26,6 +26,10 @@ class RateLimiter:
         self._lock = threading.Lock()
 
     def hit(self, key: str, *, what: str) -> None:
+        self.check(key, what=what, record=True)
+
+    def check(self, key: str, *, what: str, record: bool = False) -> None:
+        """Refuse when ``key`` is over its limit; count this hit only when ``record``."""
         now = time.monotonic()
         with self._lock:
             hits = self._hits.setdefault(key, deque())
@@ -36,7 +40,8 @@ class RateLimiter:
                 raise RateLimitedError(
                     f"Too many {what} from this client; try again in {wait}s", retry_after=wait
                 )
-            hits.append(now)
+            if record:
+                hits.append(now)
             if len(self._hits) > MAX_KEYS:
                 self._prune(now)
 

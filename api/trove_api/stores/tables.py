@@ -183,3 +183,13 @@ intents = Table(
     Column("created_at", Float, nullable=False),  # epoch seconds
     Index("ix_intents_owner", "owner"),
 )
+
+dashboard_signouts = Table(
+    "dashboard_signouts",
+    metadata,
+    # A signed-out dashboard session's nonce, kept until the session would have expired: the
+    # cookie is signed, so without this row a copy of it would outlive the sign-out.
+    Column("nonce", String(64), primary_key=True),
+    Column("expires_at", Float, nullable=False),  # epoch seconds
+    Index("ix_dashboard_signouts_expiry", "expires_at"),
+)

@@ -111,6 +111,15 @@ class KubernetesRuntime:
     async def provision(self, ns: NamespaceRef) -> None:
         await self.control.ensure(ns)
 
+    async def sandbox_state(self, ns: NamespaceRef) -> str:
+        """The TroveNamespace's phase as the dashboard shows it (read only: wakes nothing)."""
+        obj = await self.api.get_tns(ns.object_name)
+        if obj is None:
+            return "absent"
+        phase = str((obj.get("status") or {}).get("phase") or "Pending")
+        suspended = bool((obj.get("spec") or {}).get("suspended"))
+        return "Suspended" if suspended and phase != "Suspended" else phase
+
     async def _target(self, ns: NamespaceRef) -> AgentSession | str:
         """The pod's warm agent session; or, when its image has no agent, the pod (for fresh execs)."""
         name = ns.object_name
