@@ -1,0 +1,79 @@
+"""Sandbox lifecycle through the official e2b SDK: create, connect, list, info, timeout, kill."""
+
+from __future__ import annotations
+
+import pytest
+from e2b import Sandbox, SandboxQuery, SandboxState
+from e2b.exceptions import NotFoundException
+
+from tests.support.sdk import client
+from tests.support.server import LiveServer
+
+
+def test_create_info_list_kill(e2b_env: LiveServer) -> None:
+    sbx = Sandbox.create(timeout=120, metadata={"suite": "e2b", "who": "lifecycle"}, envs={"A": "1"})
+    try:
+        assert sbx.is_running()
+        info = sbx.get_info()
+        assert info.sandbox_id == sbx.sandbox_id
+        assert info.metadata == {"suite": "e2b", "who": "lifecycle"}
+        assert info.state == SandboxState.RUNNING
+        found = Sandbox.list(query=SandboxQuery(metadata={"who": "lifecycle"})).next_items()
+        assert [s.sandbox_id for s in found] == [sbx.sandbox_id]
+        sbx.set_timeout(300)
+        assert sbx.get_info().end_at > info.end_at
+    finally:
+        sbx.kill()
+    assert not sbx.is_running()
+    with pytest.raises(NotFoundException):
+        Sandbox.get_info(sbx.sandbox_id)
+
+
+def test_list_pages(e2b_env: LiveServer) -> None:
+    made = [Sandbox.create(metadata={"who": "pages"}) for _ in range(3)]
+    try:
+        pager = Sandbox.list(query=SandboxQuery(metadata={"who": "pages"}), limit=2)
+        first = pager.next_items()
+        assert len(first) == 2 and pager.has_next
+        second = pager.next_items()
+        assert not pager.has_next
+        assert {s.sandbox_id for s in first + second} == {s.sandbox_id for s in made}
+    finally:
+        for sbx in made:
+            sbx.kill()
+
+
+def test_files_are_the_namespace_files(e2b_env: LiveServer) -> None:
+    sbx = Sandbox.create()
+    try:
+        sbx.files.write("notes/a.txt", "from e2b")
+        with client(e2b_env, sbx.sandbox_id) as trove:
+            assert trove.read("notes/a.txt") == "from e2b"
+            trove.write("b.txt", "from trove")
+        assert sbx.files.read("/home/user/b.txt") == "from trove"
+    finally:
+        sbx.kill()
+
+
+def test_pause_then_connect_keeps_files(e2b_env: LiveServer) -> None:
+    sbx = Sandbox.create()
+    try:
+        sbx.files.write("kept.txt", "still here")
+        sbx.pause()
+        assert Sandbox.get_info(sbx.sandbox_id).state == SandboxState.PAUSED
+        assert not sbx.is_running()
+        again = Sandbox.connect(sbx.sandbox_id)
+        assert again.is_running()
+        assert again.files.read("kept.txt") == "still here"
+    finally:
+        sbx.kill()
+
+
+def test_metrics_report_disk_use(e2b_env: LiveServer) -> None:
+    sbx = Sandbox.create()
+    try:
+        sbx.files.write("ten.bin", b"0123456789")
+        metrics = sbx.get_metrics()
+        assert metrics[-1].disk_used == 10
+    finally:
+        sbx.kill()
