@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.server import LiveServer
+from tests.support.server import LiveServer, start_server
 
 
 @pytest.fixture
@@ -16,3 +16,18 @@ def e2b_env(server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Liv
     monkeypatch.setenv("E2B_SANDBOX_URL", f"{server.base_url}/e2b")
     monkeypatch.setenv("E2B_API_KEY", server.workspace_key)
     yield server
+
+
+@pytest.fixture(scope="session")
+def big_server() -> Iterator[LiveServer]:
+    """Uploads of 100 MB (the default upload cap is smaller)."""
+    with start_server(upload_max_bytes=128 * 1024 * 1024) as live:
+        yield live
+
+
+@pytest.fixture
+def big_env(big_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveServer]:
+    monkeypatch.setenv("E2B_API_URL", f"{big_server.base_url}/e2b")
+    monkeypatch.setenv("E2B_SANDBOX_URL", f"{big_server.base_url}/e2b")
+    monkeypatch.setenv("E2B_API_KEY", big_server.workspace_key)
+    yield big_server

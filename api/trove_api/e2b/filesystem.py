@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import shlex
 from collections.abc import AsyncIterator, Callable
@@ -12,6 +13,7 @@ from typing import Any
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
+from protobuf import Oneof
 from protobuf.wkt.google.protobuf.timestamp_pb import Timestamp
 
 from trove_api.e2b import paths
@@ -23,6 +25,7 @@ from trove_api.services.auth import Caller
 from trove_core.errors import BadRequestError, ForbiddenError, NotFoundError, TroveError, UnauthenticatedError
 from trove_core.runtime import FileStat
 
+log = logging.getLogger(__name__)
 WATCH_KEEPALIVE_S = 15.0
 WATCHER_BACKLOG = 10_000
 
@@ -45,6 +48,7 @@ def connect_error(exc: Exception) -> ConnectError:
         return ConnectError(Code.PERMISSION_DENIED, str(exc))
     if isinstance(exc, TroveError) and exc.status == 503:
         return ConnectError(Code.UNAVAILABLE, str(exc))
+    log.error("e2b filesystem call failed", exc_info=exc)
     return ConnectError(Code.INTERNAL, str(exc) if isinstance(exc, TroveError) else "internal error")
 
 
@@ -73,7 +77,7 @@ class FilesystemService:
     async def _who(self, ctx: RequestContext[Any, Any]) -> tuple[SandboxService, str, Caller]:
         svc = self._service()
         try:
-            rec, caller = await sandbox_caller(svc.records, ctx.request_headers())
+            rec, caller = await sandbox_caller(svc.records, ctx.request_headers)
         except Exception as exc:
             raise connect_error(exc) from None
         return svc, rec.sandbox_id, caller
@@ -82,9 +86,12 @@ class FilesystemService:
         if not rel:
             return FileStat(rel="", is_dir=True, size=0, mtime_ns=0)
         parent, _, name = rel.rpartition("/")
-        entries, _ = await svc.ctx.files.list(
-            caller, sandbox_id, f"workspace/{parent}", recursive=False, max_entries=1_000_000, max_depth=1
-        )
+        try:
+            entries, _ = await svc.ctx.files.list(
+                caller, sandbox_id, f"workspace/{parent}", recursive=False, max_entries=1_000_000, max_depth=1
+            )
+        except (NotFoundError, BadRequestError):  # a missing or non-directory parent
+            entries = []
         for entry in entries:
             if entry.rel == rel:
                 return entry
@@ -122,8 +129,11 @@ class FilesystemService:
         svc, sandbox_id, caller = await self._who(ctx)
         try:
             rel = paths.to_trove(request.path)
-            with contextlib.suppress(ConnectError):
+            try:
                 await self._stat(svc, sandbox_id, caller, rel)
+            except ConnectError:
+                pass
+            else:
                 raise ConnectError(Code.ALREADY_EXISTS, f"already exists: {request.path}")
             await self._shell(svc, sandbox_id, caller, f"mkdir -p -- {shlex.quote('workspace/' + rel)}")
             return pb.MakeDirResponse(entry=entry_info(await self._stat(svc, sandbox_id, caller, rel)))
@@ -197,12 +207,12 @@ class FilesystemService:
             raise connect_error(exc) from None
         # Fixed before the start event: every change after it is reported.
         head = await svc.ctx.hub.current_head()
-        yield pb.WatchDirResponse(start=pb.WatchDirResponse.StartEvent())
+        yield pb.WatchDirResponse(event=Oneof(field="start", value=pb.WatchDirResponse.StartEvent()))
         async for event in self._events(svc, sandbox_id, caller, rel, request.recursive, head):
             if event is None:
-                yield pb.WatchDirResponse(keepalive=pb.WatchDirResponse.KeepAlive())
+                yield pb.WatchDirResponse(event=Oneof(field="keepalive", value=pb.WatchDirResponse.KeepAlive()))
             else:
-                yield pb.WatchDirResponse(filesystem=event)
+                yield pb.WatchDirResponse(event=Oneof(field="filesystem", value=event))
 
     async def create_watcher(
         self, request: pb.CreateWatcherRequest, ctx: RequestContext[Any, Any]
