@@ -1,0 +1,135 @@
+"""Keys, tokens, timeouts, fork, snapshots and addressing of the E2B API."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from e2b import Sandbox
+from e2b.exceptions import AuthenticationException, SandboxException
+
+from tests.support.sdk import admin, client
+from tests.support.server import LiveServer
+
+
+def _mint(server: LiveServer, namespace: str | None = None) -> str:
+    with admin(server) as adm:
+        return adm.create_key("e2b-test", namespace=namespace).api_key
+
+
+def test_locked_key_reaches_only_its_sandbox(e2b_env: LiveServer) -> None:
+    sbx = Sandbox.create()
+    other = Sandbox.create()
+    try:
+        locked = _mint(e2b_env, namespace=sbx.sandbox_id)
+        mine = Sandbox.connect(sbx.sandbox_id, api_key=locked)
+        mine.files.write("ok.txt", "yes")
+        with pytest.raises(SandboxException, match="403"):
+            Sandbox.connect(other.sandbox_id, api_key=locked)
+        with pytest.raises(SandboxException, match="403"):
+            Sandbox.create(api_key=locked)
+        assert [s.sandbox_id for s in Sandbox.list(api_key=locked).next_items()] == [sbx.sandbox_id]
+    finally:
+        sbx.kill()
+        other.kill()
+
+
+def test_admin_and_unknown_keys_refused(e2b_env: LiveServer) -> None:
+    with pytest.raises(SandboxException, match="403"):
+        Sandbox.create(api_key=e2b_env.admin_key)
+    with pytest.raises(AuthenticationException):
+        Sandbox.create(api_key="trove-sk-not-a-key")
+
+
+def test_envd_token_checked(e2b_env: LiveServer) -> None:
+    sbx = Sandbox.create()
+    try:
+        url = f"{e2b_env.base_url}/e2b/files"
+        base = {"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": "49983"}
+        assert httpx.get(url, params={"path": "x"}, headers=base).status_code == 401
+        wrong = base | {"X-Access-Token": "nope"}
+        assert httpx.get(url, params={"path": "x"}, headers=wrong).status_code == 401
+    finally:
+        sbx.kill()
+
+
+def test_fork_and_snapshot_round_trips(e2b_env: LiveServer) -> None:
+    sbx = Sandbox.create()
+    made: list[Sandbox] = [sbx]
+    try:
+        sbx.files.write("state.txt", "v1")
+        forks = sbx.fork()
+        assert len(forks) == 1
+        fork = forks[0]
+        made.append(fork)
+        assert fork.sandbox_id != sbx.sandbox_id
+        assert fork.files.read("state.txt") == "v1"
+        fork.files.write("state.txt", "fork")
+        assert sbx.files.read("state.txt") == "v1"
+
+        snap = sbx.create_snapshot()
+        assert snap.snapshot_id in [s.snapshot_id for s in Sandbox.list_snapshots().next_items()]
+        sbx.files.write("state.txt", "v2")
+        restored = Sandbox.create(template=snap.snapshot_id)
+        made.append(restored)
+        assert restored.files.read("state.txt") == "v1"
+        assert Sandbox.delete_snapshot(snap.snapshot_id) is True
+        assert Sandbox.delete_snapshot(snap.snapshot_id) is False
+    finally:
+        for s in made:
+            s.kill()
+
+
+def test_timeout_kills_e2b_sandbox_not_trove_namespace(e2b_env: LiveServer, namespace: str) -> None:
+    with client(e2b_env, namespace) as trove:
+        trove.write("mine.txt", "trove-sdk made me")
+    adopted = Sandbox.connect(namespace, timeout=1)
+    doomed = Sandbox.create(timeout=1)
+    doomed.files.write("gone.txt", "soon")
+    # The server's sweeper ends expired sandboxes every e2b_sweep_interval_s: poll, no timing asserted.
+    for _ in range(200):
+        if not doomed.is_running():
+            break
+        time.sleep(0.05)
+    assert not doomed.is_running()
+    for _ in range(200):
+        if not adopted.is_running():
+            break
+        time.sleep(0.05)
+    # The adopted namespace's E2B session may end; its files never do.
+    with client(e2b_env, namespace) as trove:
+        assert trove.read("mine.txt") == "trove-sdk made me"
+
+
+def test_unknown_route_is_a_501_problem(e2b_env: LiveServer) -> None:
+    r = httpx.get(f"{e2b_env.base_url}/e2b/volumes", headers={"X-API-KEY": e2b_env.workspace_key})
+    assert r.status_code == 501
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["code"] == "e2b_not_implemented"
+
+
+@pytest.fixture(scope="module")
+def domain_server() -> LiveServer:
+    from tests.support.server import start_server
+
+    with start_server(e2b_domain="e2b.example.test") as live:
+        yield live
+
+
+def test_host_name_routing(domain_server: LiveServer) -> None:
+    base = domain_server.base_url
+    key = {"X-API-KEY": domain_server.workspace_key}
+    r = httpx.post(f"{base}/v2/sandboxes", json={"templateID": "base"}, headers=key | {"Host": "api.e2b.example.test"})
+    assert r.status_code == 201, r.text
+    created = r.json()
+    sandbox_host = f"49983-{created['sandboxID']}.e2b.example.test"
+    token = {"X-Access-Token": created["envdAccessToken"], "Host": sandbox_host}
+    up = httpx.post(f"{base}/files", params={"path": "h.txt"}, content=b"by host",
+                    headers=token | {"Content-Type": "application/octet-stream"})
+    assert up.status_code == 200, up.text
+    down = httpx.get(f"{base}/files", params={"path": "/home/user/h.txt"}, headers=token)
+    assert down.content == b"by host"
+    assert httpx.get(f"{base}/health", headers=token).status_code == 204
+    # Without the domain's host name, the bare paths are Trove's own (no sandbox there).
+    assert httpx.get(f"{base}/health", headers={"X-Access-Token": created["envdAccessToken"]}).status_code == 404
