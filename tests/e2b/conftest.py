@@ -15,7 +15,7 @@ def e2b_env(server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Liv
     monkeypatch.setenv("E2B_API_URL", f"{server.base_url}/e2b")
     monkeypatch.setenv("E2B_SANDBOX_URL", f"{server.base_url}/e2b")
     monkeypatch.setenv("E2B_API_KEY", server.workspace_key)
-    yield server
+    return server
 
 
 @pytest.fixture(scope="session")
@@ -30,4 +30,4 @@ def big_env(big_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Iterator
     monkeypatch.setenv("E2B_API_URL", f"{big_server.base_url}/e2b")
     monkeypatch.setenv("E2B_SANDBOX_URL", f"{big_server.base_url}/e2b")
     monkeypatch.setenv("E2B_API_KEY", big_server.workspace_key)
-    yield big_server
+    return big_server

@@ -120,16 +120,24 @@ def domain_server() -> LiveServer:
 def test_host_name_routing(domain_server: LiveServer) -> None:
     base = domain_server.base_url
     key = {"X-API-KEY": domain_server.workspace_key}
-    r = httpx.post(f"{base}/v2/sandboxes", json={"templateID": "base"}, headers=key | {"Host": "api.e2b.example.test"})
+    r = httpx.post(
+        f"{base}/v2/sandboxes", json={"templateID": "base"}, headers=key | {"Host": "api.e2b.example.test"}
+    )
     assert r.status_code == 201, r.text
     created = r.json()
     sandbox_host = f"49983-{created['sandboxID']}.e2b.example.test"
     token = {"X-Access-Token": created["envdAccessToken"], "Host": sandbox_host}
-    up = httpx.post(f"{base}/files", params={"path": "h.txt"}, content=b"by host",
-                    headers=token | {"Content-Type": "application/octet-stream"})
+    up = httpx.post(
+        f"{base}/files",
+        params={"path": "h.txt"},
+        content=b"by host",
+        headers=token | {"Content-Type": "application/octet-stream"},
+    )
     assert up.status_code == 200, up.text
     down = httpx.get(f"{base}/files", params={"path": "/home/user/h.txt"}, headers=token)
     assert down.content == b"by host"
     assert httpx.get(f"{base}/health", headers=token).status_code == 204
     # Without the domain's host name, the bare paths are Trove's own (no sandbox there).
-    assert httpx.get(f"{base}/health", headers={"X-Access-Token": created["envdAccessToken"]}).status_code == 404
+    assert (
+        httpx.get(f"{base}/health", headers={"X-Access-Token": created["envdAccessToken"]}).status_code == 404
+    )

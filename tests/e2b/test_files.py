@@ -21,12 +21,16 @@ def sbx(e2b_env: LiveServer):
 
 
 def test_file_operations(sbx: Sandbox) -> None:
-    sbx.files.write_files([{"path": "d/one.txt", "data": "1"}, {"path": "/home/user/d/e/two.bin", "data": b"\x00\x01"}])
+    sbx.files.write_files(
+        [{"path": "d/one.txt", "data": "1"}, {"path": "/home/user/d/e/two.bin", "data": b"\x00\x01"}]
+    )
     assert sbx.files.read("d/e/two.bin", format="bytes") == bytearray(b"\x00\x01")
     assert b"".join(sbx.files.read("d/one.txt", format="stream")) == b"1"
-    assert sbx.files.exists("d/one.txt") and not sbx.files.exists("d/none")
+    assert sbx.files.exists("d/one.txt")
+    assert not sbx.files.exists("d/none")
     info = sbx.files.get_info("d/e")
-    assert info.type == FileType.DIR and info.path == "/home/user/d/e"
+    assert info.type == FileType.DIR
+    assert info.path == "/home/user/d/e"
     shallow = {e.path for e in sbx.files.list("d")}
     assert shallow == {"/home/user/d/e", "/home/user/d/one.txt"}
     deep = {e.path for e in sbx.files.list("/home/user/d", depth=2)}

@@ -34,7 +34,8 @@ def test_list_pages(e2b_env: LiveServer) -> None:
     try:
         pager = Sandbox.list(query=SandboxQuery(metadata={"who": "pages"}), limit=2)
         first = pager.next_items()
-        assert len(first) == 2 and pager.has_next
+        assert len(first) == 2
+        assert pager.has_next
         second = pager.next_items()
         assert not pager.has_next
         assert {s.sandbox_id for s in first + second} == {s.sandbox_id for s in made}

@@ -12,7 +12,7 @@ from trove_api.services.auth import Caller, key_is_active
 
 SANDBOX_HEADER = "e2b-sandbox-id"
 PORT_HEADER = "e2b-sandbox-port"
-TOKEN_HEADER = "x-access-token"
+TOKEN_HEADER = "x-access-token"  # noqa: S105 (a header name, not a secret)
 ENVD_PORT = "49983"
 
 

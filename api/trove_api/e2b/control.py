@@ -64,17 +64,19 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
+def sandbox_body(rec: SandboxRecord) -> dict[str, Any]:
+    """E2B's ``Sandbox``: what create, connect and fork answer."""
+    return {
+        "templateID": rec.template_id,
+        "sandboxID": rec.sandbox_id,
+        "clientID": CLIENT_ID,
+        "envdVersion": ENVD_VERSION,
+        "envdAccessToken": rec.access_token,
+    }
+
+
 def created(rec: SandboxRecord, status: int = 201) -> JSONResponse:
-    return JSONResponse(
-        {
-            "templateID": rec.template_id,
-            "sandboxID": rec.sandbox_id,
-            "clientID": CLIENT_ID,
-            "envdVersion": ENVD_VERSION,
-            "envdAccessToken": rec.access_token,
-        },
-        status_code=status,
-    )
+    return JSONResponse(sandbox_body(rec), status_code=status)
 
 
 def listed(rec: SandboxRecord) -> dict[str, Any]:
@@ -206,7 +208,7 @@ async def sandbox_metrics(request: Request, sandbox_id: str) -> Response:
 async def fork_sandbox(request: Request, sandbox_id: str) -> Response:
     body = await body_of(request)
     forks = await service(request).fork(await caller_of(request), sandbox_id, body)
-    return JSONResponse([{"sandbox": json.loads(created(f).body)} for f in forks], status_code=201)
+    return JSONResponse([{"sandbox": sandbox_body(f)} for f in forks], status_code=201)
 
 
 @router.post("/sandboxes/{sandbox_id}/snapshots")
@@ -237,5 +239,3 @@ async def delete_snapshot(request: Request, template_id: str) -> Response:
     if not deleted:
         raise E2bApiError(404, f"template {template_id[:140]!r} not found")
     return Response(status_code=204)
-
-

@@ -87,7 +87,9 @@ async def upload(request: Request) -> Response:
     return JSONResponse([_write_info(written.path)])
 
 
-async def _multipart(request: Request, svc: SandboxService, caller: Caller, sandbox_id: str) -> list[dict[str, Any]]:
+async def _multipart(
+    request: Request, svc: SandboxService, caller: Caller, sandbox_id: str
+) -> list[dict[str, Any]]:
     # Starlette spools each part to a temporary file past 1 MB: never a whole upload in memory.
     parser = MultiPartParser(request.headers, request.stream(), max_files=1000, max_fields=1000)
     form = await parser.parse()

@@ -7,18 +7,19 @@ import contextlib
 import logging
 import secrets
 import shlex
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any, Literal
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
-from protobuf import Oneof
+from protobuf import DescService, Oneof
 from protobuf.wkt.google.protobuf.timestamp_pb import Timestamp
 
 from trove_api.e2b import paths
 from trove_api.e2b.access import sandbox_caller
 from trove_api.e2b.envd import filesystem_pb as pb
+from trove_api.e2b.envd.filesystem_connect import Filesystem as FilesystemProtocol
 from trove_api.e2b.sandboxes import E2bApiError, SandboxService
 from trove_api.events import feed, types
 from trove_api.services.auth import Caller
@@ -28,6 +29,18 @@ from trove_core.runtime import FileStat
 log = logging.getLogger(__name__)
 WATCH_KEEPALIVE_S = 15.0
 WATCHER_BACKLOG = 10_000
+
+
+_START: Oneof[Literal["start"], pb.WatchDirResponse.StartEvent] = Oneof(
+    field="start", value=pb.WatchDirResponse.StartEvent()
+)
+_KEEPALIVE: Oneof[Literal["keepalive"], pb.WatchDirResponse.KeepAlive] = Oneof(
+    field="keepalive", value=pb.WatchDirResponse.KeepAlive()
+)
+
+
+def _changed(event: pb.FilesystemEvent) -> Oneof[Literal["filesystem"], pb.FilesystemEvent]:
+    return Oneof(field="filesystem", value=event)
 
 
 def connect_error(exc: Exception) -> ConnectError:
@@ -70,6 +83,10 @@ def entry_info(stat: FileStat) -> pb.EntryInfo:
 class FilesystemService:
     """Every call names its sandbox in headers (``E2b-Sandbox-Id``, ``X-Access-Token``)."""
 
+    @classmethod
+    def desc(cls) -> DescService:
+        return FilesystemProtocol.desc()
+
     def __init__(self, service: Callable[[], SandboxService]) -> None:
         self._service = service
         self._watchers: dict[str, tuple[str, asyncio.Task[None], list[pb.FilesystemEvent]]] = {}
@@ -85,7 +102,7 @@ class FilesystemService:
     async def _stat(self, svc: SandboxService, sandbox_id: str, caller: Caller, rel: str) -> FileStat:
         if not rel:
             return FileStat(rel="", is_dir=True, size=0, mtime_ns=0)
-        parent, _, name = rel.rpartition("/")
+        parent, _, _name = rel.rpartition("/")
         try:
             entries, _ = await svc.ctx.files.list(
                 caller, sandbox_id, f"workspace/{parent}", recursive=False, max_entries=1_000_000, max_depth=1
@@ -113,7 +130,12 @@ class FilesystemService:
                 raise ConnectError(Code.INVALID_ARGUMENT, f"not a directory: {request.path}")
             depth = max(request.depth, 1)
             entries, _ = await svc.ctx.files.list(
-                caller, sandbox_id, f"workspace/{rel}", recursive=depth > 1, max_entries=100_000, max_depth=depth
+                caller,
+                sandbox_id,
+                f"workspace/{rel}",
+                recursive=depth > 1,
+                max_entries=100_000,
+                max_depth=depth,
             )
             return pb.ListDirResponse(entries=[entry_info(e) for e in entries])
         except Exception as exc:
@@ -165,7 +187,7 @@ class FilesystemService:
 
     async def _events(
         self, svc: SandboxService, sandbox_id: str, caller: Caller, rel: str, recursive: bool, after: int
-    ) -> AsyncIterator[pb.FilesystemEvent | None]:
+    ) -> AsyncGenerator[pb.FilesystemEvent | None, None]:
         scope = feed.Scope(
             workspace_id=caller.workspace_id,
             namespace=sandbox_id,
@@ -189,9 +211,7 @@ class FilesystemService:
                 kind = pb.EventType.WRITE if event["type"] == types.FILE_WRITTEN else pb.EventType.REMOVE
                 yield pb.FilesystemEvent(name=name, type=kind)
 
-    async def _watched(
-        self, svc: SandboxService, sandbox_id: str, caller: Caller, path: str
-    ) -> str:
+    async def _watched(self, svc: SandboxService, sandbox_id: str, caller: Caller, path: str) -> str:
         rel = paths.to_trove(path)
         if not (await self._stat(svc, sandbox_id, caller, rel)).is_dir:
             raise ConnectError(Code.INVALID_ARGUMENT, f"not a directory: {path}")
@@ -207,12 +227,12 @@ class FilesystemService:
             raise connect_error(exc) from None
         # Fixed before the start event: every change after it is reported.
         head = await svc.ctx.hub.current_head()
-        yield pb.WatchDirResponse(event=Oneof(field="start", value=pb.WatchDirResponse.StartEvent()))
+        yield pb.WatchDirResponse(event=_START)
         async for event in self._events(svc, sandbox_id, caller, rel, request.recursive, head):
             if event is None:
-                yield pb.WatchDirResponse(event=Oneof(field="keepalive", value=pb.WatchDirResponse.KeepAlive()))
+                yield pb.WatchDirResponse(event=_KEEPALIVE)
             else:
-                yield pb.WatchDirResponse(event=Oneof(field="filesystem", value=event))
+                yield pb.WatchDirResponse(event=_changed(event))
 
     async def create_watcher(
         self, request: pb.CreateWatcherRequest, ctx: RequestContext[Any, Any]
@@ -236,7 +256,9 @@ class FilesystemService:
         self._watchers[watcher_id] = (sandbox_id, asyncio.create_task(collect()), backlog)
         return pb.CreateWatcherResponse(watcher_id=watcher_id)
 
-    def _watcher(self, sandbox_id: str, watcher_id: str) -> tuple[str, asyncio.Task[None], list[pb.FilesystemEvent]]:
+    def _watcher(
+        self, sandbox_id: str, watcher_id: str
+    ) -> tuple[str, asyncio.Task[None], list[pb.FilesystemEvent]]:
         found = self._watchers.get(watcher_id)
         if found is None or found[0] != sandbox_id:
             raise ConnectError(Code.NOT_FOUND, f"watcher {watcher_id[:40]!r} not found")

@@ -1,4 +1,4 @@
-"""E2B paths <-> Trove paths: E2B's home ``/home/user`` (the default cwd) is the namespace's ``workspace/``."""
+"""E2B paths and Trove paths: E2B's home `/home/user` (the default cwd) is `workspace/`."""
 
 from __future__ import annotations
 

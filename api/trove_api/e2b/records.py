@@ -112,7 +112,8 @@ class SandboxRecords:
 
     def expired(self, now: float) -> list[SandboxRecord]:
         query = select(e2b_sandboxes).where(
-            e2b_sandboxes.c.end_at <= now, e2b_sandboxes.c.state == "running",
+            e2b_sandboxes.c.end_at <= now,
+            e2b_sandboxes.c.state == "running",
             e2b_sandboxes.c.owned.is_(True),
         )
         with self.db.read() as conn:

@@ -46,7 +46,11 @@ def not_found(sandbox_id: str) -> E2bApiError:
 def owner_caller(rec: SandboxRecord) -> Caller:
     """Who in-sandbox calls act as: the key that created or connected the sandbox."""
     return Caller(
-        key_id=rec.key_id, key_name=rec.key_name, workspace_id=rec.workspace_id, scope="workspace", namespace=None
+        key_id=rec.key_id,
+        key_name=rec.key_name,
+        workspace_id=rec.workspace_id,
+        scope="workspace",
+        namespace=None,
     )
 
 
@@ -63,7 +67,9 @@ class SandboxService:
         if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0:
             raise E2bApiError(400, "timeout must be a whole number of seconds")
         if timeout > self.settings.e2b_max_timeout_s:
-            raise E2bApiError(400, f"timeout is {timeout} s; the limit is {self.settings.e2b_max_timeout_s} s")
+            raise E2bApiError(
+                400, f"timeout is {timeout} s; the limit is {self.settings.e2b_max_timeout_s} s"
+            )
         return timeout
 
     @staticmethod
@@ -80,7 +86,9 @@ class SandboxService:
             raise not_found(sandbox_id)
         return rec
 
-    def _new_record(self, caller: Caller, sandbox_id: str, template: str, body: dict[str, Any]) -> SandboxRecord:
+    def _new_record(
+        self, caller: Caller, sandbox_id: str, template: str, body: dict[str, Any]
+    ) -> SandboxRecord:
         now = time.time()
         lifecycle = body.get("autoPause")
         return SandboxRecord(
@@ -146,9 +154,9 @@ class SandboxService:
             records = [r for r in records if r.sandbox_id == caller.namespace]
         return records
 
-    async def set_timeout(self, caller: Caller, sandbox_id: str, timeout: Any) -> None:
+    async def set_timeout(self, caller: Caller, sandbox_id: str, seconds: Any) -> None:
         await self.get(caller, sandbox_id)
-        end_at = time.time() + self._timeout(timeout)
+        end_at = time.time() + self._timeout(seconds)
         await asyncio.to_thread(self.records.set, sandbox_id, end_at=end_at)
 
     async def pause(self, caller: Caller, sandbox_id: str) -> None:
