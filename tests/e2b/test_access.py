@@ -106,7 +106,7 @@ def test_unknown_route_is_a_501_problem(e2b_env: LiveServer) -> None:
     r = httpx.get(f"{e2b_env.base_url}/e2b/volumes", headers={"X-API-KEY": e2b_env.workspace_key})
     assert r.status_code == 501
     assert r.headers["content-type"].startswith("application/problem+json")
-    assert r.json()["code"] == "e2b_not_implemented"
+    assert r.json()["code"] == "not_implemented"
 
 
 @pytest.fixture(scope="module")
