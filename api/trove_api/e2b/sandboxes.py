@@ -199,11 +199,17 @@ class SandboxService:
             )
             src = await self.ctx.namespaces.ensure(caller.workspace_id, sandbox_id, caller.actor)
             dst = await self.ctx.namespaces.ensure(caller.workspace_id, child_id, caller.actor)
-            tarball = self.ctx.runtime.export_tar(src)
-            try:
-                await self.ctx.runtime.import_tar(dst, tarball)
-            finally:
-                await _aclose(tarball)
+            locks = self.ctx.files.locks
+            # Exclusive, as a snapshot takes it: the copy is one point in time of the source.
+            async with (
+                locks.exclusive(caller.workspace_id, sandbox_id),
+                locks.exclusive(caller.workspace_id, child_id),
+            ):
+                tarball = self.ctx.runtime.export_tar(src)
+                try:
+                    await self.ctx.runtime.import_tar(dst, tarball)
+                finally:
+                    await _aclose(tarball)
             await asyncio.to_thread(self.records.insert, child)
             forks.append(child)
         return forks
@@ -235,7 +241,8 @@ class SandboxService:
         reader = await self.ctx.snapshot_store.open(snap.storage_key)
         chunks = reader.chunks()
         try:
-            await self.ctx.runtime.import_tar(dst, chunks)
+            async with self.ctx.files.locks.exclusive(caller.workspace_id, sandbox_id):
+                await self.ctx.runtime.import_tar(dst, chunks)
         finally:
             await _aclose(chunks)
             await reader.aclose()
