@@ -7,10 +7,11 @@ import time
 
 import pytest
 from e2b import AsyncSandbox, FileType, Sandbox
-from e2b.exceptions import InvalidArgumentException, NotFoundException
+from e2b.exceptions import InvalidArgumentException, NotFoundException, RateLimitException
 
 from tests.support.sdk import client
 from tests.support.server import LiveServer
+from trove_api.e2b.filesystem import WATCHERS_PER_SANDBOX
 
 
 @pytest.fixture
@@ -117,3 +118,14 @@ async def test_async_sdk_watch_and_files(e2b_env: LiveServer) -> None:
         assert [(e.name, e.type.name) for e in events] == [("b/c.txt", "WRITE"), ("a.txt", "REMOVE")]
     finally:
         await sbx.kill()
+
+
+def test_watchers_per_sandbox_are_capped(sbx: Sandbox) -> None:
+    handles = [sbx.files.watch_dir("/home/user") for _ in range(WATCHERS_PER_SANDBOX)]
+    try:
+        with pytest.raises(RateLimitException):
+            sbx.files.watch_dir("/home/user")
+    finally:
+        for handle in handles:
+            handle.stop()
+    sbx.files.watch_dir("/home/user").stop()  # removing them made room again

@@ -62,6 +62,10 @@ def test_pause_then_connect_keeps_files(e2b_env: LiveServer) -> None:
         sbx.files.write("kept.txt", "still here")
         sbx.pause()
         assert Sandbox.get_info(sbx.sandbox_id).state == SandboxState.PAUSED
+        paused = Sandbox.list(query=SandboxQuery(state=[SandboxState.PAUSED])).next_items()
+        running = Sandbox.list(query=SandboxQuery(state=[SandboxState.RUNNING])).next_items()
+        assert sbx.sandbox_id in {s.sandbox_id for s in paused}
+        assert sbx.sandbox_id not in {s.sandbox_id for s in running}
         assert not sbx.is_running()
         again = Sandbox.connect(sbx.sandbox_id)
         assert again.is_running()

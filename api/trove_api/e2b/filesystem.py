@@ -29,6 +29,8 @@ from trove_core.runtime import FileStat
 log = logging.getLogger(__name__)
 WATCH_KEEPALIVE_S = 15.0
 WATCHER_BACKLOG = 10_000
+# Each polled watcher is a task following the hub: a client may not pile them up.
+WATCHERS_PER_SANDBOX = 64
 
 
 _START: Oneof[Literal["start"], pb.WatchDirResponse.StartEvent] = Oneof(
@@ -242,6 +244,11 @@ class FilesystemService:
             rel = await self._watched(svc, sandbox_id, caller, request.path)
         except Exception as exc:
             raise connect_error(exc) from None
+        if sum(1 for owner, _, _ in self._watchers.values() if owner == sandbox_id) >= WATCHERS_PER_SANDBOX:
+            raise ConnectError(
+                Code.RESOURCE_EXHAUSTED,
+                f"at most {WATCHERS_PER_SANDBOX} watchers per sandbox; remove one first",
+            )
         backlog: list[pb.FilesystemEvent] = []
         head = await svc.ctx.hub.current_head()
 
