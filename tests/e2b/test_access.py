@@ -141,3 +141,33 @@ def test_host_name_routing(domain_server: LiveServer) -> None:
     assert (
         httpx.get(f"{base}/health", headers={"X-Access-Token": created["envdAccessToken"]}).status_code == 404
     )
+
+
+def test_a_sandbox_token_opens_only_its_sandbox(e2b_env: LiveServer) -> None:
+    a, b = Sandbox.create(), Sandbox.create()
+    try:
+        b.files.write("secret.txt", "b's")
+        token_a = Sandbox.connect(a.sandbox_id)._envd_access_token
+        headers = {"E2b-Sandbox-Id": b.sandbox_id, "X-Access-Token": str(token_a)}
+        r = httpx.get(f"{e2b_env.base_url}/e2b/files", params={"path": "secret.txt"}, headers=headers)
+        assert r.status_code == 401
+        assert b"b's" not in r.content
+    finally:
+        a.kill()
+        b.kill()
+
+
+def test_revoked_creator_key_is_replaced_by_the_next_connect(e2b_env: LiveServer) -> None:
+    with admin(e2b_env) as adm:
+        minted = adm.create_key("e2b-short-lived")
+    sbx = Sandbox.create(api_key=minted.api_key)
+    try:
+        sbx.files.write("x.txt", "1")
+        with admin(e2b_env) as adm:
+            adm.revoke_key(minted.key_id)
+        with pytest.raises(AuthenticationException):
+            sbx.files.read("x.txt")
+        again = Sandbox.connect(sbx.sandbox_id)  # the workspace key of the fixture
+        assert again.files.read("x.txt") == "1"
+    finally:
+        Sandbox.kill(sbx.sandbox_id)

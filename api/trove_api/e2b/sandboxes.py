@@ -44,7 +44,7 @@ def not_found(sandbox_id: str) -> E2bApiError:
 
 
 def owner_caller(rec: SandboxRecord) -> Caller:
-    """Who in-sandbox calls act as: the key that created or connected the sandbox."""
+    """Who in-sandbox calls act as: the key that created the sandbox or connected to it last."""
     return Caller(
         key_id=rec.key_id,
         key_name=rec.key_name,
@@ -145,8 +145,11 @@ class SandboxService:
                     return rec
             raise not_found(sandbox_id)
         end_at = max(rec.end_at, time.time() + timeout)
-        await asyncio.to_thread(self.records.set, sandbox_id, state="running", end_at=end_at)
-        return replace(rec, state="running", end_at=end_at)
+        # In-sandbox calls act as the key that connected last: a revoked creator's key does not
+        # strand a sandbox another key of the workspace may reach.
+        who = {"key_id": caller.key_id, "key_name": caller.key_name}
+        await asyncio.to_thread(self.records.set, sandbox_id, state="running", end_at=end_at, **who)
+        return replace(rec, state="running", end_at=end_at, **who)
 
     async def listing(self, caller: Caller) -> list[SandboxRecord]:
         records = await asyncio.to_thread(self.records.listing, caller.workspace_id)
