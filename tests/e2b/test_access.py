@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import time
 
 import httpx
@@ -171,3 +172,26 @@ def test_revoked_creator_key_is_replaced_by_the_next_connect(e2b_env: LiveServer
         assert again.files.read("x.txt") == "1"
     finally:
         Sandbox.kill(sbx.sandbox_id)
+
+
+def test_bad_and_oversized_gzip_uploads_refused(e2b_env: LiveServer) -> None:
+    sbx = Sandbox.create()
+    try:
+        token = Sandbox.connect(sbx.sandbox_id)._envd_access_token
+        headers = {
+            "E2b-Sandbox-Id": sbx.sandbox_id,
+            "X-Access-Token": str(token),
+            "Content-Type": "application/octet-stream",
+            "Content-Encoding": "gzip",
+        }
+        url = f"{e2b_env.base_url}/e2b/files"
+        bad = httpx.post(url, params={"path": "bad.txt"}, content=b"not gzip at all", headers=headers)
+        assert bad.status_code == 400
+        # A small body that inflates past the upload cap: refused, never held whole.
+        bomb = gzip.compress(b"\0" * (e2b_env.settings.upload_max_bytes + 1))
+        big = httpx.post(url, params={"path": "bomb.bin"}, content=bomb, headers=headers, timeout=60)
+        assert big.status_code == 413
+        assert not sbx.files.exists("bad.txt")
+        assert not sbx.files.exists("bomb.bin")
+    finally:
+        sbx.kill()

@@ -129,3 +129,25 @@ def test_watchers_per_sandbox_are_capped(sbx: Sandbox) -> None:
         for handle in handles:
             handle.stop()
     sbx.files.watch_dir("/home/user").stop()  # removing them made room again
+
+
+def test_watch_reports_a_rename(sbx: Sandbox) -> None:
+    sbx.files.write("w/old.txt", "x")
+    handle = sbx.files.watch_dir("w")
+    try:
+        sbx.files.rename("w/old.txt", "w/new.txt")
+        seen: list[tuple[str, str]] = []
+        for _ in range(100):  # polled until both events arrive; no timing asserted
+            seen += [(e.name, e.type.name) for e in handle.get_new_events()]
+            if len(seen) >= 2:
+                break
+            time.sleep(0.05)
+        assert seen == [("old.txt", "REMOVE"), ("new.txt", "WRITE")]
+    finally:
+        handle.stop()
+
+
+def test_gzip_upload(sbx: Sandbox) -> None:
+    payload = b"compress me " * 100_000
+    sbx.files.write("z.txt", payload, gzip=True)
+    assert sbx.files.read("z.txt", format="bytes") == bytearray(payload)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -77,13 +78,16 @@ async def upload(request: Request) -> Response:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         return JSONResponse(await _multipart(request, svc, caller, rec.sandbox_id))
-    if request.headers.get("content-encoding"):
-        raise E2bApiError(400, "compressed uploads are not supported yet; send the bytes as they are")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip"):
+        raise E2bApiError(400, f"Content-Encoding {encoding[:40]!r}: only gzip is accepted")
     rel = paths.to_trove(request.query_params.get("path", ""))
     declared = request.headers.get("content-length")
-    written = await svc.ctx.files.upload(
-        caller, rec.sandbox_id, f"workspace/{rel}", request.stream(), int(declared) if declared else None
-    )
+    body, size = request.stream(), int(declared) if declared and declared.isdigit() else None
+    if encoding == "gzip":
+        # The compressed length says nothing of the file's: the file service caps what comes out.
+        body, size = gunzipped(body), None
+    written = await svc.ctx.files.upload(caller, rec.sandbox_id, f"workspace/{rel}", body, size)
     return JSONResponse([_write_info(written.path)])
 
 
@@ -110,6 +114,27 @@ async def _multipart(
     finally:
         await form.close()
     return results
+
+
+async def gunzipped(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Decompress a streamed gzip body piecewise: at most CHUNK bytes of output held at once."""
+    inflater = zlib.decompressobj(wbits=31)
+    async for chunk in chunks:
+        data = chunk
+        while data:
+            try:
+                out = inflater.decompress(data, CHUNK)
+            except zlib.error as exc:
+                raise E2bApiError(400, f"the body is not valid gzip ({exc})") from None
+            data = inflater.unconsumed_tail
+            if out:
+                yield out
+        if inflater.eof and inflater.unused_data:
+            raise E2bApiError(400, "the body holds data after the end of its gzip stream")
+    while out := inflater.decompress(b"", CHUNK):  # what the last input left buffered
+        yield out
+    if not inflater.eof:
+        raise E2bApiError(400, "the gzip body ended early")
 
 
 def _write_info(shown: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from trove_api.e2b.sandboxes import E2bApiError, SandboxService
 from trove_api.events import feed, types
 from trove_api.services.auth import Caller
 from trove_core.errors import BadRequestError, ForbiddenError, NotFoundError, TroveError, UnauthenticatedError
+from trove_core.paths import display
 from trove_core.runtime import FileStat
 
 log = logging.getLogger(__name__)
@@ -173,9 +174,29 @@ class FilesystemService:
             await self._stat(svc, sandbox_id, caller, src)
             script = f"mv -T -- {shlex.quote('workspace/' + src)} {shlex.quote('workspace/' + dst)}"
             await self._shell(svc, sandbox_id, caller, script)
-            return pb.MoveResponse(entry=entry_info(await self._stat(svc, sandbox_id, caller, dst)))
+            moved = await self._stat(svc, sandbox_id, caller, dst)
+            await self._report_move(svc, sandbox_id, caller, src, moved)
+            return pb.MoveResponse(entry=entry_info(moved))
         except Exception as exc:
             raise connect_error(exc) from None
+
+    async def _report_move(
+        self, svc: SandboxService, sandbox_id: str, caller: Caller, src: str, moved: FileStat
+    ) -> None:
+        """A rename in Trove's terms, so watches, SSE and webhooks see it: the old path deleted,
+        every file at the new one written."""
+        written = [moved]
+        if moved.is_dir:
+            written, _ = await svc.ctx.files.list(
+                caller, sandbox_id, f"workspace/{moved.rel}", recursive=True, max_entries=100_000, max_depth=64
+            )
+        emit = svc.ctx.emitter.emit
+        base = {"workspace_id": caller.workspace_id, "namespace": sandbox_id, "actor": caller.actor}
+        await emit(type_=types.FILE_DELETED, data={"path": display(src)}, **base)
+        for entry in written:
+            if not entry.is_dir:
+                data = {"path": display(entry.rel), "size_bytes": entry.size}
+                await emit(type_=types.FILE_WRITTEN, data=data, **base)
 
     async def remove(self, request: pb.RemoveRequest, ctx: RequestContext[Any, Any]) -> pb.RemoveResponse:
         svc, sandbox_id, caller = await self._who(ctx)
