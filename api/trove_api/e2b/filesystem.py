@@ -187,8 +187,9 @@ class FilesystemService:
         every file at the new one written."""
         written = [moved]
         if moved.is_dir:
+            under = f"workspace/{moved.rel}"
             written, _ = await svc.ctx.files.list(
-                caller, sandbox_id, f"workspace/{moved.rel}", recursive=True, max_entries=100_000, max_depth=64
+                caller, sandbox_id, under, recursive=True, max_entries=100_000, max_depth=64
             )
         emit = svc.ctx.emitter.emit
         base = {"workspace_id": caller.workspace_id, "namespace": sandbox_id, "actor": caller.actor}
