@@ -83,7 +83,8 @@ async def upload(request: Request) -> Response:
         raise E2bApiError(400, f"Content-Encoding {encoding[:40]!r}: only gzip is accepted")
     rel = paths.to_trove(request.query_params.get("path", ""))
     declared = request.headers.get("content-length")
-    body, size = request.stream(), int(declared) if declared and declared.isdigit() else None
+    body: AsyncIterator[bytes] = request.stream()
+    size = int(declared) if declared and declared.isdigit() else None
     if encoding == "gzip":
         # The compressed length says nothing of the file's: the file service caps what comes out.
         body, size = gunzipped(body), None

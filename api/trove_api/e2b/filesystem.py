@@ -191,13 +191,20 @@ class FilesystemService:
             written, _ = await svc.ctx.files.list(
                 caller, sandbox_id, under, recursive=True, max_entries=100_000, max_depth=64
             )
-        emit = svc.ctx.emitter.emit
-        base = {"workspace_id": caller.workspace_id, "namespace": sandbox_id, "actor": caller.actor}
-        await emit(type_=types.FILE_DELETED, data={"path": display(src)}, **base)
+
+        async def emit(type_: str, data: dict[str, Any]) -> None:
+            await svc.ctx.emitter.emit(
+                workspace_id=caller.workspace_id,
+                namespace=sandbox_id,
+                type_=type_,
+                actor=caller.actor,
+                data=data,
+            )
+
+        await emit(types.FILE_DELETED, {"path": display(src)})
         for entry in written:
             if not entry.is_dir:
-                data = {"path": display(entry.rel), "size_bytes": entry.size}
-                await emit(type_=types.FILE_WRITTEN, data=data, **base)
+                await emit(types.FILE_WRITTEN, {"path": display(entry.rel), "size_bytes": entry.size})
 
     async def remove(self, request: pb.RemoveRequest, ctx: RequestContext[Any, Any]) -> pb.RemoveResponse:
         svc, sandbox_id, caller = await self._who(ctx)

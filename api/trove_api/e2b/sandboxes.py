@@ -147,9 +147,15 @@ class SandboxService:
         end_at = max(rec.end_at, time.time() + timeout)
         # In-sandbox calls act as the key that connected last: a revoked creator's key does not
         # strand a sandbox another key of the workspace may reach.
-        who = {"key_id": caller.key_id, "key_name": caller.key_name}
-        await asyncio.to_thread(self.records.set, sandbox_id, state="running", end_at=end_at, **who)
-        return replace(rec, state="running", end_at=end_at, **who)
+        await asyncio.to_thread(
+            self.records.set,
+            sandbox_id,
+            state="running",
+            end_at=end_at,
+            key_id=caller.key_id,
+            key_name=caller.key_name,
+        )
+        return replace(rec, state="running", end_at=end_at, key_id=caller.key_id, key_name=caller.key_name)
 
     async def listing(self, caller: Caller) -> list[SandboxRecord]:
         records = await asyncio.to_thread(self.records.listing, caller.workspace_id)
