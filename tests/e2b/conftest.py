@@ -31,3 +31,10 @@ def big_env(big_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Iterator
     monkeypatch.setenv("E2B_SANDBOX_URL", f"{big_server.base_url}/e2b")
     monkeypatch.setenv("E2B_API_KEY", big_server.workspace_key)
     return big_server
+
+
+@pytest.fixture(scope="session")
+def quick_keepalive_server() -> Iterator[LiveServer]:
+    """Keep-alives (and so the re-checks of a watch's key and sandbox) every 0.2 s."""
+    with start_server(sse_keepalive_s=0.2) as live:
+        yield live

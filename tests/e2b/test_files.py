@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 
@@ -151,3 +152,18 @@ def test_gzip_upload(sbx: Sandbox) -> None:
     payload = b"compress me " * 100_000
     sbx.files.write("z.txt", payload, gzip=True)
     assert sbx.files.read("z.txt", format="bytes") == bytearray(payload)
+
+
+async def test_watch_ends_when_its_sandbox_is_killed(
+    quick_keepalive_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = f"{quick_keepalive_server.base_url}/e2b"
+    monkeypatch.setenv("E2B_API_URL", base)
+    monkeypatch.setenv("E2B_SANDBOX_URL", base)
+    monkeypatch.setenv("E2B_API_KEY", quick_keepalive_server.workspace_key)
+    sbx = await AsyncSandbox.create()
+    ended = asyncio.Event()
+    handle = await sbx.files.watch_dir("/home/user", on_event=lambda e: None, on_exit=lambda e: ended.set())
+    await sbx.kill()
+    await asyncio.wait_for(ended.wait(), 30)  # a bound on a hang, not a timing assertion
+    await handle.stop()

@@ -22,13 +22,12 @@ from trove_api.e2b.envd import filesystem_pb as pb
 from trove_api.e2b.envd.filesystem_connect import Filesystem as FilesystemProtocol
 from trove_api.e2b.sandboxes import E2bApiError, SandboxService
 from trove_api.events import feed, types
-from trove_api.services.auth import Caller
+from trove_api.services.auth import Caller, key_is_active
 from trove_core.errors import BadRequestError, ForbiddenError, NotFoundError, TroveError, UnauthenticatedError
 from trove_core.paths import display
 from trove_core.runtime import FileStat
 
 log = logging.getLogger(__name__)
-WATCH_KEEPALIVE_S = 15.0
 WATCHER_BACKLOG = 10_000
 # Each polled watcher is a task following the hub: a client may not pile them up.
 WATCHERS_PER_SANDBOX = 64
@@ -225,10 +224,13 @@ class FilesystemService:
             types=frozenset({types.FILE_WRITTEN, types.FILE_DELETED}),
         )
         prefix = f"{rel}/" if rel else ""
-        follow = svc.ctx.hub.follow(scope, after=after, keepalive=WATCH_KEEPALIVE_S)
+        follow = svc.ctx.hub.follow(scope, after=after, keepalive=svc.settings.sse_keepalive_s)
         async with contextlib.aclosing(follow) as events:
             async for event in events:
                 if event is None:
+                    # As an SSE stream does: a watch ends with its sandbox or its key.
+                    if not await self._still_open(svc, sandbox_id, caller):
+                        return
                     yield None
                     continue
                 if not scope.admits(event["namespace"], event["type"]):
@@ -241,6 +243,13 @@ class FilesystemService:
                     continue
                 kind = pb.EventType.WRITE if event["type"] == types.FILE_WRITTEN else pb.EventType.REMOVE
                 yield pb.FilesystemEvent(name=name, type=kind)
+
+    @staticmethod
+    async def _still_open(svc: SandboxService, sandbox_id: str, caller: Caller) -> bool:
+        rec = await asyncio.to_thread(svc.records.by_id, sandbox_id)
+        if rec is None or rec.state != "running" or rec.key_id != caller.key_id:
+            return False
+        return await asyncio.to_thread(key_is_active, svc.records.db, caller.key_id)
 
     async def _watched(self, svc: SandboxService, sandbox_id: str, caller: Caller, path: str) -> str:
         rel = paths.to_trove(path)
