@@ -20,6 +20,10 @@ def test_create_info_list_kill(e2b_env: LiveServer) -> None:
         assert info.state == SandboxState.RUNNING
         found = Sandbox.list(query=SandboxQuery(metadata={"who": "lifecycle"})).next_items()
         assert [s.sandbox_id for s in found] == [sbx.sandbox_id]
+        base = Sandbox.list(query=SandboxQuery(metadata={"who": "lifecycle"}, template="base"))
+        assert [s.sandbox_id for s in base.next_items()] == [sbx.sandbox_id]
+        other = Sandbox.list(query=SandboxQuery(metadata={"who": "lifecycle"}, template="other"))
+        assert other.next_items() == []
         sbx.set_timeout(300)
         assert sbx.get_info().end_at > info.end_at
     finally:

@@ -135,10 +135,13 @@ async def list_sandboxes(request: Request) -> Response:
     wanted_meta = dict(parse_qsl(params.get("metadata", "")))
     wanted_meta = {unquote(k): unquote(v) for k, v in wanted_meta.items()}
     states = {s for raw in params.getlist("state") for s in raw.split(",") if s} or {"running", "paused"}
+    templates = {t for raw in params.getlist("template") for t in raw.split(",") if t}
     records = [
         r
         for r in records
-        if r.state in states and all(r.metadata.get(k) == v for k, v in wanted_meta.items())
+        if r.state in states
+        and all(r.metadata.get(k) == v for k, v in wanted_meta.items())
+        and (not templates or r.template_id in templates)
     ]
     if params.get("order") == "desc":
         records.reverse()
