@@ -195,3 +195,31 @@ def test_bad_and_oversized_gzip_uploads_refused(e2b_env: LiveServer) -> None:
         assert not sbx.files.exists("bomb.bin")
     finally:
         sbx.kill()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"templateID": "base", "metadata": ["not", "a", "map"]},
+        {"templateID": "base", "metadata": {"k": 1}},
+        {"templateID": "base", "envVars": {"K": "v" * 20_000}},
+        {"templateID": "base", "timeout": "soon"},
+        {"templateID": "base", "timeout": 10**9},
+        {"templateID": "no-such-template"},
+    ],
+)
+def test_bad_create_bodies_are_e2b_errors(e2b_env: LiveServer, body: dict[str, object]) -> None:
+    r = httpx.post(
+        f"{e2b_env.base_url}/e2b/sandboxes", json=body, headers={"X-API-KEY": e2b_env.workspace_key}
+    )
+    assert r.status_code in (400, 404), r.text
+    assert r.json()["code"] == r.status_code
+    assert isinstance(r.json()["message"], str)
+
+
+@pytest.mark.parametrize("query", ["limit=abc", "limit=0", "limit=100000", "nextToken=xyz"])
+def test_bad_list_queries_are_400(e2b_env: LiveServer, query: str) -> None:
+    r = httpx.get(
+        f"{e2b_env.base_url}/e2b/v2/sandboxes?{query}", headers={"X-API-KEY": e2b_env.workspace_key}
+    )
+    assert r.status_code == 400, r.text

@@ -151,7 +151,8 @@ async def list_sandboxes(request: Request) -> Response:
         if not token.isdigit():
             raise E2bApiError(400, "nextToken is not one this server gave")
         start = int(token)
-    limit = int(params.get("limit") or 100)
+    raw_limit = params.get("limit") or "100"
+    limit = int(raw_limit) if raw_limit.isdigit() else 0
     if not 1 <= limit <= 1000:
         raise E2bApiError(400, "limit must be between 1 and 1000")
     page = records[start : start + limit]

@@ -28,6 +28,8 @@ BASE_TEMPLATE = "base"
 # The envd protocol version Trove speaks: octet-stream uploads (0.5.7), file metadata fields.
 ENVD_VERSION = "0.5.7"
 CLIENT_ID = "trove"
+MAP_MAX_ENTRIES = 100
+MAP_MAX_CHARS = 16_384
 
 
 class E2bApiError(Exception):
@@ -96,8 +98,8 @@ class SandboxService:
             workspace_id=caller.workspace_id,
             template_id=template,
             state="running",
-            metadata={str(k): str(v) for k, v in (body.get("metadata") or {}).items()},
-            envs={str(k): str(v) for k, v in (body.get("envVars") or {}).items()},
+            metadata=_string_map(body.get("metadata"), "metadata"),
+            envs=_string_map(body.get("envVars"), "envVars"),
             allow_internet_access=body.get("allow_internet_access") is not False,
             auto_pause=bool(lifecycle),
             owned=True,
@@ -273,6 +275,19 @@ class SandboxService:
         while True:
             await asyncio.sleep(self.settings.e2b_sweep_interval_s)
             await self.sweep()
+
+
+def _string_map(value: Any, name: str) -> dict[str, str]:
+    """E2B's metadata and envs: string to string, bounded (they live in a database row)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise E2bApiError(400, f"{name} must be an object of strings")
+    if len(value) > MAP_MAX_ENTRIES or sum(len(k) + len(v) for k, v in value.items()) > MAP_MAX_CHARS:
+        raise E2bApiError(400, f"{name}: at most {MAP_MAX_ENTRIES} entries and {MAP_MAX_CHARS} characters")
+    return dict(value)
 
 
 async def _aclose(chunks: AsyncIterator[bytes]) -> None:
