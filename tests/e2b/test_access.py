@@ -223,3 +223,17 @@ def test_bad_list_queries_are_400(e2b_env: LiveServer, query: str) -> None:
         f"{e2b_env.base_url}/e2b/v2/sandboxes?{query}", headers={"X-API-KEY": e2b_env.workspace_key}
     )
     assert r.status_code == 400, r.text
+
+
+def test_multipart_body_over_the_cap_refused(e2b_env: LiveServer) -> None:
+    sbx = Sandbox.create()
+    try:
+        token = Sandbox.connect(sbx.sandbox_id)._envd_access_token
+        headers = {"E2b-Sandbox-Id": sbx.sandbox_id, "X-Access-Token": str(token)}
+        half = b"x" * (e2b_env.settings.upload_max_bytes // 2 + 1)
+        files = [("file", ("a.bin", half)), ("file", ("b.bin", half))]
+        r = httpx.post(f"{e2b_env.base_url}/e2b/files", files=files, headers=headers, timeout=60)
+        assert r.status_code == 413, r.text
+        assert not sbx.files.exists("a.bin")
+    finally:
+        sbx.kill()

@@ -15,7 +15,7 @@ from trove_api.e2b import paths
 from trove_api.e2b.access import sandbox_caller
 from trove_api.e2b.sandboxes import E2bApiError, SandboxService
 from trove_api.services.auth import Caller
-from trove_core.errors import TroveError
+from trove_core.errors import PayloadTooLargeError, TroveError
 
 router = APIRouter(prefix="/e2b", include_in_schema=False)
 Handler = Callable[..., Awaitable[Response]]
@@ -95,8 +95,10 @@ async def upload(request: Request) -> Response:
 async def _multipart(
     request: Request, svc: SandboxService, caller: Caller, sandbox_id: str
 ) -> list[dict[str, Any]]:
-    # Starlette spools each part to a temporary file past 1 MB: never a whole upload in memory.
-    parser = MultiPartParser(request.headers, request.stream(), max_files=1000, max_fields=1000)
+    # Starlette spools each part to a temporary file past 1 MB: never a whole upload in memory;
+    # the whole body is capped as one upload is, so the spool cannot fill the disk either.
+    cap = svc.ctx.files.upload_max_bytes
+    parser = MultiPartParser(request.headers, capped(request.stream(), cap), max_files=1000, max_fields=1000)
     form = await parser.parse()
     single = request.query_params.get("path")
     results = []
@@ -115,6 +117,17 @@ async def _multipart(
     finally:
         await form.close()
     return results
+
+
+async def capped(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    seen = 0
+    async for chunk in chunks:
+        seen += len(chunk)
+        if seen > limit:
+            raise PayloadTooLargeError(
+                f"The multipart body is over {limit} bytes; upload large files one by one"
+            )
+        yield chunk
 
 
 async def gunzipped(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
