@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -119,7 +119,7 @@ async def _multipart(
     return results
 
 
-async def capped(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+async def capped(chunks: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
     seen = 0
     async for chunk in chunks:
         seen += len(chunk)
