@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from e2b import Sandbox, SandboxQuery, SandboxState
 from e2b.exceptions import NotFoundException
@@ -84,5 +85,23 @@ def test_metrics_report_disk_use(e2b_env: LiveServer) -> None:
         sbx.files.write("ten.bin", b"0123456789")
         metrics = sbx.get_metrics()
         assert metrics[-1].disk_used == 10
+    finally:
+        sbx.kill()
+
+
+def test_changes_through_e2b_are_trove_events(e2b_env: LiveServer) -> None:
+    sbx = Sandbox.create()
+    try:
+        sbx.files.write("ev/a.txt", "1")
+        sbx.files.remove("ev/a.txt")
+        r = httpx.get(
+            f"{e2b_env.base_url}/v1/workspaces/{e2b_env.workspace_id}/events",
+            params={"namespace": sbx.sandbox_id},
+            headers={"Authorization": f"Bearer {e2b_env.workspace_key}"},
+        )
+        assert r.status_code == 200, r.text
+        seen = [(e["type"], e["data"].get("path")) for e in r.json()["events"]]
+        assert ("file.written", "workspace/ev/a.txt") in seen
+        assert ("file.deleted", "workspace/ev/a.txt") in seen
     finally:
         sbx.kill()
