@@ -60,7 +60,9 @@ async def test_auto_pause_at_expiry_keeps_files(e2b_env: LiveServer) -> None:
 async def test_commands_are_not_served_yet(e2b_env: LiveServer) -> None:
     sbx = await AsyncSandbox.create()
     try:
-        with pytest.raises(SandboxException, match=r"(?i)unimplemented|not implemented"):
+        with pytest.raises(SandboxException, match="not served by Trove's E2B-compatible API yet"):
             await sbx.commands.run("true")
+        with pytest.raises(SandboxException, match="not served by Trove's E2B-compatible API yet"):
+            await sbx.commands.list()
     finally:
         await sbx.kill()

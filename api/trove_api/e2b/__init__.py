@@ -3,7 +3,8 @@
 ``E2B_API_URL`` and ``E2B_SANDBOX_URL`` are both ``{base}/e2b``: the control plane
 (``control``, over ``sandboxes``) and the in-sandbox envd API (``envd_http`` for ``/files`` and
 ``/health``, ``filesystem`` for the Connect RPC service), told apart by the
-``E2b-Sandbox-Id`` header the SDK sends on in-sandbox calls. ``hosts`` maps E2B's host names
+``E2b-Sandbox-Id`` header the SDK sends on in-sandbox calls; ``process`` is envd's process
+service, mounted but refusing until processes that outlive a call exist. ``hosts`` maps E2B's host names
 (``api.<domain>``, ``<port>-<sandboxID>.<domain>``) onto those paths.
 """
 
@@ -19,8 +20,10 @@ from fastapi import FastAPI, Request
 from trove_api.context import AppContext
 from trove_api.e2b import control, envd_http
 from trove_api.e2b.envd.filesystem_connect import FilesystemASGIApplication
+from trove_api.e2b.envd.process_connect import ProcessASGIApplication
 from trove_api.e2b.filesystem import FilesystemService
 from trove_api.e2b.hosts import HostRouting
+from trove_api.e2b.process import ProcessService
 from trove_api.e2b.sandboxes import SandboxService
 from trove_core.errors import E2bNotImplementedError
 from trove_core.settings import Settings
@@ -44,6 +47,8 @@ def install(app: FastAPI, settings: Settings) -> FilesystemService:
     app.include_router(envd_http.router)
     filesystem = FilesystemService(lambda: app.state.e2b)
     app.mount(f"{PREFIX}/filesystem.Filesystem", _under_prefix(FilesystemASGIApplication(filesystem)))
+    process = ProcessService(lambda: app.state.e2b)
+    app.mount(f"{PREFIX}/process.Process", _under_prefix(ProcessASGIApplication(process)))
 
     @app.api_route(
         PREFIX + "/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
