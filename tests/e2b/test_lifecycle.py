@@ -32,6 +32,9 @@ def test_create_info_list_kill(e2b_env: LiveServer) -> None:
     assert not sbx.is_running()
     with pytest.raises(NotFoundException):
         Sandbox.get_info(sbx.sandbox_id)
+    with pytest.raises(NotFoundException):  # a killed sandbox is not adopted back
+        Sandbox.connect(sbx.sandbox_id)
+    assert Sandbox.kill(sbx.sandbox_id) is False
 
 
 def test_list_pages(e2b_env: LiveServer) -> None:

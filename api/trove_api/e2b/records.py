@@ -17,7 +17,7 @@ class SandboxRecord:
     sandbox_id: str
     workspace_id: str
     template_id: str
-    state: str  # running | paused
+    state: str  # running | paused | killed (kept so the id never names a sandbox again)
     metadata: dict[str, str]
     envs: dict[str, str]
     allow_internet_access: bool
@@ -94,7 +94,7 @@ class SandboxRecords:
     def listing(self, workspace_id: str) -> list[SandboxRecord]:
         query = (
             select(e2b_sandboxes)
-            .where(e2b_sandboxes.c.workspace_id == workspace_id)
+            .where(e2b_sandboxes.c.workspace_id == workspace_id, e2b_sandboxes.c.state != "killed")
             .order_by(e2b_sandboxes.c.started_at, e2b_sandboxes.c.sandbox_id)
         )
         with self.db.read() as conn:

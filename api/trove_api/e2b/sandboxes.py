@@ -84,7 +84,7 @@ class SandboxService:
     async def get(self, caller: Caller, sandbox_id: str) -> SandboxRecord:
         self.reach(caller, sandbox_id)
         rec = await asyncio.to_thread(self.records.get, caller.workspace_id, sandbox_id)
-        if rec is None:
+        if rec is None or rec.state == "killed":
             raise not_found(sandbox_id)
         return rec
 
@@ -135,6 +135,8 @@ class SandboxService:
         self.reach(caller, sandbox_id)
         rec = await asyncio.to_thread(self.records.get, caller.workspace_id, sandbox_id)
         timeout = self._timeout(body.get("timeout"))
+        if rec is not None and rec.state == "killed":
+            raise not_found(sandbox_id)
         if rec is None:
             # Any namespace of the workspace is a sandbox: adopt it (never wiped by a timeout).
             with contextlib.suppress(TroveError):
@@ -189,7 +191,11 @@ class SandboxService:
             for entry in entries:
                 with contextlib.suppress(TroveError):
                     await self.ctx.files.delete(who, rec.sandbox_id, f"workspace/{entry.rel}")
-        await asyncio.to_thread(self.records.remove, rec.sandbox_id)
+            # A tombstone: connect must not adopt the emptied namespace as a new sandbox.
+            await asyncio.to_thread(self.records.set, rec.sandbox_id, state="killed")
+        else:
+            # An adopted namespace stays the user's: only its E2B session ends.
+            await asyncio.to_thread(self.records.remove, rec.sandbox_id)
 
     # -- copies of the files ------------------------------------------------------------------
 

@@ -192,7 +192,7 @@ e2b_sandboxes = Table(
     Column("sandbox_id", String(128), primary_key=True),  # = the namespace's name
     Column("workspace_id", String(64), nullable=False),
     Column("template_id", String(128), nullable=False),
-    Column("state", String(16), nullable=False),  # running | paused
+    Column("state", String(16), nullable=False),  # running | paused | killed
     Column("metadata_json", Text, nullable=False),
     Column("envs_json", Text, nullable=False),
     Column("allow_internet_access", Boolean, nullable=False),
