@@ -62,4 +62,5 @@ def create_app(settings: Settings, context: AppContext | None = None) -> FastAPI
     app.include_router(device.router)
     e2b_filesystem = e2b.install(app, settings)  # after every other route: it ends with a catch-all
     app.add_middleware(RequestContextMiddleware, json_body_max_bytes=settings.json_body_max_bytes)
+    e2b.route_hosts(app, settings)
     return app

@@ -114,7 +114,10 @@ def test_unknown_route_is_a_501_problem(e2b_env: LiveServer) -> None:
 def domain_server() -> LiveServer:
     from tests.support.server import start_server
 
-    with start_server(e2b_domain="e2b.example.test") as live:
+    # A small JSON body cap: a host-routed upload must still be capped as an upload, not as JSON.
+    with start_server(
+        e2b_domain="e2b.example.test", json_body_max_bytes=65536, write_max_bytes=65536
+    ) as live:
         yield live
 
 
@@ -137,6 +140,9 @@ def test_host_name_routing(domain_server: LiveServer) -> None:
     assert up.status_code == 200, up.text
     down = httpx.get(f"{base}/files", params={"path": "/home/user/h.txt"}, headers=token)
     assert down.content == b"by host"
+    octet = token | {"Content-Type": "application/octet-stream"}
+    big = httpx.post(f"{base}/files", params={"path": "big.bin"}, content=b"b" * 200_000, headers=octet)
+    assert big.status_code == 200, big.text
     assert httpx.get(f"{base}/health", headers=token).status_code == 204
     # Without the domain's host name, the bare paths are Trove's own (no sandbox there).
     assert (

@@ -59,9 +59,13 @@ def install(app: FastAPI, settings: Settings) -> FilesystemService:
             "(see the README's 'Using the E2B SDK' for what is supported)"
         )
 
+    return filesystem
+
+
+def route_hosts(app: FastAPI, settings: Settings) -> None:
+    """E2B's host names; added last, so it is outermost and every other layer sees ``/e2b`` paths."""
     if settings.e2b_domain:
         app.add_middleware(HostRouting, domain=settings.e2b_domain, prefix=PREFIX)
-    return filesystem
 
 
 @contextlib.asynccontextmanager
