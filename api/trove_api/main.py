@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from trove_api import problems
+from trove_api import e2b, problems
 from trove_api.context import AppContext
 from trove_api.middleware import RequestContextMiddleware
 from trove_api.routers import dashboard, device, events, files, identity, ops, snapshots, webhooks
@@ -39,7 +39,8 @@ def create_app(settings: Settings, context: AppContext | None = None) -> FastAPI
         app.state.ctx = ctx
         await ctx.start()
         try:
-            yield
+            async with e2b.running(app, ctx, e2b_filesystem):
+                yield
         finally:
             await ctx.aclose()
 
@@ -60,5 +61,7 @@ def create_app(settings: Settings, context: AppContext | None = None) -> FastAPI
     app.include_router(webhooks.router)
     app.include_router(device.router)
     app.include_router(dashboard.router)
+    e2b_filesystem = e2b.install(app, settings)  # after every other route: it ends with a catch-all
     app.add_middleware(RequestContextMiddleware, json_body_max_bytes=settings.json_body_max_bytes)
+    e2b.route_hosts(app, settings)
     return app

@@ -126,4 +126,8 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def _is_upload(scope: Scope) -> bool:
-    return scope.get("method") == "PUT" and str(scope.get("path", "")).startswith("/files/")
+    path = str(scope.get("path", ""))
+    # The E2B API's envd upload (POST /e2b/files) is capped by the file service as PUT /files is.
+    return (scope.get("method") == "PUT" and path.startswith("/files/")) or (
+        scope.get("method") == "POST" and path == "/e2b/files"
+    )

@@ -44,6 +44,7 @@
     ├── StorageFullError (507 storage_full)
     ├── KubernetesApiError (500 kubernetes_error)
     ├── SandboxUnavailableError (500 sandbox_unavailable)
+    ├── E2bNotImplementedError (501 not_implemented)
     ├── VolumeError (500 internal_error)
     └── UnavailableError (503 unavailable)
         ├── SnapshotStoreUnavailableError (503 snapshot_store_unavailable)
@@ -369,3 +370,11 @@ class ProcessStartFailedError(InvalidRequestError):
 class ProcessNotAPtyError(InvalidRequestError):
     code = "process_not_a_pty"
     title = "The process has no terminal"
+
+
+class E2bNotImplementedError(TroveError):
+    """The E2B-compatible API (``/e2b``): a route or method of E2B's that Trove does not serve yet."""
+
+    status = 501
+    code = "not_implemented"
+    title = "Not implemented by Trove's E2B-compatible API"

@@ -280,6 +280,19 @@ class Settings(BaseSettings):
         description="Age at which an untouched upload or snapshot temp file is a crash leftover, seconds.",
     )
 
+    e2b_domain: str | None = Field(
+        None,
+        description="Domain of the E2B-compatible API's host-name routing (`api.<domain>`, "
+        "`<port>-<sandboxID>.<domain>`; clients set `E2B_DOMAIN` to it). Unset: only `/e2b` paths.",
+    )
+    e2b_default_timeout_s: int = Field(
+        300, ge=1, description="E2B sandbox timeout when `Sandbox.create` names none (E2B's own default)."
+    )
+    e2b_max_timeout_s: int = Field(86400, ge=1, description="Longest E2B sandbox timeout accepted.")
+    e2b_sweep_interval_s: float = Field(
+        2.0, gt=0, description="How often expired E2B sandboxes are paused or killed."
+    )
+
     @field_validator("forwarded_allow_ips")
     @classmethod
     def _trusted_proxies(cls, value: str) -> str:

@@ -193,3 +193,28 @@ dashboard_signouts = Table(
     Column("expires_at", Float, nullable=False),  # epoch seconds
     Index("ix_dashboard_signouts_expiry", "expires_at"),
 )
+
+
+e2b_sandboxes = Table(
+    "e2b_sandboxes",
+    metadata,
+    # A namespace created through the E2B-compatible API (api/trove_api/e2b): only these are
+    # paused or killed when their E2B timeout expires, never a namespace trove-sdk made.
+    Column("sandbox_id", String(128), primary_key=True),  # = the namespace's name
+    Column("workspace_id", String(64), nullable=False),
+    Column("template_id", String(128), nullable=False),
+    Column("state", String(16), nullable=False),  # running | paused | killed
+    Column("metadata_json", Text, nullable=False),
+    Column("envs_json", Text, nullable=False),
+    Column("allow_internet_access", Boolean, nullable=False),
+    Column("auto_pause", Boolean, nullable=False),
+    # False: an existing namespace adopted by Sandbox.connect; its timeout never kills it.
+    Column("owned", Boolean, nullable=False),
+    Column("access_token", String(128), nullable=False),  # envd's X-Access-Token
+    Column("key_id", String(64), nullable=False),  # the key that created it: in-sandbox calls act as it
+    Column("key_name", String(200), nullable=False),
+    Column("started_at", Float, nullable=False),  # epoch seconds
+    Column("end_at", Float, nullable=False),  # when the E2B timeout expires
+    Index("ix_e2b_sandboxes_end_at", "end_at"),
+    Index("ix_e2b_sandboxes_workspace", "workspace_id", "started_at"),
+)

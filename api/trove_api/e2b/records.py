@@ -1,0 +1,138 @@
+"""The ``e2b_sandboxes`` rows: which namespaces E2B made, their state, timeout and envd token."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from trove_api.stores.db import Database
+from trove_api.stores.tables import e2b_sandboxes, snapshots
+
+
+@dataclass(frozen=True)
+class SandboxRecord:
+    sandbox_id: str
+    workspace_id: str
+    template_id: str
+    state: str  # running | paused | killed (kept so the id never names a sandbox again)
+    metadata: dict[str, str]
+    envs: dict[str, str]
+    allow_internet_access: bool
+    auto_pause: bool
+    owned: bool
+    access_token: str
+    key_id: str
+    key_name: str
+    started_at: float
+    end_at: float
+
+
+def _from_row(row: Any) -> SandboxRecord:
+    return SandboxRecord(
+        sandbox_id=row["sandbox_id"],
+        workspace_id=row["workspace_id"],
+        template_id=row["template_id"],
+        state=row["state"],
+        metadata=json.loads(row["metadata_json"]),
+        envs=json.loads(row["envs_json"]),
+        allow_internet_access=bool(row["allow_internet_access"]),
+        auto_pause=bool(row["auto_pause"]),
+        owned=bool(row["owned"]),
+        access_token=row["access_token"],
+        key_id=row["key_id"],
+        key_name=row["key_name"],
+        started_at=row["started_at"],
+        end_at=row["end_at"],
+    )
+
+
+class SandboxRecords:
+    """Blocking database calls; the service runs them in threads."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def insert(self, rec: SandboxRecord) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                e2b_sandboxes.insert().values(
+                    sandbox_id=rec.sandbox_id,
+                    workspace_id=rec.workspace_id,
+                    template_id=rec.template_id,
+                    state=rec.state,
+                    metadata_json=json.dumps(rec.metadata),
+                    envs_json=json.dumps(rec.envs),
+                    allow_internet_access=rec.allow_internet_access,
+                    auto_pause=rec.auto_pause,
+                    owned=rec.owned,
+                    access_token=rec.access_token,
+                    key_id=rec.key_id,
+                    key_name=rec.key_name,
+                    started_at=rec.started_at,
+                    end_at=rec.end_at,
+                )
+            )
+
+    def get(self, workspace_id: str, sandbox_id: str) -> SandboxRecord | None:
+        query = select(e2b_sandboxes).where(
+            e2b_sandboxes.c.workspace_id == workspace_id, e2b_sandboxes.c.sandbox_id == sandbox_id
+        )
+        with self.db.read() as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else _from_row(row)
+
+    def by_id(self, sandbox_id: str) -> SandboxRecord | None:
+        """For in-sandbox calls, which carry the sandbox id and its token but no API key."""
+        with self.db.read() as conn:
+            row = conn.execute(select(e2b_sandboxes).where(e2b_sandboxes.c.sandbox_id == sandbox_id))
+            found = row.mappings().first()
+        return None if found is None else _from_row(found)
+
+    def listing(self, workspace_id: str) -> list[SandboxRecord]:
+        query = (
+            select(e2b_sandboxes)
+            .where(e2b_sandboxes.c.workspace_id == workspace_id, e2b_sandboxes.c.state != "killed")
+            .order_by(e2b_sandboxes.c.started_at, e2b_sandboxes.c.sandbox_id)
+        )
+        with self.db.read() as conn:
+            return [_from_row(r) for r in conn.execute(query).mappings()]
+
+    def set(self, sandbox_id: str, **values: Any) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                update(e2b_sandboxes).where(e2b_sandboxes.c.sandbox_id == sandbox_id).values(**values)
+            )
+
+    def remove(self, sandbox_id: str) -> None:
+        with self.db.write() as conn:
+            conn.execute(delete(e2b_sandboxes).where(e2b_sandboxes.c.sandbox_id == sandbox_id))
+
+    def expired(self, now: float) -> list[SandboxRecord]:
+        query = select(e2b_sandboxes).where(
+            e2b_sandboxes.c.end_at <= now,
+            e2b_sandboxes.c.state == "running",
+            e2b_sandboxes.c.owned.is_(True),
+        )
+        with self.db.read() as conn:
+            return [_from_row(r) for r in conn.execute(query).mappings()]
+
+    def snapshot_namespace(self, workspace_id: str, snapshot_id: str) -> str | None:
+        """The namespace a Trove snapshot was taken of (E2B names snapshots without a sandbox)."""
+        query = select(snapshots.c.namespace).where(
+            snapshots.c.workspace_id == workspace_id, snapshots.c.id == snapshot_id
+        )
+        with self.db.read() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else str(row[0])
+
+    def snapshot_ids(self, workspace_id: str, namespace: str | None) -> list[tuple[str, str | None]]:
+        """(id, label) of the workspace's snapshots, or one namespace's; oldest first."""
+        query = select(snapshots.c.id, snapshots.c.label).where(snapshots.c.workspace_id == workspace_id)
+        if namespace is not None:
+            query = query.where(snapshots.c.namespace == namespace)
+        with self.db.read() as conn:
+            rows = conn.execute(query.order_by(snapshots.c.created_at, snapshots.c.id)).all()
+        return [(r[0], r[1]) for r in rows]

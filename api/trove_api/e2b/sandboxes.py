@@ -1,0 +1,303 @@
+"""E2B's control plane over Trove: a sandbox is a namespace, its snapshots are Trove snapshots.
+
+Only namespaces created through E2B (``owned``) are paused or wiped when their E2B timeout
+expires; a namespace adopted by ``Sandbox.connect`` (made by trove-sdk, say) only loses its
+E2B session. Trove keeps no memory across a pause: files survive, processes do not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+from trove_api.context import AppContext
+from trove_api.e2b.records import SandboxRecord, SandboxRecords
+from trove_api.services.auth import Caller
+from trove_core.errors import NamespaceForbiddenError, TroveError
+from trove_core.names import validate_namespace
+
+log = logging.getLogger(__name__)
+
+BASE_TEMPLATE = "base"
+# The envd protocol version Trove speaks: octet-stream uploads (0.5.7), file metadata fields.
+ENVD_VERSION = "0.5.7"
+CLIENT_ID = "trove"
+MAP_MAX_ENTRIES = 100
+MAP_MAX_CHARS = 16_384
+
+
+class E2bApiError(Exception):
+    """An answer in E2B's own error shape ``{"code", "message"}``, so the SDK raises its exceptions."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def not_found(sandbox_id: str) -> E2bApiError:
+    return E2bApiError(404, f"sandbox {sandbox_id[:140]!r} not found")
+
+
+def owner_caller(rec: SandboxRecord) -> Caller:
+    """Who in-sandbox calls act as: the key that created the sandbox or connected to it last."""
+    return Caller(
+        key_id=rec.key_id,
+        key_name=rec.key_name,
+        workspace_id=rec.workspace_id,
+        scope="workspace",
+        namespace=None,
+    )
+
+
+class SandboxService:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.records = SandboxRecords(ctx.db)
+        self.settings = ctx.settings
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _timeout(self, value: Any) -> int:
+        timeout = self.settings.e2b_default_timeout_s if value is None else value
+        if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0:
+            raise E2bApiError(400, "timeout must be a whole number of seconds")
+        if timeout > self.settings.e2b_max_timeout_s:
+            raise E2bApiError(
+                400, f"timeout is {timeout} s; the limit is {self.settings.e2b_max_timeout_s} s"
+            )
+        return timeout
+
+    @staticmethod
+    def reach(caller: Caller, sandbox_id: str) -> None:
+        if caller.namespace is not None and caller.namespace != sandbox_id:
+            raise NamespaceForbiddenError(
+                f"This key is locked to sandbox {caller.namespace!r}; it cannot reach {sandbox_id[:140]!r}"
+            )
+
+    async def get(self, caller: Caller, sandbox_id: str) -> SandboxRecord:
+        self.reach(caller, sandbox_id)
+        rec = await asyncio.to_thread(self.records.get, caller.workspace_id, sandbox_id)
+        if rec is None or rec.state == "killed":
+            raise not_found(sandbox_id)
+        return rec
+
+    def _new_record(
+        self, caller: Caller, sandbox_id: str, template: str, body: dict[str, Any]
+    ) -> SandboxRecord:
+        now = time.time()
+        lifecycle = body.get("autoPause")
+        return SandboxRecord(
+            sandbox_id=sandbox_id,
+            workspace_id=caller.workspace_id,
+            template_id=template,
+            state="running",
+            metadata=_string_map(body.get("metadata"), "metadata"),
+            envs=_string_map(body.get("envVars"), "envVars"),
+            allow_internet_access=body.get("allow_internet_access") is not False,
+            auto_pause=bool(lifecycle),
+            owned=True,
+            access_token=secrets.token_urlsafe(32),
+            key_id=caller.key_id,
+            key_name=caller.key_name,
+            started_at=now,
+            end_at=now + self._timeout(body.get("timeout")),
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def create(self, caller: Caller, body: dict[str, Any]) -> SandboxRecord:
+        template = str(body.get("templateID") or BASE_TEMPLATE)
+        source = None
+        if template != BASE_TEMPLATE:
+            source = await asyncio.to_thread(self.records.snapshot_namespace, caller.workspace_id, template)
+            if source is None:
+                raise E2bApiError(
+                    404, f"template {template[:140]!r} not found: Trove serves 'base' and its own snapshots"
+                )
+        sandbox_id = "e2b" + secrets.token_hex(10)
+        # A locked key reaches one namespace; a new sandbox would be another.
+        self.reach(caller, sandbox_id)
+        rec = self._new_record(caller, sandbox_id, template, body)
+        await self.ctx.namespaces.ensure(caller.workspace_id, sandbox_id, caller.actor)
+        if source is not None:
+            await self._restore_into(caller, sandbox_id, source, template)
+        await asyncio.to_thread(self.records.insert, rec)
+        return rec
+
+    async def connect(self, caller: Caller, sandbox_id: str, body: dict[str, Any]) -> SandboxRecord:
+        self.reach(caller, sandbox_id)
+        rec = await asyncio.to_thread(self.records.get, caller.workspace_id, sandbox_id)
+        timeout = self._timeout(body.get("timeout"))
+        if rec is not None and rec.state == "killed":
+            raise not_found(sandbox_id)
+        if rec is None:
+            # Any namespace of the workspace is a sandbox: adopt it (never wiped by a timeout).
+            with contextlib.suppress(TroveError):
+                validate_namespace(sandbox_id)
+                if await self.ctx.namespaces.find(caller.workspace_id, sandbox_id) is not None:
+                    rec = replace(
+                        self._new_record(caller, sandbox_id, BASE_TEMPLATE, {"timeout": timeout}), owned=False
+                    )
+                    await asyncio.to_thread(self.records.insert, rec)
+                    return rec
+            raise not_found(sandbox_id)
+        end_at = max(rec.end_at, time.time() + timeout)
+        # In-sandbox calls act as the key that connected last: a revoked creator's key does not
+        # strand a sandbox another key of the workspace may reach.
+        await asyncio.to_thread(
+            self.records.set,
+            sandbox_id,
+            state="running",
+            end_at=end_at,
+            key_id=caller.key_id,
+            key_name=caller.key_name,
+        )
+        return replace(rec, state="running", end_at=end_at, key_id=caller.key_id, key_name=caller.key_name)
+
+    async def listing(self, caller: Caller) -> list[SandboxRecord]:
+        records = await asyncio.to_thread(self.records.listing, caller.workspace_id)
+        if caller.namespace is not None:
+            records = [r for r in records if r.sandbox_id == caller.namespace]
+        return records
+
+    async def set_timeout(self, caller: Caller, sandbox_id: str, seconds: Any) -> None:
+        await self.get(caller, sandbox_id)
+        end_at = time.time() + self._timeout(seconds)
+        await asyncio.to_thread(self.records.set, sandbox_id, end_at=end_at)
+
+    async def pause(self, caller: Caller, sandbox_id: str) -> None:
+        rec = await self.get(caller, sandbox_id)
+        if rec.state == "paused":
+            raise E2bApiError(409, f"sandbox {sandbox_id!r} is already paused")
+        await asyncio.to_thread(self.records.set, sandbox_id, state="paused")
+
+    async def kill(self, caller: Caller, sandbox_id: str) -> None:
+        rec = await self.get(caller, sandbox_id)
+        await self._end(rec)
+
+    async def _end(self, rec: SandboxRecord) -> None:
+        if rec.owned:
+            who = owner_caller(rec)
+            entries, _ = await self.ctx.files.list(
+                who, rec.sandbox_id, "workspace/", recursive=False, max_entries=100_000, max_depth=1
+            )
+            for entry in entries:
+                with contextlib.suppress(TroveError):
+                    await self.ctx.files.delete(who, rec.sandbox_id, f"workspace/{entry.rel}")
+            # A tombstone: connect must not adopt the emptied namespace as a new sandbox.
+            await asyncio.to_thread(self.records.set, rec.sandbox_id, state="killed")
+        else:
+            # An adopted namespace stays the user's: only its E2B session ends.
+            await asyncio.to_thread(self.records.remove, rec.sandbox_id)
+
+    # -- copies of the files ------------------------------------------------------------------
+
+    async def fork(self, caller: Caller, sandbox_id: str, body: dict[str, Any]) -> list[SandboxRecord]:
+        rec = await self.get(caller, sandbox_id)
+        count = body.get("count") or 1
+        if not isinstance(count, int) or not 1 <= count <= 20:
+            raise E2bApiError(400, "count must be between 1 and 20")
+        forks = []
+        for _ in range(count):
+            child_id = "e2b" + secrets.token_hex(10)
+            self.reach(caller, child_id)
+            child = self._new_record(
+                caller,
+                child_id,
+                rec.template_id,
+                {"timeout": body.get("timeout"), "metadata": rec.metadata, "envVars": rec.envs},
+            )
+            src = await self.ctx.namespaces.ensure(caller.workspace_id, sandbox_id, caller.actor)
+            dst = await self.ctx.namespaces.ensure(caller.workspace_id, child_id, caller.actor)
+            locks = self.ctx.files.locks
+            # Exclusive, as a snapshot takes it: the copy is one point in time of the source.
+            async with (
+                locks.exclusive(caller.workspace_id, sandbox_id),
+                locks.exclusive(caller.workspace_id, child_id),
+            ):
+                tarball = self.ctx.runtime.export_tar(src)
+                try:
+                    await self.ctx.runtime.import_tar(dst, tarball)
+                finally:
+                    await _aclose(tarball)
+            await asyncio.to_thread(self.records.insert, child)
+            forks.append(child)
+        return forks
+
+    async def create_snapshot(self, caller: Caller, sandbox_id: str, name: str | None) -> str:
+        await self.get(caller, sandbox_id)
+        snap = await self.ctx.snapshots.create(caller.workspace_id, sandbox_id, name, caller.actor)
+        return snap.snapshot_id
+
+    async def list_snapshots(self, caller: Caller, sandbox_id: str | None) -> list[tuple[str, str | None]]:
+        if caller.namespace is not None:
+            if sandbox_id is not None and sandbox_id != caller.namespace:
+                return []
+            sandbox_id = caller.namespace
+        return await asyncio.to_thread(self.records.snapshot_ids, caller.workspace_id, sandbox_id)
+
+    async def delete_snapshot(self, caller: Caller, snapshot_id: str) -> bool:
+        namespace = await asyncio.to_thread(self.records.snapshot_namespace, caller.workspace_id, snapshot_id)
+        if namespace is None:
+            return False
+        self.reach(caller, namespace)
+        await self.ctx.snapshots.delete(caller.workspace_id, namespace, snapshot_id, caller.actor)
+        return True
+
+    async def _restore_into(self, caller: Caller, sandbox_id: str, source: str, snapshot_id: str) -> None:
+        self.reach(caller, source)
+        snap = await self.ctx.snapshots.get(caller.workspace_id, source, snapshot_id)
+        dst = await self.ctx.namespaces.ensure(caller.workspace_id, sandbox_id, caller.actor)
+        reader = await self.ctx.snapshot_store.open(snap.storage_key)
+        chunks = reader.chunks()
+        try:
+            async with self.ctx.files.locks.exclusive(caller.workspace_id, sandbox_id):
+                await self.ctx.runtime.import_tar(dst, chunks)
+        finally:
+            await _aclose(chunks)
+            await reader.aclose()
+
+    # -- expiry -------------------------------------------------------------------------------
+
+    async def sweep(self) -> None:
+        """Pause (auto-pause) or wipe the E2B-made sandboxes whose timeout has passed."""
+        for rec in await asyncio.to_thread(self.records.expired, time.time()):
+            try:
+                if rec.auto_pause:
+                    await asyncio.to_thread(self.records.set, rec.sandbox_id, state="paused")
+                else:
+                    await self._end(rec)
+            except Exception:
+                log.exception("e2b: ending expired sandbox %s failed", rec.sandbox_id)
+
+    async def run_sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.e2b_sweep_interval_s)
+            await self.sweep()
+
+
+def _string_map(value: Any, name: str) -> dict[str, str]:
+    """E2B's metadata and envs: string to string, bounded (they live in a database row)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise E2bApiError(400, f"{name} must be an object of strings")
+    if len(value) > MAP_MAX_ENTRIES or sum(len(k) + len(v) for k, v in value.items()) > MAP_MAX_CHARS:
+        raise E2bApiError(400, f"{name}: at most {MAP_MAX_ENTRIES} entries and {MAP_MAX_CHARS} characters")
+    return dict(value)
+
+
+async def _aclose(chunks: AsyncIterator[bytes]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()

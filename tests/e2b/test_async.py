@@ -1,0 +1,68 @@
+"""The async e2b SDK over the same server: lifecycle, fork, snapshots, and what is not served yet."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from e2b import AsyncSandbox, SandboxQuery, SandboxState
+from e2b.exceptions import NotFoundException, SandboxException
+
+from tests.support.server import LiveServer
+
+
+async def test_async_lifecycle(e2b_env: LiveServer) -> None:
+    sbx = await AsyncSandbox.create(timeout=60, metadata={"who": "async"})
+    made = [sbx]
+    try:
+        assert await sbx.is_running()
+        await sbx.files.write("a.txt", "async")
+        info = await sbx.get_info()
+        assert info.metadata == {"who": "async"}
+        listed = await AsyncSandbox.list(query=SandboxQuery(metadata={"who": "async"})).next_items()
+        assert [s.sandbox_id for s in listed] == [sbx.sandbox_id]
+        await sbx.set_timeout(120)
+        (fork,) = await sbx.fork()
+        assert isinstance(fork, AsyncSandbox)
+        made.append(fork)
+        assert await fork.files.read("a.txt") == "async"
+        snap = await sbx.create_snapshot()
+        from_snap = await AsyncSandbox.create(template=snap.snapshot_id)
+        made.append(from_snap)
+        assert await from_snap.files.read("a.txt") == "async"
+        await sbx.pause()
+        assert (await AsyncSandbox.get_info(sbx.sandbox_id)).state == SandboxState.PAUSED
+        resumed = await AsyncSandbox.connect(sbx.sandbox_id)
+        assert await resumed.files.read("a.txt") == "async"
+        assert (await resumed.get_metrics())[-1].disk_used == len("async")
+    finally:
+        for s in made:
+            await s.kill()
+    with pytest.raises(NotFoundException):
+        await AsyncSandbox.get_info(sbx.sandbox_id)
+
+
+async def test_auto_pause_at_expiry_keeps_files(e2b_env: LiveServer) -> None:
+    sbx = await AsyncSandbox.create(timeout=1, lifecycle={"on_timeout": "pause"})
+    try:
+        await sbx.files.write("kept.txt", "paused, not killed")
+        for _ in range(200):  # the server's sweeper acts every e2b_sweep_interval_s; polled
+            if (await AsyncSandbox.get_info(sbx.sandbox_id)).state == SandboxState.PAUSED:
+                break
+            await asyncio.sleep(0.05)
+        assert (await AsyncSandbox.get_info(sbx.sandbox_id)).state == SandboxState.PAUSED
+        again = await AsyncSandbox.connect(sbx.sandbox_id, timeout=60)
+        assert await again.files.read("kept.txt") == "paused, not killed"
+    finally:
+        await sbx.kill()
+
+
+async def test_commands_are_not_served_yet(e2b_env: LiveServer) -> None:
+    sbx = await AsyncSandbox.create()
+    try:
+        with pytest.raises(SandboxException, match="not served by Trove's E2B-compatible API yet"):
+            await sbx.commands.run("true")
+        with pytest.raises(SandboxException, match="not served by Trove's E2B-compatible API yet"):
+            await sbx.commands.list()
+    finally:
+        await sbx.kill()

@@ -1,0 +1,110 @@
+"""Sandbox lifecycle through the official e2b SDK: create, connect, list, info, timeout, kill."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from e2b import Sandbox, SandboxQuery, SandboxState
+from e2b.exceptions import NotFoundException
+
+from tests.support.sdk import client
+from tests.support.server import LiveServer
+
+
+def test_create_info_list_kill(e2b_env: LiveServer) -> None:
+    sbx = Sandbox.create(timeout=120, metadata={"suite": "e2b", "who": "lifecycle"}, envs={"A": "1"})
+    try:
+        assert sbx.is_running()
+        info = sbx.get_info()
+        assert info.sandbox_id == sbx.sandbox_id
+        assert info.metadata == {"suite": "e2b", "who": "lifecycle"}
+        assert info.state == SandboxState.RUNNING
+        found = Sandbox.list(query=SandboxQuery(metadata={"who": "lifecycle"})).next_items()
+        assert [s.sandbox_id for s in found] == [sbx.sandbox_id]
+        base = Sandbox.list(query=SandboxQuery(metadata={"who": "lifecycle"}, template="base"))
+        assert [s.sandbox_id for s in base.next_items()] == [sbx.sandbox_id]
+        other = Sandbox.list(query=SandboxQuery(metadata={"who": "lifecycle"}, template="other"))
+        assert other.next_items() == []
+        sbx.set_timeout(300)
+        assert sbx.get_info().end_at > info.end_at
+    finally:
+        sbx.kill()
+    assert not sbx.is_running()
+    with pytest.raises(NotFoundException):
+        Sandbox.get_info(sbx.sandbox_id)
+    with pytest.raises(NotFoundException):  # a killed sandbox is not adopted back
+        Sandbox.connect(sbx.sandbox_id)
+    assert Sandbox.kill(sbx.sandbox_id) is False
+
+
+def test_list_pages(e2b_env: LiveServer) -> None:
+    made = [Sandbox.create(metadata={"who": "pages"}) for _ in range(3)]
+    try:
+        pager = Sandbox.list(query=SandboxQuery(metadata={"who": "pages"}), limit=2)
+        first = pager.next_items()
+        assert len(first) == 2
+        assert pager.has_next
+        second = pager.next_items()
+        assert not pager.has_next
+        assert {s.sandbox_id for s in first + second} == {s.sandbox_id for s in made}
+    finally:
+        for sbx in made:
+            sbx.kill()
+
+
+def test_files_are_the_namespace_files(e2b_env: LiveServer) -> None:
+    sbx = Sandbox.create()
+    try:
+        sbx.files.write("notes/a.txt", "from e2b")
+        with client(e2b_env, sbx.sandbox_id) as trove:
+            assert trove.read("notes/a.txt") == "from e2b"
+            trove.write("b.txt", "from trove")
+        assert sbx.files.read("/home/user/b.txt") == "from trove"
+    finally:
+        sbx.kill()
+
+
+def test_pause_then_connect_keeps_files(e2b_env: LiveServer) -> None:
+    sbx = Sandbox.create()
+    try:
+        sbx.files.write("kept.txt", "still here")
+        sbx.pause()
+        assert Sandbox.get_info(sbx.sandbox_id).state == SandboxState.PAUSED
+        paused = Sandbox.list(query=SandboxQuery(state=[SandboxState.PAUSED])).next_items()
+        running = Sandbox.list(query=SandboxQuery(state=[SandboxState.RUNNING])).next_items()
+        assert sbx.sandbox_id in {s.sandbox_id for s in paused}
+        assert sbx.sandbox_id not in {s.sandbox_id for s in running}
+        assert not sbx.is_running()
+        again = Sandbox.connect(sbx.sandbox_id)
+        assert again.is_running()
+        assert again.files.read("kept.txt") == "still here"
+    finally:
+        sbx.kill()
+
+
+def test_metrics_report_disk_use(e2b_env: LiveServer) -> None:
+    sbx = Sandbox.create()
+    try:
+        sbx.files.write("ten.bin", b"0123456789")
+        metrics = sbx.get_metrics()
+        assert metrics[-1].disk_used == 10
+    finally:
+        sbx.kill()
+
+
+def test_changes_through_e2b_are_trove_events(e2b_env: LiveServer) -> None:
+    sbx = Sandbox.create()
+    try:
+        sbx.files.write("ev/a.txt", "1")
+        sbx.files.remove("ev/a.txt")
+        r = httpx.get(
+            f"{e2b_env.base_url}/v1/workspaces/{e2b_env.workspace_id}/events",
+            params={"namespace": sbx.sandbox_id},
+            headers={"Authorization": f"Bearer {e2b_env.workspace_key}"},
+        )
+        assert r.status_code == 200, r.text
+        seen = [(e["type"], e["data"].get("path")) for e in r.json()["events"]]
+        assert ("file.written", "workspace/ev/a.txt") in seen
+        assert ("file.deleted", "workspace/ev/a.txt") in seen
+    finally:
+        sbx.kill()
