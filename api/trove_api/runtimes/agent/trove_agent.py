@@ -113,6 +113,7 @@ class Root:
                         raise
                     with contextlib.suppress(FileExistsError):
                         os.mkdir(part, 0o755, dir_fd=fd)
+                        os.fsync(fd)  # the new entry is durable before anything lands in it
                     next_fd = os.open(part, DIR_FLAGS, dir_fd=fd)
                 os.close(fd)
                 fd = next_fd
@@ -131,8 +132,9 @@ def entry(rel: str, st: os.stat_result) -> list[object]:
 
 
 class Agent:
-    def __init__(self, root: str, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, root: str, writer: asyncio.StreamWriter, cwd: str = "/") -> None:
         self.root = Root(root)
+        self.cwd = cwd
         self.writer = writer
         self.inbox: dict[int, asyncio.Queue[tuple[int, bytes]]] = {}
         self.handles: dict[int, int] = {}
@@ -210,14 +212,17 @@ class Agent:
         # The limit (soft and hard) is set by the same bash before the script's own lines are
         # parsed, so the script cannot lift it; one exec fewer than a wrapper shell. Same line:
         # line numbers in bash's error messages stay those of the script.
-        limited = f"ulimit -f {file_blocks} || exit 125; {process_cap()}{script}"
+        # CPU seconds per command (the local sandbox): set here, since on the long-lived agent
+        # itself RLIMIT_CPU would add up over every call.
+        cpu = f"ulimit -t {int(req['cpu_s'])} || exit 125; " if req.get("cpu_s") else ""  # type: ignore[call-overload]
+        limited = f"ulimit -f {file_blocks} || exit 125; {cpu}{process_cap()}{script}"
         proc = await asyncio.create_subprocess_exec(
             "/bin/bash", "--noprofile", "--norc", "-c", limited,
             stdin=asyncio.subprocess.PIPE if req.get("stdin") else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
-            cwd="/",
+            cwd=self.cwd,
             env=env,
         )  # fmt: skip
         assert proc.stdout is not None
@@ -418,6 +423,8 @@ class Agent:
             files: list[tuple[str, os.stat_result]] = []
             with os.scandir(fd) as it:
                 for item in it:
+                    if item.name.startswith(TEMP_PREFIX):  # an upload in progress, or cut off
+                        continue
                     try:
                         st = item.stat(follow_symlinks=False)
                     except FileNotFoundError:
@@ -483,7 +490,8 @@ class Agent:
         """``tar czf -`` of the root, paced by the client's acknowledgements (cumulative bytes)."""
         window = int(req.get("window", 8 << 20))  # type: ignore[call-overload]
         proc = await asyncio.create_subprocess_exec(
-            "tar", "-C", self.root.path, "--format=gnu", "-czf", "-", "--null", "--files-from=-",
+            "tar", "-C", self.root.path, "--format=gnu", f"--exclude={TEMP_PREFIX}*", "-czf", "-",
+            "--null", "--files-from=-",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )  # fmt: skip
@@ -703,6 +711,8 @@ class FrameInput(asyncio.Protocol):
 
 async def main() -> None:
     root = sys.argv[1] if len(sys.argv) > 1 else "/workspace"
+    # Commands' working directory: "/" in a sandbox; unsandboxed, one that shows the root as workspace/.
+    cwd = sys.argv[2] if len(sys.argv) > 2 else "/"
     loop = asyncio.get_running_loop()
     widen_pipes()
     keep_freed_memory()
@@ -710,7 +720,7 @@ async def main() -> None:
         asyncio.streams.FlowControlMixin, os.fdopen(1, "wb", buffering=0)
     )
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
-    agent = Agent(root, writer)
+    agent = Agent(root, writer, cwd)
     # HELLO goes out before any request is read.
     agent.send(0, HELLO, json.dumps({"version": VERSION, "pid": os.getpid()}).encode())
     _, frames = await loop.connect_read_pipe(
