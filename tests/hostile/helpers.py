@@ -87,5 +87,46 @@ def host_pids_of_uid(uid: int) -> list[int]:
     return found
 
 
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(p) for p in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return found
+
+
+def _ns_pid(pid: int) -> int | None:
+    """``pid`` as its own pid namespace numbers it (the last NSpid field)."""
+    try:
+        status = (Path("/proc") / str(pid) / "status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            return int(line.split()[-1])
+    return None
+
+
+def sandbox_pids(server: LiveServer, namespace: str) -> set[int]:
+    """The warm sandbox's own processes: bubblewrap, its pid 1 and the agent (none of a command's)."""
+    warm = server.ctx.runtime.sandboxes.warm  # type: ignore[attr-defined]
+    sandbox = warm.get(f"{server.workspace_id}.{namespace}")
+    if sandbox is None or not sandbox.session.hello.done():
+        return set()
+    outer = sandbox.proc.pid
+    inits = _children(outer)
+    agent = sandbox.session.hello.result()["pid"]
+    agents = [pid for init in inits for pid in _children(init) if _ns_pid(pid) == agent]
+    return {outer, *inits, *agents}
+
+
+def command_pids(server: LiveServer, namespace: str) -> list[int]:
+    """Live host processes of the namespace's uid that commands started (the sandbox's own are not)."""
+    own = sandbox_pids(server, namespace)
+    return [pid for pid in host_pids_of_uid(ns_uid(server, namespace)) if pid not in own]
+
+
 def exec_json(http: httpx.Client, command: str, **extra: object) -> httpx.Response:
     return http.post("/v1/exec", json={"command": command, **extra})

@@ -555,6 +555,8 @@ class Agent:
             code = await proc.wait()
             if code != 0:
                 message = (await errors).decode(errors="replace").strip()[:500]
+                if "No space left on device" in message or "Disk quota exceeded" in message:
+                    raise OpError("storage_full", "", message)
                 raise OpError("snapshot_corrupt", "", f"tar could not extract it: {message}")
             # tar does not fsync: the extracted tree goes to disk before it is swapped in, and
             # the swap's renames before the restore is answered (acknowledged means durable).

@@ -40,8 +40,10 @@ class AgentSandbox:
         *,
         contained: bool,
         on_stop: Callable[[], None] | None = None,
+        healthy: Callable[[], bool] | None = None,
     ) -> None:
         self.key = key
+        self._healthy = healthy
         self.proc = proc
         # A pid namespace holds everything it started (bwrap); unsandboxed, only the agent is ours.
         self.contained = contained
@@ -67,6 +69,7 @@ class AgentSandbox:
         cwd: Path | None = None,
         contained: bool = True,
         on_stop: Callable[[], None] | None = None,
+        healthy: Callable[[], bool] | None = None,
     ) -> AgentSandbox:
         """Spawn ``argv`` (which ends in the agent) and wait for its HELLO."""
         try:
@@ -86,7 +89,7 @@ class AgentSandbox:
             raise UnavailableError(
                 "The sandbox could not be started; retry", retry_after=2, internal=f"spawning {key}: {exc}"
             ) from exc
-        sandbox = cls(key, proc, contained=contained, on_stop=on_stop)
+        sandbox = cls(key, proc, contained=contained, on_stop=on_stop, healthy=healthy)
         try:
             await asyncio.wait_for(asyncio.shield(sandbox.session.hello), HELLO_TIMEOUT_S)
         except (TimeoutError, ChannelLostError) as exc:
@@ -103,7 +106,8 @@ class AgentSandbox:
 
     @property
     def alive(self) -> bool:
-        return not self.session.closed
+        """The agent answers, and what the sandbox depends on outside it (its network) still runs."""
+        return not self.session.closed and (self._healthy is None or self._healthy())
 
     @property
     def busy(self) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,8 +30,10 @@ from trove_api.runtimes.local.sandbox import (
     build_limits_wrapper,
 )
 
-# bwrap reads the seccomp filter from this fd, which the limits wrapper opens per sandbox.
+# bwrap reads the seccomp filter and the agent from these fds, which the limits wrapper opens
+# per sandbox (as the server's user: no sandbox uid needs to reach the source tree).
 SECCOMP_FD = 3
+AGENT_FD = 4
 AGENT_IN_SANDBOX = "/run/trove/agent.py"
 
 
@@ -53,18 +54,13 @@ class SandboxLauncher:
         self.cgroups = cgroups
         self.networks = networks
         self.seccomp_path = seccomp_path
-        # A copy beside the namespaces: sandbox uids can reach it (the source tree may sit in
-        # a private home), and a checkout changing under a running server changes nothing.
-        self.agent = base / "trove-agent.py"
-        if sandbox:
-            shutil.copyfile(AGENT_SOURCE, self.agent)
-            os.chmod(self.agent, 0o644)
 
     def argv(
         self, directory: str, uid: int | None, cgroup_procs: Sequence[str], netns_path: str | None
     ) -> list[str]:
         seccomp_path = self.seccomp_path
         inputs = [(SECCOMP_FD, str(seccomp_path))] if seccomp_path else []
+        inputs.append((AGENT_FD, str(AGENT_SOURCE)))
         return (
             build_limits_wrapper(cgroup_procs, self.limits, inputs)
             + build_enter_netns(netns_path)
@@ -73,7 +69,7 @@ class SandboxLauncher:
                 directory,
                 own_netns=netns_path is not None,
                 seccomp_fd=SECCOMP_FD if seccomp_path else None,
-                ro_files=[(str(self.agent), AGENT_IN_SANDBOX)],
+                data_files=[(AGENT_FD, AGENT_IN_SANDBOX)],
             )
             + ["python3", "-I", AGENT_IN_SANDBOX, SANDBOX_ROOT]
         )
@@ -94,9 +90,13 @@ class SandboxLauncher:
             if networks is not None and netns_path is not None:
                 networks.release(key)
 
-        return await AgentSandbox.start(
-            key, self.argv(str(directory), uid, cgroup_procs, netns_path), env={"PATH": path}, on_stop=release
-        )
+        def network_up() -> bool:
+            # A slirp4netns that died takes tap0 with it; the network is rebuilt only for a new
+            # sandbox (this one stays in the old namespace), so the next call starts one.
+            return networks is None or netns_path is None or networks.slirp_running(key)
+
+        argv = self.argv(str(directory), uid, cgroup_procs, netns_path)
+        return await AgentSandbox.start(key, argv, env={"PATH": path}, on_stop=release, healthy=network_up)
 
 
 def _ensure_view(view: Path, target: Path) -> None:

@@ -79,7 +79,7 @@ def build_bwrap_argv(
     own_netns: bool,
     seccomp_fd: int | None = None,
     ro_binds: Sequence[str] = ("/usr", "/etc"),
-    ro_files: Sequence[tuple[str, str]] = (),
+    data_files: Sequence[tuple[int, str]] = (),
     symlinks: Sequence[tuple[str, str]] = (
         ("usr/bin", "/bin"),
         ("usr/lib", "/lib"),
@@ -90,8 +90,9 @@ def build_bwrap_argv(
     """bubblewrap showing only the namespace (at /workspace) and read-only system dirs.
 
     ``own_netns``: bwrap starts inside a network namespace prepared for this sandbox and stays
-    in it; otherwise it makes an empty one (loopback only). ``ro_files`` are (host file, path
-    inside) pairs bound read-only, e.g. the agent at ``/run/trove/agent.py``. ``--disable-userns`` stops the
+    in it; otherwise it makes an empty one (loopback only). ``data_files`` are (fd, path inside):
+    the file open on fd, copied to a read-only file there (the agent at ``/run/trove/agent.py``;
+    a copy, so no host path shows in the sandbox's mount table). ``--disable-userns`` stops the
     command from creating user namespaces of its own (the kernel's userns attack surface).
     """
     argv = [
@@ -112,7 +113,7 @@ def build_bwrap_argv(
         "--dev", "/dev",
         "--tmpfs", "/tmp",
         "--tmpfs", "/run",
-        *[arg for source, target in ro_files for arg in ("--ro-bind", source, target)],
+        *[arg for fd, target in data_files for arg in ("--ro-bind-data", str(fd), target)],
         "--bind", namespace_root, SANDBOX_ROOT,
         "--chdir", "/",
         "--clearenv",
