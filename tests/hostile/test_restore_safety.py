@@ -231,11 +231,12 @@ def test_duplicate_names_never_write_through_links(
         # trove-agent extracts with GNU tar (both backends), which makes a link to an absolute
         # target last, in place of a placeholder: the name may end as that inert link. Either
         # way nothing is written through it and reading it is refused.
+        outcome: object
         try:
-            assert trove.read_text("workspace/f") == "replaces the link"
+            outcome = trove.read_text("workspace/f")
         except TroveError as exc:
-            assert exc.status_code == 400
-            assert "resolves outside the namespace" in str(exc)
+            outcome = (exc.status_code, "resolves outside the namespace" in str(exc))
+        assert outcome in ("replaces the link", (400, True))
         assert target.read_text() == "host file"
     finally:
         target.unlink()

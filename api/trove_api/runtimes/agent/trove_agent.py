@@ -530,7 +530,7 @@ class Agent:
         self, rid: int, req: dict[str, object], queue: asyncio.Queue[tuple[int, bytes]]
     ) -> dict[str, object]:
         """Extract a streamed gzip tar beside the tree, then swap it in; the old tree goes only after."""
-        token = secrets.token_hex(6)
+        token = f"{swap_owner()}-{secrets.token_hex(6)}"
         staging = os.path.join(self.root.path, f".trove-restore-{token}")
         os.mkdir(staging, 0o700)
         proc = await asyncio.create_subprocess_exec(
@@ -576,17 +576,19 @@ class Agent:
                 await asyncio.to_thread(shutil.rmtree, staging, True)
 
     def swap_in(self, staging: str, token: str) -> None:
-        # The PVC root is a mount point and cannot be renamed, so its entries move: the old
-        # ones aside first, then the new ones in, then the old ones are deleted.
+        # The root is a mount point and cannot be renamed, so its entries move: the old ones
+        # aside first, then the new tree is renamed to .trove-new-* (the commit point: a crash
+        # after it rolls forward, before it back; ``finish_swaps``), then its entries move in.
         old = os.path.join(self.root.path, f".trove-old-{token}")
+        new = os.path.join(self.root.path, f".trove-new-{token}")
         os.mkdir(old, 0o700)
         keep = {os.path.basename(staging), os.path.basename(old)}
         for name in os.listdir(self.root.path):
             if name not in keep:
                 os.rename(os.path.join(self.root.path, name), os.path.join(old, name))
-        for name in os.listdir(staging):
-            os.rename(os.path.join(staging, name), os.path.join(self.root.path, name))
-        os.rmdir(staging)
+        os.rename(staging, new)
+        move_entries(new, self.root.path)
+        os.rmdir(new)
         shutil.rmtree(old, ignore_errors=True)
 
     async def op_ping(
@@ -722,6 +724,7 @@ async def main() -> None:
         asyncio.streams.FlowControlMixin, os.fdopen(1, "wb", buffering=0)
     )
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    finish_swaps(Root(root).path)
     agent = Agent(root, writer, cwd)
     # HELLO goes out before any request is read.
     agent.send(0, HELLO, json.dumps({"version": VERSION, "pid": os.getpid()}).encode())
@@ -796,6 +799,49 @@ def keep_freed_memory() -> None:
         mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
         mallopt(-3, 4 * 1024 * 1024)  # M_MMAP_THRESHOLD
         mallopt(-1, 32 * 1024 * 1024)  # M_TRIM_THRESHOLD
+
+
+SWAP_PREFIXES = (".trove-old-", ".trove-new-", ".trove-restore-")
+
+
+def process_start(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot): with the pid, names one process for good."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def swap_owner() -> str:
+    return f"{os.getpid()}.{process_start(os.getpid())}"
+
+
+def move_entries(source: str, target: str) -> None:
+    for name in os.listdir(source):
+        os.rename(os.path.join(source, name), os.path.join(target, name))
+
+
+def finish_swaps(root: str) -> None:
+    """Restores whose agent died mid-swap (killed, or its sandbox's server was): the tree is made
+    whole before anything is served. Committed (``.trove-new-*`` exists): the rest moves in;
+    old entries moved aside while the new tree is still staged move back. A swap whose agent
+    still runs (another session in the same pod) is left alone."""
+    tokens = {n[len(p) :] for n in os.listdir(root) for p in SWAP_PREFIXES if n.startswith(p)}
+    for token in tokens:
+        pid, _, rest = token.partition(".")
+        if pid.isdigit() and process_start(int(pid)) == rest.partition("-")[0]:
+            continue
+        old, new, staged = (os.path.join(root, prefix + token) for prefix in SWAP_PREFIXES)
+        with contextlib.suppress(OSError):
+            if os.path.isdir(new):
+                move_entries(new, root)
+            elif os.path.isdir(old) and os.path.isdir(staged):  # no staging: only the delete was left
+                move_entries(old, root)
+        for leftover in (old, new, staged):
+            shutil.rmtree(leftover, ignore_errors=True)
+    if tokens:
+        sync_filesystem(root)
 
 
 def sweep(root: str) -> None:
