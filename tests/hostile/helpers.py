@@ -60,9 +60,19 @@ def ns_uid(server: LiveServer, namespace: str) -> int:
     return ns_dir(server, namespace).stat().st_uid
 
 
-def staging_dir(server: LiveServer) -> Path:
+TEMP_PREFIXES = (".trove-upload-", ".trove-restore-", ".trove-old-", ".trove-new-")
+
+
+def temp_files(server: LiveServer) -> list[str]:
+    """Uploads' and restores' temp files anywhere in any namespace (the agent stages beside the
+    target), and whatever is in the API's old staging directory."""
     staging: Path = server.ctx.runtime.staging  # type: ignore[attr-defined]
-    return staging
+    base = staging.parent
+    found = [str(p) for p in staging.iterdir()]
+    for top in (base / "namespaces", base / "mounts"):
+        if top.is_dir():
+            found += [str(p) for p in top.rglob(".trove-*") if p.name.startswith(TEMP_PREFIXES)]
+    return found
 
 
 def host_pids_of_uid(uid: int) -> list[int]:

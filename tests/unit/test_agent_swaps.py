@@ -7,12 +7,13 @@ sandbox it runs in, can stop it anywhere; the next agent rolls forward or back.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
 from tests.unit.test_agent import agent
 
-DEAD = "1.0-abcdef"  # pid 1 did not start at tick 0: an owner that is gone
+DEAD = "abcdef012345"
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -58,11 +59,15 @@ async def test_a_cut_off_extraction_is_dropped(tmp_path: Path) -> None:
     assert await _served_tree(tmp_path) == {"keep.txt": "k"}
 
 
-async def test_a_swap_whose_agent_still_runs_is_left_alone(tmp_path: Path) -> None:
-    with open(f"/proc/{os.getpid()}/stat", encoding="ascii") as f:
-        started = f.read().rsplit(")", 1)[1].split()[19]
-    live = f"{os.getpid()}.{started}-abcdef"
-    _make(tmp_path, {f".trove-restore-{live}/partial.txt": "p"})
-    async with agent(tmp_path):
-        pass
-    assert (tmp_path / f".trove-restore-{live}" / "partial.txt").read_text() == "p"
+async def test_a_restore_whose_agent_still_runs_is_left_alone(tmp_path: Path) -> None:
+    # Its agent (another replica's, in another pid namespace) holds a lock on the staged tree.
+    _make(tmp_path, {f".trove-restore-{DEAD}/partial.txt": "p", f".trove-old-{DEAD}/old.txt": "o"})
+    held = os.open(tmp_path / f".trove-restore-{DEAD}", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        async with agent(tmp_path):
+            pass
+    finally:
+        os.close(held)
+    assert (tmp_path / f".trove-restore-{DEAD}" / "partial.txt").read_text() == "p"
+    assert (tmp_path / f".trove-old-{DEAD}" / "old.txt").read_text() == "o"

@@ -530,9 +530,13 @@ class Agent:
         self, rid: int, req: dict[str, object], queue: asyncio.Queue[tuple[int, bytes]]
     ) -> dict[str, object]:
         """Extract a streamed gzip tar beside the tree, then swap it in; the old tree goes only after."""
-        token = f"{swap_owner()}-{secrets.token_hex(6)}"
+        token = secrets.token_hex(6)
         staging = os.path.join(self.root.path, f".trove-restore-{token}")
         os.mkdir(staging, 0o700)
+        # Held until the end: another agent on this namespace (another API replica's, in another
+        # pid namespace) sees the restore is alive and leaves it to this one (``finish_swaps``).
+        owned = os.open(staging, DIR_FLAGS)
+        fcntl.flock(owned, fcntl.LOCK_EX)
         proc = await asyncio.create_subprocess_exec(
             "tar", "-xzf", "-", "-C", staging, "--no-same-owner", "--delay-directory-restore",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
@@ -574,6 +578,7 @@ class Agent:
             await proc.wait()
             if not swapped:
                 await asyncio.to_thread(shutil.rmtree, staging, True)
+            os.close(owned)
 
     def swap_in(self, staging: str, token: str) -> None:
         # The root is a mount point and cannot be renamed, so its entries move: the old ones
@@ -804,17 +809,19 @@ def keep_freed_memory() -> None:
 SWAP_PREFIXES = (".trove-old-", ".trove-new-", ".trove-restore-")
 
 
-def process_start(pid: int) -> str | None:
-    """When ``pid`` started (clock ticks since boot): with the pid, names one process for good."""
+def restore_running(path: str) -> bool:
+    """Whether a live agent holds the restore's lock on ``path`` (its staged tree)."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def swap_owner() -> str:
-    return f"{os.getpid()}.{process_start(os.getpid())}"
+        fd = os.open(path, DIR_FLAGS)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def move_entries(source: str, target: str) -> None:
@@ -825,14 +832,14 @@ def move_entries(source: str, target: str) -> None:
 def finish_swaps(root: str) -> None:
     """Restores whose agent died mid-swap (killed, or its sandbox's server was): the tree is made
     whole before anything is served. Committed (``.trove-new-*`` exists): the rest moves in;
-    old entries moved aside while the new tree is still staged move back. A swap whose agent
-    still runs (another session in the same pod) is left alone."""
+    old entries moved aside while the new tree is still staged move back. A restore whose agent
+    still runs (another session on the same namespace) holds a lock on its staged tree and is
+    left alone."""
     tokens = {n[len(p) :] for n in os.listdir(root) for p in SWAP_PREFIXES if n.startswith(p)}
     for token in tokens:
-        pid, _, rest = token.partition(".")
-        if pid.isdigit() and process_start(int(pid)) == rest.partition("-")[0]:
-            continue
         old, new, staged = (os.path.join(root, prefix + token) for prefix in SWAP_PREFIXES)
+        if restore_running(new) or restore_running(staged):
+            continue
         with contextlib.suppress(OSError):
             if os.path.isdir(new):
                 move_entries(new, root)
