@@ -220,3 +220,15 @@ def test_file_size_limit(api: httpx.Client, hostile: LiveServer, namespace: str)
 def test_stdin_over_the_limit_is_422(api: httpx.Client) -> None:
     body = assert_problem(api.post("/v1/exec", json={"command": "wc -c", "stdin": "x" * (MIB + 1)}), 413)
     assert isinstance(body["detail"], str)
+
+
+def test_cpu_seconds_are_capped_per_command_not_on_the_warm_agent(
+    api: httpx.Client, hostile: LiveServer
+) -> None:
+    # The agent lives for many calls: RLIMIT_CPU on it would add up until it died. Each
+    # command's shell gets the limit instead (its parent, the agent, has none).
+    response = api.post("/v1/exec", json={"command": "ulimit -t; grep 'Max cpu time' /proc/$PPID/limits"})
+    assert response.status_code == 200, response.text
+    own, parent = response.json()["stdout"].splitlines()
+    assert own == str(hostile.settings.exec_cpu_s)
+    assert parent.split()[3:5] == ["unlimited", "unlimited"]

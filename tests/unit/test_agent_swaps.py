@@ -7,8 +7,10 @@ sandbox it runs in, can stop it anywhere; the next agent rolls forward or back.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from tests.unit.test_agent import agent
@@ -71,3 +73,19 @@ async def test_a_restore_whose_agent_still_runs_is_left_alone(tmp_path: Path) ->
         os.close(held)
     assert (tmp_path / f".trove-restore-{DEAD}" / "partial.txt").read_text() == "p"
     assert (tmp_path / f".trove-old-{DEAD}" / "old.txt").read_text() == "o"
+
+
+async def test_cut_off_uploads_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
+    _make(tmp_path, {"d/.trove-upload-dead": "half", ".trove-upload-live": "writing", "keep.txt": "k"})
+    held = os.open(tmp_path / ".trove-upload-live", os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as the agent writing it holds it
+        async with agent(tmp_path):
+            deadline = time.monotonic() + 30
+            while (tmp_path / "d" / ".trove-upload-dead").exists():
+                assert time.monotonic() < deadline, "the cut-off upload was never swept"
+                await asyncio.sleep(0.01)
+    finally:
+        os.close(held)
+    assert (tmp_path / ".trove-upload-live").read_text() == "writing"
+    assert (tmp_path / "keep.txt").read_text() == "k"

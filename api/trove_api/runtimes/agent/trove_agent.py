@@ -309,6 +309,7 @@ class Agent:
         parent = self.root.open_dir(head, create=True)
         temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=parent)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a live upload: ``sweep`` leaves it alone
         size = written_back = 0
         done = False
         try:
@@ -559,7 +560,7 @@ class Agent:
             code = await proc.wait()
             if code != 0:
                 message = (await errors).decode(errors="replace").strip()[:500]
-                if "No space left on device" in message or "Disk quota exceeded" in message:
+                if any(s in message for s in ("No space left", "Disk quota exceeded", "Wrote only")):
                     raise OpError("storage_full", "", message)
                 raise OpError("snapshot_corrupt", "", f"tar could not extract it: {message}")
             # tar does not fsync: the extracted tree goes to disk before it is swapped in, and
@@ -852,15 +853,20 @@ def finish_swaps(root: str) -> None:
 
 
 def sweep(root: str) -> None:
-    """Uploads cut off by a crash leave hidden temp files; drop the old ones."""
-    cutoff = time.time() - 3600
+    """Uploads cut off by a crash (of an agent, or of the server its sandbox belonged to) leave
+    hidden temp files; each live upload holds a lock on its own (whichever agent, replica or pod
+    writes it), so the unlocked ones are dropped."""
     for directory, _dirs, files in os.walk(root):
         for name in files:
             if name.startswith(TEMP_PREFIX):
                 path = os.path.join(directory, name)
-                with contextlib.suppress(OSError):
-                    if os.lstat(path).st_mtime < cutoff:
+                with contextlib.suppress(OSError):  # BlockingIOError: still being written
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                         os.unlink(path)
+                    finally:
+                        os.close(fd)
 
 
 if __name__ == "__main__":

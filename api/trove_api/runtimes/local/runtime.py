@@ -36,6 +36,10 @@ from trove_core.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Upload bytes that can be on their way to the agent but not yet written: two queued frames,
+# the widened pipe, the agent's read buffer.
+_IN_FLIGHT_BYTES = 4 * 1024 * 1024
+
 
 class LocalRuntime:
     def __init__(
@@ -222,9 +226,12 @@ class LocalRuntime:
         return await self.launcher.start(_sandbox_key(ns), directory, self._uid(ns), self._view(ns))
 
     async def _checked(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        # Stops at the data dir's reserve, so the database can still commit (507).
+        # Stops at the data dir's reserve, so the database can still commit (507). What was sent
+        # but may not be on disk yet (frames queued, the pipe, the agent's buffer) counts as spent.
+        sent = 0
         async for chunk in chunks:
-            self.reserve.check(len(chunk))
+            self.reserve.check(len(chunk) + min(sent, _IN_FLIGHT_BYTES))
+            sent += len(chunk)
             yield chunk
 
     # -- Runtime ------------------------------------------------------------------------
@@ -277,7 +284,7 @@ class LocalRuntime:
     async def import_tar(self, ns: NamespaceRef, chunks: AsyncIterator[bytes]) -> int:
         self.reserve.check()
         session = await self._session(ns)
-        return await restore(AgentRestore(session), self._checked(chunks))
+        return await restore(AgentRestore(session), chunks, check_space=self.reserve.check)
 
     async def aclose(self) -> None:
         # Sandboxes first: then nothing holds the networks, cgroups or the namespaces' mounts.
