@@ -119,17 +119,28 @@ def _ns_pid(pid: int) -> int | None:
     return None
 
 
-def sandbox_pids(server: LiveServer, namespace: str) -> set[int]:
-    """The warm sandbox's own processes: bubblewrap, its pid 1 and the agent (none of a command's)."""
+def _sandbox_parts(server: LiveServer, namespace: str) -> tuple[list[int], list[int]]:
+    """(bubblewrap and its pid 1, the agent) of the namespace's warm sandbox, as host pids."""
     warm = server.ctx.runtime.sandboxes.warm  # type: ignore[attr-defined]
     sandbox = warm.get(f"{server.workspace_id}.{namespace}")
     if sandbox is None or not sandbox.session.hello.done():
-        return set()
+        return [], []
     outer = sandbox.proc.pid
     inits = _children(outer)
     agent = sandbox.session.hello.result()["pid"]
-    agents = [pid for init in inits for pid in _children(init) if _ns_pid(pid) == agent]
-    return {outer, *inits, *agents}
+    return [outer, *inits], [pid for init in inits for pid in _children(init) if _ns_pid(pid) == agent]
+
+
+def sandbox_pids(server: LiveServer, namespace: str) -> set[int]:
+    """The warm sandbox's own processes: bubblewrap, its pid 1 and the agent (none of a command's)."""
+    wrappers, agents = _sandbox_parts(server, namespace)
+    return {*wrappers, *agents}
+
+
+def agent_pid(server: LiveServer, namespace: str) -> int:
+    """The host pid of the namespace's warm trove-agent."""
+    _, (pid,) = _sandbox_parts(server, namespace)
+    return pid
 
 
 def command_pids(server: LiveServer, namespace: str) -> list[int]:
