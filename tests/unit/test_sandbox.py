@@ -153,7 +153,7 @@ def test_sandbox_chain_drops_privileges_before_bubblewrap() -> None:
     assert nsenter < setpriv < bwrap < python  # entering the network namespace needs root
     assert argv[bwrap:].index("--seccomp") < argv[bwrap:].index("--")
     assert "--reuid=200003" in argv[setpriv:bwrap]
-    assert argv[python:] == ["python3", "-I", "/run/trove/agent.py", SANDBOX_ROOT]
+    assert argv[python:] == ["python3", "-I", "-S", "/run/trove/agent.py", SANDBOX_ROOT]
     data = argv.index("--ro-bind-data")
     assert argv[data + 1 : data + 3] == ["4", "/run/trove/agent.py"]
     assert "--share-net" not in argv
