@@ -43,6 +43,8 @@ WRITEBACK_BYTES = 8 * 1024 * 1024
 MARKER = "TROVE_EXEC_TAG"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 TEMP_PREFIX = ".trove-upload-"
+# This agent's uploads in progress, by temp name: the start-up sweep leaves them alone.
+OWN_UPLOADS: set[str] = set()
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Set by the operator on the pod: RLIMIT_NPROC of every command. It counts the processes of the
 # uid, and each sandbox pod runs as its own uid, so a fork bomb stops at the cap, not at the
@@ -308,6 +310,7 @@ class Agent:
         head, _, last = real.rpartition("/")
         parent = self.root.open_dir(head, create=True)
         temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        OWN_UPLOADS.add(temp)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=parent)
         fcntl.flock(fd, fcntl.LOCK_EX)  # a live upload: ``sweep`` leaves it alone
         size = written_back = 0
@@ -345,6 +348,7 @@ class Agent:
                 with contextlib.suppress(OSError):
                     os.unlink(temp, dir_fd=parent)
             os.close(parent)
+            OWN_UPLOADS.discard(temp)
 
     async def op_open(
         self, rid: int, req: dict[str, object], queue: asyncio.Queue[tuple[int, bytes]]
@@ -855,10 +859,11 @@ def finish_swaps(root: str) -> None:
 def sweep(root: str) -> None:
     """Uploads cut off by a crash (of an agent, or of the server its sandbox belonged to) leave
     hidden temp files; each live upload holds a lock on its own (whichever agent, replica or pod
-    writes it), so the unlocked ones are dropped."""
+    writes it), so the unlocked ones are dropped, but for this agent's own (just created, their
+    lock maybe not taken yet)."""
     for directory, _dirs, files in os.walk(root):
         for name in files:
-            if name.startswith(TEMP_PREFIX):
+            if name.startswith(TEMP_PREFIX) and name not in OWN_UPLOADS:
                 path = os.path.join(directory, name)
                 with contextlib.suppress(OSError):  # BlockingIOError: still being written
                     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
