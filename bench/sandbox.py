@@ -1,4 +1,5 @@
-"""The raw baseline for execs: the exact argv the local runtime spawns, built by its own code."""
+"""The raw baseline for execs: one fresh sandbox per command (what the local runtime spawned per
+exec before sandboxes stayed warm), built by the runtime's own builders and settings."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import ServerProcess
-from trove_api.runtimes.local.runtime import LocalRuntime, _cgroup_key
+from trove_api.runtimes.local.launch import SECCOMP_FD
+from trove_api.runtimes.local.runtime import LocalRuntime, _sandbox_key
+from trove_api.runtimes.local.sandbox import (
+    build_bwrap_argv,
+    build_drop_privileges,
+    build_limits_wrapper,
+    build_shell,
+)
 from trove_api.services.exec import build_script
 from trove_core.runtime import NamespaceRef
 from trove_core.settings import load_settings
@@ -89,9 +97,15 @@ def raw_sandbox(server: ServerProcess, namespace: str, command: str) -> RawSandb
         raise RuntimeError(f"namespace {namespace!r} has not been provisioned yet ({directory})")
     # The server chowns the namespace directory to the namespace's uid (uid_base + its number).
     ref = NamespaceRef(server.workspace_id, namespace, directory.stat().st_uid)
-    cgroup_procs = runtime.cgroups.prepare(_cgroup_key(ref))
-    argv = runtime._argv(str(directory), runtime._uid(ref), cgroup_procs, build_script(command))
-    # The same environment run_captured hands the sandbox chain.
+    cgroup_procs = runtime.cgroups.prepare(_sandbox_key(ref))
+    seccomp = runtime.seccomp_path
+    argv = (
+        build_limits_wrapper(cgroup_procs, runtime.limits, [(SECCOMP_FD, str(seccomp))] if seccomp else [])
+        + build_drop_privileges(runtime._uid(ref))
+        + build_bwrap_argv(str(directory), own_netns=False, seccomp_fd=SECCOMP_FD if seccomp else None)
+        + build_shell(build_script(command))
+    )
+    # The same environment the server hands the sandbox chain.
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     pids_current = [Path(procs).parent / "pids.current" for procs in cgroup_procs]
     return RawSandbox(argv, env, directory, runtime._uid(ref), [p for p in pids_current if p.exists()])

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trove_api.schemas.common import UNICODE_ERROR_TYPE, UNICODE_MESSAGE
@@ -192,4 +193,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(TroveError, _trove_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Database errors by name too: a handler for plain Exception runs in the outermost middleware,
+    # which re-raises after answering, and uvicorn then drops the connection (the client's next
+    # request on it fails); "database or disk is full" is an ordinary 507.
+    app.add_exception_handler(DBAPIError, _unexpected)
     app.add_exception_handler(Exception, _unexpected)

@@ -57,6 +57,17 @@ class Settings(BaseSettings):
         description="Syscall filter (Docker's default rules) on local sandboxes; `on` refuses to "
         "start without libseccomp. `off` runs without a filter.",
     )
+    sandbox_idle_s: float = Field(
+        300.0,
+        gt=0,
+        description="Stop a namespace's warm local sandbox (its agent and everything in it) after "
+        "this long without calls; the next call starts it again.",
+    )
+    sandbox_max_warm: int = Field(
+        100,
+        ge=1,
+        description="Warm local sandboxes at once; beyond it the least recently used idle one stops.",
+    )
     sandbox_uid_base: int = Field(
         200_000,
         ge=1000,

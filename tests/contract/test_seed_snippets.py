@@ -341,9 +341,11 @@ with open("/tmp/standin.port.tmp", "w") as out:
 os.rename("/tmp/standin.port.tmp", "/tmp/standin.port")
 httpd.serve_forever()
 """
-# Started once per exec (its /tmp and processes end with it); a subshell's start is seen by the
-# next call through the port file.
-_STANDIN_PRELUDE = """standin_port() {
+# Started once per exec (its processes end with it; /tmp stays while the sandbox is warm, so
+# init.sh drops the last exec's port file); a subshell's start is seen by the next call through
+# the port file.
+_STANDIN_PRELUDE = """rm -f /tmp/standin.port
+standin_port() {
   local tries=0
   if [ ! -s /tmp/standin.port ]; then
     (python3 /workspace/.standin.py </dev/null >/dev/null 2>&1 &)

@@ -60,9 +60,19 @@ def ns_uid(server: LiveServer, namespace: str) -> int:
     return ns_dir(server, namespace).stat().st_uid
 
 
-def staging_dir(server: LiveServer) -> Path:
+TEMP_PREFIXES = (".trove-upload-", ".trove-restore-", ".trove-old-", ".trove-new-")
+
+
+def temp_files(server: LiveServer) -> list[str]:
+    """Uploads' and restores' temp files anywhere in any namespace (the agent stages beside the
+    target), and whatever is in the API's old staging directory."""
     staging: Path = server.ctx.runtime.staging  # type: ignore[attr-defined]
-    return staging
+    base = staging.parent
+    found = [str(p) for p in staging.iterdir()]
+    for top in (base / "namespaces", base / "mounts"):
+        if top.is_dir():
+            found += [str(p) for p in top.rglob(".trove-*") if p.name.startswith(TEMP_PREFIXES)]
+    return found
 
 
 def host_pids_of_uid(uid: int) -> list[int]:
@@ -85,6 +95,58 @@ def host_pids_of_uid(uid: int) -> list[int]:
         if real_uid == uid and not exiting:
             found.append(int(entry.name))
     return found
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(p) for p in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return found
+
+
+def _ns_pid(pid: int) -> int | None:
+    """``pid`` as its own pid namespace numbers it (the last NSpid field)."""
+    try:
+        status = (Path("/proc") / str(pid) / "status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            return int(line.split()[-1])
+    return None
+
+
+def _sandbox_parts(server: LiveServer, namespace: str) -> tuple[list[int], list[int]]:
+    """(bubblewrap and its pid 1, the agent) of the namespace's warm sandbox, as host pids."""
+    warm = server.ctx.runtime.sandboxes.warm  # type: ignore[attr-defined]
+    sandbox = warm.get(f"{server.workspace_id}.{namespace}")
+    if sandbox is None or not sandbox.session.hello.done():
+        return [], []
+    outer = sandbox.proc.pid
+    inits = _children(outer)
+    agent = sandbox.session.hello.result()["pid"]
+    return [outer, *inits], [pid for init in inits for pid in _children(init) if _ns_pid(pid) == agent]
+
+
+def sandbox_pids(server: LiveServer, namespace: str) -> set[int]:
+    """The warm sandbox's own processes: bubblewrap, its pid 1 and the agent (none of a command's)."""
+    wrappers, agents = _sandbox_parts(server, namespace)
+    return {*wrappers, *agents}
+
+
+def agent_pid(server: LiveServer, namespace: str) -> int:
+    """The host pid of the namespace's warm trove-agent."""
+    _, (pid,) = _sandbox_parts(server, namespace)
+    return pid
+
+
+def command_pids(server: LiveServer, namespace: str) -> list[int]:
+    """Live host processes of the namespace's uid that commands started (the sandbox's own are not)."""
+    own = sandbox_pids(server, namespace)
+    return [pid for pid in host_pids_of_uid(ns_uid(server, namespace)) if pid not in own]
 
 
 def exec_json(http: httpx.Client, command: str, **extra: object) -> httpx.Response:

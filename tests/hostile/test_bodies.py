@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.hostile.helpers import KIB, LIMITS, assert_problem, ns_dir, staging_dir
+from tests.hostile.helpers import KIB, LIMITS, assert_problem, ns_dir, temp_files
 from tests.support.server import LiveServer
 
 WRITE_MAX = LIMITS["write_max_bytes"]
@@ -60,7 +60,7 @@ def test_upload_over_the_cap_with_content_length_is_413(
     assert str(UPLOAD_MAX) in str(body["detail"])
     assert api.put("/files/ok.bin", content=b"z" * UPLOAD_MAX).status_code == 200
     assert not (ns_dir(hostile, namespace) / "big.bin").exists()
-    assert list(staging_dir(hostile).iterdir()) == []
+    assert temp_files(hostile) == []
 
 
 def test_upload_over_the_cap_streamed_without_length_is_413(
@@ -72,7 +72,7 @@ def test_upload_over_the_cap_streamed_without_length_is_413(
     body = assert_problem(api.send(request), 413, "payload_too_large")
     assert str(UPLOAD_MAX) in str(body["detail"])
     assert not (ns_dir(hostile, namespace) / "stream.bin").exists()
-    assert _wait_until(lambda: list(staging_dir(hostile).iterdir()) == [])
+    assert _wait_until(lambda: temp_files(hostile) == [])
     # A streamed upload under the cap works.
     ok = api.send(api.build_request("PUT", "/files/stream-ok.bin", content=_chunks(UPLOAD_MAX)))
     assert ok.status_code == 200
@@ -121,11 +121,11 @@ def test_client_disconnect_mid_upload_leaves_no_partial_file(hostile: LiveServer
     target = ns_dir(hostile, namespace) / "partial.bin"
     for sent in (0, 1, 60 * KIB, 190 * KIB):
         _raw_exchange(hostile, namespace, "PUT", "/files/partial.bin", 200 * KIB, b"p" * sent, read=False)
-        assert _wait_until(lambda: list(staging_dir(hostile).iterdir()) == [])
+        assert _wait_until(lambda: temp_files(hostile) == [])
         assert not target.exists()
     # Same through a chunked body that stops mid-stream.
     _raw_chunked_abort(hostile, namespace, "/files/partial.bin", b"q" * (100 * KIB))
-    assert _wait_until(lambda: list(staging_dir(hostile).iterdir()) == [])
+    assert _wait_until(lambda: temp_files(hostile) == [])
     assert not target.exists()
     with httpx.Client(
         base_url=hostile.base_url,

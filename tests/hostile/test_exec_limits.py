@@ -10,7 +10,7 @@ import httpx
 import pytest
 from trove_sdk import TroveTimeoutError
 
-from tests.hostile.helpers import LIMITS, MIB, assert_problem, host_pids_of_uid, ns_dir, ns_uid
+from tests.hostile.helpers import LIMITS, MIB, assert_problem, command_pids, ns_dir
 from tests.support.sdk import client
 from tests.support.server import LiveServer
 
@@ -52,7 +52,7 @@ def test_fork_bomb_is_contained(api: httpx.Client, hostile: LiveServer, namespac
     if response.status_code == 408:
         assert_problem(response, 408, "exec_timeout")
     _still_responsive(api)
-    assert host_pids_of_uid(ns_uid(hostile, namespace)) == []
+    assert command_pids(hostile, namespace) == []
     # Other namespaces are unaffected too.
     with client(hostile, namespace + "-b") as trove:
         assert trove.exec("echo neighbour") == "neighbour\n"
@@ -114,7 +114,7 @@ def test_hang_times_out_with_partial_output(api: httpx.Client, hostile: LiveServ
     assert "timed out" in str(body["detail"]).lower()
     assert body["stdout"] == "before\n"
     assert body["stderr"] == "oops\n"
-    assert host_pids_of_uid(ns_uid(hostile, namespace)) == []
+    assert command_pids(hostile, namespace) == []
     legacy = api.post("/exec", json={"command": "sleep 100"})
     assert_problem(legacy, 408, "exec_timeout")
     with client(hostile, namespace) as trove, pytest.raises(TroveTimeoutError) as info:
@@ -160,7 +160,7 @@ def test_background_processes_do_not_outlive_their_exec(
     count, _procs = later.json()["stdout"].split()
     assert count == "0"
     assert _host_processes_with(f"sleep\x00{seconds}") == []
-    assert host_pids_of_uid(ns_uid(hostile, namespace)) == []
+    assert command_pids(hostile, namespace) == []
 
 
 def test_background_process_does_not_outlive_a_timeout(
@@ -172,7 +172,7 @@ def test_background_process_does_not_outlive_a_timeout(
     )
     assert_problem(response, 408, "exec_timeout")
     assert _host_processes_with(f"sleep\x00{seconds}") == []
-    assert host_pids_of_uid(ns_uid(hostile, namespace)) == []
+    assert command_pids(hostile, namespace) == []
 
 
 @pytest.mark.parametrize("ending", ["sleep 0.3", "sleep 100"])
@@ -185,7 +185,7 @@ def test_nothing_writes_after_the_exec_answered(
     target = ns_dir(hostile, namespace) / "f"
     size = target.stat().st_size
     assert size > 0
-    assert host_pids_of_uid(ns_uid(hostile, namespace)) == []
+    assert command_pids(hostile, namespace) == []
     time.sleep(0.3)  # give a straggler the chance to show itself; not a timing assertion
     assert target.stat().st_size == size
 
@@ -220,3 +220,15 @@ def test_file_size_limit(api: httpx.Client, hostile: LiveServer, namespace: str)
 def test_stdin_over_the_limit_is_422(api: httpx.Client) -> None:
     body = assert_problem(api.post("/v1/exec", json={"command": "wc -c", "stdin": "x" * (MIB + 1)}), 413)
     assert isinstance(body["detail"], str)
+
+
+def test_cpu_seconds_are_capped_per_command_not_on_the_warm_agent(
+    api: httpx.Client, hostile: LiveServer
+) -> None:
+    # The agent lives for many calls: RLIMIT_CPU on it would add up until it died. Each
+    # command's shell gets the limit instead (its parent, the agent, has none).
+    response = api.post("/v1/exec", json={"command": "ulimit -t; grep 'Max cpu time' /proc/$PPID/limits"})
+    assert response.status_code == 200, response.text
+    own, parent = response.json()["stdout"].splitlines()
+    assert own == str(hostile.settings.exec_cpu_s)
+    assert parent.split()[3:5] == ["unlimited", "unlimited"]

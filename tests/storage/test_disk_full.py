@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from trove_sdk import TroveError as SdkError
 
+from tests.hostile.helpers import temp_files
 from tests.storage.disks import (
     MIB,
     assert_storage_full,
@@ -60,7 +61,7 @@ def _fill(server: LiveServer, namespace: str) -> list[str]:
 
 
 def _staging_is_empty(server: LiveServer) -> None:
-    leftovers = [p.name for p in (server.data_dir / "staging").iterdir()]
+    leftovers = temp_files(server)
     assert leftovers == [], leftovers
     temps = [p.name for p in (server.data_dir / "snapshots" / ".tmp").iterdir()]
     assert temps == [], temps

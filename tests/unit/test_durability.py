@@ -1,14 +1,12 @@
 """Acknowledged means durable: fsync before every rename or swap, the renames' directories after.
 
 A power loss cannot be tested here. What can be: the SQLite setting on a live connection,
-the local runtime's fsync calls (a spy that records which inode each real ``os.fsync`` call
-flushed, then calls it), and the system calls of trove-agent and of the agentless fallback
-script under strace.
+and the system calls of trove-agent (which does the local runtime's file operations too) and of
+the agentless fallback script under strace.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from collections.abc import Sequence
@@ -21,11 +19,7 @@ from tests.unit.test_fallback_files import LocalShell
 from trove_api.runtimes.channel.restore import AgentRestore, restore
 from trove_api.runtimes.kubernetes.fallback import snapshots as fallback_snapshots
 from trove_api.runtimes.kubernetes.fallback.files import PodFiles, Shell
-from trove_api.runtimes.local import tarball
-from trove_api.runtimes.local.runtime import LocalRuntime
-from trove_api.runtimes.local.sandbox import Limits
 from trove_api.stores.db import Database
-from trove_core.runtime import NamespaceRef
 
 STRACE = shutil.which("strace")
 needs_strace = pytest.mark.skipif(STRACE is None, reason="strace is not installed")
@@ -42,74 +36,20 @@ def test_sqlite_commits_are_synced_to_disk(tmp_path: Path) -> None:
         db.dispose()
 
 
-@pytest.fixture
-def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
-    """(what, inode) in call order: ``("fsync", ino)`` per real fsync, ``("swap", 0)`` at swaps."""
-    calls: list[tuple[str, int]] = []
-    real_fsync, real_swap = os.fsync, tarball._swap_in
-
-    def fsync(fd: int) -> None:
-        calls.append(("fsync", os.fstat(fd).st_ino))
-        real_fsync(fd)
-
-    def swap_in(new_root: Path, target: Path, uid: int | None) -> None:
-        calls.append(("swap", 0))
-        real_swap(new_root, target, uid)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(tarball, "_swap_in", swap_in)
-    return calls
-
-
-def _runtime(tmp_path: Path) -> tuple[LocalRuntime, NamespaceRef]:
-    runtime = LocalRuntime(
-        tmp_path / "data",
-        sandbox=False,
-        network=False,
-        uid_base=100000,
-        limits=Limits(60, 1 << 20, 64, None),
-        memory_bytes=1 << 30,
-    )
-    return runtime, NamespaceRef(workspace_id="ws-1", name="ns", uid=None)
-
-
-def _inodes(root: Path) -> dict[str, int]:
-    found = {".": root.stat().st_ino}
-    for path in root.rglob("*"):
-        found[str(path.relative_to(root))] = path.lstat().st_ino
-    return found
-
-
-async def test_a_restore_is_on_disk_before_the_swap_and_the_swap_before_the_answer(
-    tmp_path: Path, fsynced: list[tuple[str, int]]
-) -> None:
-    runtime, ns = _runtime(tmp_path)
-    await runtime.provision(ns)
-    (runtime.root / "ws-1" / "ns" / "old.txt").write_text("old")
-    await runtime.import_tar(ns, chunks(_tarball(TREE)))
-    target = runtime.root / "ws-1" / "ns"
-    swap = fsynced.index(("swap", 0))
-    before = {ino for _, ino in fsynced[:swap]}
-    after = {ino for _, ino in fsynced[swap:]}
-    restored = _inodes(target)
-    assert set(restored) == {".", "a.txt", "d", "d/b.txt", "d/e", "d/e/c.txt", "f", "f/g", "f/g/h.txt"}
-    missing = sorted(rel for rel, ino in restored.items() if ino not in before)
-    assert not missing, f"not fsynced before the swap: {missing}"
-    # The exchange changed two directories' entries: the namespaces' parent and staging.
-    assert target.parent.stat().st_ino in after
-    assert runtime.staging.stat().st_ino in after
-
-
-async def test_a_write_into_new_directories_makes_each_new_entry_durable(
-    tmp_path: Path, fsynced: list[tuple[str, int]]
-) -> None:
-    runtime, ns = _runtime(tmp_path)
-    await runtime.provision(ns)
-    await runtime.write(ns, "new/deeper/file.txt", chunks(b"data"), 1 << 20)
-    target = runtime.root / "ws-1" / "ns"
-    synced = {ino for _, ino in fsynced}
-    for path in (target, target / "new", target / "new" / "deeper", target / "new" / "deeper" / "file.txt"):
-        assert path.stat().st_ino in synced, path
+@needs_strace
+async def test_trove_agent_makes_each_new_directory_of_a_write_durable(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    log = tmp_path / "strace.log"
+    wrapper = [*_strace(log)[:-2], "-y", "-e", "trace=fsync"]
+    async with agent(root, wrapper=wrapper) as session:
+        await session.write("new/deeper/file.txt", chunks(b"data"), 1 << 20)
+    assert (root / "new" / "deeper" / "file.txt").read_bytes() == b"data"
+    synced = set(re.findall(r"fsync\(\d+<([^>]*)>", log.read_text()))
+    # Each directory that got a new entry, and the file itself (under its temp name).
+    for directory in (root, root / "new", root / "new" / "deeper"):
+        assert str(directory) in synced, sorted(synced)
+    assert any(Path(path).name.startswith(".trove-upload-") for path in synced), sorted(synced)
 
 
 def _strace(log: Path) -> list[str]:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from trove_api.runtimes.local.runtime import LocalRuntime
+from trove_api.runtimes.channel import AGENT_SOURCE
+from trove_api.runtimes.local.launch import SandboxLauncher
 from trove_api.runtimes.local.sandbox import (
     SANDBOX_ROOT,
     Limits,
@@ -136,21 +137,25 @@ def test_shell() -> None:
     assert build_shell("echo hi") == ["/bin/bash", "--noprofile", "--norc", "-c", "echo hi"]
 
 
-def test_runtime_chain_drops_privileges_before_bubblewrap() -> None:
-    runtime = LocalRuntime.__new__(LocalRuntime)
-    runtime.seccomp_path = Path("/srv/trove/seccomp.bpf")
-    runtime.limits = Limits(cpu_seconds=60, file_bytes=1024, processes=64, address_space_bytes=None)
-    argv = runtime._argv(
-        NS_ROOT, 200_003, ["/sys/fs/cgroup/pids/trove/k/cgroup.procs"], "echo hi", "/run/netns/trove-x"
-    )
+def test_sandbox_chain_drops_privileges_before_bubblewrap() -> None:
+    launcher = SandboxLauncher.__new__(SandboxLauncher)
+    launcher.seccomp_path = Path("/srv/trove/seccomp.bpf")
+    launcher.limits = Limits(cpu_seconds=None, file_bytes=None, processes=64, address_space_bytes=None)
+    argv = launcher.argv(NS_ROOT, 200_003, ["/sys/fs/cgroup/pids/trove/k/cgroup.procs"], "/run/netns/trove-x")
     assert argv[:2] == ["/bin/sh", "-c"]  # limits and cgroups first, inherited by everything below
     assert "3</srv/trove/seccomp.bpf" in argv[2]  # opened as root, before the drop
+    assert f"4<{AGENT_SOURCE}" in argv[2]  # the agent too: no sandbox uid needs to reach it
+    # RLIMIT_CPU on the long-lived agent would add up over every call: each command gets its own.
+    assert "ulimit -t" not in argv[2]
+    assert "ulimit -f" not in argv[2]
     nsenter, setpriv = argv.index("nsenter"), argv.index("setpriv")
-    bwrap, bash = argv.index("bwrap"), argv.index("/bin/bash")
-    assert nsenter < setpriv < bwrap < bash  # entering the network namespace needs root
+    bwrap, python = argv.index("bwrap"), argv.index("python3")
+    assert nsenter < setpriv < bwrap < python  # entering the network namespace needs root
     assert argv[bwrap:].index("--seccomp") < argv[bwrap:].index("--")
     assert "--reuid=200003" in argv[setpriv:bwrap]
-    assert argv[-1] == "echo hi"
+    assert argv[python:] == ["python3", "-I", "-S", "/run/trove/agent.py", SANDBOX_ROOT]
+    data = argv.index("--ro-bind-data")
+    assert argv[data + 1 : data + 3] == ["4", "/run/trove/agent.py"]
     assert "--share-net" not in argv
     assert "--unshare-net" not in argv
     host_paths = [src for _, src, _ in _binds(argv[bwrap:])]

@@ -61,6 +61,8 @@ SUPERVISOR_IDLE_S = 30.0
 SUPERVISOR_GRACE_S = 5.0
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 TEMP_PREFIX = ".trove-upload-"
+# This agent's uploads in progress, by temp name: the start-up sweep leaves them alone.
+OWN_UPLOADS: set[str] = set()
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Set by the operator on the pod: RLIMIT_NPROC of every command. It counts the processes of the
 # uid, and each sandbox pod runs as its own uid, so a fork bomb stops at the cap, not at the
@@ -131,6 +133,7 @@ class Root:
                         raise
                     with contextlib.suppress(FileExistsError):
                         os.mkdir(part, 0o755, dir_fd=fd)
+                        os.fsync(fd)  # the new entry is durable before anything lands in it
                     next_fd = os.open(part, DIR_FLAGS, dir_fd=fd)
                 os.close(fd)
                 fd = next_fd
@@ -149,8 +152,9 @@ def entry(rel: str, st: os.stat_result) -> list[object]:
 
 
 class Agent:
-    def __init__(self, root: str, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, root: str, writer: asyncio.StreamWriter, cwd: str = "/") -> None:
         self.root = Root(root)
+        self.cwd = cwd
         self.writer = writer
         self.inbox: dict[int, asyncio.Queue[tuple[int, bytes]]] = {}
         self.handles: dict[int, int] = {}
@@ -232,9 +236,15 @@ class Agent:
         # The limit (soft and hard) is set by the same bash before the script's own lines are
         # parsed, so the script cannot lift it; one exec fewer than a wrapper shell. Same line:
         # line numbers in bash's error messages stay those of the script.
-        limited = f"ulimit -f {file_blocks} || exit 125; {process_cap()}{script}"
+        # CPU seconds per command (the local sandbox): set here, since on the long-lived agent
+        # itself RLIMIT_CPU would add up over every call.
+        cpu = f"ulimit -t {int(req['cpu_s'])} || exit 125; " if req.get("cpu_s") else ""  # type: ignore[call-overload]
+        limited = f"ulimit -f {file_blocks} || exit 125; {cpu}{process_cap()}{script}"
         call = self.children.start(
-            ["/bin/bash", "--noprofile", "--norc", "-c", limited], env, stdin=bool(req.get("stdin"))
+            ["/bin/bash", "--noprofile", "--norc", "-c", limited],
+            env,
+            stdin=bool(req.get("stdin")),
+            cwd=self.cwd,
         )
         loop = asyncio.get_running_loop()
         cut = {STDOUT: False, STDERR: False}
@@ -344,7 +354,9 @@ class Agent:
         head, _, last = real.rpartition("/")
         parent = self.root.open_dir(head, create=True)
         temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        OWN_UPLOADS.add(temp)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=parent)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a live upload: ``sweep`` leaves it alone
         size = written_back = 0
         done = False
         try:
@@ -380,6 +392,7 @@ class Agent:
                 with contextlib.suppress(OSError):
                     os.unlink(temp, dir_fd=parent)
             os.close(parent)
+            OWN_UPLOADS.discard(temp)
 
     async def op_open(
         self, rid: int, req: dict[str, object], queue: asyncio.Queue[tuple[int, bytes]]
@@ -459,6 +472,8 @@ class Agent:
             files: list[tuple[str, os.stat_result]] = []
             with os.scandir(fd) as it:
                 for item in it:
+                    if item.name.startswith(TEMP_PREFIX):  # an upload in progress, or cut off
+                        continue
                     try:
                         st = item.stat(follow_symlinks=False)
                     except FileNotFoundError:
@@ -524,7 +539,8 @@ class Agent:
         """``tar czf -`` of the root, paced by the client's acknowledgements (cumulative bytes)."""
         window = int(req.get("window", 8 << 20))  # type: ignore[call-overload]
         proc = await self.children.spawn(asyncio.create_subprocess_exec(
-            "tar", "-C", self.root.path, "--format=gnu", "-czf", "-", "--null", "--files-from=-",
+            "tar", "-C", self.root.path, "--format=gnu", f"--exclude={TEMP_PREFIX}*", "-czf", "-",
+            "--null", "--files-from=-",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         ))  # fmt: skip
@@ -566,6 +582,10 @@ class Agent:
         token = secrets.token_hex(6)
         staging = os.path.join(self.root.path, f".trove-restore-{token}")
         os.mkdir(staging, 0o700)
+        # Held until the end: another agent on this namespace (another API replica's, in another
+        # pid namespace) sees the restore is alive and leaves it to this one (``finish_swaps``).
+        owned = os.open(staging, DIR_FLAGS)
+        fcntl.flock(owned, fcntl.LOCK_EX)
         proc = await self.children.spawn(asyncio.create_subprocess_exec(
             "tar", "-xzf", "-", "-C", staging, "--no-same-owner", "--delay-directory-restore",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
@@ -588,6 +608,8 @@ class Agent:
             code = await proc.wait()
             if code != 0:
                 message = (await errors).decode(errors="replace").strip()[:500]
+                if any(s in message for s in ("No space left", "Disk quota exceeded", "Wrote only")):
+                    raise OpError("storage_full", "", message)
                 raise OpError("snapshot_corrupt", "", f"tar could not extract it: {message}")
             # tar does not fsync: the extracted tree goes to disk before it is swapped in, and
             # the swap's renames before the restore is answered (acknowledged means durable).
@@ -605,19 +627,22 @@ class Agent:
             await proc.wait()
             if not swapped:
                 await asyncio.to_thread(shutil.rmtree, staging, True)
+            os.close(owned)
 
     def swap_in(self, staging: str, token: str) -> None:
-        # The PVC root is a mount point and cannot be renamed, so its entries move: the old
-        # ones aside first, then the new ones in, then the old ones are deleted.
+        # The root is a mount point and cannot be renamed, so its entries move: the old ones
+        # aside first, then the new tree is renamed to .trove-new-* (the commit point: a crash
+        # after it rolls forward, before it back; ``finish_swaps``), then its entries move in.
         old = os.path.join(self.root.path, f".trove-old-{token}")
+        new = os.path.join(self.root.path, f".trove-new-{token}")
         os.mkdir(old, 0o700)
         keep = {os.path.basename(staging), os.path.basename(old)}
         for name in os.listdir(self.root.path):
             if name not in keep:
                 os.rename(os.path.join(self.root.path, name), os.path.join(old, name))
-        for name in os.listdir(staging):
-            os.rename(os.path.join(staging, name), os.path.join(self.root.path, name))
-        os.rmdir(staging)
+        os.rename(staging, new)
+        move_entries(new, self.root.path)
+        os.rmdir(new)
         shutil.rmtree(old, ignore_errors=True)
 
     async def op_ping(
@@ -1596,6 +1621,8 @@ class FrameInput(asyncio.Protocol):
 
 async def main() -> None:
     root = sys.argv[1] if len(sys.argv) > 1 else "/workspace"
+    # Commands' working directory: "/" in a sandbox; unsandboxed, one that shows the root as workspace/.
+    cwd = sys.argv[2] if len(sys.argv) > 2 else "/"
     loop = asyncio.get_running_loop()
     # Not dumpable: /proc/<agent>/{fd,environ,mem} are closed to the commands (same uid, no
     # capabilities), so none can write a forged frame into the channel. Supervisors are forks
@@ -1614,7 +1641,8 @@ async def main() -> None:
         asyncio.streams.FlowControlMixin, os.fdopen(1, "wb", buffering=0)
     )
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
-    agent = Agent(root, writer)
+    finish_swaps(Root(root).path)
+    agent = Agent(root, writer, cwd)
     # HELLO goes out before any request is read.
     agent.send(0, HELLO, json.dumps({"version": VERSION, "pid": os.getpid()}).encode())
     _, frames = await loop.connect_read_pipe(
@@ -1692,16 +1720,67 @@ def keep_freed_memory() -> None:
         mallopt(-1, 32 * 1024 * 1024)  # M_TRIM_THRESHOLD
 
 
+SWAP_PREFIXES = (".trove-old-", ".trove-new-", ".trove-restore-")
+
+
+def restore_running(path: str) -> bool:
+    """Whether a live agent holds the restore's lock on ``path`` (its staged tree)."""
+    try:
+        fd = os.open(path, DIR_FLAGS)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def move_entries(source: str, target: str) -> None:
+    for name in os.listdir(source):
+        os.rename(os.path.join(source, name), os.path.join(target, name))
+
+
+def finish_swaps(root: str) -> None:
+    """Restores whose agent died mid-swap (killed, or its sandbox's server was): the tree is made
+    whole before anything is served. Committed (``.trove-new-*`` exists): the rest moves in;
+    old entries moved aside while the new tree is still staged move back. A restore whose agent
+    still runs (another session on the same namespace) holds a lock on its staged tree and is
+    left alone."""
+    tokens = {n[len(p) :] for n in os.listdir(root) for p in SWAP_PREFIXES if n.startswith(p)}
+    for token in tokens:
+        old, new, staged = (os.path.join(root, prefix + token) for prefix in SWAP_PREFIXES)
+        if restore_running(new) or restore_running(staged):
+            continue
+        with contextlib.suppress(OSError):
+            if os.path.isdir(new):
+                move_entries(new, root)
+            elif os.path.isdir(old) and os.path.isdir(staged):  # no staging: only the delete was left
+                move_entries(old, root)
+        for leftover in (old, new, staged):
+            shutil.rmtree(leftover, ignore_errors=True)
+    if tokens:
+        sync_filesystem(root)
+
+
 def sweep(root: str) -> None:
-    """Uploads cut off by a crash leave hidden temp files; drop the old ones."""
-    cutoff = time.time() - 3600
+    """Uploads cut off by a crash (of an agent, or of the server its sandbox belonged to) leave
+    hidden temp files; each live upload holds a lock on its own (whichever agent, replica or pod
+    writes it), so the unlocked ones are dropped, but for this agent's own (just created, their
+    lock maybe not taken yet)."""
     for directory, _dirs, files in os.walk(root):
         for name in files:
-            if name.startswith(TEMP_PREFIX):
+            if name.startswith(TEMP_PREFIX) and name not in OWN_UPLOADS:
                 path = os.path.join(directory, name)
-                with contextlib.suppress(OSError):
-                    if os.lstat(path).st_mtime < cutoff:
+                with contextlib.suppress(OSError):  # BlockingIOError: still being written
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                         os.unlink(path)
+                    finally:
+                        os.close(fd)
 
 
 if __name__ == "__main__":

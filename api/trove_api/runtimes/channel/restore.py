@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import tarfile
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from trove_api.runtimes.channel.session import CANCEL, EOF, AgentSession, Request, agent_error
@@ -24,8 +24,11 @@ from trove_core.errors import SnapshotCorruptError, TroveError
 _DEPTH = 4
 
 
-def _check(reader: ThreadFedReader) -> int:
-    """Walk the stream's members with the shared checker; the regular files it would restore."""
+def _check(reader: ThreadFedReader, check_space: Callable[[int], None] | None = None) -> int:
+    """Walk the stream's members with the shared checker; the regular files it would restore.
+
+    ``check_space`` is asked before each file with its size (the local data dir's reserve: the
+    compressed stream says nothing of what extracting it takes) and may raise to refuse."""
     checker = MemberChecker()
     count = 0
     try:
@@ -34,6 +37,8 @@ def _check(reader: ThreadFedReader) -> int:
                 plan = checker.check(member)
                 if plan is not None and plan.kind in ("file", "hardlink"):
                     count += 1
+                    if check_space is not None:
+                        check_space(member.size)
         # Drain whatever follows the end-of-archive blocks, so the feeder never blocks.
         while reader.read(1 << 16):
             pass
@@ -113,7 +118,9 @@ class AgentRestore:
             self._request.close()
 
 
-async def restore(target: RestoreTarget, chunks: AsyncIterator[bytes]) -> int:
+async def restore(
+    target: RestoreTarget, chunks: AsyncIterator[bytes], check_space: Callable[[int], None] | None = None
+) -> int:
     """Stream ``chunks`` into ``target`` while checking them; commit only a whole, clean stream."""
     try:
         await target.begin()
@@ -121,7 +128,7 @@ async def restore(target: RestoreTarget, chunks: AsyncIterator[bytes]) -> int:
         await target.close()
         raise
     reader = ThreadFedReader(_DEPTH)
-    checker = asyncio.get_running_loop().run_in_executor(None, _check, reader)
+    checker = asyncio.get_running_loop().run_in_executor(None, _check, reader, check_space)
     # A checker that stopped (a refusal) must not leave the feeder waiting for room.
     checker.add_done_callback(lambda _: reader.worker_stopped())
     committed = False

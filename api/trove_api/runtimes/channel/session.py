@@ -284,7 +284,7 @@ class AgentSession:
             raise agent_error(result)
         return result
 
-    async def exec(self, spec: ExecSpec, file_bytes: int) -> ExecOutput:
+    async def exec(self, spec: ExecSpec, file_bytes: int, *, cpu_s: int | None = None) -> ExecOutput:
         request = await self.open(
             {
                 "op": "exec",
@@ -293,6 +293,7 @@ class AgentSession:
                 "limit": spec.output_limit,
                 "stdin": spec.stdin is not None,
                 "file_bytes": file_bytes,
+                "cpu_s": cpu_s,  # per command (the local sandbox); None: no limit
             }
         )
         out, err = bytearray(), bytearray()

@@ -171,6 +171,12 @@ class SandboxNetworks:
                 net.in_use = max(0, net.in_use - 1)
                 net.last_used = time.monotonic()
 
+    def slirp_running(self, key: str) -> bool:
+        """Whether ``key``'s network still has its slirp4netns (without it, no way out)."""
+        with self._lock:
+            net = self._nets.get(key)
+            return net is not None and net.slirp is not None and net.slirp.poll() is None
+
     def slirp_pid(self, key: str) -> int | None:
         with self._lock:
             net = self._nets.get(key)

@@ -21,8 +21,9 @@ SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 @dataclass(frozen=True)
 class Limits:
-    cpu_seconds: int
-    file_bytes: int
+    # None: not set on this process (the long-lived agent sets them on each command instead).
+    cpu_seconds: int | None
+    file_bytes: int | None
     processes: int
     # Only used when no memory cgroup is available: then it caps each process's address space.
     address_space_bytes: int | None
@@ -38,12 +39,12 @@ def build_limits_wrapper(
     the first reader.
     """
     steps = [f"echo $$ > {shlex.quote(path)}" for path in cgroup_procs]
-    ulimits = [
-        f"-t {limits.cpu_seconds}",
+    ulimits = [f"-p {limits.processes}"]
+    if limits.cpu_seconds is not None:
+        ulimits.append(f"-t {limits.cpu_seconds}")
+    if limits.file_bytes is not None:
         # dash counts -f in 512-byte blocks.
-        f"-f {max(1, limits.file_bytes // 512)}",
-        f"-p {limits.processes}",
-    ]
+        ulimits.append(f"-f {max(1, limits.file_bytes // 512)}")
     if limits.address_space_bytes is not None:
         ulimits.append(f"-v {limits.address_space_bytes // 1024}")
     # dash's ulimit takes one limit per call.
@@ -78,6 +79,7 @@ def build_bwrap_argv(
     own_netns: bool,
     seccomp_fd: int | None = None,
     ro_binds: Sequence[str] = ("/usr", "/etc"),
+    data_files: Sequence[tuple[int, str]] = (),
     symlinks: Sequence[tuple[str, str]] = (
         ("usr/bin", "/bin"),
         ("usr/lib", "/lib"),
@@ -88,7 +90,9 @@ def build_bwrap_argv(
     """bubblewrap showing only the namespace (at /workspace) and read-only system dirs.
 
     ``own_netns``: bwrap starts inside a network namespace prepared for this sandbox and stays
-    in it; otherwise it makes an empty one (loopback only). ``--disable-userns`` stops the
+    in it; otherwise it makes an empty one (loopback only). ``data_files`` are (fd, path inside):
+    the file open on fd, copied to a read-only file there (the agent at ``/run/trove/agent.py``;
+    a copy, so no host path shows in the sandbox's mount table). ``--disable-userns`` stops the
     command from creating user namespaces of its own (the kernel's userns attack surface).
     """
     argv = [
@@ -109,6 +113,7 @@ def build_bwrap_argv(
         "--dev", "/dev",
         "--tmpfs", "/tmp",
         "--tmpfs", "/run",
+        *[arg for fd, target in data_files for arg in ("--ro-bind-data", str(fd), target)],
         "--bind", namespace_root, SANDBOX_ROOT,
         "--chdir", "/",
         "--clearenv",

@@ -1,0 +1,179 @@
+"""One warm local sandbox: trove-agent behind the spawn chain, its stdin/stdout the channel.
+
+The process the server spawns is the outer end of the chain (``sh`` joining the cgroups, then
+``nsenter``, ``setpriv`` and ``bwrap`` each exec'ing the next), so by the time the agent says
+HELLO it *is* bubblewrap. bubblewrap's child is pid 1 of the sandbox's pid namespace; killing it
+makes the kernel kill everything else in the namespace, and bwrap exits once it is reaped, so
+``stop`` returns only when no process of the sandbox is left. The agent's stderr goes to the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from trove_api.logs import detached_task
+from trove_api.runtimes.channel.session import AgentSession
+from trove_core.errors import ChannelLostError, UnavailableError
+
+log = logging.getLogger(__name__)
+
+HELLO_TIMEOUT_S = 10.0
+_READ_BYTES = 1024 * 1024
+_STOP_WAIT_S = 5.0
+_STDERR_KEPT = 4096
+
+
+class AgentSandbox:
+    """A running sandbox and the ``AgentSession`` over its pipes."""
+
+    def __init__(
+        self,
+        key: str,
+        proc: asyncio.subprocess.Process,
+        *,
+        contained: bool,
+        on_stop: Callable[[], None] | None = None,
+        healthy: Callable[[], bool] | None = None,
+    ) -> None:
+        self.key = key
+        self._healthy = healthy
+        self.proc = proc
+        # A pid namespace holds everything it started (bwrap); unsandboxed, only the agent is ours.
+        self.contained = contained
+        self._on_stop = on_stop
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        self._stdin = proc.stdin
+        self.session = AgentSession(self._send)
+        self.last_used = time.monotonic()
+        self._stderr_tail = b""
+        self._reader = detached_task(self._read(proc.stdout), name=f"trove-sandbox-{key}")
+        self._errors = detached_task(self._log_stderr(proc.stderr), name=f"trove-sandbox-log-{key}")
+        self._stopped = False
+
+    @classmethod
+    async def start(
+        cls,
+        key: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: Path | None = None,
+        contained: bool = True,
+        on_stop: Callable[[], None] | None = None,
+        healthy: Callable[[], bool] | None = None,
+    ) -> AgentSandbox:
+        """Spawn ``argv`` (which ends in the agent) and wait for its HELLO."""
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                env=dict(env),
+                cwd=cwd,
+                limit=_READ_BYTES,
+            )
+        except OSError as exc:
+            if on_stop is not None:
+                on_stop()
+            raise UnavailableError(
+                "The sandbox could not be started; retry", retry_after=2, internal=f"spawning {key}: {exc}"
+            ) from exc
+        sandbox = cls(key, proc, contained=contained, on_stop=on_stop, healthy=healthy)
+        try:
+            await asyncio.wait_for(asyncio.shield(sandbox.session.hello), HELLO_TIMEOUT_S)
+        except (TimeoutError, ChannelLostError) as exc:
+            await sandbox.stop()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sandbox._errors
+            said = sandbox._stderr_tail.decode(errors="replace").strip()
+            raise UnavailableError(
+                "The sandbox did not start; retry",
+                retry_after=2,
+                internal=f"the sandbox of {key} did not say hello: {said or 'no output'}",
+            ) from exc
+        return sandbox
+
+    @property
+    def alive(self) -> bool:
+        """The agent answers, and what the sandbox depends on outside it (its network) still runs."""
+        return not self.session.closed and (self._healthy is None or self._healthy())
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.session.requests)
+
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+
+    async def _send(self, data: bytes | bytearray | memoryview) -> None:
+        # One whole frame per write(): frames never interleave, so no lock is needed.
+        try:
+            self._stdin.write(data)
+            await self._stdin.drain()
+        except (ConnectionError, RuntimeError) as exc:
+            self.session.connection_lost()
+            raise ChannelLostError("The sandbox's agent stopped; retry the call") from exc
+
+    async def _read(self, stdout: asyncio.StreamReader) -> None:
+        try:
+            while chunk := await stdout.read(_READ_BYTES):
+                self.session.feed(chunk)
+        except Exception:  # a broken channel must never go unnoticed by waiters
+            log.exception("reading the sandbox channel of %s failed", self.key)
+        finally:
+            self.session.connection_lost()
+            if not self._stopped:
+                log.warning("the sandbox agent of %s exited (code %s)", self.key, self.proc.returncode)
+
+    async def _log_stderr(self, stderr: asyncio.StreamReader) -> None:
+        while line := await stderr.readline():
+            self._stderr_tail = (self._stderr_tail + line)[-_STDERR_KEPT:]
+            log.warning("trove-agent of %s: %s", self.key, line.decode(errors="replace").rstrip())
+
+    async def stop(self) -> None:
+        """Kill the sandbox and everything in it; idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.session.connection_lost()
+        pid = self.proc.pid
+        if self.proc.returncode is None:
+            if self.contained:
+                # The sandbox's pid 1 first: bwrap then exits only after the kernel has reaped
+                # the whole pid namespace, so waiting for bwrap waits for all of it.
+                for child in _children(pid):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(child, signal.SIGKILL)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.proc.wait(), _STOP_WAIT_S)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            await self.proc.wait()
+        with contextlib.suppress(Exception):
+            self._stdin.close()
+        for task in (self._reader, self._errors):
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, _STOP_WAIT_S)
+        if self._on_stop is not None:
+            on_stop, self._on_stop = self._on_stop, None
+            await asyncio.to_thread(on_stop)
+
+
+def _children(pid: int) -> list[int]:
+    children: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+                children += [int(p) for p in f.read().split()]
+    return children
