@@ -112,6 +112,13 @@ class Settings(BaseSettings):
         ge=0,
         description="On SIGTERM, how long in-flight requests (e.g. execs) may take to finish.",
     )
+    shutdown_drain_s: float = Field(
+        0.0,
+        ge=0,
+        le=120,
+        description="On SIGTERM, keep serving this long first, /readyz failing and connections closed "
+        "after each response, so load balancers stop routing here before the listener closes.",
+    )
     k8s_namespace: str = Field(
         "default", description="Kubernetes namespace of the TroveNamespace objects and sandbox pods."
     )

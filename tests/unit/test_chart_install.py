@@ -23,6 +23,7 @@ from tests.support.server import start_server
 from tests.unit.test_chart_values import render_notes
 
 BARE = CHART / "values-bare.yaml"
+SQLITE = ("--set", "postgresql.enabled=false", "--set", "api.replicas=1")
 HELM_TEST_SCRIPT = CHART / "files" / "helm-test.py"
 
 
@@ -60,7 +61,7 @@ def test_bare_values_are_what_the_readme_says() -> None:
 
 @pytest.mark.parametrize("chown", [True, False])
 def test_the_data_volume_is_checked_whatever_the_storage_class(chown: bool) -> None:
-    found = init_containers(render("--set", f"volumePermissions.enabled={str(chown).lower()}"))
+    found = init_containers(render(*SQLITE, "--set", f"volumePermissions.enabled={str(chown).lower()}"))
     check = found["check-data-volume"]
     # The check runs as the API itself (the pod's non-root uid), so it sees what the API will see.
     assert "runAsUser" not in check["securityContext"]
@@ -74,15 +75,16 @@ def test_the_data_volume_is_checked_whatever_the_storage_class(chown: bool) -> N
         assert root["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
 
 
-def test_chown_is_the_default_and_external_databases_need_no_volume() -> None:
-    assert list(init_containers(render())) == ["volume-permissions", "check-data-volume"]
+def test_chown_is_the_default_and_postgresql_needs_no_api_volume() -> None:
+    assert list(init_containers(render(*SQLITE))) == ["volume-permissions", "check-data-volume"]
+    assert list(init_containers(render())) == ["wait-for-postgresql"]
     external = render("-f", str(CHART / "ci" / "01-postgres-replicas-values.yaml"))
     assert init_containers(external) == {}
 
 
 def test_the_check_fails_on_a_volume_the_uid_cannot_write() -> None:
     """The check's own shell, run as a non-root uid against a root-owned directory (as host-path makes)."""
-    script = init_containers(render())["check-data-volume"]["command"][2]
+    script = init_containers(render(*SQLITE))["check-data-volume"]["command"][2]
     # Under /tmp itself: pytest's tmp_path sits below 0700 directories the API's uid cannot cross.
     parent = Path(tempfile.mkdtemp(prefix="trove-check-data-"))
     try:

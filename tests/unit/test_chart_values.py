@@ -37,7 +37,7 @@ def test_external_postgres_and_two_replicas() -> None:
     docs = render("-f", str(CHART / "ci" / "01-postgres-replicas-values.yaml"))
     api = find(docs, "Deployment", "-api")
     assert api["spec"]["replicas"] == 2
-    assert "strategy" not in api["spec"]
+    assert api["spec"]["strategy"]["type"] == "RollingUpdate"
     assert env_of(api)["TROVE_DATABASE_URL"] == {"secretKeyRef": {"name": "trove-postgres", "key": "url"}}
     assert next(v for v in api["spec"]["template"]["spec"]["volumes"] if v["name"] == "data") == {
         "name": "data",
@@ -49,6 +49,8 @@ def test_external_postgres_and_two_replicas() -> None:
         "database.external.enabled=true",
         "--set",
         "database.external.url=postgresql://u:p@10.0.0.5/t",
+        "--set",
+        "postgresql.enabled=false",
     )
     secret = find(inline, "Secret", "-database")
     assert base64.b64decode(secret["data"]["database-url"]) == b"postgresql://u:p@10.0.0.5/t"
