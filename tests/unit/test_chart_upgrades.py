@@ -12,7 +12,7 @@ import base64
 
 import pytest
 
-from tests.support.helm import CHART, find, kinds, render
+from tests.support.helm import CHART, env_of, find, kinds, render
 
 
 def checksum(*args: str) -> str:
@@ -91,3 +91,17 @@ def test_sqlite_keeps_one_replica_and_recreate() -> None:
         assert api["spec"]["strategy"] == {"type": "Recreate"}
         assert "Deployment" in kinds(docs)
         assert not [d for d in docs if d["metadata"]["name"].endswith("-postgresql")]
+
+
+def test_sandboxes_request_little_burst_to_their_limit_and_suspend_within_minutes() -> None:
+    """Issue 16, item 1 (density): an idle sandbox costs its PVC after minutes, not an hour, and
+    a warm one reserves 10m of CPU while its limit still lets an active one use a whole core."""
+    docs = render()
+    env = env_of(find(docs, "Deployment", "-api"))
+    assert env["TROVE_K8S_CPU_REQUEST"] == "10m"
+    assert env["TROVE_K8S_MEMORY_REQUEST"] == "32Mi"
+    assert env["TROVE_K8S_CPU_LIMIT"] == "1"
+    assert int(env["TROVE_K8S_IDLE_SUSPEND_S"]) <= 600
+    pool = find(docs, "TroveWarmPool")["spec"]["template"]["resources"]
+    assert pool["requests"]["cpu"] == "10m"
+    assert pool["limits"]["cpu"] == "1"

@@ -231,7 +231,7 @@ def test_warm_pool_off() -> None:
     assert "TroveWarmPool" not in kinds(render("--set", "sandbox.warmPool.size=0"))
 
 
-@pytest.mark.parametrize(("args", "expected"), [([], 3600), (["--set", "sandbox.idleSuspendSeconds=90"], 90)])
+@pytest.mark.parametrize(("args", "expected"), [([], 300), (["--set", "sandbox.idleSuspendSeconds=90"], 90)])
 def test_idle_suspend_reaches_the_api_and_the_namespaces_it_creates(args: list[str], expected: int) -> None:
     env = env_of(find(render(*args), "Deployment", "-api"))
     assert env["TROVE_K8S_IDLE_SUSPEND_S"] == str(expected)
