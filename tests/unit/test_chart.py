@@ -66,7 +66,7 @@ def test_ci_values_render_consistent_objects(values: Path) -> None:
         meta = doc["metadata"]
         assert meta["labels"]["app.kubernetes.io/instance"] == "t", meta["name"]
         assert len(meta["name"]) <= 63
-        if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding", "Namespace"):
+        if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding", "Namespace", "PriorityClass"):
             assert meta["namespace"] in ("trove", "t-sandboxes"), meta["name"]
     names = [(d["kind"], d["metadata"]["name"]) for d in docs]
     assert len(names) == len(set(names))

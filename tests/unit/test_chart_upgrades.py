@@ -105,3 +105,17 @@ def test_sandboxes_request_little_burst_to_their_limit_and_suspend_within_minute
     pool = find(docs, "TroveWarmPool")["spec"]["template"]["resources"]
     assert pool["requests"]["cpu"] == "10m"
     assert pool["limits"]["cpu"] == "1"
+
+
+def test_the_warm_pool_yields_through_a_priority_class_below_every_pod() -> None:
+    docs = render()
+    [priority] = [d for d in docs if d["kind"] == "PriorityClass"]
+    assert priority["value"] < 0
+    assert priority["preemptionPolicy"] == "Never"
+    assert priority["globalDefault"] is False
+    assert priority["metadata"]["name"] == "trove-t-trove-warm-pool"  # release namespace in it
+    assert find(docs, "TroveWarmPool")["spec"]["priorityClassName"] == priority["metadata"]["name"]
+    off = render("--set", "sandbox.warmPool.yield=false")
+    assert "PriorityClass" not in kinds(off)
+    assert "priorityClassName" not in find(off, "TroveWarmPool")["spec"]
+    assert "PriorityClass" not in kinds(render("--set", "sandbox.warmPool.size=0"))

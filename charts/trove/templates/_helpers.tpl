@@ -125,6 +125,11 @@ operator or MinIO pod and none of their Secrets.
 {{- printf "%s-postgresql" (include "trove.fullname" .) | upper | replace "-" "_" }}
 {{- end }}
 
+{{/* Cluster-scoped, so the release namespace is in the name (two releases may share a name). */}}
+{{- define "trove.warmPool.priorityClass" -}}
+{{- printf "%s-%s-warm-pool" .Release.Namespace (include "trove.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "trove.sandbox.image" -}}
 {{- printf "%s:%s" .Values.sandbox.image.repository (default .Chart.AppVersion .Values.sandbox.image.tag) }}
 {{- end }}
