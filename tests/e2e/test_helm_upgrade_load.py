@@ -88,6 +88,22 @@ def test_defaults_are_postgresql_two_replicas_and_a_pdb(release: Release) -> Non
     assert [p["spec"]["maxUnavailable"] for p in pdb] == [1]
 
 
+def test_waiting_sandboxes_run_below_namespace_pods(release: Release) -> None:
+    """The pool's PriorityClass reaches its members (the scheduler may preempt them), while a
+    namespace's own pod keeps the default priority."""
+
+    def priorities(selector: str) -> set[int]:
+        out = kubectl("get", "pods", "-n", release.sandboxes, "-l", selector, "-o", "json").stdout
+        return {pod["spec"].get("priority", 0) for pod in json.loads(out)["items"]}
+
+    wait_for(lambda: len(priorities("trove.dev/pool")) > 0, timeout=180, what="warm pool members")
+    assert priorities("trove.dev/pool") == {-100}
+    with admin(release) as adm:  # type: ignore[arg-type]
+        key = adm.create_key("own-pod", namespace="own-pod").api_key
+    with client(release, "own-pod", key) as sdk:  # type: ignore[arg-type]
+        assert sdk.exec("echo up") == "up\n"
+
+
 def test_upgrade_and_pod_deletion_under_load_fail_no_call(release: Release) -> None:
     with admin(release) as adm:  # type: ignore[arg-type]
         key = adm.create_key("under-load", namespace="under-load").api_key
