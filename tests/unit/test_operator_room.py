@@ -52,3 +52,47 @@ def test_without_a_stamp_the_creation_time_counts() -> None:
     found = pick_victim([tns("never-called", None), tns("used", 600)], "waiting", AT, 150)
     assert found is not None
     assert found["metadata"]["name"] == "never-called"  # created 12 h before AT
+
+
+def test_the_api_says_no_capacity_with_a_short_retry_for_an_unschedulable_pod() -> None:
+    """The status the operator writes for a pod the scheduler cannot place, read by the API."""
+    from trove_api.runtimes.kubernetes.namespaces import not_ready_error
+    from trove_core.crd import child_names
+    from trove_operator import builders
+    from trove_operator.spec import TroveNamespaceSpec
+
+    spec = TroveNamespaceSpec.model_validate({"workspaceId": "ws-1", "namespace": "alice"})
+    pod = {
+        "metadata": {"name": "tns-alice-pod"},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/1 nodes are available: 1 Insufficient cpu.",
+                }
+            ],
+        },
+    }
+    phase, reason, message = builders.assess(spec, None, pod)
+    status = builders.build_status(
+        phase=phase,
+        reason=reason,
+        message=message,
+        children=child_names("tns-alice"),
+        pod_exists=True,
+        generation=1,
+        previous=None,
+        now="2026-12-03T12:00:00Z",
+    )
+    error = not_ready_error({"metadata": {"generation": 1}, "status": status}, 20)
+    assert error.status == 503
+    assert error.code == "sandbox_not_ready"
+    assert error.retry_after == 5
+    assert "No capacity" in error.detail
+    assert "Insufficient cpu" in error.detail
+    assert "freeing an idle sandbox" in error.detail
+    other = not_ready_error({"metadata": {"generation": 1}, "status": {"phase": "Pending"}}, 20)
+    assert "not ready after 20s" in other.detail
