@@ -85,12 +85,15 @@ SANDBOX_IMAGE ?= trove-sandbox:0.1.0
 # The sandbox image minus trove-agent and python3 (FROM trove-sandbox:0.1.0): the agentless fallback's e2e.
 NOAGENT_IMAGE ?= trove-sandbox-noagent:0.1.0
 TROVE_IMAGE ?= trove:0.1.0
+# The chart's in-cluster PostgreSQL (postgresql.enabled), from Debian's postgresql package.
+POSTGRES_IMAGE ?= trove-postgres:0.1.0
 
 images:  ## build the sandbox and trove images into the test cluster ($(K8S_SCRIPTS)/image.sh)
 	$(K8S_SCRIPTS)/image.sh base
 	$(K8S_SCRIPTS)/image.sh build $(SANDBOX_IMAGE) . images/sandbox/Dockerfile
 	$(K8S_SCRIPTS)/image.sh build $(NOAGENT_IMAGE) images/sandbox-noagent
 	$(K8S_SCRIPTS)/image.sh build $(TROVE_IMAGE) . images/trove/Dockerfile
+	$(K8S_SCRIPTS)/image.sh build $(POSTGRES_IMAGE) images/postgres
 
 e2e: dev-deps  ## contract and dashboard suites on the Kubernetes runtime + operator e2e, against $KUBECONFIG (images built)
 	TROVE_TEST_BACKEND=kubernetes TROVE_K8S_SANDBOX_IMAGE=$(SANDBOX_IMAGE) TROVE_E2E_TROVE_IMAGE=$(TROVE_IMAGE) \
@@ -117,13 +120,14 @@ kind-images:  ## build the images with docker/podman and load them into the kind
 	$(CONTAINER_ENGINE) build -t $(SANDBOX_IMAGE) -f images/sandbox/Dockerfile .
 	$(CONTAINER_ENGINE) build -t $(NOAGENT_IMAGE) images/sandbox-noagent
 	$(CONTAINER_ENGINE) build -t $(TROVE_IMAGE) -f images/trove/Dockerfile .
+	$(CONTAINER_ENGINE) build -t $(POSTGRES_IMAGE) images/postgres
 	@if [ "$$(basename $(CONTAINER_ENGINE))" = podman ]; then \
-	  for image in $(SANDBOX_IMAGE) $(NOAGENT_IMAGE) $(TROVE_IMAGE); do \
+	  for image in $(SANDBOX_IMAGE) $(NOAGENT_IMAGE) $(TROVE_IMAGE) $(POSTGRES_IMAGE); do \
 	    case "$$image" in */*) ;; *) podman tag "$$image" "docker.io/library/$$image"; image="docker.io/library/$$image";; esac; \
 	    podman save -o /tmp/trove-kind-image.tar "$$image" && \
 	    kind load image-archive /tmp/trove-kind-image.tar --name $(KIND_CLUSTER) || exit 1; \
 	  done; rm -f /tmp/trove-kind-image.tar; \
-	else kind load docker-image $(SANDBOX_IMAGE) $(NOAGENT_IMAGE) $(TROVE_IMAGE) --name $(KIND_CLUSTER); fi
+	else kind load docker-image $(SANDBOX_IMAGE) $(NOAGENT_IMAGE) $(TROVE_IMAGE) $(POSTGRES_IMAGE) --name $(KIND_CLUSTER); fi
 
 kind-up:  ## kind cluster + ingress-nginx + images + `helm install trove` (API on http://127.0.0.1)
 	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --config kind-config.yaml --name $(KIND_CLUSTER)

@@ -120,8 +120,8 @@ def announce_quietly(settings: Settings, new: NewWorkspace | None, keys_file: Pa
 
 def serve(settings: Settings) -> int:
     allocator.keep_freed_memory()
-    import uvicorn
 
+    from trove_api.drain import CloseWhileDraining, Drain, DrainingServer
     from trove_api.httpserver import server_config
     from trove_api.main import create_app
 
@@ -148,8 +148,11 @@ def serve(settings: Settings) -> int:
         print(f"(saved to {keys_file.resolve()}, mode 0600)\n")
     elif keys_file.exists():
         print(f"Trove: your first-run workspace id and keys are in {keys_file.resolve()}\n")
+    app = create_app(settings, ctx)
+    drain = Drain(settings.shutdown_drain_s)
+    app.state.drain = drain
     config = server_config(
-        create_app(settings, ctx),
+        CloseWhileDraining(app, drain),
         settings,
         log_level=settings.log_level,
         log_config=None,  # logs.configure() already routed uvicorn's loggers
@@ -158,7 +161,7 @@ def serve(settings: Settings) -> int:
         # already running gets up to its full wall clock before the process exits.
         timeout_graceful_shutdown=int(max(settings.shutdown_grace_s, settings.exec_timeout_s + 5)),
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, drain)
     server.run()
     if not server.started:
         return 1

@@ -129,6 +129,13 @@ class Settings(BaseSettings):
         ge=0,
         description="On SIGTERM, how long in-flight requests (e.g. execs) may take to finish.",
     )
+    shutdown_drain_s: float = Field(
+        0.0,
+        ge=0,
+        le=120,
+        description="On SIGTERM, keep serving this long first, /readyz failing and connections closed "
+        "after each response, so load balancers stop routing here before the listener closes.",
+    )
     k8s_namespace: str = Field(
         "default", description="Kubernetes namespace of the TroveNamespace objects and sandbox pods."
     )
@@ -140,9 +147,9 @@ class Settings(BaseSettings):
     )
     k8s_storage_size: str = Field("1Gi", description="PVC size of a new namespace (a Kubernetes quantity).")
     k8s_storage_class: str | None = Field(None, description="StorageClass of new PVCs (unset: the default).")
-    k8s_cpu_request: str = Field("50m", description="Sandbox pod CPU request.")
+    k8s_cpu_request: str = Field("10m", description="Sandbox pod CPU request.")
     k8s_cpu_limit: str = Field("1", description="Sandbox pod CPU limit.")
-    k8s_memory_request: str = Field("64Mi", description="Sandbox pod memory request.")
+    k8s_memory_request: str = Field("32Mi", description="Sandbox pod memory request.")
     k8s_memory_limit: str = Field("1Gi", description="Sandbox pod memory limit.")
     k8s_ephemeral_storage_request: str = Field(
         "64Mi", description="Sandbox pod ephemeral-storage request (writable layer, logs, /tmp)."
@@ -161,7 +168,7 @@ class Settings(BaseSettings):
         20.0, gt=0, lt=30, description="How long a call waits for a namespace's pod to be Ready before 503."
     )
     k8s_idle_suspend_s: int = Field(
-        3600, ge=0, description="Suspend a namespace's pod after this long idle (PVC kept); 0 never."
+        300, ge=0, description="Suspend a namespace's pod after this long idle (PVC kept); 0 never."
     )
     k8s_channel_idle_s: float = Field(
         300.0, gt=0, description="Close a pod's warm exec channel after this long unused."

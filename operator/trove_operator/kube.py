@@ -144,6 +144,11 @@ class Kube:
                 return None
             raise
 
+    @_translate
+    def list_tns(self, namespace: str) -> list[Manifest]:
+        found = cast(Manifest, self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL))
+        return cast(list[Manifest], found.get("items") or [])
+
     # -- writes ---------------------------------------------------------------------------------
 
     @_translate

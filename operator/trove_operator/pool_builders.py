@@ -60,8 +60,14 @@ def build_warm_pvc(pool: str, names: ChildNames, template: SandboxTemplate) -> M
     }
 
 
-def build_warm_pod(pool: str, names: ChildNames, template: SandboxTemplate) -> Manifest:
+def build_warm_pod(
+    pool: str, names: ChildNames, template: SandboxTemplate, priority_class_name: str | None = None
+) -> Manifest:
     pod_spec = builders.build_pod_spec(names.pvc, template)
+    # Outside the hash: a namespace claims the member by its template, whatever its priority.
+    hashed = builders.spec_hash(pod_spec)
+    if priority_class_name:
+        pod_spec = {**pod_spec, "priorityClassName": priority_class_name}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -69,7 +75,7 @@ def build_warm_pod(pool: str, names: ChildNames, template: SandboxTemplate) -> M
             "name": names.pod,
             "labels": build_pool_labels(pool, "sandbox"),
             "annotations": {
-                builders.ANNOTATION_SPEC_HASH: builders.spec_hash(pod_spec),
+                builders.ANNOTATION_SPEC_HASH: hashed,
                 ANNOTATION_PVC_SPEC_HASH: builders.spec_hash(builders.build_pvc_spec(template)),
             },
         },

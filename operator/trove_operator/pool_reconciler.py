@@ -83,7 +83,7 @@ def _replenish(kube: Kube, body: Manifest) -> pool_builders.PoolPlan:
     for _ in range(todo.create):
         names = pool_builders.member_names(pool, secrets.token_hex(4))
         pvc_manifest = pool_builders.build_warm_pvc(pool, names, spec.template)
-        pod_manifest = pool_builders.build_warm_pod(pool, names, spec.template)
+        pod_manifest = pool_builders.build_warm_pod(pool, names, spec.template, spec.priority_class_name)
         kopf.adopt(pvc_manifest, owner=owner)
         kopf.adopt(pod_manifest, owner=owner)
         kube.ensure(namespace, pvc_manifest)

@@ -19,8 +19,9 @@ from trove_core.crd import (
     child_names,
     current_phase,
 )
-from trove_operator import builders, metrics, pool_reconciler
+from trove_operator import builders, metrics, pool_reconciler, room
 from trove_operator.kube import Kube, Manifest
+from trove_operator.settings import load_settings
 from trove_operator.spec import TroveNamespaceSpec
 
 log = logging.getLogger(__name__)
@@ -209,6 +210,11 @@ def report(
         last_activity=(meta.get("annotations") or {}).get(ANNOTATION_LAST_ACTIVITY),
     )
     kube.patch_status(meta["namespace"], meta["name"], status)
+    # Node full: free a pod now (once when it begins, then on each periodic pass it lasts).
+    if reason == room.UNSCHEDULABLE and (periodic or _previous_reason(previous) != reason):
+        min_idle = load_settings().operator_make_room_idle_s
+        if min_idle > 0:
+            room.make_room(kube, body, min_idle, dt.datetime.now(dt.UTC))
     began = phase == "Failed" and reason != _previous_reason(previous)
     stuck = periodic and reason == "PVCNotBound" and _previous_reason(previous) == "PVCNotBound"
     if began or stuck:

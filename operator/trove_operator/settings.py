@@ -48,6 +48,13 @@ class OperatorSettings(BaseSettings):
     operator_pool_check_s: float = Field(
         5.0, description="Seconds between top-ups (and status refreshes) of each warm pool."
     )
+    operator_make_room_idle_s: float = Field(
+        150.0,
+        ge=0,
+        description="A namespace whose pod cannot be scheduled (node full) gets the least recently "
+        "used namespace idle at least this long suspended (longer than the API's activity flush "
+        "plus an exec; 0 turns it off).",
+    )
     operator_egress_blocked: str = Field(
         "",
         description="Comma-separated CIDRs `internet` egress never reaches, besides link-local and "

@@ -68,4 +68,6 @@ class TroveWarmPoolSpec(_Model):
     """Pre-made, unassigned sandboxes; a new namespace whose template matches claims one."""
 
     size: int = Field(0, ge=0, le=500)
+    # Below namespace pods, so the scheduler preempts waiting sandboxes when the node is full.
+    priority_class_name: str | None = Field(None, alias="priorityClassName", max_length=253)
     template: SandboxTemplate = Field(default_factory=lambda: SandboxTemplate())

@@ -26,6 +26,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
         url = postgres.create_database().replace("@127.0.0.1:", f"@{host}:")
         extra = {
             "api": {"replicas": 2},
+            "postgresql": {"enabled": False},  # the external one instead of the chart's
             "database": {
                 "external": {"enabled": True, "existingSecret": "e2e-db", "existingSecretKey": "url"}
             },

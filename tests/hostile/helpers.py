@@ -132,9 +132,20 @@ def _sandbox_parts(server: LiveServer, namespace: str) -> tuple[list[int], list[
 
 
 def sandbox_pids(server: LiveServer, namespace: str) -> set[int]:
-    """The warm sandbox's own processes: bubblewrap, its pid 1 and the agent (none of a command's)."""
+    """The warm sandbox's own processes: bubblewrap, its pid 1, the agent and the agent's idle
+    call supervisors (forks of the agent: the same command line), none of a command's."""
     wrappers, agents = _sandbox_parts(server, namespace)
-    return {*wrappers, *agents}
+    supervisors = [
+        child for agent in agents for child in _children(agent) if _cmdline(child) == _cmdline(agent)
+    ]
+    return {*wrappers, *agents, *supervisors}
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def agent_pid(server: LiveServer, namespace: str) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.support.cluster import sandbox_host, skip_or_fail
+from tests.support.cluster import sandbox_host, skip_or_fail, wait_for
 from tests.support.s3 import S3Server, start_s3
 from tests.support.sdk import admin
 
@@ -169,6 +169,16 @@ def installed(
         release = Release(namespace=namespace, s3=s3, bucket=f"trove-chart-{secrets.token_hex(3)}")
         release.values = tuple(values_file(release, tmp / "e2e-values.yaml", extra))
         try:
+            # Helm installs CRDs only when absent and never upgrades them: as the README says, apply them.
+            kubectl("apply", "-f", str(ROOT / "crds" / "trovenamespaces.trove.dev.yaml"))
+            kubectl("apply", "-f", str(ROOT / "crds" / "trovewarmpools.trove.dev.yaml"))
+            # Helm validates against the published OpenAPI, which follows a CRD change a moment later.
+            published = ("explain", "trovewarmpools.spec.priorityClassName")
+            wait_for(
+                lambda: kubectl(*published, check=False).returncode == 0,
+                timeout=60,
+                what="the TroveWarmPool schema to be published",
+            )
             kubectl("create", "namespace", namespace)
             given = {"e2e-s3": {"access-key-id": s3.access_key_id, "secret-access-key": s3.secret_access_key}}
             for name, data in {**given, **(secrets_ or {})}.items():

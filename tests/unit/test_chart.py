@@ -66,7 +66,7 @@ def test_ci_values_render_consistent_objects(values: Path) -> None:
         meta = doc["metadata"]
         assert meta["labels"]["app.kubernetes.io/instance"] == "t", meta["name"]
         assert len(meta["name"]) <= 63
-        if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding", "Namespace"):
+        if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding", "Namespace", "PriorityClass"):
             assert meta["namespace"] in ("trove", "t-sandboxes"), meta["name"]
     names = [(d["kind"], d["metadata"]["name"]) for d in docs]
     assert len(names) == len(set(names))
@@ -85,12 +85,13 @@ def test_defaults_render_the_whole_release(defaults: list[Doc]) -> None:
         "t-trove-api",
         "t-trove-operator",
         "t-trove-minio",
+        "t-trove-postgresql",
     }
     assert "Ingress" not in kinds(defaults)
     assert "ServiceMonitor" not in kinds(defaults)
     assert "KopfPeering" not in kinds(defaults)
     assert {d["metadata"]["name"] for d in defaults if d["kind"] == "PersistentVolumeClaim"} == {
-        "t-trove-api-data",
+        "t-trove-postgresql",
         "t-trove-minio",
     }
 
@@ -99,8 +100,12 @@ def test_api_deployment_probes_security_and_settings(defaults: list[Doc]) -> Non
     api = find(defaults, "Deployment", "-api")
     spec = api["spec"]["template"]["spec"]
     [container] = spec["containers"]
-    assert api["spec"]["replicas"] == 1
-    assert api["spec"]["strategy"] == {"type": "Recreate"}
+    # PostgreSQL by default: two replicas that roll one at a time, a new one ready before an old one goes.
+    assert api["spec"]["replicas"] == 2
+    assert api["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     assert container["image"] == "trove:0.1.0"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -113,7 +118,12 @@ def test_api_deployment_probes_security_and_settings(defaults: list[Doc]) -> Non
     assert env["TROVE_RUNTIME"] == "kubernetes"
     assert env["TROVE_K8S_SANDBOX_IMAGE"] == "trove-sandbox:0.1.0"
     assert env["TROVE_K8S_NAMESPACE"] == "t-sandboxes"
-    assert "TROVE_DATABASE_URL" not in env  # SQLite on the PVC at /data
+    assert env["POSTGRES_PASSWORD"] == {"secretKeyRef": {"name": "t-trove-postgresql", "key": "password"}}
+    assert env["TROVE_DATABASE_URL"] == (
+        "postgresql+psycopg://trove:$(POSTGRES_PASSWORD)"
+        "@$(T_TROVE_POSTGRESQL_SERVICE_HOST):$(T_TROVE_POSTGRESQL_SERVICE_PORT)/trove"
+    )
+    assert env["TROVE_SHUTDOWN_DRAIN_S"] == "5"
     assert env["TROVE_DATA_DIR"] == "/data"
     assert env["TROVE_ADMIN_KEY"] == {"secretKeyRef": {"name": "t-trove-admin-key", "key": "admin-key"}}
     # No DNS needed: MinIO's address comes from its Service's env vars.
@@ -121,12 +131,15 @@ def test_api_deployment_probes_security_and_settings(defaults: list[Doc]) -> Non
         env["TROVE_S3_ENDPOINT_URL"] == "http://$(T_TROVE_MINIO_SERVICE_HOST):$(T_TROVE_MINIO_SERVICE_PORT)"
     )
     assert env["TROVE_S3_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "t-trove-s3", "key": "access-key-id"}}
-    assert spec["terminationGracePeriodSeconds"] > int(env["TROVE_SHUTDOWN_GRACE_S"])
+    assert spec["terminationGracePeriodSeconds"] > int(env["TROVE_SHUTDOWN_GRACE_S"]) + int(
+        env["TROVE_SHUTDOWN_DRAIN_S"]
+    )
     # Every setting the chart passes exists in Settings.
     from trove_core.settings import Settings
 
     fields = {f"TROVE_{name.upper()}" for name in Settings.model_fields}
-    assert set(env) <= fields, set(env) - fields
+    # (POSTGRES_PASSWORD only feeds $(POSTGRES_PASSWORD) in the database URL.)
+    assert set(env) - {"POSTGRES_PASSWORD"} <= fields, set(env) - fields
 
 
 def test_generated_secrets(defaults: list[Doc]) -> None:
@@ -238,9 +251,10 @@ def test_uninstall_hook_deletes_trove_namespaces(defaults: list[Doc]) -> None:
 # ── refusals: fail in templates, and the schema ──────────────────────────────
 
 
-def test_replicas_above_one_need_an_external_database() -> None:
-    message = render_error("--set", "api.replicas=2")
-    assert "api.replicas=2 needs an external database" in message
+def test_replicas_above_one_need_postgresql() -> None:
+    message = render_error("--set", "api.replicas=2", "--set", "postgresql.enabled=false")
+    assert "api.replicas=2 needs PostgreSQL" in message
+    assert "postgresql.enabled=true" in message
     assert "database.external.enabled=true" in message
 
 
@@ -252,8 +266,18 @@ def test_replicas_above_one_need_an_external_database() -> None:
             ["--set", "minio.enabled=false", "--set", "snapshots.s3.endpoint=http://10.1.2.3:9000"],
             "needs snapshots.s3.existingSecret",
         ),
-        (["--set", "snapshots.store=directory"], "minio.enabled=true but snapshots.store=directory"),
-        (["--set", "database.external.enabled=true"], "needs database.external.url"),
+        (
+            ["--set", "snapshots.store=directory", "--set", "api.replicas=1"],
+            "minio.enabled=true but snapshots.store=directory",
+        ),
+        (
+            ["--set", "database.external.enabled=true", "--set", "postgresql.enabled=false"],
+            "needs database.external.url",
+        ),
+        (
+            ["--set", "database.external.enabled=true"],
+            "postgresql.enabled=true and database.external.enabled=true",
+        ),
         (
             ["--set", "api.ingress.enabled=true", "--set", "api.ingress.tls.enabled=true"],
             "needs api.ingress.host",
@@ -272,6 +296,8 @@ def test_replicas_above_one_need_an_external_database() -> None:
                 "minio.enabled=false",
                 "--set",
                 "snapshots.store=directory",
+                "--set",
+                "postgresql.enabled=false",
             ],
             "needs snapshots.store=s3",
         ),

@@ -168,3 +168,26 @@ def test_pool_status_counts() -> None:
         "ready": 1,
         "observedGeneration": 7,
     }
+
+
+def test_waiting_members_yield_to_namespace_pods_and_still_fit() -> None:
+    """Issue 16, item 1: members carry the pool's low PriorityClass (the scheduler preempts them
+    for namespace pods on a full node), outside the hash a namespace matches them by."""
+    names = pool_builders.member_names(POOL, "0123abcd")
+    low = pool_builders.build_warm_pod(POOL, names, TEMPLATE, "trove-warm-pool")
+    assert low["spec"]["priorityClassName"] == "trove-warm-pool"
+    plain = pool_builders.build_warm_pod(POOL, names, TEMPLATE)
+    assert "priorityClassName" not in plain["spec"]
+    assert low["metadata"]["annotations"] == plain["metadata"]["annotations"]
+    assert pool_builders.fits(low, _spec())
+    # A namespace's own pod has the default priority, which outranks the pool's.
+    own = builders.build_pod("tns-alice", child_names("tns-alice"), _spec())
+    assert "priorityClassName" not in own["spec"]
+
+
+def test_the_pool_spec_names_its_priority_class() -> None:
+    from trove_operator.spec import TroveWarmPoolSpec
+
+    spec = TroveWarmPoolSpec.model_validate({"size": 2, "priorityClassName": "trove-warm-pool"})
+    assert spec.priority_class_name == "trove-warm-pool"
+    assert TroveWarmPoolSpec.model_validate({"size": 2}).priority_class_name is None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
@@ -25,8 +25,12 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Health, responses=problems(503))
-async def readyz(ctx: ContextDep) -> Health:
+async def readyz(ctx: ContextDep, request: Request) -> Health:
     """The database answers and what a crash left is resolved; the server can take traffic."""
+    drain = getattr(request.app.state, "drain", None)
+    if drain is not None and drain.started.is_set():
+        # SIGTERM came: still serving, but load balancers should send new calls elsewhere.
+        raise UnavailableError("The server is shutting down", retry_after=1)
     if not ctx.sweeper.first_pass_done.is_set():
         # Until the first sweep has resolved the pending events a crash left, a client could
         # see a change on disk whose event is not in the log yet.

@@ -111,6 +111,25 @@ operator or MinIO pod and none of their Secrets.
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
+{{- define "trove.postgresql.image" -}}
+{{- printf "%s:%s" .Values.postgresql.image.repository (default .Chart.AppVersion .Values.postgresql.image.tag) }}
+{{- end }}
+
+{{/* The API's database is PostgreSQL (the chart's or an external one), not SQLite on a PVC. */}}
+{{- define "trove.database.sql" -}}
+{{- if or .Values.database.external.enabled .Values.postgresql.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The PostgreSQL Service's env var prefix (as the MinIO one: no DNS needed). */}}
+{{- define "trove.postgresql.envPrefix" -}}
+{{- printf "%s-postgresql" (include "trove.fullname" .) | upper | replace "-" "_" }}
+{{- end }}
+
+{{/* Cluster-scoped, so the release namespace is in the name (two releases may share a name). */}}
+{{- define "trove.warmPool.priorityClass" -}}
+{{- printf "%s-%s-warm-pool" .Release.Namespace (include "trove.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "trove.sandbox.image" -}}
 {{- printf "%s:%s" .Values.sandbox.image.repository (default .Chart.AppVersion .Values.sandbox.image.tag) }}
 {{- end }}
@@ -151,8 +170,11 @@ which work without cluster DNS (Helm creates Services before Deployments).
 
 {{/* Refuse value combinations the schema cannot express, with a message saying what to set. */}}
 {{- define "trove.validate" -}}
-{{- if and (gt (int .Values.api.replicas) 1) (not .Values.database.external.enabled) }}
-{{- fail (printf "api.replicas=%d needs an external database: SQLite on a ReadWriteOnce PVC serves one replica only. Set database.external.enabled=true with database.external.url or database.external.existingSecret (PostgreSQL), or api.replicas=1." (int .Values.api.replicas)) }}
+{{- if and (gt (int .Values.api.replicas) 1) (not (include "trove.database.sql" .)) }}
+{{- fail (printf "api.replicas=%d needs PostgreSQL: SQLite on a ReadWriteOnce PVC serves one replica only. Set postgresql.enabled=true (the chart's), or database.external.enabled=true with database.external.url or database.external.existingSecret, or api.replicas=1." (int .Values.api.replicas)) }}
+{{- end }}
+{{- if and .Values.postgresql.enabled .Values.database.external.enabled }}
+{{- fail "postgresql.enabled=true and database.external.enabled=true: pick one (set postgresql.enabled=false to use the external database)" }}
 {{- end }}
 {{- if and .Values.database.external.enabled (not .Values.database.external.url) (not .Values.database.external.existingSecret) }}
 {{- fail "database.external.enabled=true needs database.external.url or database.external.existingSecret" }}

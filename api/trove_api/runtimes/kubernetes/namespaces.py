@@ -71,6 +71,28 @@ def ready_pod(obj: Manifest) -> str | None:
     return str(pod)
 
 
+def not_ready_error(obj: Manifest, waited_s: float) -> SandboxNotReadyError:
+    """503 + Retry-After for a sandbox that did not get ready in time, saying why.
+
+    A pod the scheduler cannot place (the cluster is full) gets a short Retry-After: the operator
+    is suspending the least recently used idle namespace to make room for it.
+    """
+    status = obj.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    reason = status.get("message") or "the operator has not reported on it yet"
+    ready = [c for c in status.get("conditions") or [] if c.get("type") == "Ready"]
+    if phase == "Pending" and ready and ready[0].get("reason") == "Unschedulable":
+        return SandboxNotReadyError(
+            f"No capacity for the namespace's sandbox yet ({reason}); the operator is freeing an "
+            "idle sandbox for it: retry shortly",
+            retry_after=5,
+        )
+    return SandboxNotReadyError(
+        f"The namespace's sandbox is not ready after {waited_s:g}s (phase {phase}: {reason}); retry shortly",
+        retry_after=5 if phase != "Failed" else 30,
+    )
+
+
 class NamespaceControl:
     def __init__(self, api: KubeApi, settings: Settings) -> None:
         self.api = api
@@ -122,14 +144,7 @@ class NamespaceControl:
         return pod
 
     def _not_ready(self, obj: Manifest) -> SandboxNotReadyError:
-        status = obj.get("status") or {}
-        phase = status.get("phase") or "Pending"
-        reason = status.get("message") or "the operator has not reported on it yet"
-        return SandboxNotReadyError(
-            f"The namespace's sandbox is not ready after {self.settings.k8s_ready_timeout_s:g}s "
-            f"(phase {phase}: {reason}); retry shortly",
-            retry_after=5 if phase != "Failed" else 30,
-        )
+        return not_ready_error(obj, self.settings.k8s_ready_timeout_s)
 
     async def touch(self, name: str, stamp: str) -> None:
         await self.api.patch_tns(name, {"metadata": {"annotations": {ANNOTATION_LAST_ACTIVITY: stamp}}})

@@ -1,0 +1,98 @@
+"""Which namespace gives its pod up when another cannot be scheduled: the least recently used idle one."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from trove_core.crd import ANNOTATION_LAST_ACTIVITY
+from trove_operator.room import pick_victim
+
+AT = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)
+
+
+def tns(name: str, idle_s: float | None, phase: str = "Ready", **spec: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "generation": 1, "creationTimestamp": "2026-12-03T00:00:00Z"}
+    if idle_s is not None:
+        stamp = (AT - dt.timedelta(seconds=idle_s)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        meta["annotations"] = {ANNOTATION_LAST_ACTIVITY: stamp}
+    return {"metadata": meta, "spec": spec, "status": {"phase": phase, "observedGeneration": 1}}
+
+
+def test_the_longest_idle_ready_namespace_is_chosen() -> None:
+    found = pick_victim([tns("a", 200), tns("b", 900), tns("c", 400)], "waiting", AT, 150)
+    assert found is not None
+    assert found["metadata"]["name"] == "b"
+
+
+def test_recently_used_ones_are_never_chosen() -> None:
+    """A call may be in flight in any namespace whose stamp is younger than the floor."""
+    assert pick_victim([tns("a", 30), tns("b", 149)], "waiting", AT, 150) is None
+
+
+def test_only_running_ready_namespaces_other_than_the_waiting_one_qualify() -> None:
+    deleting = tns("deleting", 5000)
+    deleting["metadata"]["deletionTimestamp"] = "2026-12-03T11:00:00Z"
+    stale_status = tns("newer-spec", 5000)
+    stale_status["metadata"]["generation"] = 2  # the status reports an older spec
+    candidates = [
+        tns("waiting", 9000),
+        tns("suspended", 8000, phase="Suspended", suspended=True),
+        tns("pending", 7000, phase="Pending"),
+        deleting,
+        stale_status,
+        tns("ok", 300),
+    ]
+    found = pick_victim(candidates, "waiting", AT, 150)
+    assert found is not None
+    assert found["metadata"]["name"] == "ok"
+
+
+def test_without_a_stamp_the_creation_time_counts() -> None:
+    found = pick_victim([tns("never-called", None), tns("used", 600)], "waiting", AT, 150)
+    assert found is not None
+    assert found["metadata"]["name"] == "never-called"  # created 12 h before AT
+
+
+def test_the_api_says_no_capacity_with_a_short_retry_for_an_unschedulable_pod() -> None:
+    """The status the operator writes for a pod the scheduler cannot place, read by the API."""
+    from trove_api.runtimes.kubernetes.namespaces import not_ready_error
+    from trove_core.crd import child_names
+    from trove_operator import builders
+    from trove_operator.spec import TroveNamespaceSpec
+
+    spec = TroveNamespaceSpec.model_validate({"workspaceId": "ws-1", "namespace": "alice"})
+    pod = {
+        "metadata": {"name": "tns-alice-pod"},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/1 nodes are available: 1 Insufficient cpu.",
+                }
+            ],
+        },
+    }
+    phase, reason, message = builders.assess(spec, None, pod)
+    status = builders.build_status(
+        phase=phase,
+        reason=reason,
+        message=message,
+        children=child_names("tns-alice"),
+        pod_exists=True,
+        generation=1,
+        previous=None,
+        now="2026-12-03T12:00:00Z",
+    )
+    error = not_ready_error({"metadata": {"generation": 1}, "status": status}, 20)
+    assert error.status == 503
+    assert error.code == "sandbox_not_ready"
+    assert error.retry_after == 5
+    assert "No capacity" in error.detail
+    assert "Insufficient cpu" in error.detail
+    assert "freeing an idle sandbox" in error.detail
+    other = not_ready_error({"metadata": {"generation": 1}, "status": {"phase": "Pending"}}, 20)
+    assert "not ready after 20s" in other.detail
