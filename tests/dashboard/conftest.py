@@ -29,13 +29,15 @@ def chromium_path() -> str | None:
     return next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
 
 
-@pytest.fixture(scope="session")
+# Package scope: the sync API runs an event loop in this thread while it is open, and tests
+# after this package (asyncio.run in tests/storage) must not find one running.
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     executable = chromium_path()
     if executable is None:
@@ -86,7 +88,7 @@ def sign_in(page: Page, base_url: str, api_key: str) -> None:
     page.wait_for_url(re.compile(r".*/dashboard(/namespaces)?$"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def admin_state(browser: Browser, server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> str:
     """One sign-in per session; each test starts from its cookies (fast, and still real)."""
     context = new_context(browser)
