@@ -39,7 +39,7 @@ import httpx
 from kubernetes import client, config
 from kubernetes.stream import stream
 from tests.support.cluster import install_crds, release_finalizers, start_operator
-from trove_sdk import AsyncTroveClient, TroveClient
+from trove_sdk import AsyncTroveClient, TroveAdminClient, TroveClient
 from trove_sdk.exceptions import TroveServerError
 
 from bench import k8s_ready, k8s_targets, k8s_transfer
@@ -84,10 +84,14 @@ def api_server(namespace: str, kubeconfig: str) -> Iterator[tuple[str, str, str,
             time.sleep(0.2)
         text = (data_dir / "first-run-keys.txt").read_text()
         workspace = re.search(r"^Trove workspace: (\S+)", text, re.M)
-        key = re.search(r"^Workspace key[^:]*:\s+(\S+)", text, re.M)
+        admin_key = re.search(r"^Admin key[^:]*:\s+(\S+)", text, re.M)
         assert workspace is not None
-        assert key is not None
-        yield base_url, workspace.group(1), key.group(1), process.pid
+        assert admin_key is not None
+        # On the Kubernetes runtime the first start mints no unlocked workspace key (issue 14):
+        # one is made with the admin key, as an operator would.
+        with TroveAdminClient.from_api_key(admin_key.group(1), base_url=base_url) as admin:
+            key = admin.create_key("bench-k8s").api_key
+        yield base_url, workspace.group(1), key, process.pid
     finally:
         process.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
