@@ -64,6 +64,15 @@ def _data(item: ProcessOutput) -> Event:
     return Event(event=data)
 
 
+def _dropped(item: ProcessOutput) -> Event:
+    """Said where the client reads it: a reader slower than the process lost the oldest output
+    (the runtime keeps a bounded buffer per process rather than stalling or growing)."""
+    note = f"\n[trove: {item.dropped} bytes of output dropped: this reader fell behind]\n".encode()
+    return _data(
+        ProcessOutput(stream="pty" if item.stream == "pty" else "stderr", data=note, cursor=item.cursor)
+    )
+
+
 def _end(item: ProcessEnd) -> Event:
     code = item.exit_code
     status = f"signal: {code - 128}" if code > 128 else f"exit status {code}"
@@ -142,6 +151,8 @@ class ProcessService:
                 if isinstance(item, ProcessEnd):
                     yield _end(item)
                     return
+                if item.dropped:
+                    yield _dropped(item)
                 if item.data:
                     yield _data(item)
         finally:

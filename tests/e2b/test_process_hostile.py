@@ -1,0 +1,89 @@
+"""Hostile uses of E2B's process service: other sandboxes' processes, floods, huge stdin."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import tracemalloc
+
+import httpx
+import pytest
+from e2b import Sandbox
+from e2b.exceptions import SandboxException
+
+from tests.e2b.test_access import _mint
+from tests.support.server import LiveServer
+
+
+def test_locked_key_and_foreign_token_cannot_touch_another_sandboxs_processes(e2b_env: LiveServer) -> None:
+    a, b = Sandbox.create(), Sandbox.create()
+    try:
+        victim = b.commands.run("sleep 600", background=True, timeout=0)
+        locked = _mint(e2b_env, namespace=a.sandbox_id)
+        with pytest.raises(SandboxException, match="403"):
+            Sandbox.connect(b.sandbox_id, api_key=locked)
+        mine = Sandbox.connect(a.sandbox_id, api_key=locked)
+        # Pids are per sandbox: a's handle names a's processes only.
+        assert victim.pid not in [p.pid for p in mine.commands.list()]
+        assert mine.commands.kill(victim.pid) is False
+        # a's envd token presented for b: refused before any process is named.
+        headers = {
+            "E2b-Sandbox-Id": b.sandbox_id,
+            "X-Access-Token": str(mine._envd_access_token),
+            "Content-Type": "application/json",
+        }
+        for method, body in (("List", {}), ("SendSignal", {"process": {"pid": victim.pid}, "signal": 9})):
+            r = httpx.post(f"{e2b_env.base_url}/e2b/process.Process/{method}", json=body, headers=headers)
+            assert r.status_code == 401, r.text
+        assert victim.pid in [p.pid for p in b.commands.list()]
+    finally:
+        a.kill()
+        b.kill()
+
+
+def test_flooding_output_keeps_server_memory_bounded(e2b_env: LiveServer) -> None:
+    """200 MB of output to a client that reads slowly: the server holds a bounded window of it
+    and says on stderr how much the reader missed.
+
+    The server runs in this process (a uvicorn thread), so tracemalloc's peak covers it; the
+    client keeps no output (``retain_output=False``) and counts bytes only.
+    """
+    sbx = Sandbox.create()
+    try:
+        seen = [0]
+        notes: list[str] = []
+        gc.collect()
+        tracemalloc.start()
+        try:
+            handle = sbx.commands.run("head -c 200000000 /dev/zero", background=True, retain_output=False)
+            stopper = threading.Event()
+
+            def count(chunk: str) -> None:
+                seen[0] += len(chunk)
+                stopper.wait(0.001)  # a slow reader: the server must wait for it, not buffer
+
+            result = handle.wait(on_stdout=count, on_stderr=notes.append)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert result.exit_code == 0
+        dropped = sum(int(n.split("trove: ")[1].split()[0]) for n in "".join(notes).split("\n[")[1:])
+        assert seen[0] + dropped == 200_000_000
+        assert peak < 32 * 1024 * 1024, f"peak {peak / 1e6:.0f} MB"
+    finally:
+        sbx.kill()
+
+
+def test_huge_stdin_is_refused_or_taken_without_harm(e2b_env: LiveServer) -> None:
+    sbx = Sandbox.create()
+    try:
+        cat = sbx.commands.run("wc -c", background=True, stdin=True)
+        chunk = b"x" * (1024 * 1024)
+        for _ in range(16):
+            cat.send_stdin(chunk)
+        cat.close_stdin()
+        assert cat.wait().stdout.strip() == str(16 * len(chunk))
+        # The sandbox still answers.
+        assert sbx.commands.run("echo alive").stdout == "alive\n"
+    finally:
+        sbx.kill()
