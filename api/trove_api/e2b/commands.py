@@ -137,7 +137,8 @@ class E2bProcesses:
         )
 
     def output(self, ns: NamespaceRef, pid: int, cursor: int) -> AsyncIterator[ProcessOutput | ProcessEnd]:
-        return self.ctx.runtime.process_output(ns, pid, cursor)
+        """Every byte, as E2B's envd gives it: the process waits for a reader that lags."""
+        return self.ctx.runtime.process_output(ns, pid, cursor, hold=True)
 
     async def find(
         self, rec: SandboxRecord, pid: int | None, tag: str | None
