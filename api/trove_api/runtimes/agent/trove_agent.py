@@ -683,7 +683,7 @@ class Agent:
                 while not queue.empty():
                     acked = acknowledged(queue.get_nowait(), acked)
                 if hold:
-                    proc.holds[rid] = cursor - (sent - acked)
+                    proc.holds[rid] = max(cursor - (sent - acked), proc.ring.start)
                     self.processes.resume(proc)
                 budget = window - (sent - acked)
                 pieces = proc.ring.read(cursor, budget) if budget > 0 else []
