@@ -14,7 +14,7 @@ import logging
 import shlex
 import signal
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 
 from trove_api.context import AppContext
 from trove_api.e2b import paths
@@ -136,9 +136,18 @@ class E2bProcesses:
             },
         )
 
-    def output(self, ns: NamespaceRef, pid: int, cursor: int) -> AsyncIterator[ProcessOutput | ProcessEnd]:
+    async def output(
+        self, ns: NamespaceRef, pid: int, cursor: int
+    ) -> AsyncGenerator[ProcessOutput | ProcessEnd]:
         """Every byte, as E2B's envd gives it: the process waits for a reader that lags."""
-        return self.ctx.runtime.process_output(ns, pid, cursor, hold=True)
+        items = self.ctx.runtime.process_output(ns, pid, cursor, hold=True)
+        try:
+            async for item in items:
+                yield item
+        finally:
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def find(
         self, rec: SandboxRecord, pid: int | None, tag: str | None

@@ -132,8 +132,10 @@ class ProcessService:
 
         async def pump() -> None:
             try:
-                async for item in self._processes().output(ns, pid, cursor):
-                    await queue.put(item)
+                # Closed at once when the client goes: the runtime's reader holds the process.
+                async with contextlib.aclosing(self._processes().output(ns, pid, cursor)) as items:
+                    async for item in items:
+                        await queue.put(item)
             except Exception as exc:
                 await queue.put(exc)
 
