@@ -109,19 +109,30 @@ def test_timeout_kills_the_command(sbx: Sandbox) -> None:
     assert not [p for p in sbx.commands.list() if "sleep 600" in " ".join(p.args)]
 
 
-def test_finished_commands_emit_exec_completed(sbx: Sandbox, e2b_env: LiveServer) -> None:
-    with pytest.raises(CommandExitException):
-        sbx.commands.run("echo visible; exit 4")
+def _exec_events(server: LiveServer, sandbox_id: str, count: int) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     for _ in range(200):
         events = httpx.get(
-            f"{e2b_env.base_url}/v1/workspaces/{e2b_env.workspace_id}/events",
-            params={"namespace": sbx.sandbox_id, "types": "exec.completed"},
-            headers={"Authorization": f"Bearer {e2b_env.workspace_key}"},
+            f"{server.base_url}/v1/workspaces/{server.workspace_id}/events",
+            params={"namespace": sandbox_id, "types": "exec.completed"},
+            headers={"Authorization": f"Bearer {server.workspace_key}"},
         ).json()["events"]
-        if events:
+        if len(events) >= count:
             break
         time.sleep(0.05)
-    assert events[-1]["data"]["exit_code"] == 4
-    assert events[-1]["data"]["stdout"] == "visible\n"
-    assert "echo visible" in events[-1]["data"]["command"]
+    return events
+
+
+def test_finished_commands_emit_exec_completed(sbx: Sandbox, e2b_env: LiveServer) -> None:
+    with pytest.raises(CommandExitException):
+        sbx.commands.run("echo visible; exit 4")
+    (failed,) = _exec_events(e2b_env, sbx.sandbox_id, 1)
+    assert failed["data"]["exit_code"] == 4
+    assert failed["data"]["stdout"] == "visible\n"
+    assert "echo visible" in failed["data"]["command"]
+    # A flood: previews from its first bytes, the exit awaited without reading the rest.
+    sbx.commands.run("head -c 3000000 /dev/zero | tr '\\0' a; echo >&2 late", on_stdout=lambda _: None)
+    events = _exec_events(e2b_env, sbx.sandbox_id, 2)
+    flood = next(e for e in events if "tr" in e["data"]["command"])
+    assert (flood["data"]["exit_code"], flood["data"]["truncated"]) == (0, True)
+    assert flood["data"]["stdout"].startswith("aaaa")

@@ -26,6 +26,8 @@ from trove_core.errors import ProcessNotFoundError
 from trove_core.runtime import NamespaceRef, ProcessEnd, ProcessInfo, ProcessOutput, ProcessSpec, PtySize
 
 log = logging.getLogger(__name__)
+# Output the event's previews are taken from; past it only the exit is awaited.
+FOLLOW_BYTES = 64 * 1024
 
 
 def _preview(data: bytes, aliases: list[str]) -> str:
@@ -87,19 +89,28 @@ class E2bProcesses:
         started = time.monotonic()
         kept = {"stdout": bytearray(), "stderr": bytearray(), "pty": bytearray()}
         sizes = dict.fromkeys(kept, 0)
-        end: ProcessEnd | None = None
+        exit_code: int | None = None
         timed_out = False
 
         async def follow() -> None:
-            nonlocal end
-            async for item in self.ctx.runtime.process_output(ns, info.pid, info.cursor):
-                if isinstance(item, ProcessEnd):
-                    end = item
-                    return
-                sizes[item.stream] += len(item.data)
-                room = EVENT_PREVIEW_BYTES + 1 - len(kept[item.stream])
-                if room > 0:
-                    kept[item.stream] += item.data[:room]
+            nonlocal exit_code
+            items = self.ctx.runtime.process_output(ns, info.pid, info.cursor)
+            try:
+                async for item in items:
+                    if isinstance(item, ProcessEnd):
+                        exit_code = item.exit_code
+                        return
+                    sizes[item.stream] += len(item.data)
+                    room = EVENT_PREVIEW_BYTES + 1 - len(kept[item.stream])
+                    if room > 0:
+                        kept[item.stream] += item.data[:room]
+                    if sum(sizes.values()) > FOLLOW_BYTES:
+                        break  # enough for the previews: a flood is not read twice
+            finally:
+                aclose = getattr(items, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            exit_code = await self.ctx.runtime.wait_process(ns, info.pid)
 
         follower = asyncio.ensure_future(follow())
         try:
@@ -126,7 +137,7 @@ class E2bProcesses:
             actor=caller.actor,
             data={
                 "command": shlex.join(info.argv)[:EVENT_PREVIEW_BYTES],
-                "exit_code": None if timed_out or end is None else end.exit_code,
+                "exit_code": None if timed_out else exit_code,
                 "duration_ms": int((time.monotonic() - started) * 1000),
                 "stdout": _preview(bytes(kept["stdout"] or kept["pty"]), aliases),
                 "stderr": _preview(bytes(kept["stderr"]), aliases),
