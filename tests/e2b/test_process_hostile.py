@@ -11,9 +11,12 @@ import httpx
 import pytest
 from e2b import Sandbox
 from e2b.exceptions import SandboxException
+from protobuf import Oneof
 
 from tests.e2b.test_access import _mint
 from tests.support.server import LiveServer
+from trove_api.e2b.envd import process_pb as pb
+from trove_api.e2b.envd.process_connect import ProcessClient
 
 
 def test_locked_key_and_foreign_token_cannot_touch_another_sandboxs_processes(e2b_env: LiveServer) -> None:
@@ -103,5 +106,38 @@ def test_huge_stdin_is_refused_or_taken_without_harm(e2b_env: LiveServer) -> Non
         assert cat.wait().stdout.strip() == str(16 * len(chunk))
         # The sandbox still answers.
         assert sbx.commands.run("echo alive").stdout == "alive\n"
+    finally:
+        sbx.kill()
+
+
+async def test_idle_streams_carry_keepalives_and_tags_select(e2b_env: LiveServer) -> None:
+    """The interval the SDK asks for (``Keepalive-Ping-Interval``), and envd's tag selector."""
+    sbx = Sandbox.create()
+    try:
+        headers = {
+            "E2b-Sandbox-Id": sbx.sandbox_id,
+            "X-Access-Token": str(sbx._envd_access_token),
+            "Keepalive-Ping-Interval": "1",
+        }
+        async with ProcessClient(f"{e2b_env.base_url}/e2b") as rpc:
+            request = pb.StartRequest(
+                process=pb.ProcessConfig(cmd="/bin/bash", args=["-c", "sleep 2.5; echo late"]), tag="idle"
+            )
+            kinds = []
+            async for response in rpc.start(request, headers=headers):
+                assert response.event is not None
+                assert response.event.event is not None
+                kinds.append(response.event.event.field)
+            by_tag = pb.ProcessSelector(selector=Oneof(field="tag", value="idle"))
+            replay = [
+                r.event.event.field
+                async for r in rpc.connect(pb.ConnectRequest(process=by_tag), headers=headers)
+                if r.event and r.event.event
+            ]
+        assert kinds[0] == "start"
+        assert kinds[-2:] == ["data", "end"]
+        assert "keepalive" in kinds[1:-2]
+        assert replay[0] == "start"
+        assert replay[-1] == "end"
     finally:
         sbx.kill()
