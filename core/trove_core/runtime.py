@@ -194,11 +194,13 @@ class Runtime(Protocol):
         ...
 
     def process_output(
-        self, ns: NamespaceRef, pid: int, cursor: int = 0
+        self, ns: NamespaceRef, pid: int, cursor: int = 0, hold: bool = False
     ) -> AsyncIterator[ProcessOutput | ProcessEnd]:
         """Output kept since ``cursor``, then live output as it comes, then one ``ProcessEnd``.
 
         Any number of readers, each at its own pace; leaving early does not touch the process.
+        A reader behind the kept buffer loses the oldest bytes, unless it ``hold``s: then the
+        process waits (its writes block) until that reader catches up or leaves.
         """
         ...
 

@@ -1,12 +1,13 @@
 """Processes that outlive a call, through the Runtime on the backend under test.
 
-They have no HTTP surface yet ("Speak E2B too" adds one), so unlike the rest of this suite
+Their HTTP surface is E2B's process service (tests/e2b); unlike the rest of this suite
 these tests call the runtime itself: ``make test`` runs them on the local backend (the warm
 sandbox agent), ``make e2e`` on Kubernetes (the pod's agent).
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import signal
 from collections.abc import AsyncIterator
@@ -109,6 +110,27 @@ async def test_output_streams_while_it_runs_and_input_reaches_it(rt: tuple[Runti
     # Reconnecting from a cursor gets what came after it.
     items = [item async for item in runtime.process_output(ns, info.pid, cursor=len(b"first\n"))]
     assert items == [ProcessOutput("stdout", b"got-there\n", 6), ProcessEnd(4, 16)]
+
+
+async def test_a_holding_reader_loses_nothing_and_an_absent_one_does_not_stall(
+    rt: tuple[Runtime, NamespaceRef],
+) -> None:
+    runtime, ns = rt
+    # Far more than the kept buffer, printed at once: a reader that holds gets all of it,
+    # slowly, because the process waits for it.
+    info = await runtime.start_process(ns, ProcessSpec(argv=("head", "-c", "8000000", "/dev/zero")))
+    got = 0
+    async for item in runtime.process_output(ns, info.pid, hold=True):
+        if isinstance(item, ProcessEnd):
+            assert (item.exit_code, item.dropped) == (0, 0)
+            break
+        assert item.dropped == 0
+        got += len(item.data)
+        await asyncio.sleep(0.001)
+    assert got == 8_000_000
+    # Without a holding reader the process runs to its end on its own.
+    alone = await runtime.start_process(ns, ProcessSpec(argv=("head", "-c", "8000000", "/dev/zero")))
+    assert await runtime.wait_process(ns, alone.pid) == 0
 
 
 async def test_a_terminal_answers_and_resizes(rt: tuple[Runtime, NamespaceRef]) -> None:

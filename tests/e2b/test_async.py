@@ -1,12 +1,12 @@
-"""The async e2b SDK over the same server: lifecycle, fork, snapshots, and what is not served yet."""
+"""The async e2b SDK over the same server: lifecycle, fork, snapshots, commands and terminals."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-from e2b import AsyncSandbox, SandboxQuery, SandboxState
-from e2b.exceptions import NotFoundException, SandboxException
+from e2b import AsyncSandbox, CommandExitException, PtySize, SandboxQuery, SandboxState
+from e2b.exceptions import NotFoundException
 
 from tests.support.server import LiveServer
 
@@ -57,12 +57,41 @@ async def test_auto_pause_at_expiry_keeps_files(e2b_env: LiveServer) -> None:
         await sbx.kill()
 
 
-async def test_commands_are_not_served_yet(e2b_env: LiveServer) -> None:
-    sbx = await AsyncSandbox.create()
+async def test_commands_and_pty_async(e2b_env: LiveServer) -> None:
+    sbx = await AsyncSandbox.create(envs={"FROM_CREATE": "yes"})
     try:
-        with pytest.raises(SandboxException, match="not served by Trove's E2B-compatible API yet"):
-            await sbx.commands.run("true")
-        with pytest.raises(SandboxException, match="not served by Trove's E2B-compatible API yet"):
-            await sbx.commands.list()
+        chunks: list[str] = []
+        result = await sbx.commands.run("echo $FROM_CREATE; echo e >&2", on_stdout=chunks.append)
+        assert (result.exit_code, result.stdout, result.stderr, "".join(chunks)) == (
+            0,
+            "yes\n",
+            "e\n",
+            "yes\n",
+        )
+        with pytest.raises(CommandExitException) as failed:
+            await sbx.commands.run("exit 5")
+        assert failed.value.exit_code == 5
+
+        cat = await sbx.commands.run("cat", background=True, stdin=True)
+        await cat.send_stdin("piped\n")
+        assert cat.pid in [p.pid for p in await sbx.commands.list()]
+        again = await sbx.commands.connect(cat.pid)
+        await cat.close_stdin()
+        assert (await again.wait()).stdout == "piped\n"
+
+        sleeper = await sbx.commands.run("sleep 600", background=True, timeout=0)
+        assert await sleeper.kill() is True
+        with pytest.raises(CommandExitException):
+            await sleeper.wait()
+
+        seen = bytearray()
+        terminal = await sbx.pty.create(PtySize(rows=24, cols=80), on_data=seen.extend)
+        await sbx.pty.send_stdin(terminal.pid, b"echo hi-$((40+2))\n")
+        for _ in range(200):
+            if b"hi-42" in seen:
+                break
+            await asyncio.sleep(0.05)
+        assert b"hi-42" in seen
+        assert await sbx.pty.kill(terminal.pid) is True
     finally:
         await sbx.kill()

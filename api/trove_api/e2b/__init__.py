@@ -4,7 +4,7 @@
 (``control``, over ``sandboxes``) and the in-sandbox envd API (``envd_http`` for ``/files`` and
 ``/health``, ``filesystem`` for the Connect RPC service), told apart by the
 ``E2b-Sandbox-Id`` header the SDK sends on in-sandbox calls; ``process`` is envd's process
-service, mounted but refusing until processes that outlive a call exist. ``hosts`` maps E2B's host names
+service (commands and terminals) over ``commands``. ``hosts`` maps E2B's host names
 (``api.<domain>``, ``<port>-<sandboxID>.<domain>``) onto those paths.
 """
 
@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 
 from trove_api.context import AppContext
 from trove_api.e2b import control, envd_http
+from trove_api.e2b.commands import E2bProcesses
 from trove_api.e2b.envd.filesystem_connect import FilesystemASGIApplication
 from trove_api.e2b.envd.process_connect import ProcessASGIApplication
 from trove_api.e2b.filesystem import FilesystemService
@@ -47,7 +48,7 @@ def install(app: FastAPI, settings: Settings) -> FilesystemService:
     app.include_router(envd_http.router)
     filesystem = FilesystemService(lambda: app.state.e2b)
     app.mount(f"{PREFIX}/filesystem.Filesystem", _under_prefix(FilesystemASGIApplication(filesystem)))
-    process = ProcessService(lambda: app.state.e2b)
+    process = ProcessService(lambda: app.state.e2b, lambda: app.state.e2b_processes)
     app.mount(f"{PREFIX}/process.Process", _under_prefix(ProcessASGIApplication(process)))
 
     @app.api_route(
@@ -73,6 +74,7 @@ async def running(app: FastAPI, ctx: AppContext, filesystem: FilesystemService) 
     """The E2B service for the app's lifetime, and its timeout sweeper."""
     svc = SandboxService(ctx)
     app.state.e2b = svc
+    app.state.e2b_processes = processes = E2bProcesses(ctx)
     sweeper = asyncio.create_task(svc.run_sweeper(), name="e2b-sweeper")
     try:
         yield svc
@@ -81,3 +83,4 @@ async def running(app: FastAPI, ctx: AppContext, filesystem: FilesystemService) 
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
         await filesystem.aclose()
+        await processes.aclose()

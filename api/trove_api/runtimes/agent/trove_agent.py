@@ -670,29 +670,38 @@ class Agent:
 
         Paced by the client's acknowledgements (cumulative bytes, as export): at most
         ``window`` bytes are unacknowledged, and a reader that falls behind the ring resumes at
-        its oldest byte (the cursor of that frame tells the client how much it missed).
+        its oldest byte (the cursor of that frame tells the client how much it missed) unless
+        it ``hold``s: then the process waits for it (``Proc.holds``).
         """
         proc = self.processes.get(req)
         cursor = min(int(req.get("cursor", 0)), proc.ring.end)  # type: ignore[call-overload]
         window = int(req.get("window", PROC_WINDOW))  # type: ignore[call-overload]
         sent = acked = 0
-        while True:
-            while not queue.empty():
-                acked = acknowledged(queue.get_nowait(), acked)
-            budget = window - (sent - acked)
-            pieces = proc.ring.read(cursor, budget) if budget > 0 else []
-            if pieces:
-                for start, stream, data in pieces:
-                    self.send(rid, DATA, OUTPUT.pack(start, stream) + data)
-                    sent += len(data)
-                    cursor = start + len(data)
-                await self.flush()
-                continue
-            if budget > 0 and proc.exit_code is not None:
-                return {"exit_code": proc.exit_code, "cursor": proc.ring.end}
-            frame = await proc.change(queue)
-            if frame is not None:
-                acked = acknowledged(frame, acked)
+        hold = bool(req.get("hold"))
+        try:
+            while True:
+                while not queue.empty():
+                    acked = acknowledged(queue.get_nowait(), acked)
+                if hold:
+                    proc.holds[rid] = max(cursor - (sent - acked), proc.ring.start)
+                    self.processes.resume(proc)
+                budget = window - (sent - acked)
+                pieces = proc.ring.read(cursor, budget) if budget > 0 else []
+                if pieces:
+                    for start, stream, data in pieces:
+                        self.send(rid, DATA, OUTPUT.pack(start, stream) + data)
+                        sent += len(data)
+                        cursor = start + len(data)
+                    await self.flush()
+                    continue
+                if budget > 0 and proc.exit_code is not None:
+                    return {"exit_code": proc.exit_code, "cursor": proc.ring.end}
+                frame = await proc.change(queue)
+                if frame is not None:
+                    acked = acknowledged(frame, acked)
+        finally:
+            if proc.holds.pop(rid, None) is not None:
+                self.processes.resume(proc)
 
     async def op_proc_stdin(
         self, rid: int, req: dict[str, object], queue: asyncio.Queue[tuple[int, bytes]]
@@ -1264,6 +1273,14 @@ class Proc:
         self.waiters: set[asyncio.Future[None]] = set()
         self.writing = asyncio.Lock()
         self.marker = ""
+        # Readers that asked for every byte (``hold``), by request id: how far each has
+        # consumed. While the slowest is half a ring behind, the process's output is not read,
+        # so the pipe fills and the process waits for that reader instead of losing output.
+        self.holds: dict[int, int] = {}
+        self.paused = False
+
+    def held_back(self) -> bool:
+        return bool(self.holds) and self.ring.end - min(self.holds.values()) >= self.ring.limit // 2
 
     def info(self) -> dict[str, object]:
         return {
@@ -1418,9 +1435,19 @@ class Processes:
             data = b""
         if data:
             proc.ring.append(stream, data)
+            if not proc.paused and proc.held_back():
+                proc.paused = True
+                for output in proc.outputs:
+                    asyncio.get_running_loop().remove_reader(output)
         else:
             self.close_output(proc, fd)
         proc.notify()
+
+    def resume(self, proc: Proc) -> None:
+        if proc.paused and not proc.held_back():
+            proc.paused = False
+            for fd, stream in proc.outputs.items():
+                asyncio.get_running_loop().add_reader(fd, self.readable, proc, fd, stream)
 
     def close_output(self, proc: Proc, fd: int) -> None:
         if proc.outputs.pop(fd, None) is None:

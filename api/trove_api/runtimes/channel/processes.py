@@ -94,9 +94,11 @@ class ProcessClient:
         self.session.live_processes = {info.pid for info in infos if info.running}
         return infos
 
-    async def output(self, pid: int, cursor: int = 0) -> AsyncIterator[ProcessOutput | ProcessEnd]:
+    async def output(
+        self, pid: int, cursor: int = 0, hold: bool = False
+    ) -> AsyncIterator[ProcessOutput | ProcessEnd]:
         request = await self.session.open(
-            {"op": "proc_output", "pid": pid, "cursor": cursor, "window": WINDOW}
+            {"op": "proc_output", "pid": pid, "cursor": cursor, "window": WINDOW, "hold": hold}
         )
         consumed = acknowledged = 0
         finished = False

@@ -204,9 +204,9 @@ class KubernetesRuntime:
         return await ProcessClient(await self._session(ns)).start(spec, self.process_limits)
 
     async def process_output(
-        self, ns: NamespaceRef, pid: int, cursor: int = 0
+        self, ns: NamespaceRef, pid: int, cursor: int = 0, hold: bool = False
     ) -> AsyncIterator[ProcessOutput | ProcessEnd]:
-        async for item in ProcessClient(await self._session(ns)).output(pid, cursor):
+        async for item in ProcessClient(await self._session(ns)).output(pid, cursor, hold):
             yield item
 
     async def write_stdin(self, ns: NamespaceRef, pid: int, data: bytes) -> None:
