@@ -13,6 +13,7 @@ from trove_api.services.dashboard_sessions import DashboardSessions, load_secret
 from trove_api.services.device_login import DeviceLoginService
 from trove_api.services.events import EventEmitter, EventFeedService
 from trove_api.services.exec import ExecService
+from trove_api.services.terminal import TerminalService
 from trove_api.services.files import FileService
 from trove_api.services.intents import IntentLog
 from trove_api.services.keys import KeyService
@@ -42,6 +43,7 @@ class AppContext:
     namespaces: NamespaceService
     files: FileService
     execs: ExecService
+    terminals: TerminalService
     keys: KeyService
     hub: EventHub
     dispatcher: Dispatcher
@@ -106,6 +108,7 @@ class AppContext:
                 locks=locks,
                 intents=intents,
             ),
+            terminals=TerminalService(runtime, namespaces, emitter),
             keys=KeyService(db),
             hub=hub,
             dispatcher=dispatcher,

@@ -1,0 +1,136 @@
+"""The terminal's WebSocket spoken raw (the `websockets` client against the live server): who may
+open one, and that closing it leaves no shell behind (checked with the official trove-sdk)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+
+from tests.dashboard.test_security import page_csrf, sign_in
+from tests.support.sdk import client
+from tests.support.server import LiveServer
+
+T = TypeVar("T")
+SHELL_MARK = "--rcfile workspace/.trove/init.sh"
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """On a thread of its own: Playwright's sync API may own this thread's event loop."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+class Signed:
+    def __init__(self, server: LiveServer, http: httpx.Client) -> None:
+        self.server = server
+        self.cookie = f"trove_session={http.cookies['trove_session']}"
+        self.csrf = page_csrf(http)
+
+    def url(self, namespace: str, **query: str) -> str:
+        ws_base = self.server.base_url.replace("http://", "ws://", 1)
+        params = {"csrf": self.csrf, "rows": "24", "cols": "80", **query}
+        return f"{ws_base}/dashboard/namespaces/{namespace}/terminal?{urlencode(params)}"
+
+    def connect(self, namespace: str, *, origin: str | None = None, cookie: bool = True, **query: str) -> Any:
+        headers = {"Cookie": self.cookie} if cookie else {}
+        return connect(
+            self.url(namespace, **query),
+            origin=origin or self.server.base_url,  # type: ignore[arg-type]
+            additional_headers=headers,
+            open_timeout=30,
+        )
+
+
+def _signed(server: LiveServer, api_key: str) -> Iterator[Signed]:
+    with httpx.Client(base_url=server.base_url) as http:
+        assert sign_in(http, api_key).status_code == 303
+        yield Signed(server, http)
+
+
+@pytest.fixture
+def admin_ws(server: LiveServer) -> Iterator[Signed]:
+    yield from _signed(server, server.admin_key)
+
+
+def _refused(attempt: Callable[[], Any]) -> int:
+    async def go() -> int:
+        try:
+            async with attempt():
+                return 101
+        except InvalidStatus as refused:
+            return refused.response.status_code
+
+    return _run(go())
+
+
+async def _read_until(socket: ClientConnection, needle: bytes) -> bytes:
+    seen = b""
+    while needle not in seen:
+        frame = await asyncio.wait_for(socket.recv(), 30)
+        assert isinstance(frame, bytes), "PTY output comes as binary frames"
+        seen += frame
+    return seen
+
+
+def test_refused_without_a_session(admin_ws: Signed, namespace: str) -> None:
+    assert _refused(lambda: admin_ws.connect(namespace, cookie=False)) == 403
+
+
+def test_refused_from_a_foreign_origin(admin_ws: Signed, namespace: str) -> None:
+    # The cookie rides along on a cross-site handshake: only Origin tells it apart.
+    assert _refused(lambda: admin_ws.connect(namespace, origin="http://evil.example")) == 403
+    assert _refused(lambda: admin_ws.connect(namespace, csrf="forged")) == 403
+
+
+def test_a_locked_key_cannot_open_another_namespace(
+    server: LiveServer, namespace: str, mint_locked: Callable[[str], str]
+) -> None:
+    locked = mint_locked(namespace)
+    for signed in _signed(server, locked):
+        assert _refused(lambda: signed.connect(namespace + "-other")) == 403
+        assert _refused(lambda: signed.connect(namespace)) == 101  # its own namespace: allowed
+
+
+def test_a_bad_size_is_refused(admin_ws: Signed, namespace: str) -> None:
+    assert _refused(lambda: admin_ws.connect(namespace, rows="0")) == 403
+
+
+def test_typing_resizing_and_closing_leaves_no_shell(server: LiveServer, admin_ws: Signed, namespace: str) -> None:
+    def shells() -> list[str]:
+        with client(server, namespace) as sdk:
+            return [line for line in sdk.exec("ps -eo pid,args").splitlines() if SHELL_MARK in line]
+
+    async def session() -> list[str]:
+        async with admin_ws.connect(namespace) as socket:
+            await socket.send(b"echo $((6*7))\r")
+            await _read_until(socket, b"42")
+            await socket.send('{"type": "resize", "rows": 40, "cols": 120}')
+            await socket.send(b"stty size\r")
+            await _read_until(socket, b"40 120")
+            return await asyncio.to_thread(shells)
+
+    while_open = _run(session())
+    assert len(while_open) == 1, while_open  # ps sees the terminal's shell from an exec
+    _wait_for_event(server, namespace, "terminal.closed")
+    assert shells() == []
+
+
+def _wait_for_event(server: LiveServer, namespace: str, type_: str) -> dict[str, Any]:
+    """Until the event is in the feed (the server emits it after the shell has been reaped)."""
+    url = f"/v1/workspaces/{server.workspace_id}/events"
+    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {server.admin_key}"}) as http:
+        for _ in range(600):
+            page = http.get(url, params={"namespace": namespace, "types": type_}).json()
+            if page["events"]:
+                return dict(page["events"][0])
+            time.sleep(0.05)
+    raise AssertionError(f"no {type_} event for {namespace}")
