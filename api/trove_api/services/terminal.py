@@ -21,10 +21,12 @@ from trove_api.services.namespaces import NamespaceService
 from trove_core.errors import InvalidRequestError, TroveError
 from trove_core.runtime import NamespaceRef, ProcessEnd, ProcessOutput, ProcessSpec, PtySize, Runtime
 
-# The namespace's init.sh is the shell's rc file, as it is every exec's prelude (a missing rc
-# file is skipped by bash without a word).
-SHELL_ARGV = ("bash", "--rcfile", "workspace/.trove/init.sh", "-i")
-SHELL_ENV = {"TERM": "xterm-256color", "COLORTERM": "truecolor"}
+# Where every exec runs: in the directory that holds ``workspace/`` (the namespace root, the
+# sandbox's HOME, shown as ``workspace/``), with init.sh sourced first: here as the shell's rc
+# file (a missing one is skipped without a word), so its ``cd``s and venvs apply as they do to
+# an exec. A process's cwd is namespace-relative and cannot name that directory: hence the cd.
+SHELL_ARGV = ("bash", "-c", 'cd "$HOME/.." && exec bash --rcfile workspace/.trove/init.sh -i')
+SHELL_ENV = {"TERM": "xterm-256color", "COLORTERM": "truecolor", "PS1": r"\w\$ "}
 TAG = "dashboard-terminal"
 HANGUP_GRACE_S = 2.0
 MAX_ROWS = 500
