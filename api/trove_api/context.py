@@ -13,7 +13,6 @@ from trove_api.services.dashboard_sessions import DashboardSessions, load_secret
 from trove_api.services.device_login import DeviceLoginService
 from trove_api.services.events import EventEmitter, EventFeedService
 from trove_api.services.exec import ExecService
-from trove_api.services.terminal import TerminalService
 from trove_api.services.files import FileService
 from trove_api.services.intents import IntentLog
 from trove_api.services.keys import KeyService
@@ -25,6 +24,7 @@ from trove_api.services.recovery import Recovery
 from trove_api.services.snapshot_jobs import SnapshotJobs
 from trove_api.services.snapshots import SnapshotService
 from trove_api.services.sweeper import Sweeper
+from trove_api.services.terminal import TerminalService
 from trove_api.services.webhooks import WebhookService
 from trove_api.stores.db import Database
 from trove_api.stores.snapshots import SnapshotStore, make_snapshot_store

@@ -36,7 +36,9 @@ def _type(page: Page, text: str) -> None:
     page.keyboard.press("Enter")
 
 
-def test_echo_hi_in_the_terminal_and_resize(admin_page: Page, server: LiveServer, namespace: str, shoot: Shoot) -> None:
+def test_echo_hi_in_the_terminal_and_resize(
+    admin_page: Page, server: LiveServer, namespace: str, shoot: Shoot
+) -> None:
     with client(server, namespace) as sdk:
         sdk.write("workspace/hello.txt", "made by the sdk\n")
         sdk.write("workspace/.trove/init.sh", "export GREETING=from-init.sh\n")

@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -50,6 +51,7 @@ class Signed:
         )
 
 
+@contextmanager
 def _signed(server: LiveServer, api_key: str) -> Iterator[Signed]:
     with httpx.Client(base_url=server.base_url) as http:
         assert sign_in(http, api_key).status_code == 303
@@ -58,7 +60,8 @@ def _signed(server: LiveServer, api_key: str) -> Iterator[Signed]:
 
 @pytest.fixture
 def admin_ws(server: LiveServer) -> Iterator[Signed]:
-    yield from _signed(server, server.admin_key)
+    with _signed(server, server.admin_key) as signed:
+        yield signed
 
 
 def _refused(attempt: Callable[[], Any]) -> int:
@@ -95,7 +98,7 @@ def test_a_locked_key_cannot_open_another_namespace(
     server: LiveServer, namespace: str, mint_locked: Callable[[str], str]
 ) -> None:
     locked = mint_locked(namespace)
-    for signed in _signed(server, locked):
+    with _signed(server, locked) as signed:
         assert _refused(lambda: signed.connect(namespace + "-other")) == 403
         assert _refused(lambda: signed.connect(namespace)) == 101  # its own namespace: allowed
 
@@ -104,7 +107,9 @@ def test_a_bad_size_is_refused(admin_ws: Signed, namespace: str) -> None:
     assert _refused(lambda: admin_ws.connect(namespace, rows="0")) == 403
 
 
-def test_typing_resizing_and_closing_leaves_no_shell(server: LiveServer, admin_ws: Signed, namespace: str) -> None:
+def test_typing_resizing_and_closing_leaves_no_shell(
+    server: LiveServer, admin_ws: Signed, namespace: str
+) -> None:
     def shells() -> list[str]:
         with client(server, namespace) as sdk:
             return [line for line in sdk.exec("ps -eo pid,args").splitlines() if SHELL_MARK in line]
@@ -127,7 +132,9 @@ def test_typing_resizing_and_closing_leaves_no_shell(server: LiveServer, admin_w
 def _wait_for_event(server: LiveServer, namespace: str, type_: str) -> dict[str, Any]:
     """Until the event is in the feed (the server emits it after the shell has been reaped)."""
     url = f"/v1/workspaces/{server.workspace_id}/events"
-    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {server.admin_key}"}) as http:
+    with httpx.Client(
+        base_url=server.base_url, headers={"Authorization": f"Bearer {server.admin_key}"}
+    ) as http:
         for _ in range(600):
             page = http.get(url, params={"namespace": namespace, "types": type_}).json()
             if page["events"]:

@@ -140,4 +140,3 @@ async def control(service: TerminalService, term: TerminalSession, text: str) ->
         rows, cols = message.get("rows"), message.get("cols")
         if isinstance(rows, int) and isinstance(cols, int):
             await service.resize(term, pty_size(rows, cols))
-
