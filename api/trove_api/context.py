@@ -83,6 +83,7 @@ class AppContext:
         recovery = Recovery(db, intents, runtime, snapshot_store, namespaces, locks)
         hub = EventHub(db, poll_interval=settings.events_poll_interval_s)
         dispatcher = Dispatcher(db, settings)
+        event_feed = EventFeedService(db, hub, keepalive_s=settings.sse_keepalive_s)
         return cls(
             settings=settings,
             db=db,
@@ -108,11 +109,11 @@ class AppContext:
                 locks=locks,
                 intents=intents,
             ),
-            terminals=TerminalService(runtime, namespaces, emitter),
             keys=KeyService(db),
             hub=hub,
             dispatcher=dispatcher,
-            event_feed=EventFeedService(db, hub, keepalive_s=settings.sse_keepalive_s),
+            event_feed=event_feed,
+            terminals=TerminalService(runtime, namespaces, emitter, event_feed),
             webhooks=WebhookService(db, dispatcher),
             device_login=DeviceLoginService(
                 db,

@@ -14,10 +14,10 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.dashboard.test_security import page_csrf, sign_in
-from tests.support.sdk import client
+from tests.support.sdk import admin, client
 from tests.support.server import LiveServer
 
 T = TypeVar("T")
@@ -84,6 +84,12 @@ async def _read_until(socket: ClientConnection, needle: bytes) -> bytes:
     return seen
 
 
+async def _drain(socket: ClientConnection) -> None:
+    """Read until the server closes (``ConnectionClosed``)."""
+    while True:
+        await asyncio.wait_for(socket.recv(), 30)
+
+
 def test_refused_without_a_session(admin_ws: Signed, namespace: str) -> None:
     assert _refused(lambda: admin_ws.connect(namespace, cookie=False)) == 403
 
@@ -141,3 +147,25 @@ def _wait_for_event(server: LiveServer, namespace: str, type_: str) -> dict[str,
                 return dict(page["events"][0])
             time.sleep(0.05)
     raise AssertionError(f"no {type_} event for {namespace}")
+
+
+def test_revoking_the_key_ends_its_terminal(server: LiveServer, namespace: str) -> None:
+    """Like its SSE streams: a revoked key keeps no shell open (hostile: a leaked key, revoked)."""
+    with admin(server) as adm:
+        minted = adm.create_key(f"term-{namespace}", namespace=namespace)
+
+    async def session() -> int | None:
+        with _signed(server, minted.api_key) as signed:
+            async with signed.connect(namespace) as socket:
+                await socket.send(b"echo ready-$((1+1))\r")
+                await _read_until(socket, b"ready-2")
+                with admin(server) as adm:
+                    await asyncio.to_thread(adm.revoke_key, minted.key_id)
+                with pytest.raises(ConnectionClosed) as closed:
+                    await _drain(socket)
+                return closed.value.rcvd.code if closed.value.rcvd else None
+
+    assert _run(session()) == 1008
+    _wait_for_event(server, namespace, "terminal.closed")
+    with client(server, namespace) as sdk:
+        assert SHELL_MARK not in sdk.exec("ps -eo pid,args")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from trove_api.events import types
 from trove_api.services.auth import Caller, resolve_namespace
-from trove_api.services.events import EventEmitter
+from trove_api.services.events import EventEmitter, EventFeedService, scope_for
 from trove_api.services.namespaces import NamespaceService
 from trove_core.errors import InvalidRequestError, TroveError
 from trove_core.runtime import NamespaceRef, ProcessEnd, ProcessOutput, ProcessSpec, PtySize, Runtime
@@ -49,10 +49,13 @@ class TerminalSession:
 
 
 class TerminalService:
-    def __init__(self, runtime: Runtime, namespaces: NamespaceService, emitter: EventEmitter) -> None:
+    def __init__(
+        self, runtime: Runtime, namespaces: NamespaceService, emitter: EventEmitter, feed: EventFeedService
+    ) -> None:
         self.runtime = runtime
         self.namespaces = namespaces
         self.emitter = emitter
+        self.feed = feed
 
     async def open(self, caller: Caller, namespace: str, size: PtySize) -> TerminalSession:
         namespace = resolve_namespace(caller, namespace)
@@ -73,6 +76,14 @@ class TerminalService:
         """The PTY's output from its start; the runtime keeps a bounded window, so a reader that
         falls behind gets ``dropped`` counts instead of making anything buffer without bound."""
         return self.runtime.process_output(session.ref, session.pid, 0)
+
+    async def until_revoked(self, session: TerminalSession) -> None:
+        """Returns once the key that opened the terminal is revoked (or the server stops): the
+        same watch that ends its SSE streams, so a revoked key keeps no shell."""
+        scope = scope_for(session.caller, namespace=session.namespace, types=types.KEY_REVOKED)
+        # Cancelled at the stream's own await, so its hub subscription is left there and then.
+        async for _ in self.feed.stream(scope, after=None, key_id=session.caller.key_id):
+            pass
 
     async def write(self, session: TerminalSession, data: bytes) -> None:
         await self.runtime.write_stdin(session.ref, session.pid, data)

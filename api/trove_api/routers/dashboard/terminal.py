@@ -80,15 +80,18 @@ async def terminal(websocket: WebSocket, name: str) -> None:
         return
     await websocket.accept()
     pump = asyncio.create_task(pump_output(websocket, service, term))
+    revoked = asyncio.create_task(service.until_revoked(term))
     try:
-        await read_input(websocket, service, term, pump)
+        await read_input(websocket, service, term, {pump, revoked})
     finally:
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await pump
+        key_revoked = revoked.done() and not revoked.cancelled()
+        for task in (pump, revoked):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         await service.close(term)
         with contextlib.suppress(Exception):
-            await websocket.close()
+            await websocket.close(code=POLICY_VIOLATION if key_revoked else 1000)
 
 
 async def pump_output(websocket: WebSocket, service: TerminalService, term: TerminalSession) -> None:
@@ -105,12 +108,13 @@ async def pump_output(websocket: WebSocket, service: TerminalService, term: Term
 
 
 async def read_input(
-    websocket: WebSocket, service: TerminalService, term: TerminalSession, pump: asyncio.Task[None]
+    websocket: WebSocket, service: TerminalService, term: TerminalSession, stoppers: set[asyncio.Task[None]]
 ) -> None:
-    receiving: asyncio.Task[object] | None = None
-    while not pump.done():
-        receiving = asyncio.create_task(websocket.receive())
-        done, _ = await asyncio.wait({receiving, pump}, return_when=asyncio.FIRST_COMPLETED)
+    """Keystrokes and resizes until the browser leaves, or a stopper ends (the shell exited, the
+    key was revoked)."""
+    while not any(task.done() for task in stoppers):
+        receiving: asyncio.Task[object] = asyncio.create_task(websocket.receive())
+        done, _ = await asyncio.wait({receiving, *stoppers}, return_when=asyncio.FIRST_COMPLETED)
         if receiving not in done:
             receiving.cancel()
             return
