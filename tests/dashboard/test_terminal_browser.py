@@ -42,6 +42,10 @@ def test_echo_hi_in_the_terminal_and_resize(
     with client(server, namespace) as sdk:
         sdk.write("workspace/hello.txt", "made by the sdk\n")
         sdk.write("workspace/.trove/init.sh", "export GREETING=from-init.sh\n")
+    refused: list[str] = []  # what the page's CSP blocked: xterm's styles and the socket must pass
+    admin_page.on(
+        "console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None
+    )
     admin_page.goto(f"{server.base_url}/dashboard/namespaces/{namespace}")
     expect(admin_page.locator("#terminal-status")).to_have_text("Connected: a shell in this sandbox.")
 
@@ -62,3 +66,4 @@ def test_echo_hi_in_the_terminal_and_resize(
     _type(admin_page, "echo still-$((40+2))")
     _wait_for_line(admin_page, "still-42")
     shoot(admin_page, "terminal-resized")
+    assert refused == []
