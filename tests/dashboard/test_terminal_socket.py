@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.dashboard.test_security import page_csrf, sign_in
 from tests.support.sdk import admin, client
-from tests.support.server import LiveServer
+from tests.support.server import LiveServer, start_server
 
 T = TypeVar("T")
 SHELL_MARK = "--rcfile workspace/.trove/init.sh"
@@ -169,3 +169,22 @@ def test_revoking_the_key_ends_its_terminal(server: LiveServer, namespace: str) 
     _wait_for_event(server, namespace, "terminal.closed")
     with client(server, namespace) as sdk:
         assert SHELL_MARK not in sdk.exec("ps -eo pid,args")
+
+
+def test_signing_out_ends_the_terminal(namespace: str) -> None:
+    """A sign-out (or expiry) ends the socket too, at the next look-up of the session."""
+    with start_server(sse_keepalive_s=0.2) as small, httpx.Client(base_url=small.base_url) as http:
+        assert sign_in(http, small.workspace_key).status_code == 303
+        signed = Signed(small, http)
+
+        async def session() -> int | None:
+            async with signed.connect(namespace) as socket:
+                await socket.send(b"echo up-$((2+2))\r")
+                await _read_until(socket, b"up-4")
+                out = await asyncio.to_thread(http.post, "/dashboard/logout", data={"csrf": signed.csrf})
+                assert out.status_code == 303
+                with pytest.raises(ConnectionClosed) as closed:
+                    await _drain(socket)
+                return closed.value.rcvd.code if closed.value.rcvd else None
+
+        assert _run(session()) == 1008

@@ -81,17 +81,29 @@ async def terminal(websocket: WebSocket, name: str) -> None:
     await websocket.accept()
     pump = asyncio.create_task(pump_output(websocket, service, term))
     revoked = asyncio.create_task(service.until_revoked(term))
+    signed_out = asyncio.create_task(until_signed_out(ctx, websocket.cookies.get(COOKIE)))
     try:
-        await read_input(websocket, service, term, {pump, revoked})
+        await read_input(websocket, service, term, {pump, revoked, signed_out})
     finally:
-        key_revoked = revoked.done() and not revoked.cancelled()
-        for task in (pump, revoked):
+        key_revoked = any(t.done() and not t.cancelled() for t in (revoked, signed_out))
+        for task in (pump, revoked, signed_out):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await service.close(term)
         with contextlib.suppress(Exception):
             await websocket.close(code=POLICY_VIOLATION if key_revoked else 1000)
+
+
+async def until_signed_out(ctx: AppContext, cookie: str | None) -> None:
+    """Returns once the sign-in behind the socket has ended (signed out, expired), looked up
+    again as often as SSE streams look up their keys."""
+    while True:
+        await asyncio.sleep(ctx.settings.sse_keepalive_s)
+        try:
+            await ctx.dashboard_sessions.resolve(cookie)
+        except UnauthenticatedError:
+            return
 
 
 async def pump_output(websocket: WebSocket, service: TerminalService, term: TerminalSession) -> None:
