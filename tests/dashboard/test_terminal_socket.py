@@ -188,3 +188,22 @@ def test_signing_out_ends_the_terminal(namespace: str) -> None:
                 return closed.value.rcvd.code if closed.value.rcvd else None
 
         assert _run(session()) == 1008
+
+
+def test_a_terminal_session_counts_as_a_change_for_daily_snapshots(
+    server: LiveServer, admin_ws: Signed, namespace: str
+) -> None:
+    with client(server, namespace) as sdk:
+        sdk.write("workspace/a.txt", "v1")
+        sdk.create_snapshot(label="before the terminal")
+    changed = server.ctx.snapshot_jobs._changed_namespaces
+    assert (server.workspace_id, namespace) not in changed()
+
+    async def session() -> None:
+        async with admin_ws.connect(namespace) as socket:
+            await socket.send(b"echo v2 > workspace/a.txt; echo wrote-$((1+2))\r")
+            await _read_until(socket, b"wrote-3")
+
+    _run(session())
+    _wait_for_event(server, namespace, "terminal.closed")
+    assert (server.workspace_id, namespace) in changed()  # the next daily snapshot takes it
