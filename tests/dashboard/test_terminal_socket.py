@@ -207,3 +207,19 @@ def test_a_terminal_session_counts_as_a_change_for_daily_snapshots(
     _run(session())
     _wait_for_event(server, namespace, "terminal.closed")
     assert (server.workspace_id, namespace) in changed()  # the next daily snapshot takes it
+
+
+def test_exit_in_the_shell_closes_the_socket(server: LiveServer, admin_ws: Signed, namespace: str) -> None:
+    async def session() -> int | None:
+        async with admin_ws.connect(namespace) as socket:
+            await socket.send(b"exit 3\r")
+            with pytest.raises(ConnectionClosed) as closed:
+                await _drain(socket)
+            return closed.value.rcvd.code if closed.value.rcvd else None
+
+    assert _run(session()) == 1000
+    closed = _wait_for_event(server, namespace, "terminal.closed")
+    assert closed["data"]["exit_code"] == 3
+    opened = _wait_for_event(server, namespace, "terminal.opened")
+    assert opened["data"]["pid"] == closed["data"]["pid"]
+    assert (opened["data"]["rows"], opened["data"]["cols"]) == (24, 80)
