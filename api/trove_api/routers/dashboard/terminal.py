@@ -18,6 +18,7 @@ import logging
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, WebSocket
+from starlette.types import Message
 
 from trove_api.context import AppContext
 from trove_api.routers.dashboard.common import COOKIE
@@ -78,7 +79,16 @@ async def terminal(websocket: WebSocket, name: str) -> None:
         log.info("terminal refused for %s: %s", name[:140], exc.detail)
         await websocket.close(code=POLICY_VIOLATION, reason=exc.code)
         return
-    await websocket.accept()
+    try:
+        await websocket.accept()  # inside the try: a browser gone by now still gets its shell closed
+        await serve(websocket, ctx, service, term)
+    finally:
+        await service.close(term)
+
+
+async def serve(
+    websocket: WebSocket, ctx: AppContext, service: TerminalService, term: TerminalSession
+) -> None:
     pump = asyncio.create_task(pump_output(websocket, service, term))
     revoked = asyncio.create_task(service.until_revoked(term))
     signed_out = asyncio.create_task(until_signed_out(ctx, websocket.cookies.get(COOKIE)))
@@ -90,7 +100,6 @@ async def terminal(websocket: WebSocket, name: str) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await service.close(term)
         with contextlib.suppress(Exception):
             await websocket.close(code=POLICY_VIOLATION if key_revoked else 1000)
 
@@ -125,13 +134,12 @@ async def read_input(
     """Keystrokes and resizes until the browser leaves, or a stopper ends (the shell exited, the
     key was revoked)."""
     while not any(task.done() for task in stoppers):
-        receiving: asyncio.Task[object] = asyncio.create_task(websocket.receive())
+        receiving: asyncio.Task[Message] = asyncio.create_task(websocket.receive())
         done, _ = await asyncio.wait({receiving, *stoppers}, return_when=asyncio.FIRST_COMPLETED)
         if receiving not in done:
             receiving.cancel()
             return
         message = receiving.result()
-        assert isinstance(message, dict)
         if message["type"] == "websocket.disconnect":
             return
         data, text = message.get("bytes"), message.get("text")
