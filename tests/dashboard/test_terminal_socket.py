@@ -4,12 +4,13 @@ open one, and that closing it leaves no shell behind (checked with the official 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
@@ -41,13 +42,30 @@ class Signed:
         params = {"csrf": self.csrf, "rows": "24", "cols": "80", **query}
         return f"{ws_base}/dashboard/namespaces/{namespace}/terminal?{urlencode(params)}"
 
-    def connect(self, namespace: str, *, origin: str | None = None, cookie: bool = True, **query: str) -> Any:
+    def connect(
+        self,
+        namespace: str,
+        *,
+        origin: str | None = None,
+        cookie: bool = True,
+        small: bool = False,
+        **query: str,
+    ) -> Any:
         headers = {"Cookie": self.cookie} if cookie else {}
+        options: dict[str, Any] = {}
+        if small:  # a slow browser: a small fixed receive buffer (loopback autotunes to 32 MB)
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            parts = urlsplit(self.server.base_url)
+            sock.connect((parts.hostname, parts.port))
+            sock.setblocking(False)
+            options = {"sock": sock, "max_queue": 1}
         return connect(
             self.url(namespace, **query),
             origin=origin or self.server.base_url,  # type: ignore[arg-type]
             additional_headers=headers,
             open_timeout=30,
+            **options,
         )
 
 
@@ -223,3 +241,30 @@ def test_exit_in_the_shell_closes_the_socket(server: LiveServer, admin_ws: Signe
     opened = _wait_for_event(server, namespace, "terminal.opened")
     assert opened["data"]["pid"] == closed["data"]["pid"]
     assert (opened["data"]["rows"], opened["data"]["cols"]) == (24, 80)
+
+
+def test_a_browser_that_does_not_read_does_not_hold_the_shell_up(
+    server: LiveServer, admin_ws: Signed, namespace: str
+) -> None:
+    """20 MB of output to a socket nobody reads: the shell is not held up (the runtime drops
+    the oldest output instead of blocking it), and the browser is told how much it missed."""
+    flood = 20_000_000
+
+    def finished() -> None:
+        with client(server, namespace) as sdk:
+            for _ in range(1200):
+                if sdk.exec("cat workspace/done.txt 2>/dev/null || true").strip() == "done-2":
+                    return
+                time.sleep(0.05)
+        raise AssertionError("the shell never got past the flood")
+
+    async def session() -> bytes:
+        async with admin_ws.connect(namespace, small=True) as socket:
+            command = f"head -c {flood} /dev/zero | tr '\\0' x; echo; echo done-$((1+1)) > workspace/done.txt; echo fin-$((3+3))\r"
+            await socket.send(command.encode())
+            await asyncio.to_thread(finished)  # not one frame read meanwhile
+            return await _read_until(socket, b"fin-6")
+
+    seen = _run(session())
+    assert b"bytes of output skipped]" in seen
+    assert len(seen) < flood
