@@ -260,8 +260,11 @@ def test_a_browser_that_does_not_read_does_not_hold_the_shell_up(
 
     async def session() -> bytes:
         async with admin_ws.connect(namespace, small=True) as socket:
-            command = f"head -c {flood} /dev/zero | tr '\\0' x; echo; echo done-$((1+1)) > workspace/done.txt; echo fin-$((3+3))\r"
-            await socket.send(command.encode())
+            flood_then_mark = (
+                f"head -c {flood} /dev/zero | tr '\\0' x; echo; "
+                "echo done-$((1+1)) > workspace/done.txt; echo fin-$((3+3))\r"
+            )
+            await socket.send(flood_then_mark.encode())
             await asyncio.to_thread(finished)  # not one frame read meanwhile
             return await _read_until(socket, b"fin-6")
 
