@@ -24,6 +24,7 @@ from trove_api.services.recovery import Recovery
 from trove_api.services.snapshot_jobs import SnapshotJobs
 from trove_api.services.snapshots import SnapshotService
 from trove_api.services.sweeper import Sweeper
+from trove_api.services.terminal import TerminalService
 from trove_api.services.webhooks import WebhookService
 from trove_api.stores.db import Database
 from trove_api.stores.snapshots import SnapshotStore, make_snapshot_store
@@ -42,6 +43,7 @@ class AppContext:
     namespaces: NamespaceService
     files: FileService
     execs: ExecService
+    terminals: TerminalService
     keys: KeyService
     hub: EventHub
     dispatcher: Dispatcher
@@ -81,6 +83,7 @@ class AppContext:
         recovery = Recovery(db, intents, runtime, snapshot_store, namespaces, locks)
         hub = EventHub(db, poll_interval=settings.events_poll_interval_s)
         dispatcher = Dispatcher(db, settings)
+        event_feed = EventFeedService(db, hub, keepalive_s=settings.sse_keepalive_s)
         return cls(
             settings=settings,
             db=db,
@@ -109,7 +112,8 @@ class AppContext:
             keys=KeyService(db),
             hub=hub,
             dispatcher=dispatcher,
-            event_feed=EventFeedService(db, hub, keepalive_s=settings.sse_keepalive_s),
+            event_feed=event_feed,
+            terminals=TerminalService(runtime, namespaces, emitter, event_feed),
             webhooks=WebhookService(db, dispatcher),
             device_login=DeviceLoginService(
                 db,

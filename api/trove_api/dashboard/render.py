@@ -23,6 +23,9 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
 }
+# The namespace page's terminal: xterm.js adds <style> elements it computes at run time (cell
+# sizes, colours). Styles cannot run script; scripts stay our own files only.
+TERMINAL_CSP = SECURITY_HEADERS["Content-Security-Policy"] + "; style-src-elem 'self' 'unsafe-inline'"
 
 
 def human_bytes(size: int | None) -> str:

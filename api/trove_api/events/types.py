@@ -14,6 +14,8 @@ NAMESPACE_DELETED: Final = "namespace.deleted"
 KEY_CREATED: Final = "key.created"
 KEY_REVOKED: Final = "key.revoked"
 WEBHOOK_TEST: Final = "webhook.test"
+TERMINAL_OPENED: Final = "terminal.opened"
+TERMINAL_CLOSED: Final = "terminal.closed"
 
 ALL_TYPES: Final = (
     FILE_WRITTEN,
@@ -28,4 +30,6 @@ ALL_TYPES: Final = (
     KEY_CREATED,
     KEY_REVOKED,
     WEBHOOK_TEST,
+    TERMINAL_OPENED,
+    TERMINAL_CLOSED,
 )

@@ -33,7 +33,14 @@ DAILY_JOB = "snapshots.daily"
 PRUNE_JOB = "snapshots.prune"
 STALE_CLAIM = timedelta(hours=1)
 # What counts as a change since the last snapshot.
-CHANGE_TYPES = (types.FILE_WRITTEN, types.FILE_DELETED, types.EXEC_COMPLETED, types.SNAPSHOT_RESTORED)
+# A dashboard terminal may change anything, like an exec: its close counts as a change.
+CHANGE_TYPES = (
+    types.FILE_WRITTEN,
+    types.FILE_DELETED,
+    types.EXEC_COMPLETED,
+    types.SNAPSHOT_RESTORED,
+    types.TERMINAL_CLOSED,
+)
 
 
 @dataclass

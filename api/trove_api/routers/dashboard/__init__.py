@@ -3,8 +3,17 @@ its templates and assets are the top-level ``trove_api.dashboard`` package."""
 
 from fastapi import APIRouter
 
-from trove_api.routers.dashboard import events, keys, namespaces, overview, session, snapshots, webhooks
+from trove_api.routers.dashboard import (
+    events,
+    keys,
+    namespaces,
+    overview,
+    session,
+    snapshots,
+    terminal,
+    webhooks,
+)
 
 router = APIRouter()
-for part in (session, overview, namespaces, snapshots, events, keys, webhooks):
+for part in (session, overview, namespaces, snapshots, events, keys, webhooks, terminal):
     router.include_router(part.router)

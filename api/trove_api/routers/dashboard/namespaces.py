@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
+from trove_api.dashboard.render import TERMINAL_CSP
 from trove_api.ranges import plan_download
 from trove_api.routers.dashboard.common import (
     CSRF_HEADER,
@@ -100,7 +101,7 @@ async def namespace_page(
     snapshots, _ = await ctx.snapshots.listing(caller.workspace_id, namespace, limit=50)
     ref = await ctx.namespaces.find(caller.workspace_id, namespace)
     state = await ctx.catalog.state(ref) if ref is not None else "not created yet"
-    return view.page(
+    page = view.page(
         "namespace.html",
         nav="namespaces",
         namespace=namespace,
@@ -126,6 +127,8 @@ async def namespace_page(
         state=state,
         done=view.request.query_params.get("done", ""),
     )
+    page.headers["Content-Security-Policy"] = TERMINAL_CSP  # the terminal's xterm.js styles
+    return page
 
 
 def _tree(entries: list[FileStat]) -> dict[str, list[dict[str, object]]]:
