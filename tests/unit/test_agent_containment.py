@@ -7,6 +7,7 @@ uses, and is looked for from outside (the host's /proc), so concurrent runs do n
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import secrets
 import shutil
@@ -244,10 +245,21 @@ async def test_a_stopped_supervisor_does_not_hold_a_call(tmp_path: Path) -> None
 
 async def test_supervisors_are_reused_and_hold_nothing_of_a_previous_call(tmp_path: Path) -> None:
     async with agent(tmp_path) as session:
-        first = await session.exec(spec("echo $PPID; ls /proc/$PPID/fd | wc -l"), 1 << 20)
-        for _ in range(5):
-            again = await session.exec(spec("echo $PPID; ls /proc/$PPID/fd | wc -l"), 1 << 20)
-            assert again.stdout == first.stdout  # the same supervisor, with as many descriptors
+        # Its supervisor, then the pipes this call got (its own 0, 1, 2), then what the supervisor
+        # holds. (Counting the supervisor's descriptors would race with it closing the shell's
+        # ends just after the spawn.)
+        probe = (
+            "echo $PPID; readlink /proc/self/fd/0 /proc/self/fd/1 /proc/self/fd/2; echo --; "
+            "readlink /proc/$PPID/fd/*"
+        )
+        calls = []
+        for _ in range(6):
+            out = (await session.exec(spec(probe, stdin=b""), 1 << 20)).stdout.decode().split("--\n")
+            supervisor, *own = out[0].split()
+            calls.append((supervisor, set(own), set(out[1].split())))
+        assert len({supervisor for supervisor, _own, _held in calls}) == 1  # the same supervisor
+        for (_, earlier, _), (_, _, held) in itertools.pairwise(calls):
+            assert not earlier & held  # nothing of the previous call's pipes
 
 
 async def test_a_supervisor_stopped_while_idle_is_not_handed_a_call(tmp_path: Path) -> None:
