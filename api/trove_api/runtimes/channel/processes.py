@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from trove_api.runtimes.channel.session import CANCEL, DATA, EOF, RESULT, AgentSession, agent_error, reply
 from trove_core.errors import TroveError
-from trove_core.runtime import ProcessEnd, ProcessInfo, ProcessOutput, ProcessSpec, PtySize
+from trove_core.runtime import NamespaceRef, ProcessEnd, ProcessInfo, ProcessOutput, ProcessSpec, PtySize
 from trove_core.settings import Settings
 
 OUTPUT = struct.Struct(">QB")  # the agent's proc_output DATA header: cursor, stream
@@ -176,3 +176,44 @@ class ProcessClient:
             with contextlib.suppress(TroveError):
                 await self.list()
         return bool(self.session.live_processes) and not self.session.closed
+
+
+class AgentProcesses:
+    """The Runtime's process methods for a backend whose sandboxes run trove-agent: each one is
+    the ``ProcessClient`` call on the namespace's session. Both runtimes inherit it; they give
+    ``_session`` (their warm channel to the namespace's agent) and ``process_limits``."""
+
+    process_limits: ProcessLimits
+
+    async def _session(self, ns: NamespaceRef) -> AgentSession:
+        raise NotImplementedError
+
+    async def _processes(self, ns: NamespaceRef) -> ProcessClient:
+        return ProcessClient(await self._session(ns))
+
+    async def start_process(self, ns: NamespaceRef, spec: ProcessSpec) -> ProcessInfo:
+        return await (await self._processes(ns)).start(spec, self.process_limits)
+
+    async def process_output(
+        self, ns: NamespaceRef, pid: int, cursor: int = 0, hold: bool = False
+    ) -> AsyncIterator[ProcessOutput | ProcessEnd]:
+        async for item in (await self._processes(ns)).output(pid, cursor, hold):
+            yield item
+
+    async def write_stdin(self, ns: NamespaceRef, pid: int, data: bytes) -> None:
+        await (await self._processes(ns)).write_stdin(pid, data)
+
+    async def close_stdin(self, ns: NamespaceRef, pid: int) -> None:
+        await (await self._processes(ns)).close_stdin(pid)
+
+    async def resize_pty(self, ns: NamespaceRef, pid: int, size: PtySize) -> None:
+        await (await self._processes(ns)).resize(pid, size)
+
+    async def signal_process(self, ns: NamespaceRef, pid: int, signum: int) -> None:
+        await (await self._processes(ns)).signal(pid, signum)
+
+    async def wait_process(self, ns: NamespaceRef, pid: int) -> int:
+        return await (await self._processes(ns)).wait(pid)
+
+    async def list_processes(self, ns: NamespaceRef) -> list[ProcessInfo]:
+        return await (await self._processes(ns)).list()

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from trove_api.logs import detached_task
 from trove_api.runtimes.channel import restore as tarcheck
-from trove_api.runtimes.channel.processes import ProcessClient, ProcessLimits
+from trove_api.runtimes.channel.processes import AgentProcesses, ProcessClient, ProcessLimits
 from trove_api.runtimes.channel.session import AgentSession
 from trove_api.runtimes.kubernetes.fallback import snapshots as fallback_snapshots
 from trove_api.runtimes.kubernetes.fallback.files import PodFiles
@@ -24,11 +24,6 @@ from trove_core.runtime import (
     FileReader,
     FileStat,
     NamespaceRef,
-    ProcessEnd,
-    ProcessInfo,
-    ProcessOutput,
-    ProcessSpec,
-    PtySize,
 )
 from trove_core.settings import Settings
 
@@ -49,7 +44,7 @@ def activity_flush_s(idle_suspend_s: int) -> float:
 AGENT_RECHECK_S = 300.0
 
 
-class KubernetesRuntime:
+class KubernetesRuntime(AgentProcesses):
     def __init__(self, settings: Settings, api: KubeApi) -> None:
         self.settings = settings
         self.api = api
@@ -197,35 +192,6 @@ class KubernetesRuntime:
     def path_aliases(self, ns: NamespaceRef) -> Sequence[str]:
         # /workspace is the real, stable path inside the pod; no host path is visible there.
         return []
-
-    # -- processes that outlive a call (the pod's agent; an agentless image has none) ---------
-
-    async def start_process(self, ns: NamespaceRef, spec: ProcessSpec) -> ProcessInfo:
-        return await ProcessClient(await self._session(ns)).start(spec, self.process_limits)
-
-    async def process_output(
-        self, ns: NamespaceRef, pid: int, cursor: int = 0, hold: bool = False
-    ) -> AsyncIterator[ProcessOutput | ProcessEnd]:
-        async for item in ProcessClient(await self._session(ns)).output(pid, cursor, hold):
-            yield item
-
-    async def write_stdin(self, ns: NamespaceRef, pid: int, data: bytes) -> None:
-        await ProcessClient(await self._session(ns)).write_stdin(pid, data)
-
-    async def close_stdin(self, ns: NamespaceRef, pid: int) -> None:
-        await ProcessClient(await self._session(ns)).close_stdin(pid)
-
-    async def resize_pty(self, ns: NamespaceRef, pid: int, size: PtySize) -> None:
-        await ProcessClient(await self._session(ns)).resize(pid, size)
-
-    async def signal_process(self, ns: NamespaceRef, pid: int, signum: int) -> None:
-        await ProcessClient(await self._session(ns)).signal(pid, signum)
-
-    async def wait_process(self, ns: NamespaceRef, pid: int) -> int:
-        return await ProcessClient(await self._session(ns)).wait(pid)
-
-    async def list_processes(self, ns: NamespaceRef) -> list[ProcessInfo]:
-        return await ProcessClient(await self._session(ns)).list()
 
     # -- housekeeping ---------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Literal
 
-from trove_api.runtimes.channel.processes import ProcessClient, ProcessLimits
+from trove_api.runtimes.channel.processes import AgentProcesses, ProcessLimits
 from trove_api.runtimes.channel.restore import AgentRestore, restore
 from trove_api.runtimes.channel.session import AgentSession
 from trove_api.runtimes.local import netns, startup
@@ -38,11 +38,6 @@ from trove_core.runtime import (
     FileReader,
     FileStat,
     NamespaceRef,
-    ProcessEnd,
-    ProcessInfo,
-    ProcessOutput,
-    ProcessSpec,
-    PtySize,
 )
 from trove_core.settings import Settings
 
@@ -53,7 +48,7 @@ log = logging.getLogger(__name__)
 _IN_FLIGHT_BYTES = 4 * 1024 * 1024
 
 
-class LocalRuntime:
+class LocalRuntime(AgentProcesses):
     def __init__(
         self,
         data_dir: Path,
@@ -300,35 +295,6 @@ class LocalRuntime:
         self.reserve.check()
         session = await self._session(ns)
         return await restore(AgentRestore(session), chunks, check_space=self.reserve.check)
-
-    # -- processes that outlive a call (the namespace's warm agent) --------------------------
-
-    async def start_process(self, ns: NamespaceRef, spec: ProcessSpec) -> ProcessInfo:
-        return await ProcessClient(await self._session(ns)).start(spec, self.process_limits)
-
-    async def process_output(
-        self, ns: NamespaceRef, pid: int, cursor: int = 0, hold: bool = False
-    ) -> AsyncIterator[ProcessOutput | ProcessEnd]:
-        async for item in ProcessClient(await self._session(ns)).output(pid, cursor, hold):
-            yield item
-
-    async def write_stdin(self, ns: NamespaceRef, pid: int, data: bytes) -> None:
-        await ProcessClient(await self._session(ns)).write_stdin(pid, data)
-
-    async def close_stdin(self, ns: NamespaceRef, pid: int) -> None:
-        await ProcessClient(await self._session(ns)).close_stdin(pid)
-
-    async def resize_pty(self, ns: NamespaceRef, pid: int, size: PtySize) -> None:
-        await ProcessClient(await self._session(ns)).resize(pid, size)
-
-    async def signal_process(self, ns: NamespaceRef, pid: int, signum: int) -> None:
-        await ProcessClient(await self._session(ns)).signal(pid, signum)
-
-    async def wait_process(self, ns: NamespaceRef, pid: int) -> int:
-        return await ProcessClient(await self._session(ns)).wait(pid)
-
-    async def list_processes(self, ns: NamespaceRef) -> list[ProcessInfo]:
-        return await ProcessClient(await self._session(ns)).list()
 
     async def aclose(self) -> None:
         # Sandboxes first: then nothing holds the networks, cgroups or the namespaces' mounts.
