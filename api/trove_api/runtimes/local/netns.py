@@ -72,6 +72,9 @@ _RETRY_AFTER_S = 30.0
 # Networks kept built ahead for new namespaces: each is a slirp4netns of ~3 MB.
 SPARES = 2
 _CLOSE_WAIT_S = 15.0
+# Spares' names count per process, not per instance: two runtimes in one process (the server's
+# and a maintenance one) must never build, or delete, the other's spare under the same name.
+_SPARE_SERIAL = itertools.count()
 
 
 @dataclass
@@ -121,7 +124,6 @@ class SandboxNetworks:
         self._building = 0
         # Bumped by close: a spare whose build started before is torn down, not kept.
         self._generation = 0
-        self._serial = itertools.count()
         self._builder: threading.Thread | None = None
         self._filling = False  # spares wanted: from the first acquire until close
         self._retry_at = 0.0
@@ -281,7 +283,7 @@ class SandboxNetworks:
                 self._built.wait_for(self._spare_wanted)
                 self._building += 1
                 generation = self._generation
-                net = _Net(f"{_PREFIX}{self.owner.removeprefix('srv-')}-spare{next(self._serial)}")
+                net = _Net(f"{_PREFIX}{self.owner.removeprefix('srv-')}-spare{next(_SPARE_SERIAL)}")
             built = False
             try:
                 self._build(net)
