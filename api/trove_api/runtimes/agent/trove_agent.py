@@ -18,6 +18,11 @@ Standard library only: it must run on any image with python3.
 from __future__ import annotations
 
 import array
+import sys
+
+# asyncio imports ssl when it can (about 10 ms of the agent's start, more under load); the agent
+# never speaks TLS, and asyncio runs without it as on a Python built without ssl.
+sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
 import asyncio
 import collections
 import contextlib
@@ -29,17 +34,12 @@ import gc
 import itertools
 import json
 import os
-import resource
-import secrets
 import select
-import shutil
 import signal
 import socket
 import stat
 import struct
 import subprocess
-import sys
-import termios
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
@@ -160,7 +160,7 @@ class Agent:
         self.handles: dict[int, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.children = Children()
-        self.session = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.session = f"{os.getpid()}-{os.urandom(4).hex()}"  # secrets.token_hex, without importing it
         # Processes started by proc_start are the agent's own children: registered in the
         # sweep's known set, so it never takes them for orphans.
         self.processes = Processes(self.root, self.session, self.children.known)
@@ -353,6 +353,8 @@ class Agent:
             raise OpError("is_a_directory", rel)
         head, _, last = real.rpartition("/")
         parent = self.root.open_dir(head, create=True)
+        import secrets  # not imported at start-up (hashlib, hmac, random)
+
         temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
         OWN_UPLOADS.add(temp)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=parent)
@@ -524,6 +526,8 @@ class Agent:
         try:
             st = os.stat(last, dir_fd=parent, follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
+                import shutil  # rarely needed: not imported at start-up
+
                 await asyncio.to_thread(shutil.rmtree, last, dir_fd=parent)
             else:
                 os.unlink(last, dir_fd=parent)
@@ -579,6 +583,8 @@ class Agent:
         self, rid: int, req: dict[str, object], queue: asyncio.Queue[tuple[int, bytes]]
     ) -> dict[str, object]:
         """Extract a streamed gzip tar beside the tree, then swap it in; the old tree goes only after."""
+        import secrets  # not imported at start-up (hashlib, hmac, random)
+
         token = secrets.token_hex(6)
         staging = os.path.join(self.root.path, f".trove-restore-{token}")
         os.mkdir(staging, 0o700)
@@ -626,6 +632,8 @@ class Agent:
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
             if not swapped:
+                import shutil  # rarely needed: not imported at start-up
+
                 await asyncio.to_thread(shutil.rmtree, staging, True)
             os.close(owned)
 
@@ -643,6 +651,8 @@ class Agent:
         os.rename(staging, new)
         move_entries(new, self.root.path)
         os.rmdir(new)
+        import shutil  # rarely needed: not imported at start-up
+
         shutil.rmtree(old, ignore_errors=True)
 
     async def op_ping(
@@ -1529,6 +1539,8 @@ def check_winsize(rows: int, cols: int) -> None:
 
 
 def set_winsize(fd: int, rows: int, cols: int) -> None:
+    import termios  # only terminals need it: not imported at start-up
+
     check_winsize(rows, cols)
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
@@ -1536,6 +1548,10 @@ def set_winsize(fd: int, rows: int, cols: int) -> None:
 def child_setup(pty: bool, file_bytes: int) -> Callable[[], None]:
     """Runs in the child between fork and exec (already a session leader): the PTY becomes its
     controlling terminal; the limits an exec gets apply; it dies with the agent."""
+    # Imported here, before the fork (never in the child): only commands need them.
+    import resource
+    import termios
+
     cap = os.environ.get(MAX_PROCESSES_ENV, "")
     nproc = int(cap) if cap.isdigit() and int(cap) > 0 else 0
     hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
@@ -1787,6 +1803,8 @@ def finish_swaps(root: str) -> None:
             elif os.path.isdir(old) and os.path.isdir(staged):  # no staging: only the delete was left
                 move_entries(old, root)
         for leftover in (old, new, staged):
+            import shutil  # rarely needed: not imported at start-up
+
             shutil.rmtree(leftover, ignore_errors=True)
     if tokens:
         sync_filesystem(root)

@@ -13,8 +13,11 @@ so there is no IPv6 path out at all. Abstract unix sockets are per network names
 host's are out of reach too.
 
 slirp4netns dies with the server (``--exit-fd``), is restarted when found dead, and stopped
-when its namespace has been idle. An exec never waits on it: if slirp cannot be started the
-exec runs in the same namespace without a way out, and the failure is logged.
+when its namespace has been idle. A few networks are built ahead (``spares``, in threads) so a
+new namespace's first call takes one instead of waiting for ``ip`` and slirp4netns; nothing in a
+network depends on the namespace it goes to (routes and the slirp API socket are per network).
+An exec never waits on it: if slirp cannot be started the exec runs in the same namespace
+without a way out, and the failure is logged.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ipaddress
+import itertools
 import json
 import logging
 import os
@@ -65,6 +69,12 @@ _MAX_LIVE = 64
 # After a failed build, execs run without network for this long before the next attempt, so a
 # broken slirp4netns costs one wait, not one per exec.
 _RETRY_AFTER_S = 30.0
+# Networks kept built ahead for new namespaces: each is a slirp4netns of ~3 MB.
+SPARES = 2
+_CLOSE_WAIT_S = 15.0
+# Spares' names count per process, not per instance: two runtimes in one process (the server's
+# and a maintenance one) must never build, or delete, the other's spare under the same name.
+_SPARE_SERIAL = itertools.count()
 
 
 @dataclass
@@ -95,14 +105,29 @@ def unavailable_reason() -> str | None:
 
 
 class SandboxNetworks:
-    def __init__(self, allow: Sequence[str] = (), idle_s: float = _IDLE_S, max_live: int = _MAX_LIVE) -> None:
+    def __init__(
+        self,
+        allow: Sequence[str] = (),
+        idle_s: float = _IDLE_S,
+        max_live: int = _MAX_LIVE,
+        spares: int = 0,
+    ) -> None:
         self.allow = list(allow)
         self.idle_s = idle_s
         self.max_live = max_live
+        self.spares = spares
         self.owner = owner_name(os.getpid())
         self._lock = threading.Lock()
+        self._built = threading.Condition(self._lock)  # a spare's build ended
         self._nets: dict[str, _Net] = {}
+        self._spare_nets: list[_Net] = []
+        self._building = 0
+        # Bumped by close: a spare whose build started before is torn down, not kept.
+        self._generation = 0
+        self._builder: threading.Thread | None = None
+        self._filling = False  # spares wanted: from the first acquire until close
         self._retry_at = 0.0
+        self.spares_taken = 0  # first calls served by a spare (tests read it)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -126,8 +151,11 @@ class SandboxNetworks:
         cannot work says so at start-up rather than at the first exec."""
         self.sweep()
         probe = f".probe-{os.getpid()}"
-        working = self.acquire(probe) is not None
+        working = self._acquire(probe, refill=False) is not None
         self.close()
+        if working:
+            with self._lock:
+                self._refill()
         return working
 
     def acquire(self, key: str) -> str | None:
@@ -135,6 +163,9 @@ class SandboxNetworks:
 
         Blocking (subprocesses); call it from a thread and pair it with ``release``.
         """
+        return self._acquire(key, refill=True)
+
+    def _acquire(self, key: str, *, refill: bool) -> str | None:
         with self._lock:
             self._stop_idle(exclude=key)
             net = self._nets.get(key)
@@ -142,6 +173,12 @@ class SandboxNetworks:
                 log.warning("slirp4netns for %s is not running; rebuilding its network", key)
                 self._teardown(net)
                 net = None
+            if net is None:
+                net = self._take_spare()
+                if net is not None:
+                    self._nets[key] = net
+                if refill:
+                    self._refill()
             if net is None:
                 if time.monotonic() < self._retry_at:
                     return None
@@ -188,17 +225,82 @@ class SandboxNetworks:
             net = self._nets.get(key)
             return net.api_socket if net is not None else None
 
-    def close(self) -> None:
+    def ready_spares(self) -> list[str]:
+        """The netns paths of the spares built and waiting for a namespace."""
         with self._lock:
-            for net in list(self._nets.values()):
+            return [net.path for net in self._spare_nets]
+
+    def close(self) -> None:
+        """Tear down every network, the spares too (waiting for those being built)."""
+        with self._lock:
+            self._generation += 1
+            self._filling = False
+            self._built.wait_for(lambda: self._building == 0, timeout=_CLOSE_WAIT_S)
+            for net in [*self._nets.values(), *self._spare_nets]:
                 self._teardown(net)
             self._nets.clear()
+            self._spare_nets.clear()
 
     # -- internals --------------------------------------------------------------------------
 
     def _name(self, key: str) -> str:
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         return f"{_PREFIX}{self.owner.removeprefix('srv-')}-{digest}"
+
+    def _take_spare(self) -> _Net | None:
+        while self._spare_nets:
+            net = self._spare_nets.pop(0)
+            if net.slirp is not None and net.slirp.poll() is None:
+                self.spares_taken += 1
+                return net
+            self._teardown(net)  # its slirp4netns died while it waited
+        return None
+
+    def _refill(self) -> None:
+        """Have the builder keep ``spares`` networks ready (lock held)."""
+        if self.spares <= 0:
+            return
+        self._filling = True
+        if self._builder is None:
+            # One long-lived thread: slirp4netns dies with the thread that started it (its
+            # parent-death signal follows the thread), so a short-lived one would take it along.
+            self._builder = threading.Thread(
+                target=self._build_spares, name="trove-netns-spares", daemon=True
+            )
+            self._builder.start()
+        self._built.notify_all()
+
+    def _spare_wanted(self) -> bool:
+        return (
+            self._filling
+            and time.monotonic() >= self._retry_at
+            and len(self._spare_nets) + self._building < self.spares
+        )
+
+    def _build_spares(self) -> None:
+        while True:
+            with self._lock:
+                self._built.wait_for(self._spare_wanted)
+                self._building += 1
+                generation = self._generation
+                net = _Net(f"{_PREFIX}{self.owner.removeprefix('srv-')}-spare{next(_SPARE_SERIAL)}")
+            built = False
+            try:
+                self._build(net)
+                built = True
+            except Exception as exc:  # the thread must survive: logged, and builds pause
+                log.warning("building a spare sandbox network failed: %s", exc)
+            with self._lock:
+                try:
+                    if built and generation == self._generation:
+                        self._spare_nets.append(net)
+                    else:
+                        if not built:
+                            self._retry_at = time.monotonic() + _RETRY_AFTER_S
+                        self._teardown(net)
+                finally:
+                    self._building -= 1
+                    self._built.notify_all()
 
     def _stop_idle(self, exclude: str) -> None:
         """Stop networks idle for ``idle_s``, and the least recently used idle ones beyond

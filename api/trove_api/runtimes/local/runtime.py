@@ -73,7 +73,7 @@ class LocalRuntime(AgentProcesses):
         # Why `outbound` degraded to no network here (said loudly at start-up), or None.
         self.network_unavailable = netns.unavailable_reason() if sandbox and network == "outbound" else None
         self.networks = (
-            netns.SandboxNetworks(network_allow, max_live=max_warm)
+            netns.SandboxNetworks(network_allow, max_live=max_warm, spares=netns.SPARES)
             if sandbox and network == "outbound" and not self.network_unavailable
             else None
         )
