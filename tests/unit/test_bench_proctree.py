@@ -39,8 +39,10 @@ def test_a_live_grandchild_is_found_and_its_memory_read() -> None:
     child = subprocess.Popen(["sh", "-c", "sleep 30 & wait"], start_new_session=True)
     try:
         found: set[int] = set()
+        # Only this child's tree: the suite's own servers (descendants of this process too) run
+        # warm sandboxes whose processes would count as well.
         for _ in range(1000):
-            found = server_descendants(os.getpid())
+            found = server_descendants(os.getpid()) & ({child.pid} | server_descendants(child.pid))
             if len(found) >= 2:
                 break
             time.sleep(0.01)
