@@ -10,6 +10,7 @@ import pytest
 from e2b import Sandbox
 from e2b.exceptions import AuthenticationException, SandboxException
 
+from tests.e2b import WAIT_S
 from tests.support.sdk import admin, client
 from tests.support.server import LiveServer
 
@@ -48,9 +49,9 @@ def test_envd_token_checked(e2b_env: LiveServer) -> None:
     try:
         url = f"{e2b_env.base_url}/e2b/files"
         base = {"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": "49983"}
-        assert httpx.get(url, params={"path": "x"}, headers=base).status_code == 401
+        assert httpx.get(url, params={"path": "x"}, headers=base, timeout=WAIT_S).status_code == 401
         wrong = base | {"X-Access-Token": "nope"}
-        assert httpx.get(url, params={"path": "x"}, headers=wrong).status_code == 401
+        assert httpx.get(url, params={"path": "x"}, headers=wrong, timeout=WAIT_S).status_code == 401
     finally:
         sbx.kill()
 
@@ -104,7 +105,9 @@ def test_timeout_kills_e2b_sandbox_not_trove_namespace(e2b_env: LiveServer, name
 
 
 def test_unknown_route_is_a_501_problem(e2b_env: LiveServer) -> None:
-    r = httpx.get(f"{e2b_env.base_url}/e2b/volumes", headers={"X-API-KEY": e2b_env.workspace_key})
+    r = httpx.get(
+        f"{e2b_env.base_url}/e2b/volumes", headers={"X-API-KEY": e2b_env.workspace_key}, timeout=WAIT_S
+    )
     assert r.status_code == 501
     assert r.headers["content-type"].startswith("application/problem+json")
     assert r.json()["code"] == "not_implemented"
@@ -125,7 +128,10 @@ def test_host_name_routing(domain_server: LiveServer) -> None:
     base = domain_server.base_url
     key = {"X-API-KEY": domain_server.workspace_key}
     r = httpx.post(
-        f"{base}/v2/sandboxes", json={"templateID": "base"}, headers=key | {"Host": "api.e2b.example.test"}
+        f"{base}/v2/sandboxes",
+        json={"templateID": "base"},
+        headers=key | {"Host": "api.e2b.example.test"},
+        timeout=WAIT_S,
     )
     assert r.status_code == 201, r.text
     created = r.json()
@@ -136,17 +142,23 @@ def test_host_name_routing(domain_server: LiveServer) -> None:
         params={"path": "h.txt"},
         content=b"by host",
         headers=token | {"Content-Type": "application/octet-stream"},
+        timeout=WAIT_S,
     )
     assert up.status_code == 200, up.text
-    down = httpx.get(f"{base}/files", params={"path": "/home/user/h.txt"}, headers=token)
+    down = httpx.get(f"{base}/files", params={"path": "/home/user/h.txt"}, headers=token, timeout=WAIT_S)
     assert down.content == b"by host"
     octet = token | {"Content-Type": "application/octet-stream"}
-    big = httpx.post(f"{base}/files", params={"path": "big.bin"}, content=b"b" * 200_000, headers=octet)
+    big = httpx.post(
+        f"{base}/files", params={"path": "big.bin"}, content=b"b" * 200_000, headers=octet, timeout=WAIT_S
+    )
     assert big.status_code == 200, big.text
-    assert httpx.get(f"{base}/health", headers=token).status_code == 204
+    assert httpx.get(f"{base}/health", headers=token, timeout=WAIT_S).status_code == 204
     # Without the domain's host name, the bare paths are Trove's own (no sandbox there).
     assert (
-        httpx.get(f"{base}/health", headers={"X-Access-Token": created["envdAccessToken"]}).status_code == 404
+        httpx.get(
+            f"{base}/health", headers={"X-Access-Token": created["envdAccessToken"]}, timeout=WAIT_S
+        ).status_code
+        == 404
     )
 
 
@@ -156,7 +168,9 @@ def test_a_sandbox_token_opens_only_its_sandbox(e2b_env: LiveServer) -> None:
         b.files.write("secret.txt", "b's")
         token_a = Sandbox.connect(a.sandbox_id)._envd_access_token
         headers = {"E2b-Sandbox-Id": b.sandbox_id, "X-Access-Token": str(token_a)}
-        r = httpx.get(f"{e2b_env.base_url}/e2b/files", params={"path": "secret.txt"}, headers=headers)
+        r = httpx.get(
+            f"{e2b_env.base_url}/e2b/files", params={"path": "secret.txt"}, headers=headers, timeout=WAIT_S
+        )
         assert r.status_code == 401
         assert b"b's" not in r.content
     finally:
@@ -191,7 +205,9 @@ def test_bad_and_oversized_gzip_uploads_refused(e2b_env: LiveServer) -> None:
             "Content-Encoding": "gzip",
         }
         url = f"{e2b_env.base_url}/e2b/files"
-        bad = httpx.post(url, params={"path": "bad.txt"}, content=b"not gzip at all", headers=headers)
+        bad = httpx.post(
+            url, params={"path": "bad.txt"}, content=b"not gzip at all", headers=headers, timeout=WAIT_S
+        )
         assert bad.status_code == 400
         # A small body that inflates past the upload cap: refused, never held whole.
         bomb = gzip.compress(b"\0" * (e2b_env.settings.upload_max_bytes + 1))
@@ -216,7 +232,10 @@ def test_bad_and_oversized_gzip_uploads_refused(e2b_env: LiveServer) -> None:
 )
 def test_bad_create_bodies_are_e2b_errors(e2b_env: LiveServer, body: dict[str, object]) -> None:
     r = httpx.post(
-        f"{e2b_env.base_url}/e2b/sandboxes", json=body, headers={"X-API-KEY": e2b_env.workspace_key}
+        f"{e2b_env.base_url}/e2b/sandboxes",
+        json=body,
+        headers={"X-API-KEY": e2b_env.workspace_key},
+        timeout=WAIT_S,
     )
     assert r.status_code in (400, 404), r.text
     assert r.json()["code"] == r.status_code
@@ -226,7 +245,9 @@ def test_bad_create_bodies_are_e2b_errors(e2b_env: LiveServer, body: dict[str, o
 @pytest.mark.parametrize("query", ["limit=abc", "limit=0", "limit=100000", "nextToken=xyz"])
 def test_bad_list_queries_are_400(e2b_env: LiveServer, query: str) -> None:
     r = httpx.get(
-        f"{e2b_env.base_url}/e2b/v2/sandboxes?{query}", headers={"X-API-KEY": e2b_env.workspace_key}
+        f"{e2b_env.base_url}/e2b/v2/sandboxes?{query}",
+        headers={"X-API-KEY": e2b_env.workspace_key},
+        timeout=WAIT_S,
     )
     assert r.status_code == 400, r.text
 

@@ -11,6 +11,7 @@ import pytest
 from e2b import CommandExitException, Sandbox
 from e2b.exceptions import TimeoutException
 
+from tests.e2b import WAIT_S
 from tests.support.server import LiveServer
 
 
@@ -116,6 +117,7 @@ def _exec_events(server: LiveServer, sandbox_id: str, count: int) -> list[dict[s
             f"{server.base_url}/v1/workspaces/{server.workspace_id}/events",
             params={"namespace": sandbox_id, "types": "exec.completed"},
             headers={"Authorization": f"Bearer {server.workspace_key}"},
+            timeout=WAIT_S,
         ).json()["events"]
         if len(events) >= count:
             break

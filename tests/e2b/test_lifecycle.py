@@ -7,6 +7,7 @@ import pytest
 from e2b import Sandbox, SandboxQuery, SandboxState
 from e2b.exceptions import NotFoundException
 
+from tests.e2b import WAIT_S
 from tests.support.sdk import client
 from tests.support.server import LiveServer
 
@@ -101,6 +102,7 @@ def test_changes_through_e2b_are_trove_events(e2b_env: LiveServer) -> None:
             f"{e2b_env.base_url}/v1/workspaces/{e2b_env.workspace_id}/events",
             params={"namespace": sbx.sandbox_id},
             headers={"Authorization": f"Bearer {e2b_env.workspace_key}"},
+            timeout=WAIT_S,
         )
         assert r.status_code == 200, r.text
         seen = [(e["type"], e["data"].get("path")) for e in r.json()["events"]]

@@ -13,6 +13,7 @@ from e2b import Sandbox
 from e2b.exceptions import SandboxException
 from protobuf import Oneof
 
+from tests.e2b import WAIT_S
 from tests.e2b.test_access import _mint
 from tests.support.server import LiveServer
 from trove_api.e2b.envd import process_pb as pb
@@ -37,7 +38,9 @@ def test_locked_key_and_foreign_token_cannot_touch_another_sandboxs_processes(e2
             "Content-Type": "application/json",
         }
         for method, body in (("List", {}), ("SendSignal", {"process": {"pid": victim.pid}, "signal": 9})):
-            r = httpx.post(f"{e2b_env.base_url}/e2b/process.Process/{method}", json=body, headers=headers)
+            r = httpx.post(
+                f"{e2b_env.base_url}/e2b/process.Process/{method}", json=body, headers=headers, timeout=WAIT_S
+            )
             assert r.status_code == 401, r.text
         assert victim.pid in [p.pid for p in b.commands.list()]
     finally:
