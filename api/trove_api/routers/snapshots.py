@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -18,6 +19,7 @@ from trove_api.schemas.snapshots import (
     SnapshotRestored,
 )
 from trove_api.services.snapshots import LIST_MAX_LIMIT, SnapshotRecord
+from trove_api.stores.snapshots import SnapshotReader
 
 router = APIRouter(prefix="/v1/snapshots", tags=["snapshots"])
 
@@ -84,6 +86,13 @@ async def delete_snapshot(snapshot_id: str, call: FsCallDep, ctx: ContextDep) ->
 async def download_snapshot(snapshot_id: str, call: FsCallDep, ctx: ContextDep) -> StreamingResponse:
     """The snapshot's gzip tarball, streamed from the store (`X-Trove-Checksum`: its sha256)."""
     snap, reader = await ctx.snapshots.open_download(call.caller.workspace_id, call.namespace, snapshot_id)
+    return download_response(snap, reader)
+
+
+def download_response(
+    snap: SnapshotRecord, reader: SnapshotReader, extra_headers: Mapping[str, str] | None = None
+) -> StreamingResponse:
+    """A snapshot's tarball as an attachment, streamed, its sha256 in ``X-Trove-Checksum``."""
     return StreamingResponse(
         reader.chunks(),
         media_type="application/gzip",
@@ -91,6 +100,7 @@ async def download_snapshot(snapshot_id: str, call: FsCallDep, ctx: ContextDep) 
             "Content-Length": str(reader.size),
             "Content-Disposition": f'attachment; filename="{snap.snapshot_id}.tar.gz"',
             "X-Trove-Checksum": snap.checksum,
+            **(extra_headers or {}),
         },
         background=BackgroundTask(reader.aclose),
     )

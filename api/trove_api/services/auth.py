@@ -8,7 +8,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import RowMapping, bindparam, select
 
 from trove_api.events.log import Actor
 from trove_api.stores.db import Database
@@ -75,12 +75,17 @@ def _lookup_caller(db: Database, authorization: str | None) -> Caller:
         raise UnauthenticatedError("Invalid API key")
     if row["revoked_at"] is not None:
         raise UnauthenticatedError("This API key has been revoked")
+    return caller_of(row)
+
+
+def caller_of(key_row: RowMapping) -> Caller:
+    """The caller an ``api_keys`` row stands for."""
     return Caller(
-        key_id=row["id"],
-        key_name=row["name"],
-        workspace_id=row["workspace_id"],
-        scope=row["scope"],
-        namespace=row["namespace"],
+        key_id=key_row["id"],
+        key_name=key_row["name"],
+        workspace_id=key_row["workspace_id"],
+        scope=key_row["scope"],
+        namespace=key_row["namespace"],
     )
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, insert, select
 
-from trove_api.services.auth import Caller, authenticate
+from trove_api.services.auth import Caller, authenticate, caller_of
 from trove_api.services.ratelimit import RateLimiter
 from trove_api.stores.db import Database
 from trove_api.stores.tables import api_keys, dashboard_signouts
@@ -120,13 +120,7 @@ class DashboardSessions:
             raise UnauthenticatedError("The key behind this session was revoked: sign in again")
         if ended is not None:
             raise UnauthenticatedError("This session was signed out: sign in again")
-        return Caller(
-            key_id=row["id"],
-            key_name=row["name"],
-            workspace_id=row["workspace_id"],
-            scope=row["scope"],
-            namespace=row["namespace"],
-        )
+        return caller_of(row)
 
     def _sign(self, body: str) -> str:
         return _b64(hmac.new(self._secret, b"session:" + body.encode(), hashlib.sha256).digest())

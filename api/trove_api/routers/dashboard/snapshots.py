@@ -4,11 +4,11 @@ snapshot service as /v1/snapshots: the same locks, intents, events and audit act
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import Response, StreamingResponse
-from starlette.background import BackgroundTask
+from fastapi.responses import Response
 
 from trove_api.routers.dashboard.common import DashboardRoute, PostedDep, ViewDep, back
 from trove_api.routers.dashboard.namespaces import namespace_of, namespace_url
+from trove_api.routers.snapshots import download_response
 
 router = APIRouter(prefix="/dashboard/namespaces", route_class=DashboardRoute, include_in_schema=False)
 
@@ -43,14 +43,4 @@ async def delete(name: str, snapshot_id: str, posted: PostedDep) -> Response:
 async def download(name: str, snapshot_id: str, view: ViewDep) -> Response:
     namespace = namespace_of(view, name)
     snap, reader = await view.ctx.snapshots.open_download(view.caller.workspace_id, namespace, snapshot_id)
-    return StreamingResponse(
-        reader.chunks(),
-        media_type="application/gzip",
-        headers={
-            "Content-Length": str(reader.size),
-            "Content-Disposition": f'attachment; filename="{snap.snapshot_id}.tar.gz"',
-            "X-Trove-Checksum": snap.checksum,
-            "Cache-Control": "no-store",
-        },
-        background=BackgroundTask(reader.aclose),
-    )
+    return download_response(snap, reader, {"Cache-Control": "no-store"})
