@@ -76,6 +76,7 @@ def build_warm_pod(
             "labels": build_pool_labels(pool, "sandbox"),
             "annotations": {
                 builders.ANNOTATION_SPEC_HASH: hashed,
+                builders.ANNOTATION_TEMPLATE_REVISION: builders.template_revision(template),
                 ANNOTATION_PVC_SPEC_HASH: builders.spec_hash(builders.build_pvc_spec(template)),
             },
         },
