@@ -291,6 +291,17 @@ def test_an_upgraded_value_reaches_namespaces_made_before_it() -> None:
     assert builders.template_revision(old) != builders.template_revision(new)
 
 
+@pytest.mark.parametrize(
+    ("policy", "said"),
+    [("idle", "never mid-call"), ("immediate", "at once"), ("never", "leaves running pods")],
+)
+def test_notes_say_how_a_changed_template_rolls_out(tmp_path: Path, policy: str, said: str) -> None:
+    notes = render_notes(tmp_path, "--set", f"sandbox.rollout={policy}")
+    assert f"sandbox.rollout={policy} " in notes
+    assert said in notes
+    assert "POD-REVISION" in notes
+
+
 def test_an_unknown_rollout_policy_is_refused() -> None:
     assert "sandbox.rollout" in render_error("--set", "sandbox.rollout=sometimes")
 
