@@ -12,7 +12,7 @@ import pytest
 
 from trove_core.crd import ANNOTATION_LAST_ACTIVITY, LABEL_MANAGED_BY, child_names
 from trove_operator import builders, pool_builders, rollout
-from trove_operator.reconciler import _merged, idle_for
+from trove_operator.reconciler import _merged, _replace, idle_for
 from trove_operator.spec import SandboxTemplate, TroveNamespaceSpec
 
 AT = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)
@@ -235,3 +235,40 @@ def test_the_status_carries_revisions_and_drops_the_pod_revision_without_a_pod()
         rollout={"templateRevision": "abc", "podRevision": None, "rollout": rollout.CURRENT},
     )
     assert (status["templateRevision"], status["podRevision"], status["rollout"]) == ("abc", None, "Current")
+
+
+# ── the reconciler's decision, with the default settings (policy idle, 150 s) ──
+
+
+def test_the_reconciler_keeps_a_busy_namespaces_outdated_pod_and_replaces_an_idle_ones() -> None:
+    """The old operator deleted every outdated pod at once, mid-call or not."""
+    now = dt.datetime.now(dt.UTC)
+
+    def body_idle_for(seconds: float) -> dict[str, Any]:
+        stamp = (now - dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = api_tns(maxProcesses=2048)
+        body["metadata"]["annotations"] = {ANNOTATION_LAST_ACTIVITY: stamp}
+        return body
+
+    old_pod, desired = pod_of(api_tns()), pod_of(api_tns(maxProcesses=2048))
+    assert not _replace(body_idle_for(5), old_pod, desired)  # a call may be in flight
+    assert _replace(body_idle_for(3600), old_pod, desired)
+    assert not _replace(body_idle_for(3600), desired, desired)  # current: nothing to roll
+    ended = copy.deepcopy(desired)
+    ended["status"] = {"phase": "Failed"}
+    assert _replace(body_idle_for(5), ended, desired)  # an ended pod comes back at once
+
+
+def test_warm_members_of_an_older_template_are_replaced() -> None:
+    old = SandboxTemplate.model_validate({"maxProcesses": 512})
+    new = SandboxTemplate.model_validate({"maxProcesses": 640})
+    pods, pvcs = [], []
+    for token in ("aaaa0001", "aaaa0002"):
+        names = pool_builders.member_names("pool", token)
+        pods.append(pool_builders.build_warm_pod("pool", names, old))
+        pvcs.append(pool_builders.build_warm_pvc("pool", names, old))
+    assert pool_builders.plan(2, pods, pvcs, old).delete == []
+    todo = pool_builders.plan(2, pods, pvcs, new)
+    assert sorted(todo.delete) == sorted(p["metadata"]["name"] for p in pods)
+    assert todo.create == 2
+    assert builders.template_revision(old) != builders.template_revision(new)
