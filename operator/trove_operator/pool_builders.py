@@ -207,8 +207,13 @@ def plan(size: int, pods: list[Manifest], pvcs: list[Manifest], template: Sandbo
     return result
 
 
-def build_pool_status(plan_: PoolPlan, size: int, generation: int | None) -> Manifest:
+def build_pool_status(
+    plan_: PoolPlan, size: int, generation: int | None, template: SandboxTemplate | None = None
+) -> Manifest:
     status: Manifest = {"size": size, "warm": plan_.warm, "ready": plan_.ready}
+    if template is not None:
+        # Every waiting member runs this revision: plan() replaces those of any other.
+        status["templateRevision"] = builders.template_revision(template)
     if generation is not None:
         status["observedGeneration"] = generation
     return status
