@@ -20,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,8 +33,10 @@ from kubernetes.client.exceptions import ApiException
 from trove_sdk import TroveClient
 
 from tests.support.cluster import Cluster, release_finalizers, start_operator, wait_for
-from tests.support.server import LiveServer, start_server
-from trove_core.crd import GROUP, PLURAL, VERSION, object_name
+from tests.support.sdk import client
+from tests.support.server import LiveServer, make_data_dir, start_server
+from trove_api.runtimes.kubernetes.namespaces import activity_stamp
+from trove_core.crd import ANNOTATION_LAST_ACTIVITY, GROUP, PLURAL, VERSION, object_name
 
 OLD = {"maxProcesses": 512, "idleSuspendSeconds": 0}
 NEW = {"maxProcesses": 640, "idleSuspendSeconds": 0}
@@ -222,3 +226,27 @@ def test_a_changed_template_rolls_an_idle_namespace_now_and_a_busy_one_after_its
             for name, pvc in pvcs.items():
                 live_pvc = rollout.k8s.core.read_namespaced_persistent_volume_claim(pvc, rollout.namespace)
                 assert live_pvc.metadata.uid == pvc_uids[name]
+
+
+def test_the_first_call_after_a_quiet_spell_stamps_activity_before_it_runs(k8s: Cluster) -> None:
+    """Otherwise the operator would still see the old stamp until the API's next flush (up to a
+    minute), and could roll (or suspend) the namespace under the call. An API process with no
+    channel to the pod yet (here: restarted) stamps before it uses the pod."""
+    namespace = "stamp-" + secrets.token_hex(3)
+    data = make_data_dir()
+    no_suspend = {"k8s_idle_suspend_s": 0, "k8s_ready_timeout_s": 29}  # the stamp alone is under test
+    try:
+        with start_server(data_dir=data, **no_suspend) as first, client(first, namespace) as trove:
+            trove.write("workspace/a.txt", "a")
+            name, key = object_name(first.workspace_id, namespace), first.workspace_key
+        quiet = {"metadata": {"annotations": {ANNOTATION_LAST_ACTIVITY: "2020-01-01T00:00:00Z"}}}
+        k8s.custom.patch_namespaced_custom_object(GROUP, VERSION, k8s.namespace, PLURAL, name, quiet)
+        with start_server(data_dir=data, **no_suspend) as restarted:
+            called = activity_stamp(time.time() - 1)
+            with TroveClient(api_key=key, namespace=namespace, base_url=restarted.base_url) as again:
+                assert again.exec("cat workspace/a.txt") == "a"
+                obj = k8s.custom.get_namespaced_custom_object(GROUP, VERSION, k8s.namespace, PLURAL, name)
+                # Fixed-width UTC stamps compare as strings.
+                assert obj["metadata"]["annotations"][ANNOTATION_LAST_ACTIVITY] >= called
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
