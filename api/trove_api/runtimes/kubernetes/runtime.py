@@ -122,7 +122,9 @@ class KubernetesRuntime(AgentProcesses):
         fallback = self._no_agent.get(name)
         if fallback is not None and fallback[1] > time.monotonic():
             self._touch(name)
-            return await self.control.wait_ready(ns)
+            pod = await self.control.wait_ready(ns)
+            await self._stamp_if_stale(name)
+            return pod
         try:
             return await self._session(ns)
         except AgentMissingError:
