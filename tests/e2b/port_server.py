@@ -47,12 +47,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def echo(self) -> None:
         key = self.headers["Sec-WebSocket-Key"] + GUID
+        accept = base64.b64encode(hashlib.sha1(key.encode()).digest()).decode()
         self.send_response(101)
         self.send_header("Upgrade", "websocket")
         self.send_header("Connection", "Upgrade")
-        self.send_header(
-            "Sec-WebSocket-Accept", base64.b64encode(hashlib.sha1(key.encode()).digest()).decode()
-        )
+        self.send_header("Sec-WebSocket-Accept", accept)
         offered = self.headers.get("Sec-WebSocket-Protocol")
         if offered:
             self.send_header("Sec-WebSocket-Protocol", offered.split(",")[0].strip())

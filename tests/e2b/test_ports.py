@@ -23,6 +23,7 @@ from e2b import Sandbox
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from tests.support.sdk import admin
 from tests.support.server import LiveServer, start_server
 from trove_api.services.keys import create_workspace
 
@@ -147,8 +148,6 @@ def test_port_is_reached_only_through_trove_and_only_with_its_sandbox_credential
         )
         with_token = route | {"X-Access-Token": str(Sandbox.connect(other.sandbox_id)._envd_access_token)}
         assert httpx.get(url, headers=with_token).status_code == 401
-        from tests.support.sdk import admin
-
         with admin(e2b_env) as adm:
             locked = adm.create_key("locked", namespace=other.sandbox_id).api_key
         assert httpx.get(url, headers=route | {"X-API-KEY": locked}).status_code == 403
