@@ -1,6 +1,7 @@
 """A server the get_host tests write into the sandbox and start there (standard library only).
 
-``GET /headers``: the request's headers and path as JSON. ``POST /sink``: the SHA-256 of the
+``GET /headers`` (or any path): the request's headers and path as JSON; ``GET /hang-up``
+closes the connection without an answer. ``POST /sink``: the SHA-256 of the
 body. A WebSocket upgrade on any path: every text and binary message echoed, pings answered,
 the close echoed. Usage: ``python3 port_server.py <port>``.
 """
@@ -23,6 +24,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.headers.get("Upgrade", "").lower() == "websocket":
             self.echo()
+            return
+        if self.path == "/hang-up":  # no answer at all
+            self.close_connection = True
             return
         seen = {k.lower(): v for k, v in self.headers.items()}
         self.reply(json.dumps({**seen, "path": self.path}).encode(), "application/json")

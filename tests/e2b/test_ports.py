@@ -127,6 +127,14 @@ def test_nothing_listening_is_a_502(sbx: Sandbox, e2b_env: LiveServer) -> None:
     assert r.json()["code"] == "sandbox_port_closed"
 
 
+def test_a_server_hanging_up_without_an_answer_is_a_502(sbx: Sandbox, echo: int, e2b_env: LiveServer) -> None:
+    r = httpx.get(f"{e2b_env.base_url}/e2b/hang-up", headers=_headers(sbx, echo))
+    assert r.status_code == 502
+    assert r.json()["code"] == "sandbox_port_closed"
+    # The server is still there for the next request.
+    assert httpx.get(f"{e2b_env.base_url}/e2b/headers", headers=_headers(sbx, echo)).status_code == 200
+
+
 def test_port_is_reached_only_through_trove_and_only_with_its_sandbox_credentials(
     sbx: Sandbox, echo: int, e2b_env: LiveServer
 ) -> None:

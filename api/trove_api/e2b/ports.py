@@ -38,7 +38,8 @@ HOP_BY_HOP = frozenset(
 )
 DROPPED = (
     HOP_BY_HOP
-    | {SANDBOX_HEADER.encode(), PORT_HEADER.encode()}
+    # uvicorn has already answered an ``Expect: 100-continue`` (when the body was first read).
+    | {SANDBOX_HEADER.encode(), PORT_HEADER.encode(), b"expect"}
     | {name.encode() for name in CREDENTIAL_HEADERS}
 )
 MAX_HEAD_BYTES = 64 * 1024  # the response's status line and headers
@@ -145,15 +146,20 @@ async def relay_http(scope: Scope, receive: Receive, send: Send, conn: PortConne
     if scope.get("http_version") == "1.0" and not any(k.lower() == b"content-length" for k, _ in head):
         head.append((b"content-length", b"0"))
     await conn.send(client.send(h11.Request(method=scope["method"], target=target, headers=head)))
-    started = False
+    started = left = False
     uploading = True
+
+    async def leave() -> None:
+        nonlocal left
+        left = True
+        await conn.aclose()  # the reads below end
 
     async def upload() -> None:
         nonlocal uploading
         while uploading:
             message = await receive()
             if message["type"] == "http.disconnect":
-                await conn.aclose()  # the client left: the reads below end
+                await leave()
                 return
             body = message.get("body", b"")
             if body and client.our_state is h11.SEND_BODY:
@@ -164,7 +170,7 @@ async def relay_http(scope: Scope, receive: Receive, send: Send, conn: PortConne
                 uploading = False
         # Then only a disconnect can come.
         if (await receive())["type"] == "http.disconnect":
-            await conn.aclose()
+            await leave()
 
     uploader = asyncio.create_task(upload())
     try:
@@ -192,6 +198,8 @@ async def relay_http(scope: Scope, receive: Receive, send: Send, conn: PortConne
             else:  # ConnectionClosed before the end of a response
                 raise _Closed
     except (_Closed, h11.RemoteProtocolError, TroveError) as exc:
+        if left:
+            return
         if started:
             raise  # the status is out: only a cut connection tells the client
         detail = "closed the connection without an answer" if isinstance(exc, _Closed) else str(exc)
