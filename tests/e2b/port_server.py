@@ -14,6 +14,7 @@ import json
 import struct
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -32,15 +33,23 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(json.dumps({**seen, "path": self.path}).encode(), "application/json")
 
     def do_POST(self) -> None:
-        left = int(self.headers.get("Content-Length", "0"))
         digest = hashlib.sha256()
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                digest.update(self.rfile.read(size))
+                self.rfile.readline()
+            self.rfile.readline()  # after the last chunk: no trailers
+        else:
+            self.read_into(digest, int(self.headers.get("Content-Length", "0")))
+        self.reply(digest.hexdigest().encode(), "text/plain")
+
+    def read_into(self, digest: Any, left: int) -> None:
         while left:
             chunk = self.rfile.read(min(left, 65536))
             if not chunk:
-                break
+                return
             digest.update(chunk)
             left -= len(chunk)
-        self.reply(digest.hexdigest().encode(), "text/plain")
 
     def reply(self, body: bytes, content_type: str) -> None:
         self.send_response(200)

@@ -101,6 +101,9 @@ def test_request_bodies_stream_in_and_credentials_stay_out(
     r = httpx.post(f"{url}/sink", content=body, headers=_headers(sbx, echo), timeout=60)
     assert r.status_code == 200, r.text
     assert r.text == hashlib.sha256(body).hexdigest()
+    pieces = (body[i : i + 100_000] for i in range(0, len(body), 100_000))  # no length: chunked
+    streamed = httpx.post(f"{url}/sink", content=pieces, headers=_headers(sbx, echo), timeout=60)
+    assert streamed.text == hashlib.sha256(body).hexdigest()
     seen = httpx.get(f"{url}/headers?q=1", headers=_headers(sbx, echo) | {"X-Mine": "kept"}).json()
     assert seen["path"] == "/headers?q=1"
     assert seen["x-mine"] == "kept"

@@ -30,6 +30,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 ABNORMAL = 1011  # the server went away without a close: "unexpected condition"
+HANDSHAKE_S = 30.0
 
 
 async def _flush(proto: ClientProtocol, conn: PortConnection) -> None:
@@ -79,7 +80,11 @@ async def relay(
             request.headers[lowered] = value.decode("latin-1")
     proto.send_request(request)
     await _flush(proto, conn)
-    response, early = await _handshake(proto, conn)
+    try:
+        async with asyncio.timeout(HANDSHAKE_S):  # the client does not wait for ever either
+            response, early = await _handshake(proto, conn)
+    except TimeoutError:
+        response, early = None, []
     if response is None or proto.handshake_exc is not None:
         await send({"type": "websocket.close", "code": 1008})  # the client sees 403
         return
@@ -92,6 +97,10 @@ async def relay(
         for task in (outbound, inbound):
             task.cancel()
         await asyncio.gather(outbound, inbound, return_exceptions=True)
+    if not (outbound.done() and not outbound.cancelled() and outbound.exception() is None):
+        # The connection to the server broke, or the client left: a close for a client still there.
+        with contextlib.suppress(Exception):
+            await send({"type": "websocket.close", "code": ABNORMAL})
 
 
 async def _to_client(proto: ClientProtocol, conn: PortConnection, send: Send, early: list[Any]) -> None:

@@ -143,8 +143,9 @@ async def relay_http(scope: Scope, receive: Receive, send: Send, conn: PortConne
     head = [*forwarded_headers(list(scope["headers"])), (b"connection", b"close")]
     if not any(k.lower() == b"host" for k, _ in head):
         head.append((b"host", b"localhost"))
-    if scope.get("http_version") == "1.0" and not any(k.lower() == b"content-length" for k, _ in head):
-        head.append((b"content-length", b"0"))
+    sent = [k.lower() for k, _ in scope["headers"]]
+    if b"transfer-encoding" in sent and b"content-length" not in sent:
+        head.append((b"transfer-encoding", b"chunked"))  # re-framed by h11 as it is streamed on
     await conn.send(client.send(h11.Request(method=scope["method"], target=target, headers=head)))
     started = left = False
     uploading = True

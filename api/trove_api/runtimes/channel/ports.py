@@ -76,7 +76,9 @@ class PortStream:
 
     async def receive(self) -> bytes:
         while not self._inbox:
-            if self._eof or self._finished:
+            if self._eof:  # every byte of the server's arrived, whatever followed
+                return b""
+            if self._finished:
                 if self._error is not None:
                     raise self._error
                 return b""
