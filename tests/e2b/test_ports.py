@@ -25,6 +25,7 @@ from websockets.sync.client import connect
 
 from tests.support.sdk import admin
 from tests.support.server import LiveServer, start_server
+from trove_api.e2b import ports
 from trove_api.services.keys import create_workspace
 
 PORT_SERVER = (Path(__file__).parent / "port_server.py").read_text()
@@ -66,9 +67,10 @@ def echo(sbx: Sandbox, e2b_env: LiveServer) -> Iterator[int]:
     """The echo server's port, listening."""
     port = _free_port()
     sbx.files.write("port_server.py", PORT_SERVER)
-    sbx.commands.run(f"python3 port_server.py {port}", background=True)
+    server = sbx.commands.run(f"python3 port_server.py {port}", background=True)
     _wait_listening(f"{e2b_env.base_url}/e2b/headers", _headers(sbx, port))
-    return port
+    yield port
+    server.kill()  # its output stream closed before the sandbox goes
 
 
 def test_http_server_through_get_host_path_style(sbx: Sandbox, e2b_env: LiveServer) -> None:
@@ -76,7 +78,7 @@ def test_http_server_through_get_host_path_style(sbx: Sandbox, e2b_env: LiveServ
     sbx.files.write("hello.txt", "from inside")
     big = os.urandom(3 * 1024 * 1024)  # several flow-control windows
     sbx.files.write("big.bin", big)
-    sbx.commands.run(f"python3 -m http.server {port} --bind 127.0.0.1", background=True)
+    server = sbx.commands.run(f"python3 -m http.server {port} --bind 127.0.0.1", background=True)
     url = f"{e2b_env.base_url}/e2b"
     _wait_listening(f"{url}/hello.txt", _headers(sbx, port))
     r = httpx.get(f"{url}/hello.txt", headers=_headers(sbx, port))
@@ -91,6 +93,7 @@ def test_http_server_through_get_host_path_style(sbx: Sandbox, e2b_env: LiveServ
     }
     assert httpx.get(f"{url}/hello.txt", headers=by_key).text == "from inside"
     assert httpx.get(f"{url}/missing", headers=_headers(sbx, port)).status_code == 404
+    server.kill()
 
 
 def test_request_bodies_stream_in_and_credentials_stay_out(
@@ -205,3 +208,23 @@ def test_host_style_get_host(domain_server: LiveServer, monkeypatch: pytest.Monk
         server.kill()
     finally:
         sbx.kill()
+
+
+def test_open_connections_per_sandbox_are_capped(
+    sbx: Sandbox, echo: int, e2b_env: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ports, "MAX_OPEN_PER_SANDBOX", 1)
+    url = f"{e2b_env.base_url}/e2b/headers"
+    ws_url = e2b_env.base_url.replace("http://", "ws://") + "/e2b/echo"
+    with connect(ws_url, additional_headers=_headers(sbx, echo)) as ws:
+        ws.send("held open")
+        assert ws.recv() == "held open"
+        busy = httpx.get(url, headers=_headers(sbx, echo))
+        assert busy.status_code == 429
+        assert busy.json()["code"] == "rate_limited"
+    # Closed on the client's side: the count goes down once the relay has ended (polled).
+    for _ in range(200):
+        if httpx.get(url, headers=_headers(sbx, echo)).status_code == 200:
+            break
+        time.sleep(0.05)
+    assert httpx.get(url, headers=_headers(sbx, echo)).status_code == 200

@@ -22,9 +22,10 @@ from starlette.responses import JSONResponse
 
 from trove_api.e2b import port_socket
 from trove_api.e2b.access import CREDENTIAL_HEADERS, PORT_HEADER, SANDBOX_HEADER, port_sandbox, target_port
+from trove_api.e2b.records import SandboxRecord
 from trove_api.e2b.sandboxes import E2bApiError, SandboxService, owner_caller
 from trove_api.problems import PROBLEM_MEDIA_TYPE
-from trove_core.errors import SandboxPortClosedError, TroveError
+from trove_core.errors import RateLimitedError, SandboxPortClosedError, TroveError
 from trove_core.runtime import PortConnection
 
 Scope = MutableMapping[str, Any]
@@ -43,6 +44,8 @@ DROPPED = (
     | {name.encode() for name in CREDENTIAL_HEADERS}
 )
 MAX_HEAD_BYTES = 64 * 1024  # the response's status line and headers
+# Each open connection may hold a flow-control window in the API and in the agent.
+MAX_OPEN_PER_SANDBOX = 64
 
 
 def forwarded_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -95,6 +98,7 @@ class PortProxy:
         self.app = app
         self.state = state
         self.prefix = prefix
+        self._open: dict[str, int] = {}  # connections open per sandbox
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or not self._for_a_port(scope):
@@ -103,26 +107,51 @@ class PortProxy:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             port = target_port(headers)
-            if port is None:  # envd's own port: Trove's routes
-                await self.app(scope, receive, send)
-                return
-            svc: SandboxService = self.state.e2b
+        except E2bApiError as exc:
+            await answer_error(scope, receive, send, exc)
+            return
+        if port is None:  # envd's own port: Trove's routes
+            await self.app(scope, receive, send)
+            return
+        svc: SandboxService = self.state.e2b
+        try:
             rec = await port_sandbox(svc, headers)
-            owner = owner_caller(rec)
-            ns = await svc.ctx.namespaces.ensure(owner.workspace_id, rec.sandbox_id, owner.actor)
-            conn = await svc.ctx.runtime.connect_port(ns, port)
         except (E2bApiError, TroveError) as exc:
             await answer_error(scope, receive, send, exc)
             return
+        sandbox = rec.sandbox_id
+        if self._open.get(sandbox, 0) >= MAX_OPEN_PER_SANDBOX:
+            busy = RateLimitedError(
+                f"{MAX_OPEN_PER_SANDBOX} connections to this sandbox's ports are open; close one first",
+                retry_after=1,
+            )
+            await answer_error(scope, receive, send, busy)
+            return
+        self._open[sandbox] = self._open.get(sandbox, 0) + 1
         try:
+            await self._proxy(scope, receive, send, svc, rec, port)
+        finally:
+            self._open[sandbox] -= 1
+            if not self._open[sandbox]:
+                del self._open[sandbox]
+
+    async def _proxy(
+        self, scope: Scope, receive: Receive, send: Send, svc: SandboxService, rec: SandboxRecord, port: int
+    ) -> None:
+        try:
+            owner = owner_caller(rec)
+            ns = await svc.ctx.namespaces.ensure(owner.workspace_id, rec.sandbox_id, owner.actor)
+            conn = await svc.ctx.runtime.connect_port(ns, port)
+        except TroveError as exc:
+            await answer_error(scope, receive, send, exc)
+            return
+        try:
+            target = inner_target(scope, self.prefix)
             if scope["type"] == "websocket":
-                target, forwarded = (
-                    inner_target(scope, self.prefix),
-                    forwarded_headers(list(scope["headers"])),
-                )
+                forwarded = forwarded_headers(list(scope["headers"]))
                 await port_socket.relay(scope, receive, send, conn, target, forwarded)
             else:
-                await relay_http(scope, receive, send, conn, inner_target(scope, self.prefix))
+                await relay_http(scope, receive, send, conn, target)
         finally:
             await conn.aclose()
 
