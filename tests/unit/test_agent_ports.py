@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_agent import agent
+from trove_api.runtimes.channel import AGENT_SOURCE
 from trove_api.runtimes.channel.ports import WINDOW, PortStream, open_port
 from trove_core.errors import InvalidRequestError, SandboxPortClosedError
 
@@ -108,3 +109,13 @@ async def test_bad_ports_refused(tmp_path: Path) -> None:
         for port in (0, 70000):
             with pytest.raises(InvalidRequestError, match="no port"):
                 await open_port(session, port)
+
+
+async def test_an_agent_from_before_port_connect_says_so(tmp_path: Path) -> None:
+    old = tmp_path / "old_agent.py"
+    old.write_text(AGENT_SOURCE.read_text().replace("def op_port_connect(", "def op_gone_port_connect("))
+    root = tmp_path / "root"
+    root.mkdir()
+    async with agent(root, script=old) as session:
+        with pytest.raises(SandboxPortClosedError, match="older than get_host"):
+            await open_port(session, 1)

@@ -132,6 +132,11 @@ async def open_port(session: AgentSession, port: int, window: int = WINDOW) -> P
     if kind != ACK:
         request.close()
         result = reply(payload) if kind == RESULT else {}
+        if result.get("code") == "bad_request":  # "unknown op": an agent from before port_connect
+            raise SandboxPortClosedError(
+                "This sandbox's trove-agent cannot reach ports (it is older than get_host support): "
+                "rebuild or update the sandbox image"
+            )
         raise agent_error(result) if result and not result.get("ok") else TroveError("A malformed port reply")
     return PortStream(request, port, window)
 
