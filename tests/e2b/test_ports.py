@@ -8,6 +8,7 @@ name the sandbox and port in headers (``E2B_SANDBOX_URL``); host-style calls use
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from e2b import Sandbox
+from e2b import AsyncSandbox, Sandbox
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -228,3 +229,26 @@ def test_open_connections_per_sandbox_are_capped(
             break
         time.sleep(0.05)
     assert httpx.get(url, headers=_headers(sbx, echo)).status_code == 200
+
+
+async def test_async_sdk_get_host_and_traffic_token(e2b_env: LiveServer) -> None:
+    sbx = await AsyncSandbox.create()
+    try:
+        port = _free_port()
+        server = await sbx.commands.run(f"python3 -m http.server {port} --bind 127.0.0.1", background=True)
+        assert sbx.get_host(port) == f"{port}-{sbx.sandbox_id}.{sbx.sandbox_domain}"
+        headers = {
+            "E2b-Sandbox-Id": sbx.sandbox_id,
+            "E2b-Sandbox-Port": str(port),
+            "E2b-Traffic-Access-Token": str(sbx.traffic_access_token),
+        }
+        async with httpx.AsyncClient(base_url=f"{e2b_env.base_url}/e2b", headers=headers) as http:
+            for _ in range(400):
+                if (listing := await http.get("/")).status_code != 502:
+                    break
+                await asyncio.sleep(0.05)
+            assert listing.status_code == 200
+            assert "Directory listing" in listing.text
+        await server.kill()
+    finally:
+        await sbx.kill()
