@@ -5,6 +5,7 @@ many commands and file transfers over its stdin/stdout.
 Frames in both directions: a 9-byte header ``>IIB`` (payload length, request id, type), then
 the payload. Client → agent: OPEN (JSON op), DATA (stdin or file bytes), EOF, CANCEL.
 Agent → client: HELLO (id 0), DATA (file bytes), STDOUT, STDERR, RESULT (JSON; ends the id).
+``port_connect`` (a TCP connection in the sandbox) also has EOF from the agent and ACK both ways.
 
 Each command runs in its own session under its own supervisor (a child subreaper: see
 "containment"), with its own timeout; everything it started is killed when it ends, however
@@ -876,7 +877,7 @@ class Agent:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
-        return {"sent": state["received"]}
+        return {"received": state["received"]}
 
 
 def acknowledged(frame: tuple[int, bytes], acked: int) -> int:
