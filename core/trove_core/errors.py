@@ -45,6 +45,7 @@
     ├── KubernetesApiError (500 kubernetes_error)
     ├── SandboxUnavailableError (500 sandbox_unavailable)
     ├── E2bNotImplementedError (501 not_implemented)
+    ├── SandboxPortClosedError (502 sandbox_port_closed)
     ├── VolumeError (500 internal_error)
     └── UnavailableError (503 unavailable)
         ├── SnapshotStoreUnavailableError (503 snapshot_store_unavailable)
@@ -378,3 +379,11 @@ class E2bNotImplementedError(TroveError):
     status = 501
     code = "not_implemented"
     title = "Not implemented by Trove's E2B-compatible API"
+
+
+class SandboxPortClosedError(TroveError):
+    """A port in the sandbox (E2B's ``get_host``): nothing accepts connections on it, or it reset."""
+
+    status = 502
+    code = "sandbox_port_closed"
+    title = "Nothing answers on that port in the sandbox"

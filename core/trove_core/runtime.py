@@ -131,6 +131,20 @@ class FileReader(Protocol):
     async def aclose(self) -> None: ...
 
 
+class PortConnection(Protocol):
+    """A TCP connection to a port inside a namespace's sandbox (``Runtime.connect_port``)."""
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    async def receive(self) -> bytes:
+        """The next bytes from the server; ``b""`` once it closed its side."""
+        ...
+
+    async def send_eof(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
 class Runtime(Protocol):
     async def provision(self, ns: NamespaceRef) -> None:
         """Create the namespace's storage (idempotent)."""
@@ -226,6 +240,11 @@ class Runtime(Protocol):
 
     async def list_processes(self, ns: NamespaceRef) -> list[ProcessInfo]:
         """The running processes and the recently ended ones."""
+        ...
+
+    async def connect_port(self, ns: NamespaceRef, port: int) -> PortConnection:
+        """Connect to ``127.0.0.1:<port>`` as seen inside the sandbox (``SandboxPortClosedError``
+        when nothing accepts there). Nothing else publishes a sandbox's ports."""
         ...
 
     async def aclose(self) -> None: ...

@@ -5,7 +5,9 @@
 ``/health``, ``filesystem`` for the Connect RPC service), told apart by the
 ``E2b-Sandbox-Id`` header the SDK sends on in-sandbox calls; ``process`` is envd's process
 service (commands and terminals) over ``commands``. ``hosts`` maps E2B's host names
-(``api.<domain>``, ``<port>-<sandboxID>.<domain>``) onto those paths.
+(``api.<domain>``, ``<port>-<sandboxID>.<domain>``) onto those paths. ``ports`` (HTTP) and
+``port_socket`` (WebSocket) proxy calls for any other port to the server a command started in
+the sandbox (``get_host``), over the runtime's ``connect_port``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from trove_api.e2b.envd.filesystem_connect import FilesystemASGIApplication
 from trove_api.e2b.envd.process_connect import ProcessASGIApplication
 from trove_api.e2b.filesystem import FilesystemService
 from trove_api.e2b.hosts import HostRouting
+from trove_api.e2b.ports import PortProxy
 from trove_api.e2b.process import ProcessService
 from trove_api.e2b.sandboxes import SandboxService
 from trove_core.errors import E2bNotImplementedError
@@ -64,7 +67,12 @@ def install(app: FastAPI, settings: Settings) -> FilesystemService:
 
 
 def route_hosts(app: FastAPI, settings: Settings) -> None:
-    """E2B's host names; added last, so it is outermost and every other layer sees ``/e2b`` paths."""
+    """E2B's host names; added last, so it is outermost and every other layer sees ``/e2b`` paths.
+
+    Calls to a sandbox's other ports go to ``PortProxy`` just inside it, before Trove's own
+    layers: the answer is the sandbox server's, bodies and all.
+    """
+    app.add_middleware(PortProxy, state=app.state, prefix=PREFIX)
     if settings.e2b_domain:
         app.add_middleware(HostRouting, domain=settings.e2b_domain, prefix=PREFIX)
 

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, unquote
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from trove_api.e2b.access import traffic_token
 from trove_api.e2b.records import SandboxRecord
 from trove_api.e2b.sandboxes import CLIENT_ID, ENVD_VERSION, E2bApiError, SandboxService
 from trove_api.services.auth import Caller, authenticate, require_filesystem
@@ -72,6 +73,8 @@ def sandbox_body(rec: SandboxRecord) -> dict[str, Any]:
         "clientID": CLIENT_ID,
         "envdVersion": ENVD_VERSION,
         "envdAccessToken": rec.access_token,
+        # E2B's header for a sandbox's other ports (get_host); Trove's ports are never public.
+        "trafficAccessToken": traffic_token(rec),
     }
 
 

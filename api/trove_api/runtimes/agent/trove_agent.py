@@ -5,6 +5,7 @@ many commands and file transfers over its stdin/stdout.
 Frames in both directions: a 9-byte header ``>IIB`` (payload length, request id, type), then
 the payload. Client → agent: OPEN (JSON op), DATA (stdin or file bytes), EOF, CANCEL.
 Agent → client: HELLO (id 0), DATA (file bytes), STDOUT, STDERR, RESULT (JSON; ends the id).
+``port_connect`` (a TCP connection in the sandbox) also has EOF from the agent and ACK both ways.
 
 Each command runs in its own session under its own supervisor (a child subreaper: see
 "containment"), with its own timeout; everything it started is killed when it ends, however
@@ -47,6 +48,7 @@ from typing import Any, NoReturn
 
 HEADER = struct.Struct(">IIB")
 OPEN, DATA, EOF, CANCEL, STDOUT, STDERR, RESULT, HELLO = 1, 2, 3, 4, 5, 6, 7, 8
+ACK = 9  # port_connect, both ways: bytes taken so far (ASCII decimal); the first one says "connected"
 VERSION = 1
 CHUNK = 256 * 1024
 PIPE_BYTES = 1024 * 1024
@@ -789,6 +791,94 @@ class Agent:
                 raise OpError("cancelled", "")
         return {"exit_code": proc.exit_code}
 
+    # -- a port in the sandbox (E2B's get_host) -------------------------------------------
+
+    async def op_port_connect(
+        self, rid: int, req: dict[str, object], queue: asyncio.Queue[tuple[int, bytes]]
+    ) -> dict[str, object]:
+        """A TCP connection to ``127.0.0.1:<port>`` here, its bytes relayed over this request.
+
+        DATA both ways carries the bytes; EOF both ways a half close; CANCEL from the client
+        ends it. Each side has at most ``window`` bytes unacknowledged (ACK: bytes taken, counted
+        from the start), so neither end buffers more than that whatever the other does. Bytes
+        from the client are acknowledged once written to the socket, never before.
+        """
+        port = int(req["port"])  # type: ignore[call-overload]
+        window = int(req.get("window", PORT_WINDOW))  # type: ignore[call-overload]
+        if not 0 < port < 65536:
+            raise OpError("invalid_request", "", f"no port {port}")
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", port, limit=PORT_READ), PORT_CONNECT_S
+            )
+        except (OSError, TimeoutError) as exc:
+            raise OpError("port_closed", "", f"nothing accepts connections on port {port}: {exc}") from None
+        self.send(rid, ACK, b"0")
+        await self.flush()
+        state = {"acked": 0, "received": 0, "reported": 0}
+        acks, written = asyncio.Event(), asyncio.Event()
+
+        async def from_socket() -> None:
+            sent = 0
+            while chunk := await reader.read(PORT_READ):
+                self.send(rid, DATA, chunk)
+                sent += len(chunk)
+                await self.flush()
+                while sent - state["acked"] > window:
+                    acks.clear()
+                    await acks.wait()
+            self.send(rid, EOF)
+            await self.flush()
+
+        async def from_client() -> None:
+            while True:
+                kind, payload = await queue.get()
+                if kind == DATA:
+                    writer.write(payload)  # at most a window: the client waits for ACKs
+                    state["received"] += len(payload)
+                    written.set()
+                elif kind == ACK:
+                    state["acked"] = max(state["acked"], int(payload))
+                    acks.set()
+                elif kind == EOF:
+                    # Shuts the socket's sending side once what is buffered has gone out.
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                elif kind == CANCEL:
+                    return
+
+        async def acknowledge() -> None:
+            while True:
+                await written.wait()
+                written.clear()
+                await writer.drain()
+                if state["received"] > state["reported"]:
+                    state["reported"] = state["received"]
+                    self.send(rid, ACK, str(state["reported"]).encode())
+                    await self.flush()
+
+        outward = asyncio.create_task(from_socket())
+        inward = asyncio.create_task(from_client())
+        acker = asyncio.create_task(acknowledge())
+        try:
+            # Over when the client cancels (it has what it wanted), or the socket fails; the
+            # server closing its side is an EOF frame, and the client decides what follows.
+            done, _ = await asyncio.wait((inward, acker, outward), return_when=asyncio.FIRST_COMPLETED)
+            if outward in done and outward.exception() is None:
+                await asyncio.wait((inward, acker), return_when=asyncio.FIRST_COMPLETED)
+            for task in (inward, acker, outward):
+                failure = task.exception() if task.done() and not task.cancelled() else None
+                if failure is not None:
+                    raise OpError("port_reset", "", f"port {port}: {failure!r}")
+        finally:
+            for task in (inward, acker, outward):
+                task.cancel()
+            await asyncio.gather(inward, acker, outward, return_exceptions=True)
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        return {"received": state["received"]}
+
 
 def acknowledged(frame: tuple[int, bytes], acked: int) -> int:
     """A reader's frame during proc_output: DATA acknowledges bytes consumed, CANCEL ends it."""
@@ -1213,6 +1303,9 @@ PROC_WINDOW = 256 * 1024  # output a reader may have unacknowledged
 PROC_READ = 65536
 RING_MERGE = 64 * 1024  # small writes (a PTY's keystrokes) are joined up to this size
 RING_OVERHEAD = 64  # each ring entry is charged this beside its bytes: many tiny ones stay bounded
+PORT_WINDOW = 256 * 1024  # port_connect: bytes a side may have unacknowledged
+PORT_READ = 65536
+PORT_CONNECT_S = 10.0
 OUTPUT = struct.Struct(">QB")  # DATA payload of proc_output: cursor of its first byte, stream
 STREAM_STDOUT, STREAM_STDERR, STREAM_PTY = 1, 2, 3
 PR_SET_PDEATHSIG = 1

@@ -40,6 +40,7 @@ from trove_core.errors import (
     ProcessStartFailedError,
     ProcessStdinClosedError,
     RootDeleteRefusedError,
+    SandboxPortClosedError,
     SnapshotCorruptError,
     StorageFullError,
     TroveError,
@@ -48,6 +49,7 @@ from trove_core.paths import display
 from trove_core.runtime import ExecOutput, ExecSpec, FileStat
 
 OPEN, DATA, EOF, CANCEL, STDOUT, STDERR, RESULT, HELLO = 1, 2, 3, 4, 5, 6, 7, 8
+ACK = 9  # port_connect only (channel/ports.py)
 FRAME_BYTES = 1024 * 1024
 READ_WINDOW = 4 * 1024 * 1024
 READ_AHEAD = 2
@@ -64,6 +66,8 @@ FRAME_LIMITS = {
     STDERR: MAX_FRAME_BYTES,
     RESULT: MAX_RESULT_BYTES,
     HELLO: 64 * 1024,
+    EOF: 0,  # port_connect: the in-sandbox server closed its side
+    ACK: 32,
 }
 # What may wait unread for one request: an export runs at most EXPORT_WINDOW ahead of its
 # acknowledgements, a read READ_WINDOW per request; exec output is consumed as it comes.
@@ -93,6 +97,8 @@ _ERRORS: dict[str, tuple[type[TroveError], str]] = {
     "process_start_failed": (ProcessStartFailedError, "Cannot start {1}"),
     "process_not_a_pty": (ProcessNotAPtyError, "{1}"),
     "invalid_request": (InvalidRequestError, "{1}"),
+    "port_closed": (SandboxPortClosedError, "{1}"),
+    "port_reset": (SandboxPortClosedError, "{1}"),
 }
 
 

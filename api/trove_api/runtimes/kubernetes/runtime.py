@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from trove_api.logs import detached_task
 from trove_api.runtimes.channel import restore as tarcheck
+from trove_api.runtimes.channel.ports import AgentPorts
 from trove_api.runtimes.channel.processes import AgentProcesses, ProcessClient, ProcessLimits
 from trove_api.runtimes.channel.session import AgentSession
 from trove_api.runtimes.kubernetes.fallback import snapshots as fallback_snapshots
@@ -44,7 +45,7 @@ def activity_flush_s(idle_suspend_s: int) -> float:
 AGENT_RECHECK_S = 300.0
 
 
-class KubernetesRuntime(AgentProcesses):
+class KubernetesRuntime(AgentProcesses, AgentPorts):
     def __init__(self, settings: Settings, api: KubeApi) -> None:
         self.settings = settings
         self.api = api

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Literal
 
+from trove_api.runtimes.channel.ports import AgentPorts
 from trove_api.runtimes.channel.processes import AgentProcesses, ProcessLimits
 from trove_api.runtimes.channel.restore import AgentRestore, restore
 from trove_api.runtimes.channel.session import AgentSession
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 _IN_FLIGHT_BYTES = 4 * 1024 * 1024
 
 
-class LocalRuntime(AgentProcesses):
+class LocalRuntime(AgentProcesses, AgentPorts):
     def __init__(
         self,
         data_dir: Path,
