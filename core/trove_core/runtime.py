@@ -136,6 +136,10 @@ class Runtime(Protocol):
         """Create the namespace's storage (idempotent)."""
         ...
 
+    async def deprovision(self, ns: NamespaceRef) -> None:
+        """Remove the namespace's sandbox, processes and storage for good (idempotent)."""
+        ...
+
     async def exec(self, ns: NamespaceRef, spec: ExecSpec) -> ExecOutput:
         """Run ``spec`` in a fresh sandboxed shell; nothing it starts outlives the call."""
         ...

@@ -184,15 +184,18 @@ class SandboxService:
 
     async def _end(self, rec: SandboxRecord) -> None:
         if rec.owned:
-            who = owner_caller(rec)
-            entries, _ = await self.ctx.files.list(
-                who, rec.sandbox_id, "workspace/", recursive=False, max_entries=100_000, max_depth=1
-            )
-            for entry in entries:
-                with contextlib.suppress(TroveError):
-                    await self.ctx.files.delete(who, rec.sandbox_id, f"workspace/{entry.rel}")
-            # A tombstone: connect must not adopt the emptied namespace as a new sandbox.
+            # Killed first: in-sandbox calls are refused from now on (502, as E2B's proxy answers).
+            # The row stays as a tombstone, so connect never adopts the id as a new sandbox.
             await asyncio.to_thread(self.records.set, rec.sandbox_id, state="killed")
+            try:
+                async with self.ctx.files.locks.exclusive(rec.workspace_id, rec.sandbox_id):
+                    await self.ctx.namespaces.delete(
+                        rec.workspace_id, rec.sandbox_id, owner_caller(rec).actor
+                    )
+            except Exception:
+                # Storage still there: the sandbox is as it was, and the kill can be tried again.
+                await asyncio.to_thread(self.records.set, rec.sandbox_id, state=rec.state)
+                raise
         else:
             # An adopted namespace stays the user's: only its E2B session ends.
             await asyncio.to_thread(self.records.remove, rec.sandbox_id)

@@ -106,6 +106,17 @@ class KubernetesRuntime(AgentProcesses):
     async def provision(self, ns: NamespaceRef) -> None:
         await self.control.ensure(ns)
 
+    async def deprovision(self, ns: NamespaceRef) -> None:
+        name = ns.object_name
+        channel = self._channels.pop(name, None)
+        if channel is not None:
+            await channel.close()  # ends the agent, and with it the processes it runs
+        for state in (self._activity, self._flushed, self._no_agent):
+            state.pop(name, None)
+        # The CR's pod and PVC are owned by it: garbage collection removes them once the
+        # operator has let the object go (kopf's finalizer).
+        await self.api.delete_tns(name)
+
     async def sandbox_state(self, ns: NamespaceRef) -> str:
         """The TroveNamespace's phase as the dashboard shows it (read only: wakes nothing)."""
         obj = await self.api.get_tns(ns.object_name)

@@ -105,6 +105,15 @@ class Cgroups:
             with contextlib.suppress(OSError):
                 os.rmdir(base / self.owner)
 
+    def remove(self, key: str) -> None:
+        """Remove one namespace's groups (its sandbox has stopped); one still in use stays."""
+        files = self._prepared.pop(key, None)
+        if files:
+            deadline = time.monotonic() + EXIT_WAIT_S
+            busy = [procs for procs in files if not _remove_group(procs, deadline)]
+            if busy:
+                self._prepared[key] = busy
+
     def sweep(self) -> int:
         """Remove the groups of servers that stopped without removing them; returns how many."""
         removed = 0

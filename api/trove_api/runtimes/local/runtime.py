@@ -214,6 +214,24 @@ class LocalRuntime(AgentProcesses):
         os.chmod(directory, 0o700)
         return directory
 
+    async def deprovision(self, ns: NamespaceRef) -> None:
+        # The sandbox first: its processes hold the directory (and the image's mount) open.
+        await self.sandboxes.stop(_sandbox_key(ns))
+        await asyncio.to_thread(self._remove_storage, ns)
+
+    def _remove_storage(self, ns: NamespaceRef) -> None:
+        self.cgroups.remove(_sandbox_key(ns))
+        self.volumes.remove(ns.workspace_id, ns.name)
+        for directory in (self._plain_dir(ns), self._view(ns)):
+            if directory.is_symlink() or not directory.is_dir():
+                directory.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(directory)
+
+    def has_storage(self, ns: NamespaceRef) -> bool:
+        """Whether anything of the namespace is left on disk (tests look at the runtime's view)."""
+        return self._plain_dir(ns).exists() or self.volumes.has_image(ns.workspace_id, ns.name)
+
     def path_aliases(self, ns: NamespaceRef) -> Sequence[str]:
         # /workspace inside the sandbox is a real, stable path and stays as it is; host paths
         # (e.g. in /proc/self/mountinfo, or everywhere when unsandboxed) must not leak.
