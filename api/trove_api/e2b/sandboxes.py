@@ -21,6 +21,7 @@ from trove_api.e2b.records import SandboxRecord, SandboxRecords
 from trove_api.services.auth import Caller
 from trove_core.errors import NamespaceForbiddenError, TroveError
 from trove_core.names import validate_namespace
+from trove_core.runtime import SandboxUsage
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ ENVD_VERSION = "0.5.7"
 CLIENT_ID = "trove"
 MAP_MAX_ENTRIES = 100
 MAP_MAX_CHARS = 16_384
+CPU_SAMPLE_S = 0.1
 
 
 class E2bApiError(Exception):
@@ -61,6 +63,8 @@ class SandboxService:
         self.ctx = ctx
         self.records = SandboxRecords(ctx.db)
         self.settings = ctx.settings
+        # The last CPU sample per sandbox: E2B's CPU percentage is the rate since the one before.
+        self._cpu_samples: dict[str, tuple[float, int]] = {}
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -183,6 +187,7 @@ class SandboxService:
         await self._end(rec)
 
     async def _end(self, rec: SandboxRecord) -> None:
+        self._cpu_samples.pop(rec.sandbox_id, None)
         if rec.owned:
             # Killed first: in-sandbox calls are refused from now on (502, as E2B's proxy answers).
             # The row stays as a tombstone, so connect never adopts the id as a new sandbox.
@@ -199,6 +204,23 @@ class SandboxService:
         else:
             # An adopted namespace stays the user's: only its E2B session ends.
             await asyncio.to_thread(self.records.remove, rec.sandbox_id)
+
+    async def usage(self, caller: Caller, sandbox_id: str) -> tuple[SandboxUsage, float]:
+        """The sandbox's figures and its CPU use in percent of its CPUs since the last sample
+        (the first call samples twice, ``CPU_SAMPLE_S`` apart)."""
+        rec = await self.get(caller, sandbox_id)
+        ns = await self.ctx.namespaces.ensure(caller.workspace_id, rec.sandbox_id, caller.actor)
+        previous = self._cpu_samples.get(sandbox_id)
+        if previous is None:
+            first = await self.ctx.runtime.usage(ns)
+            previous = (time.monotonic(), first.cpu_ns)
+            await asyncio.sleep(CPU_SAMPLE_S)
+        figures = await self.ctx.runtime.usage(ns)
+        now = time.monotonic()
+        self._cpu_samples[sandbox_id] = (now, figures.cpu_ns)
+        wall_ns = (now - previous[0]) * 1e9 * max(1, figures.cpu_count)
+        pct = max(0.0, min(100.0, (figures.cpu_ns - previous[1]) * 100 / wall_ns)) if wall_ns > 0 else 0.0
+        return figures, round(pct, 2)
 
     # -- copies of the files ------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from trove_core.runtime import (
     FileReader,
     FileStat,
     NamespaceRef,
+    SandboxUsage,
 )
 from trove_core.settings import Settings
 
@@ -116,6 +117,13 @@ class KubernetesRuntime(AgentProcesses):
         # The CR's pod and PVC are owned by it: garbage collection removes them once the
         # operator has let the object go (kopf's finalizer).
         await self.api.delete_tns(name)
+
+    async def usage(self, ns: NamespaceRef) -> SandboxUsage:
+        target = await self._target(ns)
+        if isinstance(target, str):  # an image without the agent: nothing to ask
+            return SandboxUsage(cpu_count=0, cpu_ns=0, mem_used=0, mem_total=0)
+        # The pod's own cgroup is the sandbox's: the agent reads it from inside.
+        return await target.usage(cgroup=True)
 
     async def sandbox_state(self, ns: NamespaceRef) -> str:
         """The TroveNamespace's phase as the dashboard shows it (read only: wakes nothing)."""

@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -38,6 +39,7 @@ from trove_core.runtime import (
     FileReader,
     FileStat,
     NamespaceRef,
+    SandboxUsage,
 )
 from trove_core.settings import Settings
 
@@ -227,6 +229,13 @@ class LocalRuntime(AgentProcesses):
                 directory.unlink(missing_ok=True)
             else:
                 shutil.rmtree(directory)
+
+    async def usage(self, ns: NamespaceRef) -> SandboxUsage:
+        # The agent sums its process tree (no /sys in the sandbox); the namespace's cgroup,
+        # where this server made one, knows better: page cache and processes that left the tree.
+        figures = await (await self._session(ns)).usage(cgroup=False)
+        group = await asyncio.to_thread(self.cgroups.usage, _sandbox_key(ns))
+        return replace(figures, **group) if group else figures
 
     def has_storage(self, ns: NamespaceRef) -> bool:
         """Whether anything of the namespace is left on disk (tests look at the runtime's view)."""
