@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 import httpx
@@ -94,3 +95,21 @@ def test_kill_of_an_adopted_trove_namespace_keeps_it(e2b_env: LiveServer, namesp
     if os.environ.get("TROVE_TEST_BACKEND") != "kubernetes":
         runtime: Any = e2b_env.ctx.runtime
         assert runtime.has_storage(NamespaceRef(workspace_id=e2b_env.workspace_id, name=namespace))
+
+
+def test_a_kill_cut_off_before_the_deletion_is_finished_by_the_sweeper(e2b_env: LiveServer) -> None:
+    from trove_api.e2b.records import SandboxRecords
+
+    sbx = Sandbox.create()
+    sbx.files.write("left.txt", "behind")
+    # What a server that died right after writing the tombstone leaves: killed, namespace there.
+    SandboxRecords(e2b_env.ctx.db).set(sbx.sandbox_id, state="killed")
+    assert known(e2b_env, sbx.sandbox_id)
+    # The server's sweeper runs every e2b_sweep_interval_s: polled, no timing asserted.
+    for _ in range(400):
+        if not known(e2b_env, sbx.sandbox_id):
+            break
+        time.sleep(0.05)
+    assert not known(e2b_env, sbx.sandbox_id)
+    assert not storage_left(e2b_env, sbx.sandbox_id)
+    assert [e["type"] for e in events_of(e2b_env, sbx.sandbox_id)].count("namespace.deleted") == 1

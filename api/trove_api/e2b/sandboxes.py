@@ -193,10 +193,7 @@ class SandboxService:
             # The row stays as a tombstone, so connect never adopts the id as a new sandbox.
             await asyncio.to_thread(self.records.set, rec.sandbox_id, state="killed")
             try:
-                async with self.ctx.files.locks.exclusive(rec.workspace_id, rec.sandbox_id):
-                    await self.ctx.namespaces.delete(
-                        rec.workspace_id, rec.sandbox_id, owner_caller(rec).actor
-                    )
+                await self._free(rec)
             except Exception:
                 # Storage still there: the sandbox is as it was, and the kill can be tried again.
                 await asyncio.to_thread(self.records.set, rec.sandbox_id, state=rec.state)
@@ -221,6 +218,10 @@ class SandboxService:
         wall_ns = (now - previous[0]) * 1e9 * max(1, figures.cpu_count)
         pct = max(0.0, min(100.0, (figures.cpu_ns - previous[1]) * 100 / wall_ns)) if wall_ns > 0 else 0.0
         return figures, round(pct, 2)
+
+    async def _free(self, rec: SandboxRecord) -> None:
+        async with self.ctx.files.locks.exclusive(rec.workspace_id, rec.sandbox_id):
+            await self.ctx.namespaces.delete(rec.workspace_id, rec.sandbox_id, owner_caller(rec).actor)
 
     # -- copies of the files ------------------------------------------------------------------
 
@@ -292,7 +293,13 @@ class SandboxService:
     # -- expiry -------------------------------------------------------------------------------
 
     async def sweep(self) -> None:
-        """Pause (auto-pause) or wipe the E2B-made sandboxes whose timeout has passed."""
+        """Pause (auto-pause) or wipe the E2B-made sandboxes whose timeout has passed, and free
+        the namespaces of kills a crash cut off between the tombstone and the deletion."""
+        for killed in await asyncio.to_thread(self.records.killed_with_namespace):
+            try:
+                await self._free(killed)
+            except Exception:
+                log.exception("e2b: freeing killed sandbox %s failed", killed.sandbox_id)
         for rec in await asyncio.to_thread(self.records.expired, time.time()):
             try:
                 if rec.auto_pause:
