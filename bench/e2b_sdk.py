@@ -22,7 +22,16 @@ from e2b import Sandbox
 from trove_sdk import TroveClient
 
 from bench import e2b_pty
-from bench.common import Result, ServerProcess, header, latency_summary, launch_server, ratio, summary_table
+from bench.common import (
+    Result,
+    ServerProcess,
+    cpu_seconds,
+    header,
+    latency_summary,
+    launch_server,
+    ratio,
+    summary_table,
+)
 
 EXEC_WARMUP = 20
 EXEC_RUNS = 200
@@ -57,11 +66,21 @@ def exec_ratio(server: ServerProcess) -> Result:
                 trove.exec("true")
             e2b_s: list[float] = []
             trove_s: list[float] = []
+            # Where the time goes: the server's CPU and this client's (the SDK's own work).
+            cpu = {"e2b_server": 0.0, "e2b_client": 0.0, "trove_server": 0.0, "trove_client": 0.0}
             for _ in range(EXEC_RUNS):  # interleaved: load elsewhere hits both alike
+                server_before, client_before = cpu_seconds(server.pid), time.process_time()
                 e2b_s.append(timed(lambda: sbx.commands.run("true")))
+                server_mid, client_mid = cpu_seconds(server.pid), time.process_time()
                 trove_s.append(timed(lambda: trove.exec("true")))
+                cpu["e2b_server"] += server_mid - server_before
+                cpu["e2b_client"] += client_mid - client_before
+                cpu["trove_server"] += cpu_seconds(server.pid) - server_mid
+                cpu["trove_client"] += time.process_time() - client_mid
     finally:
         sbx.kill()
+    cpu_ms = {name: round(total / EXEC_RUNS * 1000, 3) for name, total in cpu.items()}
+    print(f"  CPU per call (ms): {cpu_ms}")
     e2b, base = latency_summary(e2b_s), latency_summary(trove_s)
     p50 = ratio(e2b["p50_ms"], base["p50_ms"])
     result = Result(
@@ -71,7 +90,12 @@ def exec_ratio(server: ServerProcess) -> Result:
         ratio=f"p50 {p50:.2f}x",
         target=f"p50 <= {TARGET_EXEC_RATIO:.1f}x",
         passed=p50 <= TARGET_EXEC_RATIO,
-        details={"e2b_commands_run": e2b, "trove_sdk_exec": base, "p50_ratio": p50},
+        details={
+            "e2b_commands_run": e2b,
+            "trove_sdk_exec": base,
+            "p50_ratio": p50,
+            "cpu_ms_per_call": cpu_ms,
+        },
     )
     result.show()
     return result
