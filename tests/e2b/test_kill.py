@@ -113,3 +113,17 @@ def test_a_kill_cut_off_before_the_deletion_is_finished_by_the_sweeper(e2b_env: 
     assert not known(e2b_env, sbx.sandbox_id)
     assert not storage_left(e2b_env, sbx.sandbox_id)
     assert [e["type"] for e in events_of(e2b_env, sbx.sandbox_id)].count("namespace.deleted") == 1
+
+
+def test_a_killed_sandboxs_snapshots_stay_usable(e2b_env: LiveServer) -> None:
+    sbx = Sandbox.create()
+    sbx.files.write("state.txt", "snapped")
+    snap = sbx.create_snapshot()
+    sbx.kill()
+    assert not known(e2b_env, sbx.sandbox_id)
+    restored = Sandbox.create(template=snap.snapshot_id)
+    try:
+        assert restored.files.read("state.txt") == "snapped"
+    finally:
+        restored.kill()
+        Sandbox.delete_snapshot(snap.snapshot_id)
