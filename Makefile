@@ -80,6 +80,10 @@ chaos: dev-deps  ## fault and load cases (kill -9, full disk, slowloris, ...) ag
 bench-snapshots: dev-deps  ## snapshot create/restore of a 100 MB namespace vs tar czf / tar xzf
 	$(PY) -m bench.snapshots
 
+.PHONY: bench-e2b
+bench-e2b: dev-deps  ## the e2b SDK vs trove-sdk and raw baselines: exec, first streamed byte, create, 20 PTYs
+	$(PY) -m bench.e2b_sdk
+
 K8S_SCRIPTS ?= ../shared/k8s
 SANDBOX_IMAGE ?= trove-sandbox:0.1.0
 # The sandbox image minus trove-agent and python3 (FROM trove-sandbox:0.1.0): the agentless fallback's e2e.

@@ -119,6 +119,17 @@ class ProcessEnd:
     dropped: int = 0
 
 
+@dataclass(frozen=True)
+class SandboxUsage:
+    """What a namespace's sandbox uses now (E2B's ``get_metrics``); 0 where not known."""
+
+    cpu_count: int
+    cpu_ns: int  # CPU time used so far: a rate needs two samples
+    mem_used: int
+    mem_total: int
+    mem_cache: int = 0
+
+
 class FileReader(Protocol):
     """An open file: its stat at open time and a byte stream over a range of it."""
 
@@ -148,6 +159,14 @@ class PortConnection(Protocol):
 class Runtime(Protocol):
     async def provision(self, ns: NamespaceRef) -> None:
         """Create the namespace's storage (idempotent)."""
+        ...
+
+    async def deprovision(self, ns: NamespaceRef) -> None:
+        """Remove the namespace's sandbox, processes and storage for good (idempotent)."""
+        ...
+
+    async def usage(self, ns: NamespaceRef) -> SandboxUsage:
+        """CPU and memory of the namespace's sandbox (started if it is not running)."""
         ...
 
     async def exec(self, ns: NamespaceRef, spec: ExecSpec) -> ExecOutput:

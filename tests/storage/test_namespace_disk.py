@@ -179,3 +179,23 @@ def test_images_and_mounts_are_private(quota_server: LiveServer, namespace: str)
     assert image.stat().st_uid == 0
     assert image.stat().st_mode & 0o077 == 0
     assert (quota_server.data_dir / "images").stat().st_mode & 0o077 == 0
+
+
+def test_an_e2b_kill_unmounts_and_deletes_the_image(
+    quota_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from e2b import Sandbox
+
+    monkeypatch.setenv("E2B_API_URL", f"{quota_server.base_url}/e2b")
+    monkeypatch.setenv("E2B_SANDBOX_URL", f"{quota_server.base_url}/e2b")
+    monkeypatch.setenv("E2B_API_KEY", quota_server.workspace_key)
+    sbx = Sandbox.create()
+    sbx.files.write("inside.txt", "in the image")
+    mountpoint = _mountpoint(quota_server, sbx.sandbox_id)
+    image = quota_server.data_dir / "images" / quota_server.workspace_id / f"{sbx.sandbox_id}.ext4"
+    assert os.path.ismount(mountpoint)
+    assert image.is_file()
+    sbx.kill()
+    assert not os.path.ismount(mountpoint)
+    assert not mountpoint.exists()
+    assert not image.exists()

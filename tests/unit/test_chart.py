@@ -204,6 +204,7 @@ def test_rbac_verbs_are_exactly_what_the_code_calls(defaults: list[Doc]) -> None
         ("trove.dev", "trovenamespaces", "watch"),
         ("trove.dev", "trovenamespaces", "create"),
         ("trove.dev", "trovenamespaces", "patch"),
+        ("trove.dev", "trovenamespaces", "delete"),
         ("", "pods/exec", "get"),
         ("", "pods/exec", "create"),
     }

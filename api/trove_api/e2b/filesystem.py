@@ -171,7 +171,9 @@ class FilesystemService:
             if not src or not dst:
                 raise ConnectError(Code.INVALID_ARGUMENT, "cannot move the home directory")
             await self._stat(svc, sandbox_id, caller, src)
-            script = f"mv -T -- {shlex.quote('workspace/' + src)} {shlex.quote('workspace/' + dst)}"
+            # As envd does, the destination's parent directories are made first.
+            parent, old, new = (shlex.quote("workspace/" + p) for p in (dst.rpartition("/")[0], src, dst))
+            script = f"mkdir -p -- {parent} && mv -T -- {old} {new}"
             await self._shell(svc, sandbox_id, caller, script)
             moved = await self._stat(svc, sandbox_id, caller, dst)
             await self._report_move(svc, sandbox_id, caller, src, moved)
@@ -182,8 +184,8 @@ class FilesystemService:
     async def _report_move(
         self, svc: SandboxService, sandbox_id: str, caller: Caller, src: str, moved: FileStat
     ) -> None:
-        """A rename in Trove's terms, so watches, SSE and webhooks see it: the old path deleted,
-        every file at the new one written."""
+        """A rename in Trove's terms, so watches, SSE and webhooks see it: the old path deleted
+        (``renamed_to``), every file at the new one written (``renamed_from``)."""
         written = [moved]
         if moved.is_dir:
             under = f"workspace/{moved.rel}"
@@ -200,10 +202,13 @@ class FilesystemService:
                 data=data,
             )
 
-        await emit(types.FILE_DELETED, {"path": display(src)})
+        # The extra keys tell a rename from a delete and a write (event data only gains keys).
+        await emit(types.FILE_DELETED, {"path": display(src), "renamed_to": display(moved.rel)})
         for entry in written:
             if not entry.is_dir:
-                await emit(types.FILE_WRITTEN, {"path": display(entry.rel), "size_bytes": entry.size})
+                origin = src + entry.rel[len(moved.rel) :]
+                data = {"path": display(entry.rel), "size_bytes": entry.size, "renamed_from": display(origin)}
+                await emit(types.FILE_WRITTEN, data)
 
     async def remove(self, request: pb.RemoveRequest, ctx: RequestContext[Any, Any]) -> pb.RemoveResponse:
         svc, sandbox_id, caller = await self._who(ctx)

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from trove_api.stores.db import Database
-from trove_api.stores.tables import e2b_sandboxes, snapshots
+from trove_api.stores.tables import e2b_sandboxes, namespaces, snapshots
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,21 @@ class SandboxRecords:
             e2b_sandboxes.c.end_at <= now,
             e2b_sandboxes.c.state == "running",
             e2b_sandboxes.c.owned.is_(True),
+        )
+        with self.db.read() as conn:
+            return [_from_row(r) for r in conn.execute(query).mappings()]
+
+    def killed_with_namespace(self) -> list[SandboxRecord]:
+        """Killed E2B-made sandboxes whose namespace is still there (a kill cut off by a crash)."""
+        query = select(e2b_sandboxes).where(
+            e2b_sandboxes.c.state == "killed",
+            e2b_sandboxes.c.owned.is_(True),
+            select(namespaces.c.id)
+            .where(
+                namespaces.c.workspace_id == e2b_sandboxes.c.workspace_id,
+                namespaces.c.name == e2b_sandboxes.c.sandbox_id,
+            )
+            .exists(),
         )
         with self.db.read() as conn:
             return [_from_row(r) for r in conn.execute(query).mappings()]

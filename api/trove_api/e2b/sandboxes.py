@@ -21,6 +21,7 @@ from trove_api.e2b.records import SandboxRecord, SandboxRecords
 from trove_api.services.auth import Caller
 from trove_core.errors import NamespaceForbiddenError, TroveError
 from trove_core.names import validate_namespace
+from trove_core.runtime import SandboxUsage
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ ENVD_VERSION = "0.5.7"
 CLIENT_ID = "trove"
 MAP_MAX_ENTRIES = 100
 MAP_MAX_CHARS = 16_384
+CPU_SAMPLE_S = 0.1
 
 
 class E2bApiError(Exception):
@@ -61,6 +63,8 @@ class SandboxService:
         self.ctx = ctx
         self.records = SandboxRecords(ctx.db)
         self.settings = ctx.settings
+        # The last CPU sample per sandbox: E2B's CPU percentage is the rate since the one before.
+        self._cpu_samples: dict[str, tuple[float, int]] = {}
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -183,19 +187,41 @@ class SandboxService:
         await self._end(rec)
 
     async def _end(self, rec: SandboxRecord) -> None:
+        self._cpu_samples.pop(rec.sandbox_id, None)
         if rec.owned:
-            who = owner_caller(rec)
-            entries, _ = await self.ctx.files.list(
-                who, rec.sandbox_id, "workspace/", recursive=False, max_entries=100_000, max_depth=1
-            )
-            for entry in entries:
-                with contextlib.suppress(TroveError):
-                    await self.ctx.files.delete(who, rec.sandbox_id, f"workspace/{entry.rel}")
-            # A tombstone: connect must not adopt the emptied namespace as a new sandbox.
+            # Killed first: in-sandbox calls are refused from now on (502, as E2B's proxy answers).
+            # The row stays as a tombstone, so connect never adopts the id as a new sandbox.
             await asyncio.to_thread(self.records.set, rec.sandbox_id, state="killed")
+            try:
+                await self._free(rec)
+            except Exception:
+                # Storage still there: the sandbox is as it was, and the kill can be tried again.
+                await asyncio.to_thread(self.records.set, rec.sandbox_id, state=rec.state)
+                raise
         else:
             # An adopted namespace stays the user's: only its E2B session ends.
             await asyncio.to_thread(self.records.remove, rec.sandbox_id)
+
+    async def usage(self, caller: Caller, sandbox_id: str) -> tuple[SandboxUsage, float]:
+        """The sandbox's figures and its CPU use in percent of its CPUs since the last sample
+        (the first call samples twice, ``CPU_SAMPLE_S`` apart)."""
+        rec = await self.get(caller, sandbox_id)
+        ns = await self.ctx.namespaces.ensure(caller.workspace_id, rec.sandbox_id, caller.actor)
+        previous = self._cpu_samples.get(sandbox_id)
+        if previous is None:
+            first = await self.ctx.runtime.usage(ns)
+            previous = (time.monotonic(), first.cpu_ns)
+            await asyncio.sleep(CPU_SAMPLE_S)
+        figures = await self.ctx.runtime.usage(ns)
+        now = time.monotonic()
+        self._cpu_samples[sandbox_id] = (now, figures.cpu_ns)
+        wall_ns = (now - previous[0]) * 1e9 * max(1, figures.cpu_count)
+        pct = max(0.0, min(100.0, (figures.cpu_ns - previous[1]) * 100 / wall_ns)) if wall_ns > 0 else 0.0
+        return figures, round(pct, 2)
+
+    async def _free(self, rec: SandboxRecord) -> None:
+        async with self.ctx.files.locks.exclusive(rec.workspace_id, rec.sandbox_id):
+            await self.ctx.namespaces.delete(rec.workspace_id, rec.sandbox_id, owner_caller(rec).actor)
 
     # -- copies of the files ------------------------------------------------------------------
 
@@ -267,7 +293,13 @@ class SandboxService:
     # -- expiry -------------------------------------------------------------------------------
 
     async def sweep(self) -> None:
-        """Pause (auto-pause) or wipe the E2B-made sandboxes whose timeout has passed."""
+        """Pause (auto-pause) or wipe the E2B-made sandboxes whose timeout has passed, and free
+        the namespaces of kills a crash cut off between the tombstone and the deletion."""
+        for killed in await asyncio.to_thread(self.records.killed_with_namespace):
+            try:
+                await self._free(killed)
+            except Exception:
+                log.exception("e2b: freeing killed sandbox %s failed", killed.sandbox_id)
         for rec in await asyncio.to_thread(self.records.expired, time.time()):
             try:
                 if rec.auto_pause:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from trove_api.events import types
@@ -73,6 +73,38 @@ class NamespaceService:
             await self.runtime.provision(ref)
             self._ready[key] = ref
             return ref
+
+    async def delete(self, workspace_id: str, name: str, actor: Actor) -> bool:
+        """Remove the namespace: sandbox, processes, storage, then its row; False if it had none.
+
+        The caller holds the namespace's exclusive lock, so no write or exec is half-way in.
+        Storage goes first: a failure there leaves the row, and the delete can be tried again.
+        """
+        ref = await self.find(workspace_id, name)
+        if ref is None:
+            return False
+        key = (workspace_id, name)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            self._ready.pop(key, None)
+            await self.runtime.deprovision(ref)
+            await asyncio.to_thread(self._delete_row, workspace_id, name, actor)
+        self._locks.pop(key, None)
+        return True
+
+    def _delete_row(self, workspace_id: str, name: str, actor: Actor) -> None:
+        with self.db.write() as conn:
+            gone = conn.execute(
+                delete(namespaces).where(namespaces.c.workspace_id == workspace_id, namespaces.c.name == name)
+            ).rowcount
+            if gone:
+                record(
+                    conn,
+                    workspace_id=workspace_id,
+                    namespace=name,
+                    type_=types.NAMESPACE_DELETED,
+                    actor=actor,
+                    data={"namespace": name},
+                )
 
     def _select(self, workspace_id: str, name: str) -> int | None:
         with self.db.read() as conn:

@@ -662,6 +662,11 @@ class Agent:
     ) -> dict[str, object]:
         return {"pong": True}
 
+    async def op_usage(
+        self, rid: int, req: dict[str, object], queue: asyncio.Queue[tuple[int, bytes]]
+    ) -> dict[str, object]:
+        return sandbox_usage(cgroup=req.get("cgroup") is not False)
+
     # -- processes that outlive a call ----------------------------------------------------
 
     async def op_proc_start(
@@ -878,6 +883,126 @@ class Agent:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
         return {"received": state["received"]}
+
+
+# -- usage (E2B's get_metrics) -----------------------------------------------------------
+
+
+def sandbox_usage(*, cgroup: bool) -> dict[str, object]:
+    """CPU time and memory of this sandbox: its cgroup's figures where the pod shows them, else
+    the agent's own process tree summed from /proc (a local sandbox mounts no /sys)."""
+    cpu_ns, rss = tree_usage(os.getpid())
+    usage: dict[str, object] = {
+        "cpu_count": len(os.sched_getaffinity(0)),
+        "cpu_ns": cpu_ns,
+        "mem_used": rss,
+        "mem_total": meminfo_total(),
+        "mem_cache": 0,
+    }
+    if cgroup:
+        usage.update(cgroup_usage())
+    quota = usage.pop("cpu_quota", None)
+    if isinstance(quota, float) and quota > 0:
+        usage["cpu_count"] = max(1, min(int(str(usage["cpu_count"])), -int(-quota // 1)))
+    return usage
+
+
+def tree_usage(root: int) -> tuple[int, int]:
+    """CPU time (ns; reaped children included) and resident bytes of ``root`` and its descendants."""
+    parents: dict[int, int] = {}
+    figures: dict[int, tuple[int, int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat_file:
+                fields = stat_file.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        pid = int(name)
+        parents[pid] = int(fields[1])
+        ticks = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        figures[pid] = (ticks, int(fields[21]))  # rss, in pages
+    tree, todo = {root}, [root]
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in tree:
+                tree.add(child)
+                todo.append(child)
+    ticks = sum(figures[p][0] for p in tree if p in figures)
+    pages = sum(figures[p][1] for p in tree if p in figures)
+    return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK"), pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def meminfo_total() -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo", "rb") as meminfo:
+        for line in meminfo:
+            if line.startswith(b"MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def read_text(*candidates: str) -> str | None:
+    for path in candidates:
+        with contextlib.suppress(OSError), open(path, encoding="ascii") as handle:
+            return handle.read().strip()
+    return None
+
+
+def stat_value(text: str | None, key: str) -> int | None:
+    for line in (text or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == key and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def cgroup_usage() -> dict[str, object]:
+    """The figures of this process's own cgroup (v2, else v1) that can be read; {} when none."""
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as own:
+            lines = [line.strip().split(":", 2) for line in own if line.count(":") >= 2]
+    except OSError:
+        return {}
+    paths = {c: p.lstrip("/") for ids, names, p in lines for c in (names.split(",") if names else ["v2"])}
+    found: dict[str, object] = {}
+    base = "/sys/fs/cgroup"
+    if "v2" in paths and os.path.exists(f"{base}/cgroup.controllers"):
+        where = [f"{base}/{paths['v2']}".rstrip("/"), base]
+        usage = stat_value(read_text(*(f"{w}/cpu.stat" for w in where)), "usage_usec")
+        current = read_text(*(f"{w}/memory.current" for w in where))
+        limit = read_text(*(f"{w}/memory.max" for w in where))
+        cache = stat_value(read_text(*(f"{w}/memory.stat" for w in where)), "file")
+        quota = (read_text(*(f"{w}/cpu.max" for w in where)) or "max").split()
+        if usage is not None:
+            found["cpu_ns"] = usage * 1000
+        if quota[0].isdigit() and len(quota) == 2 and quota[1].isdigit():
+            found["cpu_quota"] = int(quota[0]) / int(quota[1])
+    else:
+        cpu = [f"{base}/{d}" for d in ("cpuacct", "cpu,cpuacct", "cpuacct,cpu")]
+        acct = [f"{m}/{paths.get('cpuacct', '')}".rstrip("/") for m in cpu] + cpu
+        usage_text = read_text(*(f"{w}/cpuacct.usage" for w in acct))
+        memory = [f"{base}/memory/{paths.get('memory', '')}".rstrip("/"), f"{base}/memory"]
+        current = read_text(*(f"{w}/memory.usage_in_bytes" for w in memory))
+        limit = read_text(*(f"{w}/memory.limit_in_bytes" for w in memory))
+        stats = read_text(*(f"{w}/memory.stat" for w in memory))
+        cache = stat_value(stats, "total_cache") or stat_value(stats, "cache")
+        quota_text = read_text(*(f"{w}/cpu.cfs_quota_us" for w in acct))
+        period_text = read_text(*(f"{w}/cpu.cfs_period_us" for w in acct))
+        if usage_text and usage_text.isdigit():
+            found["cpu_ns"] = int(usage_text)
+        if quota_text and quota_text.isdigit() and period_text and period_text.isdigit():
+            found["cpu_quota"] = int(quota_text) / int(period_text)
+    if current and current.isdigit():
+        found["mem_used"] = int(current)
+    if limit and limit.isdigit() and 0 < int(limit) < meminfo_total():
+        found["mem_total"] = int(limit)
+    if cache is not None:
+        found["mem_cache"] = cache
+    return found
 
 
 def acknowledged(frame: tuple[int, bytes], acked: int) -> int:

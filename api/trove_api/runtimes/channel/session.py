@@ -46,7 +46,7 @@ from trove_core.errors import (
     TroveError,
 )
 from trove_core.paths import display
-from trove_core.runtime import ExecOutput, ExecSpec, FileStat
+from trove_core.runtime import ExecOutput, ExecSpec, FileStat, SandboxUsage
 
 OPEN, DATA, EOF, CANCEL, STDOUT, STDERR, RESULT, HELLO = 1, 2, 3, 4, 5, 6, 7, 8
 ACK = 9  # port_connect only (channel/ports.py)
@@ -441,6 +441,17 @@ class AgentSession:
 
     async def delete(self, rel: str) -> None:
         await self.call({"op": "delete", "path": rel})
+
+    async def usage(self, *, cgroup: bool) -> SandboxUsage:
+        """The sandbox's CPU and memory; ``cgroup``: from the agent's own cgroup where visible."""
+        got = await self.call({"op": "usage", "cgroup": cgroup})
+        return SandboxUsage(
+            cpu_count=int(got.get("cpu_count") or 0),
+            cpu_ns=int(got.get("cpu_ns") or 0),
+            mem_used=int(got.get("mem_used") or 0),
+            mem_total=int(got.get("mem_total") or 0),
+            mem_cache=int(got.get("mem_cache") or 0),
+        )
 
     async def export_tar(self) -> AsyncIterator[bytes]:
         """The namespace as a gzip tar, acknowledged as consumed so the pod never runs ahead."""

@@ -160,6 +160,12 @@ class KubeApi:
         )
         return None if status == 404 else body
 
+    async def delete_tns(self, name: str) -> bool:
+        """Delete the object (the operator's finalizer then removes its pod and PVC); False if absent."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        status, _ = await self._call("DELETE", self._tns_url(name), body=body, allow=(404,))
+        return status != 404
+
     async def watch_tns(self, name: str, resource_version: str, timeout_s: float) -> AsyncIterator[Manifest]:
         """Watch events (``{type, object}``) for one object, from ``resource_version``."""
         query = urlencode(

@@ -25,6 +25,7 @@ from trove_core.runtime import (
     FileReader,
     FileStat,
     NamespaceRef,
+    SandboxUsage,
 )
 from trove_core.settings import Settings
 
@@ -107,6 +108,24 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
 
     async def provision(self, ns: NamespaceRef) -> None:
         await self.control.ensure(ns)
+
+    async def deprovision(self, ns: NamespaceRef) -> None:
+        name = ns.object_name
+        channel = self._channels.pop(name, None)
+        if channel is not None:
+            await channel.close()  # ends the agent, and with it the processes it runs
+        for state in (self._activity, self._flushed, self._no_agent):
+            state.pop(name, None)
+        # The CR's pod and PVC are owned by it: garbage collection removes them once the
+        # operator has let the object go (kopf's finalizer).
+        await self.api.delete_tns(name)
+
+    async def usage(self, ns: NamespaceRef) -> SandboxUsage:
+        target = await self._target(ns)
+        if isinstance(target, str):  # an image without the agent: nothing to ask
+            return SandboxUsage(cpu_count=0, cpu_ns=0, mem_used=0, mem_total=0)
+        # The pod's own cgroup is the sandbox's: the agent reads it from inside.
+        return await target.usage(cgroup=True)
 
     async def sandbox_state(self, ns: NamespaceRef) -> str:
         """The TroveNamespace's phase as the dashboard shows it (read only: wakes nothing)."""

@@ -105,6 +105,39 @@ class Cgroups:
             with contextlib.suppress(OSError):
                 os.rmdir(base / self.owner)
 
+    def usage(self, key: str) -> dict[str, int]:
+        """What the namespace's groups count (``SandboxUsage`` fields); {} without groups."""
+        files = self._prepared.get(key)
+        if not files:
+            return {}
+        groups = [Path(procs).parent for procs in files]
+        found: dict[str, int] = {"mem_total": self.memory_bytes}
+        if self.mode == "v1":
+            memory = groups[0]
+            current = _read_int(memory / "memory.usage_in_bytes")
+            cache = _stat_value(memory / "memory.stat", "total_cache")
+        else:
+            current = _read_int(groups[0] / "memory.current")
+            cache = _stat_value(groups[0] / "memory.stat", "file")
+            usage_usec = _stat_value(groups[0] / "cpu.stat", "usage_usec")
+            if usage_usec is not None:
+                found["cpu_ns"] = usage_usec * 1000
+        if current is None:
+            return {}
+        found["mem_used"] = current
+        if cache is not None:
+            found["mem_cache"] = cache
+        return found
+
+    def remove(self, key: str) -> None:
+        """Remove one namespace's groups (its sandbox has stopped); one still in use stays."""
+        files = self._prepared.pop(key, None)
+        if files:
+            deadline = time.monotonic() + EXIT_WAIT_S
+            busy = [procs for procs in files if not _remove_group(procs, deadline)]
+            if busy:
+                self._prepared[key] = busy
+
     def sweep(self) -> int:
         """Remove the groups of servers that stopped without removing them; returns how many."""
         removed = 0
@@ -201,6 +234,26 @@ def _only_exiting(procs: str) -> bool:
         except OSError:
             continue
     return True
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _stat_value(path: Path, key: str) -> int | None:
+    """One ``key value`` line of a cgroup stat file (memory.stat, cpu.stat)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        name, _, value = line.partition(" ")
+        if name == key and value.isdigit():
+            return int(value)
+    return None
 
 
 def _try_write(path: Path, value: str) -> None:

@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -39,6 +40,7 @@ from trove_core.runtime import (
     FileReader,
     FileStat,
     NamespaceRef,
+    SandboxUsage,
 )
 from trove_core.settings import Settings
 
@@ -214,6 +216,31 @@ class LocalRuntime(AgentProcesses, AgentPorts):
                 os.chown(directory, uid, uid)
         os.chmod(directory, 0o700)
         return directory
+
+    async def deprovision(self, ns: NamespaceRef) -> None:
+        # The sandbox first: its processes hold the directory (and the image's mount) open.
+        await self.sandboxes.stop(_sandbox_key(ns))
+        await asyncio.to_thread(self._remove_storage, ns)
+
+    def _remove_storage(self, ns: NamespaceRef) -> None:
+        self.cgroups.remove(_sandbox_key(ns))
+        self.volumes.remove(ns.workspace_id, ns.name)
+        for directory in (self._plain_dir(ns), self._view(ns)):
+            if directory.is_symlink() or not directory.is_dir():
+                directory.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(directory)
+
+    async def usage(self, ns: NamespaceRef) -> SandboxUsage:
+        # The agent sums its process tree (no /sys in the sandbox); the namespace's cgroup,
+        # where this server made one, knows better: page cache and processes that left the tree.
+        figures = await (await self._session(ns)).usage(cgroup=False)
+        group = await asyncio.to_thread(self.cgroups.usage, _sandbox_key(ns))
+        return replace(figures, **group) if group else figures
+
+    def has_storage(self, ns: NamespaceRef) -> bool:
+        """Whether anything of the namespace is left on disk (tests look at the runtime's view)."""
+        return self._plain_dir(ns).exists() or self.volumes.has_image(ns.workspace_id, ns.name)
 
     def path_aliases(self, ns: NamespaceRef) -> Sequence[str]:
         # /workspace inside the sandbox is a real, stable path and stays as it is; host paths

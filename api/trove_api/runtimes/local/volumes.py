@@ -173,6 +173,17 @@ class Volumes:
             self._ready.add(mountpoint)
             return root
 
+    def remove(self, workspace_id: str, name: str) -> None:
+        """Unmount the namespace's image and delete it (its sandbox has stopped); idempotent."""
+        mountpoint = self.mountpoint(workspace_id, name)
+        with self._lock:
+            self._ready.discard(mountpoint)
+            _unmount(mountpoint)
+            with contextlib.suppress(OSError):  # absent, or still busy: left empty, harmless
+                mountpoint.rmdir()
+            # A lazily detached image is freed by the kernel once its last user is gone.
+            self.image(workspace_id, name).unlink(missing_ok=True)
+
     def _make_image(self, image: Path) -> None:
         image.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(image.parent.parent, 0o700)
