@@ -102,7 +102,7 @@ images:  ## build the sandbox and trove images into the test cluster ($(K8S_SCRI
 e2e: dev-deps  ## contract and dashboard suites on the Kubernetes runtime + operator e2e, against $KUBECONFIG (images built)
 	TROVE_TEST_BACKEND=kubernetes TROVE_K8S_SANDBOX_IMAGE=$(SANDBOX_IMAGE) TROVE_E2E_TROVE_IMAGE=$(TROVE_IMAGE) \
 	  TROVE_K8S_NOAGENT_IMAGE=$(NOAGENT_IMAGE) \
-	  $(PY) -m pytest tests/e2e tests/contract tests/dashboard tests/hostile/test_agent_escape.py $(PYTEST_ARGS)
+	  $(PY) -m pytest tests/e2e tests/contract tests/dashboard tests/e2b tests/hostile/test_agent_escape.py $(PYTEST_ARGS)
 
 bench-k8s: dev-deps  ## Kubernetes runtime benchmarks vs raw pod exec, against $KUBECONFIG
 	$(PY) -m bench.k8s

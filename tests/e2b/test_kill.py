@@ -13,6 +13,7 @@ import pytest
 from e2b import Sandbox
 from e2b.exceptions import NotFoundException
 
+from tests.e2b import WAIT_S
 from tests.support.sdk import client
 from tests.support.server import LiveServer
 from trove_core.runtime import NamespaceRef
@@ -23,6 +24,7 @@ def events_of(server: LiveServer, namespace: str) -> list[dict[str, Any]]:
         f"{server.base_url}/v1/workspaces/{server.workspace_id}/events",
         params={"namespace": namespace, "limit": 200},
         headers={"Authorization": f"Bearer {server.workspace_key}"},
+        timeout=WAIT_S,
     )
     assert r.status_code == 200, r.text
     events: list[dict[str, Any]] = r.json()["events"]

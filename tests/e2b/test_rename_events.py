@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 from e2b import Sandbox
 
+from tests.e2b import WAIT_S
 from tests.support.server import LiveServer
 
 
@@ -17,6 +18,7 @@ def file_events(server: LiveServer, namespace: str) -> list[tuple[str, str, Any]
         f"{server.base_url}/v1/workspaces/{server.workspace_id}/events",
         params={"namespace": namespace, "types": "file.written,file.deleted", "limit": 200},
         headers={"Authorization": f"Bearer {server.workspace_key}"},
+        timeout=WAIT_S,
     )
     assert r.status_code == 200, r.text
     return [
