@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from e2b import Sandbox
 
 from tests.support.server import LiveServer, start_server
 
@@ -16,6 +17,16 @@ def e2b_env(server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Liv
     monkeypatch.setenv("E2B_SANDBOX_URL", f"{server.base_url}/e2b")
     monkeypatch.setenv("E2B_API_KEY", server.workspace_key)
     return server
+
+
+@pytest.fixture
+def sbx(e2b_env: LiveServer) -> Iterator[Sandbox]:
+    """A fresh sandbox through the SDK, killed after the test."""
+    sandbox = Sandbox.create()
+    try:
+        yield sandbox
+    finally:
+        sandbox.kill()
 
 
 @pytest.fixture(scope="session")

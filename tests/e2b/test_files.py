@@ -15,13 +15,6 @@ from tests.support.server import LiveServer
 from trove_api.e2b.filesystem import WATCHERS_PER_SANDBOX
 
 
-@pytest.fixture
-def sbx(e2b_env: LiveServer):
-    sandbox = Sandbox.create()
-    yield sandbox
-    sandbox.kill()
-
-
 def test_file_operations(sbx: Sandbox) -> None:
     sbx.files.write_files(
         [{"path": "d/one.txt", "data": "1"}, {"path": "/home/user/d/e/two.bin", "data": b"\x00\x01"}]

@@ -56,15 +56,6 @@ def _wait_listening(url: str, headers: dict[str, str]) -> None:
 
 
 @pytest.fixture
-def sbx(e2b_env: LiveServer) -> Iterator[Sandbox]:
-    sandbox = Sandbox.create()
-    try:
-        yield sandbox
-    finally:
-        sandbox.kill()
-
-
-@pytest.fixture
 def echo(sbx: Sandbox, e2b_env: LiveServer) -> Iterator[int]:
     """The echo server's port, listening."""
     port = _free_port()

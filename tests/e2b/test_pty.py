@@ -5,12 +5,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
 
-import pytest
 from e2b import CommandHandle, PtySize, Sandbox
-
-from tests.support.server import LiveServer
 
 
 class Screen:
@@ -38,15 +34,6 @@ class Screen:
                     return
             time.sleep(0.05)
         raise AssertionError(f"{needle!r} never appeared in {bytes(self.data[-500:])!r}")
-
-
-@pytest.fixture
-def sbx(e2b_env: LiveServer) -> Iterator[Sandbox]:
-    sandbox = Sandbox.create()
-    try:
-        yield sandbox
-    finally:
-        sandbox.kill()
 
 
 def test_interactive_bash_answers_and_resize_changes_stty_size(sbx: Sandbox) -> None:

@@ -35,7 +35,6 @@ from tests.contract.test_seed_snippets import (
 )
 from tests.support.cluster import wait_for
 from tests.support.helm_release import (
-    CHART,
     CRD,
     POOL_CRD,
     RELEASE,
@@ -45,6 +44,7 @@ from tests.support.helm_release import (
     kubectl,
     leftovers,
     run,
+    upgrade,
 )
 from tests.support.sdk import client
 
@@ -117,20 +117,8 @@ def test_upgrade_keeps_the_admin_key_and_data(release: Release) -> None:
     api_pods_before = kubectl(
         "get", "pods", "-n", release.namespace, "-l", "app.kubernetes.io/component=api", "-o", "name"
     ).stdout.split()
-    run(
-        "helm",
-        "upgrade",
-        RELEASE,
-        str(CHART),
-        "-n",
-        release.namespace,
-        *release.values,
-        "--set-string",
-        "api.logLevel=debug",  # changes the pod template, so the API pod is replaced
-        "--wait",
-        "--timeout",
-        "180s",
-    )
+    # api.logLevel changes the pod template, so the API pod is replaced
+    upgrade(release, *release.values, "--set-string", "api.logLevel=debug", timeout_s=180)
     assert admin_key_from_secret(release.namespace) == key_before
     wait_for(
         lambda: (

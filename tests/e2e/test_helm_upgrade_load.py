@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.support.cluster import wait_for
-from tests.support.helm_release import CHART, RELEASE, Release, installed, kubectl, run
+from tests.support.helm_release import Release, installed, kubectl, upgrade
 from tests.support.sdk import admin, client
 
 
@@ -110,20 +110,8 @@ def test_upgrade_and_pod_deletion_under_load_fail_no_call(release: Release) -> N
         key = adm.create_key("under-load", namespace="under-load").api_key
     before = ready_api_pods(release)
     with LoopingClient(release, key) as loop:
-        run(
-            "helm",
-            "upgrade",
-            RELEASE,
-            str(CHART),
-            "-n",
-            release.namespace,
-            *release.values,
-            "--set-string",
-            "api.logLevel=debug",  # a pod-template change: every API pod is replaced
-            "--wait",
-            "--timeout",
-            "300s",
-        )
+        # api.logLevel: a pod-template change, so every API pod is replaced
+        upgrade(release, *release.values, "--set-string", "api.logLevel=debug")
         wait_for(
             lambda: len(ready_api_pods(release)) == 2 and not ready_api_pods(release) & before,
             timeout=180,
@@ -144,21 +132,14 @@ def test_upgrade_and_pod_deletion_under_load_fail_no_call(release: Release) -> N
 
 def test_a_service_change_restarts_no_api_pod(release: Release) -> None:
     before = ready_api_pods(release)
-    run(
-        "helm",
-        "upgrade",
-        RELEASE,
-        str(CHART),
-        "-n",
-        release.namespace,
+    upgrade(
+        release,
         *release.values,
         "--set-string",
         "api.logLevel=debug",
         "--set-string",
         "api.service.type=NodePort",
-        "--wait",
-        "--timeout",
-        "120s",
+        timeout_s=120,
     )
     assert ready_api_pods(release) == before
 
@@ -172,21 +153,8 @@ def test_a_changed_sandbox_value_reaches_existing_namespaces_and_the_pool(releas
         key = adm.create_key("rollout", namespace="rollout").api_key
     with client(release, "rollout", key) as sdk:  # type: ignore[arg-type]
         sdk.write("workspace/kept.txt", "before the upgrade\n")
-    run(
-        "helm",
-        "upgrade",
-        RELEASE,
-        str(CHART),
-        "-n",
-        release.namespace,
-        "--reuse-values",
-        "--set",
-        "sandbox.maxProcesses=300",
-        "--set",
-        "sandbox.rollout=immediate",
-        "--wait",
-        "--timeout",
-        "300s",
+    upgrade(
+        release, "--reuse-values", "--set", "sandbox.maxProcesses=300", "--set", "sandbox.rollout=immediate"
     )
 
     def sandboxes(kind: str) -> list[dict[str, Any]]:

@@ -71,6 +71,23 @@ def run(*argv: str, check: bool = True, timeout: float = 300) -> subprocess.Comp
     return done
 
 
+def upgrade(release: Release, *options: str, timeout_s: int = 300) -> subprocess.CompletedProcess[str]:
+    """``helm upgrade --wait`` of the release with ``options`` (``--set``, ``--reuse-values``, …)."""
+    return run(
+        "helm",
+        "upgrade",
+        RELEASE,
+        str(CHART),
+        "-n",
+        release.namespace,
+        *options,
+        "--wait",
+        "--timeout",
+        f"{timeout_s}s",
+        timeout=timeout_s + 60,
+    )
+
+
 def kubectl(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return run("kubectl", *argv, check=check, timeout=60)
 
