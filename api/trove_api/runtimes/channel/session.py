@@ -252,7 +252,10 @@ class AgentSession:
 
     def frame_buffer(self, payload_bytes: int) -> bytearray:
         """The prefix, room for a header, then ``payload_bytes`` to fill in; sent by ``send_built``."""
-        return bytearray(self._prefix) + bytes(HEADER.size + payload_bytes)
+        # Allocated once at its full size (a zeroed bytes joined on would be a second one, copied).
+        frame = bytearray(len(self._prefix) + HEADER.size + payload_bytes)
+        frame[: len(self._prefix)] = self._prefix
+        return frame
 
     async def send_built(self, rid: int, kind: int, frame: bytearray | memoryview) -> None:
         """Send a ``frame_buffer()`` (or its start) once filled: no copy into a joined frame."""
