@@ -202,7 +202,7 @@ class _StreamDigest:
     the GIL): inline, the hashing was a third of the API's CPU on an upload, in series with
     everything else. Batches are hashed in order, one at a time, so at most two wait in memory."""
 
-    BATCH_BYTES = 1024 * 1024
+    BATCH_BYTES = 256 * 1024
 
     def __init__(self) -> None:
         self._digest = hashlib.sha256()
