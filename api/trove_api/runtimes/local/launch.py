@@ -2,11 +2,13 @@
 
 Sandboxed: ``sh`` (join the namespace's cgroups, rlimits, open the seccomp filter) → ``nsenter``
 into the namespace's network namespace → ``setpriv`` to its uid → ``bwrap`` → ``python3 -I -S
-/run/trove/agent.py /workspace``. The agent is long-lived, so the limits on it are the ones that
-hold for the sandbox as a whole (processes; address space without a memory cgroup): CPU seconds
-and file size are set by the agent on each command's shell, as RLIMIT_CPU on the agent would add
-up over every call. Unsandboxed (development only) the agent runs as the server's user with the
-namespace directory as its root, and commands run in a directory that shows it as ``workspace/``.
+/run/trove/agent.pyc /workspace`` (the agent's bytecode, compiled once per server by that same
+python3; its source ``agent.py`` if that failed). The agent is long-lived, so the limits on it
+are the ones that hold for the sandbox as a whole (processes; address space without a memory
+cgroup): CPU seconds and file size are set by the agent on each command's shell, as RLIMIT_CPU on
+the agent would add up over every call. Unsandboxed (development only) the agent runs as the
+server's user with the namespace directory as its root, and commands run in a directory that
+shows it as ``workspace/``.
 """
 
 from __future__ import annotations
