@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -130,7 +131,8 @@ def compile_agent(target: Path) -> Path | None:
     python = shutil.which("python3", path=SANDBOX_PATH)
     if python is None:
         return None
-    temp = target.with_name(f".{target.name}.{os.getpid()}")
+    # Unique per call: two runtimes in one process (the server's, a maintenance one) may compile at once.
+    temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}")
     script = (
         "import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True, "
         "invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)"
