@@ -315,3 +315,25 @@ async def test_idle_supervisors_go_away(tmp_path: Path) -> None:
         assert not Path(f"/proc/{supervisor}").exists()
         again = await session.exec(spec("echo alive"), 1 << 20)
         assert again.stdout == b"alive\n"
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+            found |= {int(child) for child in f.read().split()}
+    return found
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="reads the children of a non-dumpable process")
+async def test_the_first_call_runs_under_a_supervisor_forked_ahead(tmp_path: Path) -> None:
+    # Forked right after HELLO, while the first request is on its way: the first exec of a
+    # new sandbox does not wait for a fork.
+    async with agent(tmp_path) as session:
+        pid = int((await session.hello)["pid"])
+        deadline = time.monotonic() + 10
+        while not (ahead := _children(pid)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert ahead
+        out = await session.exec(spec("echo $PPID"), 1 << 20)
+        assert int(out.stdout) in ahead

@@ -1343,10 +1343,26 @@ class Children:
                 return Supervised(supervisor, argv, env, stdin=stdin, cwd=cwd)
             except OSError:  # gone, or stopped with its socket full: never waited for
                 self.discard(supervisor)
+        supervisor = self.new_supervisor()
+        return Supervised(supervisor, argv, env, stdin=stdin, cwd=cwd)
+
+    def new_supervisor(self) -> Supervisor:
         supervisor = Supervisor()
         self.supervisors.add(supervisor.pid)
         supervisor.reaped.add_done_callback(lambda _: self.supervisors.discard(supervisor.pid))
-        return Supervised(supervisor, argv, env, stdin=stdin, cwd=cwd)
+        return supervisor
+
+    def prefork(self) -> None:
+        """One idle supervisor made ahead, right after HELLO: the fork overlaps the client's
+        first request on its way instead of delaying its exec."""
+        if self.idle:
+            return
+        try:
+            supervisor = self.new_supervisor()
+        except OSError:  # the first exec forks one itself
+            return
+        supervisor.idle_since = time.monotonic()
+        self.idle.append(supervisor)
 
     def release(self, supervisor: Supervisor) -> None:
         if supervisor.reaped.done():
@@ -1909,6 +1925,7 @@ async def main() -> None:
     _, frames = await loop.connect_read_pipe(
         lambda: FrameInput(agent.deliver), os.fdopen(0, "rb", buffering=0)
     )
+    loop.call_soon(agent.children.prefork)
     sweeper = asyncio.create_task(asyncio.to_thread(sweep, Root(root).path))
     orphans = asyncio.create_task(agent.children.sweep_every(SWEEP_EVERY_S))
     await agent.serve(frames)

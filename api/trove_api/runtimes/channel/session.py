@@ -51,7 +51,7 @@ from trove_core.runtime import ExecOutput, ExecSpec, FileStat, SandboxUsage
 OPEN, DATA, EOF, CANCEL, STDOUT, STDERR, RESULT, HELLO = 1, 2, 3, 4, 5, 6, 7, 8
 ACK = 9  # port_connect only (channel/ports.py)
 FRAME_BYTES = 1024 * 1024
-READ_WINDOW = 4 * 1024 * 1024
+READ_WINDOW = 2 * 1024 * 1024
 READ_AHEAD = 2
 EXPORT_WINDOW = 8 * 1024 * 1024
 EXPORT_ACK_BYTES = 1024 * 1024
@@ -258,7 +258,10 @@ class AgentSession:
 
     def frame_buffer(self, payload_bytes: int) -> bytearray:
         """The prefix, room for a header, then ``payload_bytes`` to fill in; sent by ``send_built``."""
-        return bytearray(self._prefix) + bytes(HEADER.size + payload_bytes)
+        # Allocated once at its full size (a zeroed bytes joined on would be a second one, copied).
+        frame = bytearray(len(self._prefix) + HEADER.size + payload_bytes)
+        frame[: len(self._prefix)] = self._prefix
+        return frame
 
     async def send_built(self, rid: int, kind: int, frame: bytearray | memoryview) -> None:
         """Send a ``frame_buffer()`` (or its start) once filled: no copy into a joined frame."""

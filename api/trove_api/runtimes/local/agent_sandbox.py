@@ -25,7 +25,6 @@ from trove_core.errors import ChannelLostError, UnavailableError
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 10.0
-_READ_BYTES = 1024 * 1024
 _STOP_WAIT_S = 5.0
 _STDERR_KEPT = 4096
 
@@ -49,13 +48,14 @@ class AgentSandbox:
         self.contained = contained
         self._on_stop = on_stop
         assert proc.stdin is not None
-        assert proc.stdout is not None
         assert proc.stderr is not None
         self._stdin = proc.stdin
         self.session = AgentSession(self._send)
         self.last_used = time.monotonic()
         self._stderr_tail = b""
-        self._reader = detached_task(self._read(proc.stdout), name=f"trove-sandbox-{key}")
+        # Set when the agent's end of the channel closes (``_ChannelReader``).
+        self._channel_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._channel: asyncio.BaseTransport | None = None
         self._errors = detached_task(self._log_stderr(proc.stderr), name=f"trove-sandbox-log-{key}")
         self._stopped = False
 
@@ -72,24 +72,32 @@ class AgentSandbox:
         healthy: Callable[[], bool] | None = None,
     ) -> AgentSandbox:
         """Spawn ``argv`` (which ends in the agent) and wait for its HELLO."""
+        # The agent's stdout is read by a protocol that hands each read straight to the session:
+        # a StreamReader in between copied every byte twice more and shifted its buffer per read.
+        channel_out, agent_out = os.pipe2(os.O_CLOEXEC)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
+                stdout=agent_out,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
                 env=dict(env),
                 cwd=cwd,
-                limit=_READ_BYTES,
             )
         except OSError as exc:
+            os.close(channel_out)
             if on_stop is not None:
                 on_stop()
             raise UnavailableError(
                 "The sandbox could not be started; retry", retry_after=2, internal=f"spawning {key}: {exc}"
             ) from exc
+        finally:
+            os.close(agent_out)
         sandbox = cls(key, proc, contained=contained, on_stop=on_stop, healthy=healthy)
+        sandbox._channel, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: _ChannelReader(sandbox), os.fdopen(channel_out, "rb", buffering=0)
+        )
         try:
             await asyncio.wait_for(asyncio.shield(sandbox.session.hello), HELLO_TIMEOUT_S)
         except (TimeoutError, ChannelLostError) as exc:
@@ -125,16 +133,12 @@ class AgentSandbox:
             self.session.connection_lost()
             raise ChannelLostError("The sandbox's agent stopped; retry the call") from exc
 
-    async def _read(self, stdout: asyncio.StreamReader) -> None:
-        try:
-            while chunk := await stdout.read(_READ_BYTES):
-                self.session.feed(chunk)
-        except Exception:  # a broken channel must never go unnoticed by waiters
-            log.exception("reading the sandbox channel of %s failed", self.key)
-        finally:
-            self.session.connection_lost()
-            if not self._stopped:
-                log.warning("the sandbox agent of %s exited (code %s)", self.key, self.proc.returncode)
+    def _channel_closed(self) -> None:
+        self.session.connection_lost()
+        if not self._stopped:
+            log.warning("the sandbox agent of %s exited (code %s)", self.key, self.proc.returncode)
+        if not self._channel_done.done():
+            self._channel_done.set_result(None)
 
     async def _log_stderr(self, stderr: asyncio.StreamReader) -> None:
         while line := await stderr.readline():
@@ -162,12 +166,34 @@ class AgentSandbox:
             await self.proc.wait()
         with contextlib.suppress(Exception):
             self._stdin.close()
-        for task in (self._reader, self._errors):
+        for waited in (self._channel_done, self._errors):
             with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, _STOP_WAIT_S)
+                await asyncio.wait_for(asyncio.shield(waited), _STOP_WAIT_S)
+        if self._channel is not None:
+            self._channel.close()
         if self._on_stop is not None:
             on_stop, self._on_stop = self._on_stop, None
             await asyncio.to_thread(on_stop)
+
+
+class _ChannelReader(asyncio.Protocol):
+    """The agent's stdout, fed to the session as it is read."""
+
+    def __init__(self, sandbox: AgentSandbox) -> None:
+        self._sandbox = sandbox
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._sandbox.session.feed(data)
+        except Exception:  # a broken channel must never go unnoticed by waiters
+            log.exception("reading the sandbox channel of %s failed", self._sandbox.key)
+            self._sandbox.session.broken("the channel could not be read")
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes, and connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._sandbox._channel_closed()
 
 
 def _children(pid: int) -> list[int]:

@@ -2,17 +2,23 @@
 
 Sandboxed: ``sh`` (join the namespace's cgroups, rlimits, open the seccomp filter) → ``nsenter``
 into the namespace's network namespace → ``setpriv`` to its uid → ``bwrap`` → ``python3 -I -S
-/run/trove/agent.py /workspace``. The agent is long-lived, so the limits on it are the ones that
-hold for the sandbox as a whole (processes; address space without a memory cgroup): CPU seconds
-and file size are set by the agent on each command's shell, as RLIMIT_CPU on the agent would add
-up over every call. Unsandboxed (development only) the agent runs as the server's user with the
-namespace directory as its root, and commands run in a directory that shows it as ``workspace/``.
+/run/trove/agent.pyc /workspace`` (the agent's bytecode, compiled once per server by that same
+python3; its source ``agent.py`` if that failed). The agent is long-lived, so the limits on it
+are the ones that hold for the sandbox as a whole (processes; address space without a memory
+cgroup): CPU seconds and file size are set by the agent on each command's shell, as RLIMIT_CPU on
+the agent would add up over every call. Unsandboxed (development only) the agent runs as the
+server's user with the namespace directory as its root, and commands run in a directory that
+shows it as ``workspace/``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import secrets
+import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +28,7 @@ from trove_api.runtimes.local import netns
 from trove_api.runtimes.local.agent_sandbox import AgentSandbox
 from trove_api.runtimes.local.cgroups import Cgroups
 from trove_api.runtimes.local.sandbox import (
+    SANDBOX_PATH,
     SANDBOX_ROOT,
     Limits,
     build_bwrap_argv,
@@ -30,17 +37,26 @@ from trove_api.runtimes.local.sandbox import (
     build_limits_wrapper,
 )
 
+log = logging.getLogger(__name__)
+
 # bwrap reads the seccomp filter and the agent from these fds, which the limits wrapper opens
 # per sandbox (as the server's user: no sandbox uid needs to reach the source tree).
 SECCOMP_FD = 3
 AGENT_FD = 4
 AGENT_IN_SANDBOX = "/run/trove/agent.py"
+# The agent compiled ahead by the sandbox's own python3: compiling its source on every start
+# took 20-40 ms of a new namespace's first call (more than all the imports but asyncio).
+COMPILED_IN_SANDBOX = "/run/trove/agent.pyc"
+_COMPILE_TIMEOUT_S = 60.0
 # Isolated, and no site module: the agent is standard library only, and the .pth files of the
 # system's site-packages (e.g. one importing ssl and certifi) cost start-up time and memory.
 AGENT_FLAGS = ("-I", "-S")
 
 
 class SandboxLauncher:
+    # The agent's bytecode (``compile_agent``), or None: the source is run.
+    compiled: Path | None = None
+
     def __init__(
         self,
         base: Path,
@@ -57,13 +73,18 @@ class SandboxLauncher:
         self.cgroups = cgroups
         self.networks = networks
         self.seccomp_path = seccomp_path
+        if sandbox:
+            self.compiled = compile_agent(base / "agent.pyc")
 
     def argv(
         self, directory: str, uid: int | None, cgroup_procs: Sequence[str], netns_path: str | None
     ) -> list[str]:
         seccomp_path = self.seccomp_path
         inputs = [(SECCOMP_FD, str(seccomp_path))] if seccomp_path else []
-        inputs.append((AGENT_FD, str(AGENT_SOURCE)))
+        agent_file, agent_path = (
+            (self.compiled, COMPILED_IN_SANDBOX) if self.compiled else (AGENT_SOURCE, AGENT_IN_SANDBOX)
+        )
+        inputs.append((AGENT_FD, str(agent_file)))
         return (
             build_limits_wrapper(cgroup_procs, self.limits, inputs)
             + build_enter_netns(netns_path)
@@ -72,9 +93,9 @@ class SandboxLauncher:
                 directory,
                 own_netns=netns_path is not None,
                 seccomp_fd=SECCOMP_FD if seccomp_path else None,
-                data_files=[(AGENT_FD, AGENT_IN_SANDBOX)],
+                data_files=[(AGENT_FD, agent_path)],
             )
-            + ["python3", *AGENT_FLAGS, AGENT_IN_SANDBOX, SANDBOX_ROOT]
+            + ["python3", *AGENT_FLAGS, agent_path, SANDBOX_ROOT]
         )
 
     async def start(self, key: str, directory: Path, uid: int | None, view: Path) -> AgentSandbox:
@@ -100,6 +121,36 @@ class SandboxLauncher:
 
         argv = self.argv(str(directory), uid, cgroup_procs, netns_path)
         return await AgentSandbox.start(key, argv, env={"PATH": path}, on_stop=release, healthy=network_up)
+
+
+def compile_agent(target: Path) -> Path | None:
+    """The agent compiled to ``target`` by the python3 the sandbox runs (the same /usr, found on
+    the sandbox's PATH), so its bytecode matches that interpreter; None (the source is run) if
+    that fails. Written to a temp name and renamed: a sandbox starting meanwhile reads the old
+    file or the new, never half of one."""
+    python = shutil.which("python3", path=SANDBOX_PATH)
+    if python is None:
+        return None
+    # Unique per call: two runtimes in one process (the server's, a maintenance one) may compile at once.
+    temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    script = (
+        "import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True, "
+        "invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)"
+    )
+    try:
+        subprocess.run(
+            [python, "-I", "-S", "-c", script, str(AGENT_SOURCE), str(temp)],
+            check=True,
+            capture_output=True,
+            timeout=_COMPILE_TIMEOUT_S,
+        )
+        os.chmod(temp, 0o644)
+        os.replace(temp, target)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("could not compile trove-agent with %s (%s): sandboxes run its source", python, exc)
+        temp.unlink(missing_ok=True)
+        return None
+    return target
 
 
 def _ensure_view(view: Path, target: Path) -> None:
