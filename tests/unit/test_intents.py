@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,17 +38,30 @@ def db(tmp_path: Path) -> Iterator[Database]:
     made.dispose()
 
 
-def _recovery(db: Database, tmp_path: Path, store: DirectorySnapshotStore) -> Recovery:
-    runtime = LocalRuntime(
-        tmp_path / "data",
-        sandbox=False,
-        network=False,
-        uid_base=100000,
-        limits=Limits(60, 1 << 20, 64, None),
-        memory_bytes=1 << 30,
-    )
-    namespaces = NamespaceService(db, runtime, 100000)
-    return Recovery(db, IntentLog(db), runtime, store, namespaces, NamespaceLocks())
+@pytest.fixture
+async def make_recovery(
+    db: Database, tmp_path: Path
+) -> AsyncIterator[Callable[[DirectorySnapshotStore], Recovery]]:
+    """Recovery over a local runtime; the runtimes are closed after the test (their warm
+    sandboxes stopped, as at a server's shutdown)."""
+    made: list[LocalRuntime] = []
+
+    def make(store: DirectorySnapshotStore) -> Recovery:
+        runtime = LocalRuntime(
+            tmp_path / "data",
+            sandbox=False,
+            network=False,
+            uid_base=100000,
+            limits=Limits(60, 1 << 20, 64, None),
+            memory_bytes=1 << 30,
+        )
+        made.append(runtime)
+        namespaces = NamespaceService(db, runtime, 100000)
+        return Recovery(db, IntentLog(db), runtime, store, namespaces, NamespaceLocks())
+
+    yield make
+    for runtime in made:
+        await runtime.aclose()
 
 
 def _count(db: Database, owner: str) -> int:
@@ -64,9 +77,9 @@ def _events(db: Database, type_: str) -> list[dict[str, object]]:
 
 
 async def test_a_live_processs_intents_stay_and_a_dead_ones_are_resolved(
-    db: Database, tmp_path: Path
+    db: Database, tmp_path: Path, make_recovery: Callable[[DirectorySnapshotStore], Recovery]
 ) -> None:
-    recovery = _recovery(db, tmp_path, DirectorySnapshotStore(tmp_path / "snapshots"))
+    recovery = make_recovery(DirectorySnapshotStore(tmp_path / "snapshots"))
     live, dead = IntentLog(db), IntentLog(db)
     await live.begin("ws-1", "a", kinds.EXEC, ACTOR, {"data": {"command": "sleep 60"}})
     await dead.begin("ws-1", "b", kinds.EXEC, ACTOR, {"data": {"command": "make"}})
@@ -84,9 +97,11 @@ async def _one(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-async def test_a_snapshot_killed_before_its_row_leaves_no_tarball(db: Database, tmp_path: Path) -> None:
+async def test_a_snapshot_killed_before_its_row_leaves_no_tarball(
+    db: Database, tmp_path: Path, make_recovery: Callable[[DirectorySnapshotStore], Recovery]
+) -> None:
     store = DirectorySnapshotStore(tmp_path / "snapshots")
-    recovery = _recovery(db, tmp_path, store)
+    recovery = make_recovery(store)
     dead = IntentLog(db)
     key = "ws-1/a/snap-0123456789abcdef.tar.gz"
     await dead.begin("ws-1", "a", kinds.SNAPSHOT_CREATE, ACTOR, {"storage_key": key})
@@ -99,11 +114,11 @@ async def test_a_snapshot_killed_before_its_row_leaves_no_tarball(db: Database, 
 
 
 async def test_a_restore_killed_after_its_swap_gets_its_event_and_one_before_it_none(
-    db: Database, tmp_path: Path
+    db: Database, tmp_path: Path, make_recovery: Callable[[DirectorySnapshotStore], Recovery]
 ) -> None:
     ws = create_workspace(db, "test").workspace_id
     store = DirectorySnapshotStore(tmp_path / "snapshots")
-    recovery = _recovery(db, tmp_path, store)
+    recovery = make_recovery(store)
     runtime, namespaces = recovery.runtime, recovery.namespaces
     emitter = EventEmitter(db)
     locks, intents = NamespaceLocks(), IntentLog(db)

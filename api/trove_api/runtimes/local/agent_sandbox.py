@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import signal
@@ -56,6 +57,7 @@ class AgentSandbox:
         # Set when the agent's end of the channel closes (``_ChannelReader``).
         self._channel_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._channel: asyncio.BaseTransport | None = None
+        self._channel_file: io.FileIO | None = None
         self._errors = detached_task(self._log_stderr(proc.stderr), name=f"trove-sandbox-log-{key}")
         self._stopped = False
 
@@ -95,8 +97,11 @@ class AgentSandbox:
         finally:
             os.close(agent_out)
         sandbox = cls(key, proc, contained=contained, on_stop=on_stop, healthy=healthy)
+        # Held here too: the transport closes its pipe only from a loop callback, which never
+        # runs when the loop ends first; stop() closes it itself.
+        sandbox._channel_file = os.fdopen(channel_out, "rb", buffering=0)
         sandbox._channel, _ = await asyncio.get_running_loop().connect_read_pipe(
-            lambda: _ChannelReader(sandbox), os.fdopen(channel_out, "rb", buffering=0)
+            lambda: _ChannelReader(sandbox), sandbox._channel_file
         )
         try:
             await asyncio.wait_for(asyncio.shield(sandbox.session.hello), HELLO_TIMEOUT_S)
@@ -171,6 +176,8 @@ class AgentSandbox:
                 await asyncio.wait_for(asyncio.shield(waited), _STOP_WAIT_S)
         if self._channel is not None:
             self._channel.close()
+        if self._channel_file is not None:
+            self._channel_file.close()
         if self._on_stop is not None:
             on_stop, self._on_stop = self._on_stop, None
             await asyncio.to_thread(on_stop)
