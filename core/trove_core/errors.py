@@ -387,3 +387,12 @@ class SandboxPortClosedError(TroveError):
     status = 502
     code = "sandbox_port_closed"
     title = "Nothing answers on that port in the sandbox"
+
+
+class EgressRulesUnsupportedError(TroveError):
+    """Egress rules (E2B's ``update_network``) asked of a sandbox whose runtime cannot enforce
+    them: a local server without network namespaces (not root, no slirp4netns), or unsandboxed."""
+
+    status = 501
+    code = "egress_rules_unsupported"
+    title = "This server cannot enforce egress rules for its sandboxes"

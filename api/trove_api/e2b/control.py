@@ -124,6 +124,7 @@ async def get_sandbox(request: Request, sandbox_id: str) -> Response:
     detail = listed(rec) | {
         "envdAccessToken": rec.access_token,
         "allowInternetAccess": rec.allow_internet_access,
+        "network": rec.egress.as_json(),
     }
     return JSONResponse(detail)
 
@@ -168,6 +169,14 @@ async def list_sandboxes(request: Request) -> Response:
 async def set_timeout(request: Request, sandbox_id: str) -> Response:
     body = await body_of(request)
     await service(request).set_timeout(await caller_of(request), sandbox_id, body.get("timeout"))
+    return Response(status_code=204)
+
+
+@router.put("/sandboxes/{sandbox_id}/network")
+@e2b_errors
+async def update_network(request: Request, sandbox_id: str) -> Response:
+    body = await body_of(request)
+    await service(request).update_network(await caller_of(request), sandbox_id, body)
     return Response(status_code=204)
 
 

@@ -17,7 +17,8 @@ from dataclasses import replace
 from typing import Any
 
 from trove_api.context import AppContext
-from trove_api.e2b.records import SandboxRecord, SandboxRecords
+from trove_api.e2b.egress import ALL_IPV4, EgressRuleError, EgressRules, rules_from
+from trove_api.e2b.records import SandboxRecord, SandboxRecords, egress_json
 from trove_api.services.auth import Caller
 from trove_core.errors import NamespaceForbiddenError, TroveError
 from trove_core.names import validate_namespace
@@ -97,6 +98,7 @@ class SandboxService:
     ) -> SandboxRecord:
         now = time.time()
         lifecycle = body.get("autoPause")
+        egress = _rules(body.get("network") or {}, body.get("allow_internet_access"))
         return SandboxRecord(
             sandbox_id=sandbox_id,
             workspace_id=caller.workspace_id,
@@ -104,7 +106,7 @@ class SandboxService:
             state="running",
             metadata=_string_map(body.get("metadata"), "metadata"),
             envs=_string_map(body.get("envVars"), "envVars"),
-            allow_internet_access=body.get("allow_internet_access") is not False,
+            allow_internet_access=ALL_IPV4 not in egress.deny_out,
             auto_pause=bool(lifecycle),
             owned=True,
             access_token=secrets.token_urlsafe(32),
@@ -112,6 +114,7 @@ class SandboxService:
             key_name=caller.key_name,
             started_at=now,
             end_at=now + self._timeout(body.get("timeout")),
+            egress=egress,
         )
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -129,7 +132,9 @@ class SandboxService:
         # A locked key reaches one namespace; a new sandbox would be another.
         self.reach(caller, sandbox_id)
         rec = self._new_record(caller, sandbox_id, template, body)
-        await self.ctx.namespaces.ensure(caller.workspace_id, sandbox_id, caller.actor)
+        ns = await self.ctx.namespaces.ensure(caller.workspace_id, sandbox_id, caller.actor)
+        # Before anything runs in it: its first command is already under the rules.
+        await self.ctx.runtime.set_egress(ns, rec.egress.blocked)
         if source is not None:
             await self._restore_into(caller, sandbox_id, source, template)
         await asyncio.to_thread(self.records.insert, rec)
@@ -164,6 +169,37 @@ class SandboxService:
             key_name=caller.key_name,
         )
         return replace(rec, state="running", end_at=end_at, key_id=caller.key_id, key_name=caller.key_name)
+
+    async def update_network(self, caller: Caller, sandbox_id: str, body: dict[str, Any]) -> None:
+        """E2B's update replaces the whole configuration: omitted lists are cleared."""
+        rec = await self.get(caller, sandbox_id)
+        rules = _rules(body, body.get("allow_internet_access"))
+        ns = await self.ctx.namespaces.ensure(caller.workspace_id, sandbox_id, caller.actor)
+        # Stored first: should the runtime fail half-way, a restart applies the rules asked for.
+        await self._store_egress(sandbox_id, rules)
+        try:
+            await self.ctx.runtime.set_egress(ns, rules.blocked)
+        except Exception:
+            await self._store_egress(sandbox_id, rec.egress)
+            raise
+
+    async def _store_egress(self, sandbox_id: str, rules: EgressRules) -> None:
+        await asyncio.to_thread(
+            self.records.set,
+            sandbox_id,
+            egress_json=egress_json(rules),
+            allow_internet_access=ALL_IPV4 not in rules.deny_out,
+        )
+
+    async def restore_egress(self) -> None:
+        """Tell the runtime every live sandbox's rules again (a server restart forgets them)."""
+        for rec in await asyncio.to_thread(self.records.with_egress):
+            try:
+                ns = await self.ctx.namespaces.find(rec.workspace_id, rec.sandbox_id)
+                if ns is not None:
+                    await self.ctx.runtime.set_egress(ns, rec.egress.blocked)
+            except Exception:
+                log.exception("e2b: re-applying the egress rules of %s failed", rec.sandbox_id)
 
     async def listing(self, caller: Caller) -> list[SandboxRecord]:
         records = await asyncio.to_thread(self.records.listing, caller.workspace_id)
@@ -313,6 +349,15 @@ class SandboxService:
         while True:
             await asyncio.sleep(self.settings.e2b_sweep_interval_s)
             await self.sweep()
+
+
+def _rules(network: Any, allow_internet_access: Any) -> EgressRules:
+    if not isinstance(network, dict):
+        raise E2bApiError(400, "network must be an object")
+    try:
+        return rules_from(network, allow_internet_access)
+    except EgressRuleError as exc:
+        raise E2bApiError(400, str(exc)) from None
 
 
 def _string_map(value: Any, name: str) -> dict[str, str]:
