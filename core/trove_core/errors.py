@@ -46,6 +46,7 @@
     ├── SandboxUnavailableError (500 sandbox_unavailable)
     ├── E2bNotImplementedError (501 not_implemented)
     ├── SandboxPortClosedError (502 sandbox_port_closed)
+    ├── EgressRulesUnsupportedError (501 egress_rules_unsupported)
     ├── VolumeError (500 internal_error)
     └── UnavailableError (503 unavailable)
         ├── SnapshotStoreUnavailableError (503 snapshot_store_unavailable)

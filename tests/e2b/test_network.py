@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,12 @@ def test_rules_survive_a_rebuilt_network(sandbox: Sandbox, e2b_env: LiveServer) 
     key = f"{e2b_env.workspace_id}.{sandbox.sandbox_id}"
     first = networks.slirp_pid(key)
     os.kill(first, 9)  # the warm sandbox is restarted on a network built afresh
+    # Dead before the next command (a zombie of this process until the runtime reaps it), so
+    # the restart happens at that command's start, not between its start and its end.
+    while Path(f"/proc/{first}").exists() and networks.slirp_pid(key) == first:
+        if Path(f"/proc/{first}/stat").read_text().split(")")[1].split()[0] == "Z":
+            break
+        time.sleep(0.01)
     assert refused(sandbox, TARGET)
     assert networks.slirp_pid(key) not in (None, first)
     assert routed(sandbox, OTHER)
@@ -189,3 +196,19 @@ def _point_sdk(monkeypatch: pytest.MonkeyPatch, server: LiveServer, key: str) ->
     monkeypatch.setenv("E2B_API_URL", f"{server.base_url}/e2b")
     monkeypatch.setenv("E2B_SANDBOX_URL", f"{server.base_url}/e2b")
     monkeypatch.setenv("E2B_API_KEY", key)
+
+
+@local_only
+def test_an_unsandboxed_server_says_it_cannot_enforce(monkeypatch: pytest.MonkeyPatch) -> None:
+    with start_server(sandbox="none") as bare:
+        _point_sdk(monkeypatch, bare, bare.workspace_key)
+        sbx = Sandbox.create()
+        try:
+            with pytest.raises(SandboxException, match="cannot enforce egress rules"):
+                sbx.update_network({"deny_out": ["203.0.113.0/24"]})
+            assert sbx.get_info().network in ({}, {"allow_out": [], "deny_out": []})  # not pretended
+            sbx.update_network({})  # nothing to enforce: fine
+            with pytest.raises(SandboxException, match="cannot enforce egress rules"):
+                Sandbox.create(allow_internet_access=False)
+        finally:
+            sbx.kill()
