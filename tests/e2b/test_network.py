@@ -21,6 +21,7 @@ import pytest
 from e2b import Sandbox
 from e2b.exceptions import SandboxException
 
+from tests.support.sdk import client
 from tests.support.server import LiveServer, make_data_dir, start_server
 
 KUBERNETES = os.environ.get("TROVE_TEST_BACKEND") == "kubernetes"
@@ -157,6 +158,31 @@ def test_one_sandboxs_rules_never_reach_another(e2b_env: LiveServer) -> None:
     finally:
         closed.kill()
         open_.kill()
+
+
+@local_only
+def test_a_fork_keeps_its_parents_rules(sandbox: Sandbox) -> None:
+    sandbox.update_network({"deny_out": ["203.0.113.0/24"]})
+    (child,) = sandbox.fork()
+    assert isinstance(child, Sandbox), child
+    try:
+        assert refused(child, TARGET)
+        assert routed(child, OTHER)
+    finally:
+        child.kill()
+
+
+@local_only
+def test_an_adopted_namespace_gets_its_network_back_when_e2b_lets_go(
+    e2b_env: LiveServer, namespace: str
+) -> None:
+    with client(e2b_env, namespace) as trove:
+        trove.write("mine.txt", "trove-sdk made me")
+        adopted = Sandbox.connect(namespace)
+        adopted.update_network({"deny_out": ["203.0.113.0/24"]})
+        assert refused(adopted, TARGET)
+        adopted.kill()  # only the E2B session ends; the namespace stays trove-sdk's
+        assert "via 10.0.2.2 dev tap0" in trove.exec(f"ip -4 route get {TARGET}")
 
 
 @pytest.mark.skipif(not KUBERNETES, reason="the NetworkPolicy of a Kubernetes sandbox")

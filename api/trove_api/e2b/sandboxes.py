@@ -133,8 +133,9 @@ class SandboxService:
         self.reach(caller, sandbox_id)
         rec = self._new_record(caller, sandbox_id, template, body)
         ns = await self.ctx.namespaces.ensure(caller.workspace_id, sandbox_id, caller.actor)
-        # Before anything runs in it: its first command is already under the rules.
-        await self.ctx.runtime.set_egress(ns, rec.egress.blocked)
+        if rec.egress.blocked:
+            # Before anything runs in it: its first command is already under the rules.
+            await self.ctx.runtime.set_egress(ns, rec.egress.blocked)
         if source is not None:
             await self._restore_into(caller, sandbox_id, source, template)
         await asyncio.to_thread(self.records.insert, rec)
@@ -235,7 +236,12 @@ class SandboxService:
                 await asyncio.to_thread(self.records.set, rec.sandbox_id, state=rec.state)
                 raise
         else:
-            # An adopted namespace stays the user's: only its E2B session ends.
+            # An adopted namespace stays the user's: only its E2B session ends, and with it the
+            # egress rules set through E2B (no record would bring them back after a restart).
+            if rec.egress.blocked:
+                ns = await self.ctx.namespaces.find(rec.workspace_id, rec.sandbox_id)
+                if ns is not None:
+                    await self.ctx.runtime.set_egress(ns, [])
             await asyncio.to_thread(self.records.remove, rec.sandbox_id)
 
     async def usage(self, caller: Caller, sandbox_id: str) -> tuple[SandboxUsage, float]:
@@ -274,10 +280,17 @@ class SandboxService:
                 caller,
                 child_id,
                 rec.template_id,
-                {"timeout": body.get("timeout"), "metadata": rec.metadata, "envVars": rec.envs},
+                {
+                    "timeout": body.get("timeout"),
+                    "metadata": rec.metadata,
+                    "envVars": rec.envs,
+                    "network": rec.egress.as_json(),
+                },
             )
             src = await self.ctx.namespaces.ensure(caller.workspace_id, sandbox_id, caller.actor)
             dst = await self.ctx.namespaces.ensure(caller.workspace_id, child_id, caller.actor)
+            if child.egress.blocked:  # a fork is under its parent's rules from the start
+                await self.ctx.runtime.set_egress(dst, child.egress.blocked)
             locks = self.ctx.files.locks
             # Exclusive, as a snapshot takes it: the copy is one point in time of the source.
             async with (
