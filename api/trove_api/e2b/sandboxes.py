@@ -66,6 +66,8 @@ class SandboxService:
         self.settings = ctx.settings
         # The last CPU sample per sandbox: E2B's CPU percentage is the rate since the one before.
         self._cpu_samples: dict[str, tuple[float, int]] = {}
+        # One network update at a time: the stored rules and the runtime's never disagree.
+        self._network_lock = asyncio.Lock()
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -173,16 +175,18 @@ class SandboxService:
 
     async def update_network(self, caller: Caller, sandbox_id: str, body: dict[str, Any]) -> None:
         """E2B's update replaces the whole configuration: omitted lists are cleared."""
-        rec = await self.get(caller, sandbox_id)
+        await self.get(caller, sandbox_id)
         rules = _rules(body, body.get("allow_internet_access"))
         ns = await self.ctx.namespaces.ensure(caller.workspace_id, sandbox_id, caller.actor)
-        # Stored first: should the runtime fail half-way, a restart applies the rules asked for.
-        await self._store_egress(sandbox_id, rules)
-        try:
-            await self.ctx.runtime.set_egress(ns, rules.blocked)
-        except Exception:
-            await self._store_egress(sandbox_id, rec.egress)
-            raise
+        async with self._network_lock:
+            before = await self.get(caller, sandbox_id)
+            # Stored first: should the runtime fail half-way, a restart applies the rules asked for.
+            await self._store_egress(sandbox_id, rules)
+            try:
+                await self.ctx.runtime.set_egress(ns, rules.blocked)
+            except Exception:
+                await self._store_egress(sandbox_id, before.egress)
+                raise
 
     async def _store_egress(self, sandbox_id: str, rules: EgressRules) -> None:
         await asyncio.to_thread(
