@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2b import Sandbox
+from e2b import AsyncSandbox, Sandbox
 from e2b.exceptions import SandboxException
 
 from tests.support.sdk import client
@@ -158,6 +158,19 @@ def test_one_sandboxs_rules_never_reach_another(e2b_env: LiveServer) -> None:
     finally:
         closed.kill()
         open_.kill()
+
+
+@local_only
+async def test_the_async_sdk_updates_the_network_too(e2b_env: LiveServer) -> None:
+    sbx = await AsyncSandbox.create(allow_internet_access=False)
+    try:
+        lookup = f"ip -4 route get {TARGET} 2>&1; true"
+        assert "via 10.0.2.2" not in (await sbx.commands.run(lookup)).stdout
+        await sbx.update_network({"allow_out": [TARGET], "deny_out": ["0.0.0.0/0"]})
+        assert "via 10.0.2.2 dev tap0" in (await sbx.commands.run(lookup)).stdout
+        assert (await sbx.get_info()).network == {"allow_out": [f"{TARGET}/32"], "deny_out": ["0.0.0.0/0"]}
+    finally:
+        await sbx.kill()
 
 
 @local_only
