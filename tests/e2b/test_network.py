@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from e2b import AsyncSandbox, Sandbox
 from e2b.exceptions import SandboxException
@@ -77,6 +78,17 @@ def test_deny_then_clear(sandbox: Sandbox) -> None:
     sandbox.update_network({})
     assert routed(sandbox, TARGET)
     assert sandbox.get_info().network in ({}, {"allow_out": [], "deny_out": []})
+
+
+@local_only
+def test_rules_naming_the_sandboxs_own_plumbing_never_break_its_network(sandbox: Sandbox) -> None:
+    """slirp's /24 (gateway, DNS forwarder) and the default route stay Trove's: lifting such a
+    rule leaves the sandbox with its way out."""
+    sandbox.update_network({"deny_out": ["10.0.2.0/24", "10.0.2.3", "10.0.2.2", "0.0.0.0/0"]})
+    assert refused(sandbox, TARGET)
+    sandbox.update_network({})
+    assert routed(sandbox, TARGET)
+    assert "dev tap0" in sandbox.commands.run("ip -4 route get 10.0.2.3 2>&1; true").stdout
 
 
 @local_only
@@ -171,6 +183,29 @@ async def test_the_async_sdk_updates_the_network_too(e2b_env: LiveServer) -> Non
         assert (await sbx.get_info()).network == {"allow_out": [f"{TARGET}/32"], "deny_out": ["0.0.0.0/0"]}
     finally:
         await sbx.kill()
+
+
+@local_only
+def test_the_sandbox_cannot_lift_its_own_rules(sandbox: Sandbox) -> None:
+    sandbox.update_network({"deny_out": ["203.0.113.0/24"]})
+    undo = sandbox.commands.run("ip route del 203.0.113.0/24 2>&1; ip route flush table main 2>&1; true")
+    assert "denied" in undo.stdout.lower() or "not permitted" in undo.stdout.lower(), undo.stdout
+    assert refused(sandbox, TARGET)
+
+
+def test_oversized_and_malformed_rules_are_refused(sandbox: Sandbox, e2b_env: LiveServer) -> None:
+    with pytest.raises(SandboxException, match="the limit is 256"):
+        sandbox.update_network({"deny_out": [f"203.0.113.{i % 250}/32" for i in range(300)]})
+    holes = [f"10.{i}.0.1" for i in range(250)]
+    with pytest.raises(SandboxException, match="separate ranges"):
+        sandbox.update_network({"deny_out": [f"10.{i}.0.0/16" for i in range(250)], "allow_out": holes})
+    url = f"{e2b_env.base_url}/e2b/sandboxes/{sandbox.sandbox_id}/network"
+    headers = {"X-API-KEY": e2b_env.workspace_key}
+    assert httpx.put(url, headers=headers, json={"denyOut": "10.0.0.0/8"}).status_code == 400
+    assert httpx.put(url, headers=headers, json=["10.0.0.0/8"]).status_code == 400
+    assert httpx.put(url, headers=headers, content=b"{").status_code == 400
+    missing = f"{e2b_env.base_url}/e2b/sandboxes/e2bnosuchsandbox/network"
+    assert httpx.put(missing, headers=headers, json={}).status_code == 404
 
 
 @local_only

@@ -105,7 +105,13 @@ def test_the_blocked_set_is_capped() -> None:
 
 
 def test_routable_keeps_ipv4_and_splits_the_default_route() -> None:
-    assert routable(["0.0.0.0/0", "::/0", "203.0.113.0/24"]) == ["0.0.0.0/1", "128.0.0.0/1", "203.0.113.0/24"]
+    assert routable(["0.0.0.0/0", "::/0", "203.0.113.0/24"], "10.0.2.0/24") == [
+        "0.0.0.0/1",
+        "128.0.0.0/1",
+        "203.0.113.0/24",
+    ]
+    # slirp's own /24 (gateway, DNS forwarder, guest) is plumbing, never a user route
+    assert routable(["10.0.2.0/24", "10.0.2.3/32", "10.0.0.0/16"], "10.0.2.0/24") == ["10.0.0.0/16"]
 
 
 def test_route_lines_add_and_take_back_only_what_the_user_set() -> None:

@@ -49,6 +49,7 @@ _PREFIX = "trove-"
 SLIRP_GATEWAY = "10.0.2.2"
 SLIRP_DNS = "10.0.2.3"
 SLIRP_GUEST = "10.0.2.100"
+SLIRP_SUBNET = "10.0.2.0/24"
 # RFC 1918, shared address space, link-local (cloud metadata), "this network", benchmarking,
 # multicast and reserved: never a destination an agent's outbound traffic needs.
 BLOCKED_V4 = (
@@ -215,7 +216,7 @@ class SandboxNetworks:
         """Refuse ``key``'s traffic to ``blocked`` from now on: at once in a network it holds,
         and in every network it gets later (a rebuild, a spare). Blocking (subprocesses)."""
         with self._lock:
-            wanted = tuple(routable(blocked))
+            wanted = tuple(routable(blocked, SLIRP_SUBNET))
             if wanted:
                 self._egress[key] = wanted
             else:
