@@ -62,9 +62,11 @@ def parse_list(value: Any, field: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(parse_network(v)) for v in value))
 
 
-def rules_from(body: dict[str, Any], allow_internet_access: Any = None) -> EgressRules:
+def rules_from(body: Any, allow_internet_access: Any = None) -> EgressRules:
     """The rules of an update body (``allowOut``/``denyOut``) or a create's ``network``, with
     ``allow_internet_access=False`` adding ``0.0.0.0/0`` to the denied ranges."""
+    if not isinstance(body, dict):
+        raise EgressRuleError("network must be an object")
     if body.get("rules"):
         raise EgressRuleError("per-host transform rules are not supported by Trove")
     if body.get("egressProxy") is not None:

@@ -17,10 +17,10 @@ from dataclasses import replace
 from typing import Any
 
 from trove_api.context import AppContext
-from trove_api.e2b.egress import ALL_IPV4, EgressRuleError, EgressRules, rules_from
+from trove_api.e2b.egress import ALL_IPV4, EgressRules, rules_from
 from trove_api.e2b.records import SandboxRecord, SandboxRecords, egress_json
 from trove_api.services.auth import Caller
-from trove_core.errors import NamespaceForbiddenError, TroveError
+from trove_core.errors import EgressRulesUnsupportedError, NamespaceForbiddenError, TroveError
 from trove_core.names import validate_namespace
 from trove_core.runtime import SandboxUsage
 
@@ -100,7 +100,7 @@ class SandboxService:
     ) -> SandboxRecord:
         now = time.time()
         lifecycle = body.get("autoPause")
-        egress = _rules(body.get("network") or {}, body.get("allow_internet_access"))
+        egress = rules_from(body.get("network") or {}, body.get("allow_internet_access"))
         return SandboxRecord(
             sandbox_id=sandbox_id,
             workspace_id=caller.workspace_id,
@@ -176,16 +176,18 @@ class SandboxService:
     async def update_network(self, caller: Caller, sandbox_id: str, body: dict[str, Any]) -> None:
         """E2B's update replaces the whole configuration: omitted lists are cleared."""
         await self.get(caller, sandbox_id)
-        rules = _rules(body, body.get("allow_internet_access"))
+        rules = rules_from(body, body.get("allow_internet_access"))
         ns = await self.ctx.namespaces.ensure(caller.workspace_id, sandbox_id, caller.actor)
         async with self._network_lock:
             before = await self.get(caller, sandbox_id)
-            # Stored first: should the runtime fail half-way, a restart applies the rules asked for.
+            # Stored first and kept should the runtime fail (it keeps the new rules too, and a
+            # local network that could not take them is rebuilt with them): a retry or a
+            # restart applies what was asked for, never the rules it replaced.
             await self._store_egress(sandbox_id, rules)
             try:
                 await self.ctx.runtime.set_egress(ns, rules.blocked)
-            except Exception:
-                await self._store_egress(sandbox_id, before.egress)
+            except EgressRulesUnsupportedError:
+                await self._store_egress(sandbox_id, before.egress)  # never shown as if enforced
                 raise
 
     async def _store_egress(self, sandbox_id: str, rules: EgressRules) -> None:
@@ -366,15 +368,6 @@ class SandboxService:
         while True:
             await asyncio.sleep(self.settings.e2b_sweep_interval_s)
             await self.sweep()
-
-
-def _rules(network: Any, allow_internet_access: Any) -> EgressRules:
-    if not isinstance(network, dict):
-        raise E2bApiError(400, "network must be an object")
-    try:
-        return rules_from(network, allow_internet_access)
-    except EgressRuleError as exc:
-        raise E2bApiError(400, str(exc)) from None
 
 
 def _string_map(value: Any, name: str) -> dict[str, str]:
