@@ -110,6 +110,17 @@ def test_no_internet_access_from_the_first_command(e2b_env: LiveServer) -> None:
         sbx.kill()
 
 
+@local_only
+def test_rules_given_at_create_hold_from_the_first_command(e2b_env: LiveServer) -> None:
+    sbx = Sandbox.create(network={"deny_out": ["203.0.113.0/24", "198.51.100.0/24"], "allow_out": [OTHER]})
+    try:
+        assert refused(sbx, TARGET)
+        assert routed(sbx, OTHER)
+        assert sbx.get_info().allow_internet_access is True
+    finally:
+        sbx.kill()
+
+
 def test_domain_names_are_refused_plainly(sandbox: Sandbox) -> None:
     with pytest.raises(SandboxException, match="domain names are not supported"):
         sandbox.update_network({"deny_out": ["example.com"]})
