@@ -46,6 +46,7 @@
     ├── SandboxUnavailableError (500 sandbox_unavailable)
     ├── E2bNotImplementedError (501 not_implemented)
     ├── SandboxPortClosedError (502 sandbox_port_closed)
+    ├── EgressRulesUnsupportedError (501 egress_rules_unsupported)
     ├── VolumeError (500 internal_error)
     └── UnavailableError (503 unavailable)
         ├── SnapshotStoreUnavailableError (503 snapshot_store_unavailable)
@@ -387,3 +388,12 @@ class SandboxPortClosedError(TroveError):
     status = 502
     code = "sandbox_port_closed"
     title = "Nothing answers on that port in the sandbox"
+
+
+class EgressRulesUnsupportedError(TroveError):
+    """Egress rules (E2B's ``update_network``) asked of a sandbox whose runtime cannot enforce
+    them: a local server without network namespaces (not root, no slirp4netns), or unsandboxed."""
+
+    status = 501
+    code = "egress_rules_unsupported"
+    title = "This server cannot enforce egress rules for its sandboxes"

@@ -257,9 +257,15 @@ def build_network_policy(
     name: str, children: ChildNames, spec: TroveNamespaceSpec, blocked: Sequence[str] = ()
 ) -> Manifest:
     """No ingress at all; egress everywhere (``all``), nowhere (``none``), or (``internet``) to
-    every address but ``blocked`` (the cluster's pod, service and node ranges, metadata)."""
-    fixed: dict[str, list[Manifest]] = {"all": [{}], "none": []}
-    egress = fixed[spec.egress] if spec.egress in fixed else build_internet_egress(blocked)
+    every address but ``blocked`` (the cluster's pod, service and node ranges, metadata); the
+    spec's ``egressBlocked`` ranges are refused on top of ``all`` and ``internet``."""
+    extra = [str(cidr) for cidr in spec.egress_blocked]
+    if spec.egress == "none":
+        egress: list[Manifest] = []
+    elif spec.egress == "all":
+        egress = build_internet_egress(extra) if extra else [{}]
+    else:
+        egress = build_internet_egress([*blocked, *extra])
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -279,15 +285,21 @@ def build_network_policy(
 
 def build_internet_egress(blocked: Sequence[str]) -> list[Manifest]:
     """Egress rules for ``internet``: each family's whole range minus the blocked ranges, plus
-    DNS to the cluster's resolver pods (their Service address is in a blocked range)."""
+    DNS to the cluster's resolver pods (their Service address is in a blocked range). A family
+    whose whole range is blocked gets no peer (an ``except`` must lie strictly inside its
+    block); with both blocked there is no egress at all, DNS included."""
     excepts: dict[int, list[str]] = {4: [], 6: []}
     for cidr in blocked:
         net = ipaddress.ip_network(cidr, strict=False)
-        excepts[net.version].append(str(net))
+        if str(net) not in excepts[net.version]:
+            excepts[net.version].append(str(net))
     peers = [
         {"ipBlock": {"cidr": whole} | ({"except": excepts[version]} if excepts[version] else {})}
         for version, whole in ((4, "0.0.0.0/0"), (6, "::/0"))
+        if whole not in excepts[version]
     ]
+    if not peers:
+        return []
     dns = {
         "to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],

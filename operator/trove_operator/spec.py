@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork
 
 from trove_core.names import NAMESPACE_PATTERN
 
@@ -59,6 +59,8 @@ class TroveNamespaceSpec(SandboxTemplate):
     workspace_id: str = Field(alias="workspaceId", pattern=NAMESPACE_PATTERN)
     namespace: str = Field(pattern=NAMESPACE_PATTERN)
     egress: Literal["all", "internet", "none"] = "internet"
+    # Ranges refused on top of ``egress`` (E2B's update_network): CIDRs, checked when parsed.
+    egress_blocked: tuple[IPvAnyNetwork, ...] = Field((), alias="egressBlocked", max_length=1024)
     suspended: bool = False
     deletion_policy: Literal["Delete", "Retain"] = Field("Delete", alias="deletionPolicy")
     idle_suspend_seconds: int = Field(0, alias="idleSuspendSeconds", ge=0, le=31_536_000)

@@ -195,6 +195,47 @@ def test_a_deleted_network_policy_comes_back_with_the_resync(k8s: Cluster) -> No
     wait_for(recreated, timeout=90, interval=1, what="the NetworkPolicy re-created by the re-sync")
 
 
+def test_egress_blocked_ranges_reach_the_network_policy(k8s: Cluster) -> None:
+    """E2B's update_network: spec.egressBlocked is admitted by the schema, rendered into the
+    policy's excepts (the API server accepts them), and both families blocked leave no egress."""
+    name = create_tns(k8s, egressBlocked=["203.0.113.0/24", "2001:db8::/32"])
+    policy_name = child_names(name).network_policy
+
+    def blocks() -> dict[str, list[str]]:
+        policy = k8s.api.sanitize_for_serialization(
+            k8s.networking.read_namespaced_network_policy(policy_name, k8s.namespace)
+        )
+        return {
+            peer["ipBlock"]["cidr"]: peer["ipBlock"].get("except", [])
+            for rule in policy["spec"].get("egress") or []
+            for peer in rule.get("to", [])
+            if "ipBlock" in peer
+        }
+
+    def has_policy() -> bool:
+        try:
+            blocks()
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    wait_for(has_policy, what="the NetworkPolicy")
+    assert "203.0.113.0/24" in blocks()["0.0.0.0/0"]
+    assert "2001:db8::/32" in blocks()["::/0"]
+    k8s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, k8s.namespace, PLURAL, name, {"spec": {"egressBlocked": ["0.0.0.0/0", "::/0"]}}
+    )
+    wait_for(lambda: blocks() == {}, what="a NetworkPolicy without egress")
+    k8s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, k8s.namespace, PLURAL, name, {"spec": {"egressBlocked": []}}
+    )
+    wait_for(lambda: "203.0.113.0/24" not in blocks().get("0.0.0.0/0", ["203.0.113.0/24"]), what="cleared")
+    with pytest.raises(ApiException):
+        create_tns(k8s, egressBlocked=["x" * 65])  # longer than any CIDR: refused by the schema
+
+
 def test_suspend_deletes_the_pod_and_keeps_the_pvc(k8s: Cluster) -> None:
     name = create_tns(k8s)
     wait_for(lambda: phase_is(k8s, name, "Ready"), what="phase Ready")

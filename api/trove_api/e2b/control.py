@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from trove_api.e2b.access import traffic_token
+from trove_api.e2b.egress import EgressRuleError
 from trove_api.e2b.records import SandboxRecord
 from trove_api.e2b.sandboxes import CLIENT_ID, ENVD_VERSION, E2bApiError, SandboxService
 from trove_api.services.auth import Caller, authenticate, require_filesystem
@@ -31,6 +32,8 @@ def e2b_errors(handler: Handler) -> Handler:
             return await handler(*args, **kwargs)
         except E2bApiError as exc:
             return JSONResponse({"code": exc.status, "message": exc.message}, status_code=exc.status)
+        except EgressRuleError as exc:  # a network rule Trove cannot enforce
+            return JSONResponse({"code": 400, "message": str(exc)}, status_code=400)
         except TroveError as exc:
             return JSONResponse({"code": exc.status, "message": str(exc)}, status_code=exc.status)
 
@@ -124,6 +127,7 @@ async def get_sandbox(request: Request, sandbox_id: str) -> Response:
     detail = listed(rec) | {
         "envdAccessToken": rec.access_token,
         "allowInternetAccess": rec.allow_internet_access,
+        "network": rec.egress.as_json(),
     }
     return JSONResponse(detail)
 
@@ -168,6 +172,14 @@ async def list_sandboxes(request: Request) -> Response:
 async def set_timeout(request: Request, sandbox_id: str) -> Response:
     body = await body_of(request)
     await service(request).set_timeout(await caller_of(request), sandbox_id, body.get("timeout"))
+    return Response(status_code=204)
+
+
+@router.put("/sandboxes/{sandbox_id}/network")
+@e2b_errors
+async def update_network(request: Request, sandbox_id: str) -> Response:
+    body = await body_of(request)
+    await service(request).update_network(await caller_of(request), sandbox_id, body)
     return Response(status_code=204)
 
 

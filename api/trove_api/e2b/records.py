@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, select, update
 
+from trove_api.e2b.egress import EgressRules
 from trove_api.stores.db import Database
 from trove_api.stores.tables import e2b_sandboxes, namespaces, snapshots
 
@@ -28,6 +29,7 @@ class SandboxRecord:
     key_name: str
     started_at: float
     end_at: float
+    egress: EgressRules = field(default_factory=EgressRules)
 
 
 def _from_row(row: Any) -> SandboxRecord:
@@ -46,7 +48,17 @@ def _from_row(row: Any) -> SandboxRecord:
         key_name=row["key_name"],
         started_at=row["started_at"],
         end_at=row["end_at"],
+        egress=_egress(row["egress_json"]),
     )
+
+
+def egress_json(rules: EgressRules) -> str:
+    return json.dumps(rules.as_json()) if rules.allow_out or rules.deny_out else "{}"
+
+
+def _egress(raw: str) -> EgressRules:
+    stored = json.loads(raw or "{}")
+    return EgressRules(tuple(stored.get("allowOut", ())), tuple(stored.get("denyOut", ())))
 
 
 class SandboxRecords:
@@ -73,6 +85,7 @@ class SandboxRecords:
                     key_name=rec.key_name,
                     started_at=rec.started_at,
                     end_at=rec.end_at,
+                    egress_json=egress_json(rec.egress),
                 )
             )
 
@@ -109,6 +122,14 @@ class SandboxRecords:
     def remove(self, sandbox_id: str) -> None:
         with self.db.write() as conn:
             conn.execute(delete(e2b_sandboxes).where(e2b_sandboxes.c.sandbox_id == sandbox_id))
+
+    def with_egress(self) -> list[SandboxRecord]:
+        """Live sandboxes with egress rules: their runtime is told again at start-up."""
+        query = select(e2b_sandboxes).where(
+            e2b_sandboxes.c.state != "killed", e2b_sandboxes.c.egress_json != "{}"
+        )
+        with self.db.read() as conn:
+            return [r for r in map(_from_row, conn.execute(query).mappings()) if r.egress.deny_out]
 
     def expired(self, now: float) -> list[SandboxRecord]:
         query = select(e2b_sandboxes).where(

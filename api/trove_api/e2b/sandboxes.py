@@ -17,9 +17,10 @@ from dataclasses import replace
 from typing import Any
 
 from trove_api.context import AppContext
-from trove_api.e2b.records import SandboxRecord, SandboxRecords
+from trove_api.e2b.egress import ALL_IPV4, EgressRules, rules_from
+from trove_api.e2b.records import SandboxRecord, SandboxRecords, egress_json
 from trove_api.services.auth import Caller
-from trove_core.errors import NamespaceForbiddenError, TroveError
+from trove_core.errors import EgressRulesUnsupportedError, NamespaceForbiddenError, TroveError
 from trove_core.names import validate_namespace
 from trove_core.runtime import SandboxUsage
 
@@ -65,6 +66,8 @@ class SandboxService:
         self.settings = ctx.settings
         # The last CPU sample per sandbox: E2B's CPU percentage is the rate since the one before.
         self._cpu_samples: dict[str, tuple[float, int]] = {}
+        # One network update at a time: the stored rules and the runtime's never disagree.
+        self._network_lock = asyncio.Lock()
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -97,6 +100,7 @@ class SandboxService:
     ) -> SandboxRecord:
         now = time.time()
         lifecycle = body.get("autoPause")
+        egress = rules_from(body.get("network") or {}, body.get("allow_internet_access"))
         return SandboxRecord(
             sandbox_id=sandbox_id,
             workspace_id=caller.workspace_id,
@@ -104,7 +108,7 @@ class SandboxService:
             state="running",
             metadata=_string_map(body.get("metadata"), "metadata"),
             envs=_string_map(body.get("envVars"), "envVars"),
-            allow_internet_access=body.get("allow_internet_access") is not False,
+            allow_internet_access=ALL_IPV4 not in egress.deny_out,
             auto_pause=bool(lifecycle),
             owned=True,
             access_token=secrets.token_urlsafe(32),
@@ -112,6 +116,7 @@ class SandboxService:
             key_name=caller.key_name,
             started_at=now,
             end_at=now + self._timeout(body.get("timeout")),
+            egress=egress,
         )
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -129,7 +134,10 @@ class SandboxService:
         # A locked key reaches one namespace; a new sandbox would be another.
         self.reach(caller, sandbox_id)
         rec = self._new_record(caller, sandbox_id, template, body)
-        await self.ctx.namespaces.ensure(caller.workspace_id, sandbox_id, caller.actor)
+        ns = await self.ctx.namespaces.ensure(caller.workspace_id, sandbox_id, caller.actor)
+        if rec.egress.blocked:
+            # Before anything runs in it: its first command is already under the rules.
+            await self.ctx.runtime.set_egress(ns, rec.egress.blocked)
         if source is not None:
             await self._restore_into(caller, sandbox_id, source, template)
         await asyncio.to_thread(self.records.insert, rec)
@@ -165,6 +173,41 @@ class SandboxService:
         )
         return replace(rec, state="running", end_at=end_at, key_id=caller.key_id, key_name=caller.key_name)
 
+    async def update_network(self, caller: Caller, sandbox_id: str, body: dict[str, Any]) -> None:
+        """E2B's update replaces the whole configuration: omitted lists are cleared."""
+        await self.get(caller, sandbox_id)
+        rules = rules_from(body, body.get("allow_internet_access"))
+        ns = await self.ctx.namespaces.ensure(caller.workspace_id, sandbox_id, caller.actor)
+        async with self._network_lock:
+            before = await self.get(caller, sandbox_id)
+            # Stored first and kept should the runtime fail (it keeps the new rules too, and a
+            # local network that could not take them is rebuilt with them): a retry or a
+            # restart applies what was asked for, never the rules it replaced.
+            await self._store_egress(sandbox_id, rules)
+            try:
+                await self.ctx.runtime.set_egress(ns, rules.blocked)
+            except EgressRulesUnsupportedError:
+                await self._store_egress(sandbox_id, before.egress)  # never shown as if enforced
+                raise
+
+    async def _store_egress(self, sandbox_id: str, rules: EgressRules) -> None:
+        await asyncio.to_thread(
+            self.records.set,
+            sandbox_id,
+            egress_json=egress_json(rules),
+            allow_internet_access=ALL_IPV4 not in rules.deny_out,
+        )
+
+    async def restore_egress(self) -> None:
+        """Tell the runtime every live sandbox's rules again (a server restart forgets them)."""
+        for rec in await asyncio.to_thread(self.records.with_egress):
+            try:
+                ns = await self.ctx.namespaces.find(rec.workspace_id, rec.sandbox_id)
+                if ns is not None:
+                    await self.ctx.runtime.set_egress(ns, rec.egress.blocked)
+            except Exception:
+                log.exception("e2b: re-applying the egress rules of %s failed", rec.sandbox_id)
+
     async def listing(self, caller: Caller) -> list[SandboxRecord]:
         records = await asyncio.to_thread(self.records.listing, caller.workspace_id)
         if caller.namespace is not None:
@@ -199,7 +242,12 @@ class SandboxService:
                 await asyncio.to_thread(self.records.set, rec.sandbox_id, state=rec.state)
                 raise
         else:
-            # An adopted namespace stays the user's: only its E2B session ends.
+            # An adopted namespace stays the user's: only its E2B session ends, and with it the
+            # egress rules set through E2B (no record would bring them back after a restart).
+            if rec.egress.blocked:
+                ns = await self.ctx.namespaces.find(rec.workspace_id, rec.sandbox_id)
+                if ns is not None:
+                    await self.ctx.runtime.set_egress(ns, [])
             await asyncio.to_thread(self.records.remove, rec.sandbox_id)
 
     async def usage(self, caller: Caller, sandbox_id: str) -> tuple[SandboxUsage, float]:
@@ -238,10 +286,17 @@ class SandboxService:
                 caller,
                 child_id,
                 rec.template_id,
-                {"timeout": body.get("timeout"), "metadata": rec.metadata, "envVars": rec.envs},
+                {
+                    "timeout": body.get("timeout"),
+                    "metadata": rec.metadata,
+                    "envVars": rec.envs,
+                    "network": rec.egress.as_json(),
+                },
             )
             src = await self.ctx.namespaces.ensure(caller.workspace_id, sandbox_id, caller.actor)
             dst = await self.ctx.namespaces.ensure(caller.workspace_id, child_id, caller.actor)
+            if child.egress.blocked:  # a fork is under its parent's rules from the start
+                await self.ctx.runtime.set_egress(dst, child.egress.blocked)
             locks = self.ctx.files.locks
             # Exclusive, as a snapshot takes it: the copy is one point in time of the source.
             async with (

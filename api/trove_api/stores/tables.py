@@ -215,6 +215,8 @@ e2b_sandboxes = Table(
     Column("key_name", String(200), nullable=False),
     Column("started_at", Float, nullable=False),  # epoch seconds
     Column("end_at", Float, nullable=False),  # when the E2B timeout expires
+    # {"allowOut": [...], "denyOut": [...]}: update_network's rules, re-applied on every rebuild.
+    Column("egress_json", Text, nullable=False, server_default="{}"),
     Index("ix_e2b_sandboxes_end_at", "end_at"),
     Index("ix_e2b_sandboxes_workspace", "workspace_id", "started_at"),
 )

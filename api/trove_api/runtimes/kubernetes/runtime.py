@@ -120,6 +120,12 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
         # operator has let the object go (kopf's finalizer).
         await self.api.delete_tns(name)
 
+    async def set_egress(self, ns: NamespaceRef, blocked: Sequence[str]) -> None:
+        # The operator renders spec.egressBlocked into the sandbox's NetworkPolicy; the object
+        # keeps it, so a rebuilt pod (or a restarted server) is under the same rules.
+        await self.control.ensure(ns)
+        await self.api.patch_tns(ns.object_name, {"spec": {"egressBlocked": list(blocked)}})
+
     async def usage(self, ns: NamespaceRef) -> SandboxUsage:
         target = await self._target(ns)
         if isinstance(target, str):  # an image without the agent: nothing to ask

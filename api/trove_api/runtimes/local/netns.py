@@ -26,10 +26,8 @@ import contextlib
 import hashlib
 import ipaddress
 import itertools
-import json
 import logging
 import os
-import select
 import shutil
 import subprocess
 import threading
@@ -39,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trove_api.runtimes.local.cgroups import owner_name, start_time
+from trove_api.runtimes.local.netroutes import egress_route_lines, host_addresses, routable
+from trove_api.runtimes.local.slirp import start_slirp
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ _PREFIX = "trove-"
 SLIRP_GATEWAY = "10.0.2.2"
 SLIRP_DNS = "10.0.2.3"
 SLIRP_GUEST = "10.0.2.100"
+SLIRP_SUBNET = "10.0.2.0/24"
 # RFC 1918, shared address space, link-local (cloud metadata), "this network", benchmarking,
 # multicast and reserved: never a destination an agent's outbound traffic needs.
 BLOCKED_V4 = (
@@ -63,7 +64,6 @@ BLOCKED_V4 = (
     "224.0.0.0/4",
     "240.0.0.0/4",
 )
-_READY_TIMEOUT_S = 5.0
 _IDLE_S = 600.0
 _MAX_LIVE = 64
 # After a failed build, execs run without network for this long before the next attempt, so a
@@ -84,6 +84,8 @@ class _Net:
     exit_fd: int | None = None  # our end of slirp's --exit-fd pipe: closing it stops slirp
     in_use: int = 0
     last_used: float = field(default_factory=time.monotonic)
+    base: frozenset[str] = frozenset()  # the prohibit routes every network has (set when built)
+    egress: tuple[str, ...] = ()  # the user's blocked ranges its routing table holds now
 
     @property
     def path(self) -> str:
@@ -120,6 +122,8 @@ class SandboxNetworks:
         self._lock = threading.Lock()
         self._built = threading.Condition(self._lock)  # a spare's build ended
         self._nets: dict[str, _Net] = {}
+        # User egress rules per key (E2B's update_network), applied to each network it gets.
+        self._egress: dict[str, tuple[str, ...]] = {}
         self._spare_nets: list[_Net] = []
         self._building = 0
         # Bumped by close: a spare whose build started before is torn down, not kept.
@@ -197,9 +201,44 @@ class SandboxNetworks:
                     self._retry_at = time.monotonic() + _RETRY_AFTER_S
                     return None
                 self._nets[key] = net
+            try:
+                self._apply_egress(key, net)
+            except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
+                # Never a network without the rules asked for: the exec runs without one.
+                log.error("cannot apply %s's egress rules (%s); it runs without network", key, exc)
+                self._teardown(self._nets.pop(key))
+                return None
             net.in_use += 1
             net.last_used = time.monotonic()
             return net.path
+
+    def set_egress(self, key: str, blocked: Sequence[str]) -> None:
+        """Refuse ``key``'s traffic to ``blocked`` from now on: at once in a network it holds,
+        and in every network it gets later (a rebuild, a spare). Blocking (subprocesses)."""
+        with self._lock:
+            wanted = tuple(routable(blocked, SLIRP_SUBNET))
+            if wanted:
+                self._egress[key] = wanted
+            else:
+                self._egress.pop(key, None)
+            net = self._nets.get(key)
+            if net is not None:
+                try:
+                    self._apply_egress(key, net)
+                except (OSError, subprocess.SubprocessError, RuntimeError):
+                    self._teardown(self._nets.pop(key))  # rebuilt, with the rules, when next used
+                    raise
+
+    def _apply_egress(self, key: str, net: _Net) -> None:
+        wanted = self._egress.get(key, ())
+        if net.egress == wanted:
+            return
+        lines = egress_route_lines(
+            net.egress, wanted, base=net.base, via_gateway=self._allowed(), gateway=SLIRP_GATEWAY
+        )
+        if lines:
+            _run(["nsenter", f"--net={net.path}", "ip", "-batch", "-"], stdin="\n".join(lines) + "\n")
+        net.egress = wanted
 
     def release(self, key: str) -> None:
         with self._lock:
@@ -325,11 +364,12 @@ class SandboxNetworks:
         self._start_slirp(net)
         # Configured exceptions (TROVE_SANDBOX_NETWORK_ALLOW) go through the gateway; a blocked
         # range they name exactly is left out, one they sit inside loses to them as less specific.
-        allowed = {str(ipaddress.ip_network(cidr, strict=False)) for cidr in self.allow}
+        allowed = self._allowed()
         routes = [f"route add {cidr} via {SLIRP_GATEWAY} dev tap0 onlink" for cidr in sorted(allowed)]
         routes += [f"route add prohibit {cidr}" for cidr in BLOCKED_V4 if cidr not in allowed]
         # The host's own addresses win over every exception (replace: even one naming them).
-        routes += [f"route replace prohibit {cidr}" for cidr in _host_addresses()]
+        hosts = host_addresses()
+        routes += [f"route replace prohibit {cidr}" for cidr in hosts]
         # The guest's own /24 is on-link: refuse all of it but the DNS forwarder. The gateway
         # stays the default route's next hop (resolved on tap0, not through these routes).
         routes += [
@@ -338,39 +378,16 @@ class SandboxNetworks:
             f"route add {SLIRP_DNS}/32 dev tap0 scope link",
         ]
         _run(["nsenter", f"--net={net.path}", "ip", "-batch", "-"], stdin="\n".join(routes) + "\n")
+        own = {"10.0.2.0/25", "10.0.2.128/25", *hosts}
+        net.base = frozenset(own | {cidr for cidr in BLOCKED_V4 if cidr not in allowed})
+        net.egress = ()
+
+    def _allowed(self) -> set[str]:
+        return {str(ipaddress.ip_network(cidr, strict=False)) for cidr in self.allow}
 
     def _start_slirp(self, net: _Net) -> None:
         SLIRP_API_DIR.mkdir(mode=0o700, exist_ok=True)
-        net.api_socket.unlink(missing_ok=True)
-        ready_r, ready_w = os.pipe()
-        exit_r, exit_w = os.pipe()
-        try:
-            net.slirp = subprocess.Popen(
-                [
-                    "slirp4netns", "--configure", "--mtu=65520", "--disable-host-loopback",
-                    "--netns-type=path", f"--ready-fd={ready_w}", f"--exit-fd={exit_r}",
-                    f"--api-socket={net.api_socket}", net.path, "tap0",
-                ],
-                pass_fds=(ready_w, exit_r),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
-            net.exit_fd = exit_w
-            exit_w = -1
-        finally:
-            os.close(ready_w)
-            os.close(exit_r)
-            if exit_w >= 0:
-                os.close(exit_w)
-        try:
-            readable, _, _ = select.select([ready_r], [], [], _READY_TIMEOUT_S)
-            ready = bool(readable) and os.read(ready_r, 1) == b"1"
-        finally:
-            os.close(ready_r)
-        if not ready:
-            raise RuntimeError(f"slirp4netns was not ready within {_READY_TIMEOUT_S:.0f} s")
+        net.slirp, net.exit_fd = start_slirp(net.path, net.api_socket)
 
     def _teardown(self, net: _Net) -> None:
         if net.exit_fd is not None:
@@ -399,23 +416,3 @@ def _run(argv: list[str], stdin: str | None = None) -> None:
 def _delete_netns(name: str) -> None:
     if (NETNS_DIR / name).exists():
         subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=10, check=False)
-
-
-def _host_addresses() -> list[str]:
-    """The host's own IPv4 addresses but loopback, as /32s: slirp would connect to them from the
-    host, reaching every service bound to 0.0.0.0 (a public IP, a bridge, a VPN).
-
-    Read when a namespace's network is built; one built before an address was added keeps
-    missing it until rebuilt (idle stop or restart).
-    """
-    result = subprocess.run(
-        ["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True, timeout=10, check=False
-    )
-    found: set[str] = set()
-    with contextlib.suppress(ValueError):
-        for link in json.loads(result.stdout or "[]"):
-            for info in link.get("addr_info", []):
-                address = ipaddress.ip_address(info.get("local", ""))
-                if not address.is_loopback:
-                    found.add(f"{address}/32")
-    return sorted(found)

@@ -33,7 +33,7 @@ from trove_api.runtimes.local.sandboxes import WarmSandboxes
 from trove_api.runtimes.local.seccomp_filter import SeccompUnavailableError, compile_filter
 from trove_api.runtimes.local.volumes import Volumes
 from trove_core.diskspace import DiskReserve
-from trove_core.errors import ChannelLostError, SandboxUnavailableError
+from trove_core.errors import ChannelLostError, EgressRulesUnsupportedError, SandboxUnavailableError
 from trove_core.runtime import (
     ExecOutput,
     ExecSpec,
@@ -220,6 +220,9 @@ class LocalRuntime(AgentProcesses, AgentPorts):
     async def deprovision(self, ns: NamespaceRef) -> None:
         # The sandbox first: its processes hold the directory (and the image's mount) open.
         await self.sandboxes.stop(_sandbox_key(ns))
+        if self.networks is not None:
+            # A namespace made later under the same name starts without the old rules.
+            await asyncio.to_thread(self.networks.set_egress, _sandbox_key(ns), ())
         await asyncio.to_thread(self._remove_storage, ns)
 
     def _remove_storage(self, ns: NamespaceRef) -> None:
@@ -323,6 +326,18 @@ class LocalRuntime(AgentProcesses, AgentPorts):
         self.reserve.check()
         session = await self._session(ns)
         return await restore(AgentRestore(session), chunks, check_space=self.reserve.check)
+
+    async def set_egress(self, ns: NamespaceRef, blocked: Sequence[str]) -> None:
+        if self.networks is not None:
+            await asyncio.to_thread(self.networks.set_egress, _sandbox_key(ns), blocked)
+        elif blocked and not self.sandbox:
+            # Sandboxed without a network namespace of our own (TROVE_SANDBOX_NETWORK=off, or no
+            # root for one), bwrap unshares the network: nothing leaves, every rule already holds.
+            # Unsandboxed, commands use the host's network and nothing here could refuse a range.
+            raise EgressRulesUnsupportedError(
+                "This server cannot enforce egress rules: its commands run unsandboxed "
+                "(TROVE_SANDBOX=none), on the host's network"
+            )
 
     async def aclose(self) -> None:
         # Sandboxes first: then nothing holds the networks, cgroups or the namespaces' mounts.
