@@ -31,8 +31,6 @@ SANDBOX_UID_SPAN = 1_000_000_000
 MAX_PROCESSES_ENV = "TROVE_MAX_PROCESSES"
 WORKSPACE_MOUNT = "/workspace"
 ANNOTATION_SPEC_HASH = "trove.dev/pod-spec-hash"
-# The template's revision (``template_revision``): the same on every pod of one template.
-ANNOTATION_TEMPLATE_REVISION = "trove.dev/template-revision"
 ANNOTATION_WORKSPACE_ID = "trove.dev/workspace-id"
 ANNOTATION_NAMESPACE = "trove.dev/namespace-name"
 _TMP_SIZE = "256Mi"
@@ -142,7 +140,6 @@ def build_pod(name: str, children: ChildNames, spec: TroveNamespaceSpec) -> Mani
     pod_spec = build_pod_spec(children.pvc, spec)
     annotations = build_annotations(spec)
     annotations[ANNOTATION_SPEC_HASH] = spec_hash(pod_spec)
-    annotations[ANNOTATION_TEMPLATE_REVISION] = template_revision(spec)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -241,16 +238,6 @@ def build_pod_spec(claim_name: str, spec: SandboxTemplate) -> Manifest:
 def spec_hash(pod_spec: Manifest) -> str:
     """A digest of what we asked for; a pod whose annotation differs is out of date."""
     return hashlib.sha256(json.dumps(pod_spec, sort_keys=True).encode()).hexdigest()[:16]
-
-
-_REVISION_CLAIM = "revision"  # fixed: a revision must not depend on the namespace's names
-
-
-def template_revision(template: SandboxTemplate) -> str:
-    """A short digest of the pod a template makes, equal for every namespace (and warm pod) on
-    that template; it changes with the template and with how this operator builds pods."""
-    # build_pod_spec reads only the template's fields, so a namespace's spec gives the same.
-    return spec_hash(build_pod_spec(_REVISION_CLAIM, template))[:10]
 
 
 def build_network_policy(
@@ -371,7 +358,6 @@ def build_status(
     previous: Manifest | None,
     now: str,
     last_activity: str | None = None,
-    rollout: Manifest | None = None,
 ) -> Manifest:
     """The status subresource; the Ready condition keeps its transition time while unchanged."""
     ready = "True" if phase == "Ready" else "False"
@@ -400,6 +386,4 @@ def build_status(
         status["conditions"][0]["observedGeneration"] = generation
     if last_activity:
         status["lastActivity"] = last_activity
-    # templateRevision, podRevision (None: no pod) and the rollout state.
-    status.update(rollout or {})
     return status

@@ -78,8 +78,7 @@ RESYNC_S = load_settings().operator_resync_s
 @kopf.timer(GROUP, VERSION, PLURAL, interval=IDLE_CHECK_S, initial_delay=IDLE_CHECK_S, idle=10)
 @metrics.instrumented("stop_idle")
 def stop_idle(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Suspend namespaces idle past ``idleSuspendSeconds``; re-sync those still in transit, and
-    those whose outdated pod waits for an idle moment that has come."""
+    """Suspend namespaces idle past ``idleSuspendSeconds``; re-sync those still in transit."""
     kube = _kube(memo)
     manifest = dict(body)
     try:
@@ -90,8 +89,7 @@ def stop_idle(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             log.info("suspending %s/%s after %.0f s idle", body.meta.namespace, body.meta.name, idle)
             kube.patch_spec(body.meta.namespace or "", body.meta.name or "", {"suspended": True})
             return
-        # In transit, or an outdated pod whose namespace has now gone idle (policy `idle`).
-        if not reconciler.settled(manifest) or reconciler.rollout_due(manifest, dt.datetime.now(dt.UTC)):
+        if not reconciler.settled(manifest):
             reconciler.sync(kube, manifest, _blocked(memo), periodic=True)
     except (reconciler.MalformedSpecError, kopf.TemporaryError) as exc:
         # The next tick is the retry.

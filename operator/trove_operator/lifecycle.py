@@ -9,7 +9,7 @@ import kopf
 
 from trove_core.crd import GROUP
 from trove_operator.kube import Kube, load_config
-from trove_operator.reconciler import blocked_ranges, sandbox_template
+from trove_operator.reconciler import blocked_ranges
 from trove_operator.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -20,16 +20,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.settings = load_settings()
     # Parsed here so a malformed entry stops the start instead of failing every reconcile.
     memo.blocked = blocked_ranges(memo.settings.operator_egress_blocked)
-    template = sandbox_template()
     load_config()
     memo.kube = Kube()
     tune(settings)
     log.info("trove-operator configured; internet egress excludes %s", ", ".join(memo.blocked))
-    log.info(
-        "rollouts: %s; namespaces the API made follow %s",
-        memo.settings.operator_rollout,
-        f"the template {sorted(template)}" if template else "no template (their specs stay as made)",
-    )
 
 
 @kopf.on.cleanup()

@@ -76,7 +76,6 @@ def build_warm_pod(
             "labels": build_pool_labels(pool, "sandbox"),
             "annotations": {
                 builders.ANNOTATION_SPEC_HASH: hashed,
-                builders.ANNOTATION_TEMPLATE_REVISION: builders.template_revision(template),
                 ANNOTATION_PVC_SPEC_HASH: builders.spec_hash(builders.build_pvc_spec(template)),
             },
         },
@@ -207,13 +206,8 @@ def plan(size: int, pods: list[Manifest], pvcs: list[Manifest], template: Sandbo
     return result
 
 
-def build_pool_status(
-    plan_: PoolPlan, size: int, generation: int | None, template: SandboxTemplate | None = None
-) -> Manifest:
+def build_pool_status(plan_: PoolPlan, size: int, generation: int | None) -> Manifest:
     status: Manifest = {"size": size, "warm": plan_.warm, "ready": plan_.ready}
-    if template is not None:
-        # Every waiting member runs this revision: plan() replaces those of any other.
-        status["templateRevision"] = builders.template_revision(template)
     if generation is not None:
         status["observedGeneration"] = generation
     return status

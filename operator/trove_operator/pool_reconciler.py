@@ -89,7 +89,7 @@ def _replenish(kube: Kube, body: Manifest) -> pool_builders.PoolPlan:
         kube.ensure(namespace, pvc_manifest)
         kube.ensure(namespace, pod_manifest)
 
-    status = pool_builders.build_pool_status(todo, spec.size, meta.get("generation"), spec.template)
+    status = pool_builders.build_pool_status(todo, spec.size, meta.get("generation"))
     if body.get("status") != status:
         kube.patch_status(namespace, pool, status, plural=POOL_PLURAL)
     return todo

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import ipaddress
 import logging
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from trove_core.crd import (
     child_names,
     current_phase,
 )
-from trove_operator import builders, metrics, pool_reconciler, rollout, room
+from trove_operator import builders, metrics, pool_reconciler, room
 from trove_operator.kube import Kube, Manifest
 from trove_operator.settings import load_settings
 from trove_operator.spec import TroveNamespaceSpec
@@ -41,33 +40,6 @@ def blocked_ranges(configured_text: str) -> tuple[str, ...]:
     chosen = configured or list(builders.PRIVATE_RANGES)
     ranges = [str(ipaddress.ip_network(c, strict=False)) for c in (*builders.ALWAYS_BLOCKED, *chosen)]
     return tuple(dict.fromkeys(ranges))
-
-
-@functools.cache
-def sandbox_template() -> Manifest:
-    """$TROVE_OPERATOR_SANDBOX_TEMPLATE, parsed once (and first at start-up: see lifecycle)."""
-    return rollout.parse_template(load_settings().operator_sandbox_template)
-
-
-def follow_template(kube: Kube, body: Manifest) -> Manifest:
-    """Bring an API-made namespace's spec to the configured template; the body as patched."""
-    patch = rollout.template_patch(body, sandbox_template())
-    if not patch:
-        return body
-    meta = body["metadata"]
-    log.info("%s/%s follows the sandbox template: %s", meta["namespace"], meta["name"], sorted(patch))
-    kube.patch_spec(meta["namespace"], meta["name"], patch)
-    # As the merge patch leaves it; the update event that follows re-syncs from the live object.
-    return {**body, "spec": _merged(body.get("spec") or {}, patch)}
-
-
-def _merged(spec: Manifest, patch: Manifest) -> Manifest:
-    out = dict(spec)
-    for key, value in patch.items():
-        out[key] = (
-            _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        )
-    return out
 
 
 def now() -> str:
@@ -108,7 +80,6 @@ def sync(kube: Kube, body: Manifest, blocked: tuple[str, ...], *, periodic: bool
     Failures get a Warning event when they begin; an unbound PVC only from the periodic pass,
     since every new claim is briefly unbound.
     """
-    body = follow_template(kube, body)
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     spec = parse_spec(body)
@@ -152,9 +123,8 @@ def sync(kube: Kube, body: Manifest, blocked: tuple[str, ...], *, periodic: bool
     else:
         desired = builders.build_pod(name, children, spec)
         kopf.adopt(desired, owner=owner)
-        if pod is not None and not terminating and _replace(body, pod, desired):
-            why = "ended" if _ended(pod) else f"rolling to template {builders.template_revision(spec)}"
-            log.info("replacing pod %s/%s (%s)", namespace, children.pod, why)
+        if pod is not None and not terminating and _stale(pod, desired):
+            log.info("replacing pod %s/%s (ended or out of date)", namespace, children.pod)
             kube.delete_pod(namespace, children.pod)
             pod = kube.get("Pod", namespace, children.pod)
         elif pod is None:
@@ -204,7 +174,7 @@ def refresh(kube: Kube, body: Manifest, pod: Manifest | None, blocked: tuple[str
         return sync(kube, body, blocked)
     children = child_names(meta["name"], meta.get("annotations"))
     desired = builders.build_pod(meta["name"], children, spec)
-    if _replace(body, pod, desired):
+    if _stale(pod, desired):
         return sync(kube, body, blocked)
     # A live pod means its claim is bound, so the PVC need not be read.
     return report(kube, body, spec, children, None, pod)
@@ -228,9 +198,6 @@ def report(
     meta = body["metadata"]
     phase, reason, message = builders.assess(spec, pvc, pod)
     previous = body.get("status") or {}
-    desired = builders.build_pod(meta["name"], children, spec)
-    wanted = desired["metadata"]["annotations"][builders.ANNOTATION_TEMPLATE_REVISION]
-    behind = pod is not None and rollout.outdated(pod, desired)
     status = builders.build_status(
         phase=phase,
         reason=reason,
@@ -241,11 +208,6 @@ def report(
         previous=previous,
         now=now(),
         last_activity=(meta.get("annotations") or {}).get(ANNOTATION_LAST_ACTIVITY),
-        rollout={
-            "templateRevision": wanted,
-            "podRevision": rollout.pod_revision(pod, desired, wanted),
-            "rollout": rollout.state(load_settings().operator_rollout, pod, behind),
-        },
     )
     kube.patch_status(meta["namespace"], meta["name"], status)
     # Node full: free a pod now (once when it begins, then on each periodic pass it lasts).
@@ -260,26 +222,11 @@ def report(
     return phase
 
 
-def _ended(pod: Manifest) -> bool:
-    return (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded")
-
-
-def _replace(body: Manifest, pod: Manifest, desired: Manifest) -> bool:
-    """An ended pod is replaced at once; an outdated one when the rollout policy says so."""
-    if _ended(pod):
+def _stale(pod: Manifest, desired: Manifest) -> bool:
+    if (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
         return True
-    if not rollout.outdated(pod, desired):
-        return False
-    settings = load_settings()
-    idle = idle_for(body, dt.datetime.now(dt.UTC))
-    return rollout.replace_now(settings.operator_rollout, idle, settings.operator_rollout_idle_s)
-
-
-def rollout_due(body: Manifest, at: dt.datetime) -> bool:
-    """The status says the pod waits for an idle moment, and it has come (no API call)."""
-    settings = load_settings()
-    idle = idle_for(body, at)
-    return rollout.due(body, settings.operator_rollout, idle, settings.operator_rollout_idle_s)
+    have = (pod["metadata"].get("annotations") or {}).get(builders.ANNOTATION_SPEC_HASH)
+    return bool(have != desired["metadata"]["annotations"][builders.ANNOTATION_SPEC_HASH])
 
 
 def _previous_reason(status: Manifest) -> str | None:

@@ -11,7 +11,6 @@ before this model existed where the parse belongs elsewhere: the metrics port go
 from __future__ import annotations
 
 import functools
-from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -61,26 +60,6 @@ class OperatorSettings(BaseSettings):
         description="Comma-separated CIDRs `internet` egress never reaches, besides link-local and "
         "loopback (empty: the private ranges). The chart sets the cluster's pod, service and node "
         "ranges.",
-    )
-    operator_rollout: Literal["idle", "immediate", "never"] = Field(
-        "idle",
-        description="When a pod built from an older sandbox template is replaced: `idle` at its "
-        "namespace's next idle moment (never mid-call), `immediate` at once, `never` not (the "
-        "status shows it behind). The PVC, and so every file, is kept.",
-    )
-    operator_rollout_idle_s: float = Field(
-        150.0,
-        ge=0,
-        description="Under `idle` rollouts, a namespace without recorded activity this long is "
-        "idle (longer than twice the API's activity flush, which re-stamps a namespace with a "
-        "call in flight).",
-    )
-    operator_sandbox_template: str = Field(
-        "",
-        description="JSON of the spec fields the API gives new namespaces (`image`, "
-        "`imagePullPolicy`, `resources`, `maxProcesses`, `egress`, `idleSuspendSeconds`); the "
-        "operator brings the namespaces the API made to it, and their pods roll per "
-        "`TROVE_OPERATOR_ROLLOUT`. The chart sets it from `sandbox.*` (empty: specs stay as made).",
     )
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -142,53 +141,3 @@ def test_a_service_change_restarts_no_api_pod(release: Release) -> None:
         timeout_s=120,
     )
     assert ready_api_pods(release) == before
-
-
-def test_a_changed_sandbox_value_reaches_existing_namespaces_and_the_pool(release: Release) -> None:
-    """Issue 16, item 3, through the chart: `helm upgrade` with another `sandbox.maxProcesses`
-    brings the namespaces the API made before it to the new template (the operator restarts
-    with it), and rolls their pods (`immediate` here; tests/e2e/test_rollout.py covers `idle`)
-    keeping their files; the warm pool's members are replaced by ones of the same revision."""
-    with admin(release) as adm:  # type: ignore[arg-type]
-        key = adm.create_key("rollout", namespace="rollout").api_key
-    with client(release, "rollout", key) as sdk:  # type: ignore[arg-type]
-        sdk.write("workspace/kept.txt", "before the upgrade\n")
-    upgrade(
-        release, "--reuse-values", "--set", "sandbox.maxProcesses=300", "--set", "sandbox.rollout=immediate"
-    )
-
-    def sandboxes(kind: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = json.loads(
-            kubectl("get", kind, "-n", release.sandboxes, "-o", "json").stdout
-        )["items"]
-        return items
-
-    def all_rolled() -> dict[str, str] | None:
-        revisions: dict[str, str] = {}
-        for tns in sandboxes("trovenamespaces"):
-            spec, meta = tns["spec"], tns["metadata"]
-            status = tns.get("status") or {}
-            if spec["maxProcesses"] != 300 or status.get("observedGeneration") != meta["generation"]:
-                return None
-            if status.get("rollout") != "Current" or status.get("podRevision") not in (
-                None,
-                status["templateRevision"],
-            ):
-                return None
-            revisions[str(meta["name"])] = str(status["templateRevision"])
-        return revisions
-
-    revisions = wait_for(all_rolled, timeout=240, interval=2, what="every namespace on the new template")
-    assert len(set(revisions.values())) == 1, revisions
-    [revision] = set(revisions.values())
-
-    def pool_on(revision: str) -> bool:
-        pods = [p for p in sandboxes("pods") if "trove.dev/pool" in (p["metadata"].get("labels") or {})]
-        pods = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-        annotations = [p["metadata"].get("annotations") or {} for p in pods]
-        return bool(pods) and all(a.get("trove.dev/template-revision") == revision for a in annotations)
-
-    wait_for(lambda: pool_on(revision), timeout=240, interval=2, what="warm pool members of the new revision")
-    with client(release, "rollout", key) as sdk:  # type: ignore[arg-type]
-        assert sdk.read_text("workspace/kept.txt") == "before the upgrade\n"
-        assert sdk.exec("cat workspace/kept.txt") == "before the upgrade\n"

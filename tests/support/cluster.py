@@ -220,14 +220,9 @@ def free_port() -> int:
 
 
 def start_operator(
-    kubeconfig: str,
-    namespace: str,
-    log_path: Path,
-    metrics_port: int = 0,
-    extra_env: dict[str, str] | None = None,
+    kubeconfig: str, namespace: str, log_path: Path, metrics_port: int = 0
 ) -> subprocess.Popen[bytes]:
-    """``metrics_port`` 0: no metrics endpoint (not the CLI's 9090, which parallel runs would share);
-    ``extra_env``: further ``TROVE_OPERATOR_*`` settings, over the environment's."""
+    """``metrics_port`` 0: no metrics endpoint (not the CLI's 9090, which parallel runs would share)."""
     # Idle checks every 2 s (not 30), pool top-ups every 1 s (not 5) and the safety-net re-sync
     # every 20 s (not 300): tests see them within a wait_for.
     env = {
@@ -235,7 +230,6 @@ def start_operator(
         "TROVE_OPERATOR_RESYNC_S": "20",
         "TROVE_OPERATOR_POOL_CHECK_S": "1",
         **os.environ,
-        **(extra_env or {}),
         "KUBECONFIG": kubeconfig,
     }
     with log_path.open("wb") as log:

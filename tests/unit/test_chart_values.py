@@ -5,15 +5,14 @@ from __future__ import annotations
 import base64
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support.helm import CHART, env_of, find, kinds, render, render_error, rules
+from tests.support.helm import CHART, env_of, find, kinds, render, rules
 from trove_api.runtimes.kubernetes.namespaces import build_tns
 from trove_core.runtime import NamespaceRef
 from trove_core.settings import Settings
-from trove_operator import builders, rollout
+from trove_operator import builders
 from trove_operator.spec import SandboxTemplate, TroveNamespaceSpec
 
 # ── value branches ───────────────────────────────────────────────────────────
@@ -239,71 +238,6 @@ def test_idle_suspend_reaches_the_api_and_the_namespaces_it_creates(args: list[s
     settings = Settings.model_validate({"k8s_idle_suspend_s": env["TROVE_K8S_IDLE_SUSPEND_S"]})
     tns = build_tns(settings, NamespaceRef(workspace_id="ws-1", name="alice"))
     assert TroveNamespaceSpec.model_validate(tns["spec"]).idle_suspend_seconds == expected
-
-
-# ── sandbox rollouts ─────────────────────────────────────────────────────────
-
-
-def _api_tns(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The TroveNamespace the rendered API would create (labels and all)."""
-    env = {k: v for k, v in env_of(find(docs, "Deployment", "-api")).items() if isinstance(v, str)}
-    settings = Settings.model_validate(
-        {k.removeprefix("TROVE_").lower(): v for k, v in env.items() if k.startswith("TROVE_K8S_")}
-    )
-    return build_tns(settings, NamespaceRef(workspace_id="ws-1", name="alice"))
-
-
-@pytest.mark.parametrize(
-    "args",
-    [
-        [],
-        ["--set", "sandbox.resources.limits.cpu=2", "--set", "sandbox.maxProcesses=300"],
-        [
-            "--set",
-            "sandbox.image.tag=dev",
-            "--set",
-            "sandbox.egress=none",
-            "--set",
-            "sandbox.idleSuspendSeconds=0",
-        ],
-    ],
-)
-def test_the_operators_template_is_what_the_api_creates(args: list[str]) -> None:
-    """A namespace the API just made needs no patch: the operator's template (from the same
-    values) matches it, so only a changed value after an upgrade moves existing namespaces."""
-    docs = render(*args)
-    env = env_of(find(docs, "Deployment", "-operator"))
-    template = rollout.parse_template(env["TROVE_OPERATOR_SANDBOX_TEMPLATE"])
-    assert set(template) == set(rollout.TEMPLATE_FIELDS)
-    assert rollout.template_patch(_api_tns(docs), template) == {}
-    assert env["TROVE_OPERATOR_ROLLOUT"] == "idle"
-
-
-def test_an_upgraded_value_reaches_namespaces_made_before_it() -> None:
-    before = _api_tns(render())
-    after = render("--set", "sandbox.maxProcesses=2048", "--set", "sandbox.rollout=never")
-    env = env_of(find(after, "Deployment", "-operator"))
-    template = rollout.parse_template(env["TROVE_OPERATOR_SANDBOX_TEMPLATE"])
-    assert rollout.template_patch(before, template) == {"maxProcesses": 2048}
-    assert env["TROVE_OPERATOR_ROLLOUT"] == "never"
-    old = TroveNamespaceSpec.model_validate(before["spec"])
-    new = TroveNamespaceSpec.model_validate({**before["spec"], "maxProcesses": 2048})
-    assert builders.template_revision(old) != builders.template_revision(new)
-
-
-@pytest.mark.parametrize(
-    ("policy", "said"),
-    [("idle", "never mid-call"), ("immediate", "at once"), ("never", "leaves running pods")],
-)
-def test_notes_say_how_a_changed_template_rolls_out(tmp_path: Path, policy: str, said: str) -> None:
-    notes = render_notes(tmp_path, "--set", f"sandbox.rollout={policy}")
-    assert f"sandbox.rollout={policy} " in notes
-    assert said in notes
-    assert "POD-REVISION" in notes
-
-
-def test_an_unknown_rollout_policy_is_refused() -> None:
-    assert "sandbox.rollout" in render_error("--set", "sandbox.rollout=sometimes")
 
 
 def test_notes_warn_of_an_ingress_without_tls_and_of_pod_pids(tmp_path: Path) -> None:

@@ -168,8 +168,6 @@ def test_pool_status_counts() -> None:
         "ready": 1,
         "observedGeneration": 7,
     }
-    with_revision = pool_builders.build_pool_status(todo, 2, 7, TEMPLATE)
-    assert with_revision["templateRevision"] == builders.template_revision(TEMPLATE)
 
 
 def test_waiting_members_yield_to_namespace_pods_and_still_fit() -> None:

@@ -134,20 +134,6 @@ operator or MinIO pod and none of their Secrets.
 {{- printf "%s:%s" .Values.sandbox.image.repository (default .Chart.AppVersion .Values.sandbox.image.tag) }}
 {{- end }}
 
-{{- /*
-The spec fields the API gives a new TroveNamespace (its TROVE_K8S_* env, from the same values),
-as JSON for the operator (TROVE_OPERATOR_SANDBOX_TEMPLATE): it brings the namespaces the API
-made before a `helm upgrade` to them, and rolls their pods per sandbox.rollout. Quantities as
-strings, whatever YAML made of them (`--set ...cpu=2` is a number).
-*/}}
-{{- define "trove.sandbox.template" -}}
-{{- $r := .Values.sandbox.resources -}}
-{{- $requests := dict "cpu" (toString $r.requests.cpu) "memory" (toString $r.requests.memory) "ephemeralStorage" (toString $r.requests.ephemeralStorage) -}}
-{{- $limits := dict "cpu" (toString $r.limits.cpu) "memory" (toString $r.limits.memory) "ephemeralStorage" (toString $r.limits.ephemeralStorage) -}}
-{{- $template := dict "image" (include "trove.sandbox.image" .) "imagePullPolicy" .Values.sandbox.image.pullPolicy "resources" (dict "requests" $requests "limits" $limits) "maxProcesses" (int .Values.sandbox.maxProcesses) "egress" .Values.sandbox.egress "idleSuspendSeconds" (int .Values.sandbox.idleSuspendSeconds) -}}
-{{- toJson $template -}}
-{{- end }}
-
 {{/* The admin key Secret: the user's, or ours (generated once, see api/secret-admin.yaml). */}}
 {{- define "trove.adminKey.secretName" -}}
 {{- default (printf "%s-admin-key" (include "trove.fullname" .)) .Values.api.adminKey.existingSecret }}

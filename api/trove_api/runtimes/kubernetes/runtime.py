@@ -88,7 +88,6 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
                 return channel.session
             for attempt in range(3):
                 pod = await self.control.wait_ready(ns)
-                await self._stamp_if_stale(name)
                 try:
                     channel = await WarmChannel.connect(self.api, pod)
                 except PodGoneError:
@@ -148,9 +147,7 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
         fallback = self._no_agent.get(name)
         if fallback is not None and fallback[1] > time.monotonic():
             self._touch(name)
-            pod = await self.control.wait_ready(ns)
-            await self._stamp_if_stale(name)
-            return pod
+            return await self.control.wait_ready(ns)
         try:
             return await self._session(ns)
         except AgentMissingError:
@@ -251,21 +248,6 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
             with contextlib.suppress(UnavailableError):
                 await self.control.touch(name, stamp)
                 self._flushed[name] = now
-
-    async def _stamp_if_stale(self, name: str) -> None:
-        """Stamp activity on the CR now, unless this process did within the flush period.
-
-        A channel opens for the first call after a quiet spell (idle channels close sooner
-        than the operator calls a namespace idle): the stamp on the CR may then be minutes
-        old, and until the next flush the operator could suspend the namespace or roll its pod
-        to a new template under this call. One patch per flush period at most.
-        """
-        now = time.time()
-        if now - self._flushed.get(name, 0) < self.activity_flush_s:
-            return
-        with contextlib.suppress(UnavailableError):
-            await self.control.touch(name, activity_stamp(now))
-            self._flushed[name] = now
 
     async def _close_idle(self) -> None:
         cutoff = time.monotonic() - self.settings.k8s_channel_idle_s
