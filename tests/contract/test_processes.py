@@ -117,10 +117,23 @@ async def test_a_holding_reader_loses_nothing_and_an_absent_one_does_not_stall(
 ) -> None:
     runtime, ns = rt
     # Far more than the kept buffer, printed at once: a reader that holds gets all of it,
-    # slowly, because the process waits for it.
-    info = await runtime.start_process(ns, ProcessSpec(argv=("head", "-c", "8000000", "/dev/zero")))
+    # slowly, because the process waits for it. The command prints only once released through
+    # its stdin, sent after the reader's request (the pause lets that request go first down the
+    # same channel): else a slow attach (Kubernetes, a loaded node) finds bytes already dropped.
+    flood = ("sh", "-c", "read go; exec head -c 8000000 /dev/zero")
+    info = await runtime.start_process(ns, ProcessSpec(argv=flood, stdin=True))
+    output = runtime.process_output(ns, info.pid, hold=True)
+    first = asyncio.ensure_future(anext(output))
+    await asyncio.sleep(0.2)
+    await runtime.write_stdin(ns, info.pid, b"go\n")
     got = 0
-    async for item in runtime.process_output(ns, info.pid, hold=True):
+
+    async def items() -> AsyncIterator[ProcessOutput | ProcessEnd]:
+        yield await first
+        async for item in output:
+            yield item
+
+    async for item in items():
         if isinstance(item, ProcessEnd):
             assert (item.exit_code, item.dropped) == (0, 0)
             break
