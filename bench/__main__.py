@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 
 from bench import concurrency, exec_latency, first_exec, memory, sandbox_memory, throughput
-from bench.common import Result, ServerProcess, launch_server, summary_table
+from bench.common import Result, ServerProcess, run_each
 
 FOUNDATION: dict[str, Callable[[ServerProcess], Result]] = {
     exec_latency.NAME: exec_latency.run,
@@ -28,18 +28,8 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"unknown benchmark(s) {unknown}; choose from {list(FOUNDATION)}", file=sys.stderr)
         return 2
-    results: list[Result] = []
-    for name, run in FOUNDATION.items():
-        if argv and name not in argv:
-            continue
-        # A fresh server each: no benchmark inherits another's heap, caches or namespaces.
-        with launch_server(env=SERVER_ENV.get(name)) as server:
-            result = run(server)
-        print(f"  saved {result.save()}")
-        results.append(result)
-    print("\n== summary ==")
-    print(summary_table(results))
-    return 0 if all(r.passed for r in results) else 1
+    chosen = [(run, SERVER_ENV.get(name)) for name, run in FOUNDATION.items() if not argv or name in argv]
+    return run_each(chosen)
 
 
 if __name__ == "__main__":

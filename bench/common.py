@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,3 +267,23 @@ def summary_table(results: Sequence[Result]) -> str:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def run_each(
+    runs: Iterable[tuple[Callable[[ServerProcess], Result], dict[str, str] | None]],
+    prepare: Callable[[ServerProcess], None] | None = None,
+) -> int:
+    """Run each benchmark on a fresh server (with its extra settings), save and summarise the
+    results; the exit status says whether every target was met."""
+    results: list[Result] = []
+    for run, env in runs:
+        # A fresh server each: no benchmark inherits another's heap, caches or namespaces.
+        with launch_server(env=env) as server:
+            if prepare is not None:
+                prepare(server)
+            result = run(server)
+        print(f"  saved {result.save()}")
+        results.append(result)
+    print("\n== summary ==")
+    print(summary_table(results))
+    return 0 if all(r.passed for r in results) else 1

@@ -28,9 +28,8 @@ from bench.common import (
     cpu_seconds,
     header,
     latency_summary,
-    launch_server,
     ratio,
-    summary_table,
+    run_each,
 )
 
 EXEC_WARMUP = 20
@@ -192,17 +191,8 @@ def create_and_run(server: ServerProcess) -> Result:
 
 
 def main() -> int:
-    results: list[Result] = []
-    for run in (exec_ratio, streaming, create_and_run, e2b_pty.run):
-        # A fresh server each: no benchmark inherits another's heap, caches or sandboxes.
-        with launch_server(env=e2b_pty.SERVER_ENV) as server:
-            use_server(server)
-            result = run(server)
-        print(f"  saved {result.save()}")
-        results.append(result)
-    print("\n== summary ==")
-    print(summary_table(results))
-    return 0 if all(r.passed for r in results) else 1
+    runs = (exec_ratio, streaming, create_and_run, e2b_pty.run)
+    return run_each(((run, e2b_pty.SERVER_ENV) for run in runs), prepare=use_server)
 
 
 if __name__ == "__main__":
