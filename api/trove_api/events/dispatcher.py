@@ -120,11 +120,15 @@ class Dispatcher:
             claimed: list[str] = []
             if free > 0:
                 try:
-                    claimed = await asyncio.to_thread(self._claim_due, free)
+                    claimed = await self._claim(free)
                 except Exception:  # the next tick is the retry
                     log.exception("claiming webhook deliveries failed")
-            for delivery_id in claimed:
-                await self._slots.acquire()
+            for index, delivery_id in enumerate(claimed):
+                try:
+                    await self._slots.acquire()
+                except asyncio.CancelledError:
+                    await asyncio.to_thread(self._release, claimed[index:])
+                    raise
                 task = asyncio.create_task(self._deliver_claimed(delivery_id))
                 self._inflight[delivery_id] = task
                 task.add_done_callback(functools.partial(self._done, delivery_id))
@@ -133,6 +137,23 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.webhook_poll_interval_s)
             self._wake.clear()
+
+    async def _claim(self, limit: int) -> list[str]:
+        """Claim due rows; a stop arriving meanwhile hands them back before it ends the loop.
+
+        The claim commits in its thread whether or not the awaiting task is cancelled, so a
+        stop must not simply abandon it: rows claimed that way would stay leased, and no
+        replica (nor this server restarted) could retry them until the lease ran out.
+        """
+        claiming = asyncio.ensure_future(asyncio.to_thread(self._claim_due, limit))
+        try:
+            return await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                orphans = await claiming
+                if orphans:
+                    await asyncio.to_thread(self._release, orphans)
+            raise
 
     def _done(self, delivery_id: str, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(delivery_id, None)
