@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 from playwright.sync_api import Page, expect
 
 from tests.support.sdk import client
@@ -47,6 +48,7 @@ def test_echo_hi_in_the_terminal_and_resize(
         "console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None
     )
     admin_page.goto(f"{server.base_url}/dashboard/namespaces/{namespace}")
+    admin_page.get_by_role("button", name="Open a terminal").click()
     expect(admin_page.locator("#terminal-status")).to_have_text("Connected: a shell in this sandbox.")
 
     _type(admin_page, "echo hi")
@@ -67,3 +69,58 @@ def test_echo_hi_in_the_terminal_and_resize(
     _wait_for_line(admin_page, "still-42")
     shoot(admin_page, "terminal-resized")
     assert refused == []
+
+
+# The page's WebSocket, with its open event delivered when window.releaseOpen() is called.
+HOLD_THE_OPEN = """() => {
+  let release;
+  const gate = new Promise((resolve) => { release = resolve; });
+  window.releaseOpen = release;
+  const Real = window.WebSocket;
+  window.WebSocket = class extends Real {
+    set onopen(handler) { super.onopen = (event) => gate.then(() => handler.call(this, event)); }
+    get onopen() { return super.onopen; }
+  };
+}"""
+
+
+def _terminal_events(server: LiveServer, namespace: str) -> list[str]:
+    with httpx.Client(
+        base_url=server.base_url, headers={"Authorization": f"Bearer {server.admin_key}"}
+    ) as http:
+        page = http.get(
+            f"/v1/workspaces/{server.workspace_id}/events",
+            params={"namespace": namespace, "types": "terminal.opened"},
+        ).json()
+    return [event["type"] for event in page["events"]]
+
+
+def test_a_page_view_starts_no_shell_and_typing_stays_in_the_form(
+    admin_page: Page, server: LiveServer, namespace: str
+) -> None:
+    """CI caught it: the terminal connected on every page view and took the keyboard focus when
+    its shell answered, so a snapshot label being typed went to the shell instead."""
+    with client(server, namespace) as sdk:
+        sdk.write("workspace/state.txt", "v1")
+    admin_page.goto(f"{server.base_url}/dashboard/namespaces/{namespace}")
+    label = admin_page.get_by_label("Label (optional)")
+    label.fill("viewed")
+    admin_page.get_by_role("button", name="Take a snapshot").click()
+    expect(admin_page.locator("#flash")).to_have_text("Snapshot taken.")
+    expect(admin_page.locator("#terminal-status")).to_have_text(
+        "Not connected: opening the terminal starts a shell in this sandbox."
+    )
+    assert _terminal_events(server, namespace) == []  # no shell was started behind the page
+
+    # Opened, then the person types into the form while the shell is still starting. The
+    # page learns of the open socket only when the test says so: that moment, which a loaded
+    # machine makes late, cannot be forced from the server.
+    admin_page.evaluate(HOLD_THE_OPEN)
+    admin_page.get_by_role("button", name="Open a terminal").click()
+    label.click()
+    admin_page.keyboard.type("typed-while-connecting")
+    admin_page.evaluate("() => window.releaseOpen()")
+    expect(admin_page.locator("#terminal-status")).to_have_text("Connected: a shell in this sandbox.")
+    admin_page.keyboard.type("-after")
+    expect(label).to_have_value("typed-while-connecting-after")
+    assert _terminal_events(server, namespace) == ["terminal.opened"]

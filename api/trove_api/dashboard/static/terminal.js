@@ -2,6 +2,8 @@
 // /dashboard/namespaces/<ns>/terminal. Binary frames both ways carry the PTY's bytes; a text
 // frame {"type":"resize","rows":R,"cols":C} follows the terminal's size. The session's CSRF
 // token rides in the URL: the server refuses a handshake without it or from another origin.
+// The shell starts only when asked (the Open button): a page view must not wake a suspended
+// sandbox, and keystrokes meant for the page's forms must never land in a shell.
 "use strict";
 
 (function () {
@@ -10,6 +12,7 @@
   if (!section || !screen || !window.Terminal || !window.FitAddon) return;
   const status = document.getElementById("terminal-status");
   const again = document.getElementById("terminal-reconnect");
+  const open = document.getElementById("terminal-open");
   const namespace = section.dataset.terminalNamespace;
 
   const term = new window.Terminal({
@@ -40,8 +43,14 @@
     socket = new WebSocket(url);
     socket.binaryType = "arraybuffer";
     again.hidden = true;
+    open.hidden = true;
     say("Connecting…");
-    socket.onopen = () => { say("Connected: a shell in this sandbox."); term.focus(); };
+    socket.onopen = () => {
+      say("Connected: a shell in this sandbox.");
+      // Only if the person is not typing elsewhere on the page meanwhile.
+      const here = document.activeElement;
+      if (!here || here === document.body || section.contains(here)) term.focus();
+    };
     socket.onmessage = (event) => {
       if (event.data instanceof ArrayBuffer) term.write(new Uint8Array(event.data));
     };
@@ -67,5 +76,5 @@
   });
   new ResizeObserver(() => fit.fit()).observe(screen);
   again.addEventListener("click", () => { term.reset(); connect(); });
-  connect();
+  open.addEventListener("click", connect);
 })();
