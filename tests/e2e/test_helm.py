@@ -92,10 +92,28 @@ def test_the_chart_warm_pool_fills_and_serves_new_namespaces(release: Release) -
         assert len(found) == 1
         return dict(found[0].get("status") or {})
 
-    wait_for(lambda: pool().get("ready") == 2, timeout=180, what="2 ready members in the chart's pool")
-    waiting = set(
-        kubectl("get", "pods", "-n", release.sandboxes, "-l", "trove.dev/pool", "-o", "name").stdout.split()
+    def ready_members() -> set[str]:
+        pods = json.loads(
+            kubectl("get", "pods", "-n", release.sandboxes, "-l", "trove.dev/pool", "-o", "json").stdout
+        )["items"]
+        return {
+            f"pod/{pod['metadata']['name']}"
+            for pod in pods
+            if not pod["metadata"].get("deletionTimestamp")
+            and any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in (pod.get("status") or {}).get("conditions") or []
+            )
+        }
+
+    # The pods themselves: the pool's status is refreshed every few seconds, so right after the
+    # seed tests' namespaces took members it may still count them.
+    wait_for(
+        lambda: len(ready_members()) == 2 and pool().get("ready") == 2,
+        timeout=180,
+        what="2 ready members in the chart's pool",
     )
+    waiting = ready_members()
     with client(release, "from-the-pool") as agent:  # type: ignore[arg-type]
         assert agent.exec("echo warm") == "warm\n"
     namespaces = json.loads(kubectl("get", "tns", "-n", release.sandboxes, "-o", "json").stdout)["items"]
