@@ -266,10 +266,11 @@ class Runtime(Protocol):
         when nothing accepts there). Nothing else publishes a sandbox's ports."""
         ...
 
-    async def set_egress(self, ns: NamespaceRef, blocked: Sequence[str]) -> None:
+    async def set_egress(self, ns: NamespaceRef, blocked: Sequence[str], *, dns: bool = True) -> None:
         """Refuse the sandbox's outbound traffic to ``blocked`` (CIDRs) on top of the runtime's
-        own isolation, replacing the previous set (empty: only the runtime's own). Kept for the
-        life of the runtime and re-applied when the sandbox's network is rebuilt;
+        own isolation, replacing the previous set (empty: only the runtime's own); ``dns=False``
+        cuts its resolver too (a resolver forwards queries out: a channel past ``blocked``).
+        Kept for the life of the runtime and re-applied when the sandbox's network is rebuilt;
         ``EgressRulesUnsupportedError`` where nothing could enforce it."""
         ...
 

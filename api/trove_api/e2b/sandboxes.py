@@ -137,7 +137,7 @@ class SandboxService:
         ns = await self.ctx.namespaces.ensure(caller.workspace_id, sandbox_id, caller.actor)
         if rec.egress.blocked:
             # Before anything runs in it: its first command is already under the rules.
-            await self.ctx.runtime.set_egress(ns, rec.egress.blocked)
+            await self.ctx.runtime.set_egress(ns, rec.egress.blocked, dns=rec.egress.dns)
         if source is not None:
             await self._restore_into(caller, sandbox_id, source, template)
         await asyncio.to_thread(self.records.insert, rec)
@@ -185,7 +185,7 @@ class SandboxService:
             # restart applies what was asked for, never the rules it replaced.
             await self._store_egress(sandbox_id, rules)
             try:
-                await self.ctx.runtime.set_egress(ns, rules.blocked)
+                await self.ctx.runtime.set_egress(ns, rules.blocked, dns=rules.dns)
             except EgressRulesUnsupportedError:
                 await self._store_egress(sandbox_id, before.egress)  # never shown as if enforced
                 raise
@@ -204,7 +204,7 @@ class SandboxService:
             try:
                 ns = await self.ctx.namespaces.find(rec.workspace_id, rec.sandbox_id)
                 if ns is not None:
-                    await self.ctx.runtime.set_egress(ns, rec.egress.blocked)
+                    await self.ctx.runtime.set_egress(ns, rec.egress.blocked, dns=rec.egress.dns)
             except Exception:
                 log.exception("e2b: re-applying the egress rules of %s failed", rec.sandbox_id)
 
@@ -296,7 +296,7 @@ class SandboxService:
             src = await self.ctx.namespaces.ensure(caller.workspace_id, sandbox_id, caller.actor)
             dst = await self.ctx.namespaces.ensure(caller.workspace_id, child_id, caller.actor)
             if child.egress.blocked:  # a fork is under its parent's rules from the start
-                await self.ctx.runtime.set_egress(dst, child.egress.blocked)
+                await self.ctx.runtime.set_egress(dst, child.egress.blocked, dns=child.egress.dns)
             locks = self.ctx.files.locks
             # Exclusive, as a snapshot takes it: the copy is one point in time of the source.
             async with (

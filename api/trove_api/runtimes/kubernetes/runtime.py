@@ -119,11 +119,12 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
         # operator has let the object go (kopf's finalizer).
         await self.api.delete_tns(name)
 
-    async def set_egress(self, ns: NamespaceRef, blocked: Sequence[str]) -> None:
-        # The operator renders spec.egressBlocked into the sandbox's NetworkPolicy; the object
-        # keeps it, so a rebuilt pod (or a restarted server) is under the same rules.
+    async def set_egress(self, ns: NamespaceRef, blocked: Sequence[str], *, dns: bool = True) -> None:
+        # The operator renders spec.egressBlocked/egressDns into the sandbox's NetworkPolicy; the
+        # object keeps them, so a rebuilt pod (or a restarted server) is under the same rules.
         await self.control.ensure(ns)
-        await self.api.patch_tns(ns.object_name, {"spec": {"egressBlocked": list(blocked)}})
+        spec = {"egressBlocked": list(blocked), "egressDns": dns}
+        await self.api.patch_tns(ns.object_name, {"spec": spec})
 
     async def usage(self, ns: NamespaceRef) -> SandboxUsage:
         target = await self._target(ns)

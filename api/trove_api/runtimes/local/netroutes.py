@@ -13,7 +13,7 @@ import contextlib
 import ipaddress
 import json
 import subprocess
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 
 def host_addresses() -> list[str]:
@@ -60,15 +60,19 @@ def egress_route_lines(
     base: Collection[str],
     via_gateway: Collection[str],
     gateway: str,
+    restore: Mapping[str, str] | None = None,
 ) -> list[str]:
     """``ip -batch`` lines taking a namespace from the user ranges ``applied`` to ``wanted``
     (both as ``routable`` gives them). ``base``: ranges refused whatever the user says;
-    ``via_gateway``: the configured exceptions, routed through slirp's gateway."""
+    ``via_gateway``: the configured exceptions, routed through slirp's gateway; ``restore``:
+    the route a range gets back when it is no longer refused (slirp's DNS forwarder)."""
     lines: list[str] = []
     for cidr in applied:
         if cidr in wanted or cidr in base:
             continue
-        if cidr in via_gateway:
+        if restore and cidr in restore:
+            lines.append(f"route replace {restore[cidr]}")
+        elif cidr in via_gateway:
             lines.append(f"route replace {cidr} via {gateway} dev tap0 onlink")
         else:
             lines.append(f"route del {cidr}")
