@@ -12,7 +12,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -63,6 +63,8 @@ class SandboxService:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self.records = SandboxRecords(ctx.db)
+        # Told when a sandbox's E2B session ends (the processes service ends its commands).
+        self.on_end: list[Callable[[SandboxRecord], Awaitable[None]]] = []
         self.settings = ctx.settings
         # The last CPU sample per sandbox: E2B's CPU percentage is the rate since the one before.
         self._cpu_samples: dict[str, tuple[float, int]] = {}
@@ -231,6 +233,8 @@ class SandboxService:
 
     async def _end(self, rec: SandboxRecord) -> None:
         self._cpu_samples.pop(rec.sandbox_id, None)
+        for hook in self.on_end:
+            await hook(rec)
         if rec.owned:
             # Killed first: in-sandbox calls are refused from now on (502, as E2B's proxy answers).
             # The row stays as a tombstone, so connect never adopts the id as a new sandbox.
