@@ -173,6 +173,25 @@ def test_no_internet_access_means_no_dns_from_the_first_command(e2b_env: LiveSer
 
 
 @local_only
+def test_deny_all_also_closes_the_servers_configured_exceptions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hostile: a range the operator opened for every sandbox (TROVE_SANDBOX_NETWORK_ALLOW, e.g.
+    an internal mirror) has a more specific route than deny-all's; it must not stay a way out."""
+    with start_server(sandbox_network_allow="203.0.113.0/24") as live:
+        _point_sdk(monkeypatch, live, live.workspace_key)
+        sbx = Sandbox.create(allow_internet_access=False)
+        try:
+            assert refused(sbx, TARGET)
+            sbx.update_network({"deny_out": ["0.0.0.0/0"], "allow_out": [TARGET]})  # named: open
+            assert routed(sbx, TARGET)
+            sbx.update_network({})  # deny-all lifted: the exception's route is back
+            assert routed(sbx, TARGET)
+            sbx.update_network({"deny_out": ["0.0.0.0/0"]})
+            assert refused(sbx, TARGET)
+        finally:
+            sbx.kill()
+
+
+@local_only
 def test_rules_given_at_create_hold_from_the_first_command(e2b_env: LiveServer) -> None:
     sbx = Sandbox.create(network={"deny_out": ["203.0.113.0/24", "198.51.100.0/24"], "allow_out": [OTHER]})
     try:

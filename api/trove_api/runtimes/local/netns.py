@@ -220,7 +220,7 @@ class SandboxNetworks:
         with self._lock:
             # The forwarder resolves anything for anyone inside: a way out past every route.
             cut_dns = () if dns else (f"{SLIRP_DNS}/32",)
-            wanted = (*routable(blocked, SLIRP_SUBNET), *cut_dns)
+            wanted = (*routable(blocked, SLIRP_SUBNET, self._allowed()), *cut_dns)
             if wanted:
                 self._egress[key] = wanted
             else:
