@@ -165,6 +165,11 @@ class Runtime(Protocol):
         """Remove the namespace's sandbox, processes and storage for good (idempotent)."""
         ...
 
+    async def stop_sandbox(self, ns: NamespaceRef) -> None:
+        """End the sandbox's processes and every call in flight in it now (they fail with
+        ``ChannelLostError``), keeping its storage; the next call starts it again (idempotent)."""
+        ...
+
     async def usage(self, ns: NamespaceRef) -> SandboxUsage:
         """CPU and memory of the namespace's sandbox (started if it is not running)."""
         ...

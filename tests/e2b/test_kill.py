@@ -222,3 +222,35 @@ async def test_async_kill_of_an_adopted_namespace_ends_its_streams(
     with pytest.raises(CommandExitException):
         await asyncio.wait_for(handle.wait(), WAIT_S)
     assert "late-marker" not in "".join(output)
+
+
+def test_kill_does_not_wait_for_a_call_in_flight(e2b_env: LiveServer) -> None:
+    """A trove-sdk exec holds the namespace's lock while it runs; the kill ends it rather than
+    waiting for it (it would print its marker 10 s in)."""
+    sbx = Sandbox.create()
+    ended: list[str] = []
+    running = threading.Event()
+
+    def trove_exec() -> None:
+        with client(e2b_env, sbx.sandbox_id) as trove:
+            trove.write("ready.txt", "")
+            running.set()
+            try:
+                ended.append(trove.exec("sleep 10; echo late-marker"))
+            except Exception as exc:  # the sandbox went from under it
+                ended.append(type(exc).__name__)
+
+    thread = threading.Thread(target=trove_exec, daemon=True)
+    thread.start()
+    assert running.wait(WAIT_S)
+    for _ in range(500):  # until the exec runs (polled, not timed)
+        if "late-marker" in sbx.commands.run("ps -eo args").stdout.replace("ps -eo args", ""):
+            break
+        time.sleep(0.02)
+    else:
+        raise AssertionError("the trove-sdk exec never started")
+    sbx.kill()
+    ended.append("killed")
+    thread.join(WAIT_S)
+    assert not any("late-marker" in e for e in ended), ended
+    assert not known(e2b_env, sbx.sandbox_id)

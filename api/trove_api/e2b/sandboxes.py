@@ -272,6 +272,11 @@ class SandboxService:
         return figures, round(pct, 2)
 
     async def _free(self, rec: SandboxRecord) -> None:
+        ns = await self.ctx.namespaces.find(rec.workspace_id, rec.sandbox_id)
+        if ns is not None:
+            # Everything in it ends now: a call in flight (a trove-sdk exec, an upload) holds the
+            # namespace's lock until it ends, and a kill does not wait for it, as on E2B.
+            await self.ctx.runtime.stop_sandbox(ns)
         async with self.ctx.files.locks.exclusive(rec.workspace_id, rec.sandbox_id):
             await self.ctx.namespaces.delete(rec.workspace_id, rec.sandbox_id, owner_caller(rec).actor)
 

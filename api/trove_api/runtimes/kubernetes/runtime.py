@@ -108,11 +108,14 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
     async def provision(self, ns: NamespaceRef) -> None:
         await self.control.ensure(ns)
 
-    async def deprovision(self, ns: NamespaceRef) -> None:
-        name = ns.object_name
-        channel = self._channels.pop(name, None)
+    async def stop_sandbox(self, ns: NamespaceRef) -> None:
+        channel = self._channels.pop(ns.object_name, None)
         if channel is not None:
             await channel.close()  # ends the agent, and with it the processes it runs
+
+    async def deprovision(self, ns: NamespaceRef) -> None:
+        name = ns.object_name
+        await self.stop_sandbox(ns)
         for state in (self._activity, self._flushed, self._no_agent):
             state.pop(name, None)
         # The CR's pod and PVC are owned by it: garbage collection removes them once the

@@ -217,6 +217,9 @@ class LocalRuntime(AgentProcesses, AgentPorts):
         os.chmod(directory, 0o700)
         return directory
 
+    async def stop_sandbox(self, ns: NamespaceRef) -> None:
+        await self.sandboxes.stop(_sandbox_key(ns))
+
     async def deprovision(self, ns: NamespaceRef) -> None:
         # The sandbox first: its processes hold the directory (and the image's mount) open.
         await self.sandboxes.stop(_sandbox_key(ns))
