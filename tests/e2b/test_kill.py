@@ -166,7 +166,7 @@ class Follower:
         """Joined: how the stream ended. A stream the kill left open runs into the marker."""
         self.thread.join(WAIT_S)
         assert self.ended, "the stream did not end"
-        assert "late-marker" not in "".join(self.output), "the stream outlived the kill"
+        assert "late-marker" not in "".join(self.output), "the stream outlived the end of the sandbox"
         return self.ended[0]
 
 
@@ -254,3 +254,20 @@ def test_kill_does_not_wait_for_a_call_in_flight(e2b_env: LiveServer) -> None:
     thread.join(WAIT_S)
     assert not any("late-marker" in e for e in ended), ended
     assert not known(e2b_env, sbx.sandbox_id)
+
+
+def test_pause_ends_the_commands_and_their_streams(e2b_env: LiveServer) -> None:
+    """No process survives a pause (Trove keeps no memory): its streams end at once, and the
+    command never gets to its marker; files stay for the resume."""
+    sbx = Sandbox.create()
+    sbx.files.write("kept.txt", "still here")
+    follower = Follower(sbx.commands.run(MARKED, background=True))
+    assert follower.started.wait(WAIT_S)
+    sbx.pause()
+    follower.finish()
+    resumed = Sandbox.connect(sbx.sandbox_id)
+    try:
+        assert resumed.commands.list() == []
+        assert resumed.files.read("kept.txt") == "still here"
+    finally:
+        resumed.kill()

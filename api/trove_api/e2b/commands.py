@@ -152,10 +152,11 @@ class E2bProcesses:
         )
 
     async def end_sandbox(self, rec: SandboxRecord) -> None:
-        """The sandbox's E2B session ended (kill, timeout): as on E2B, nothing it started runs on,
-        and every stream of its commands ends now. An owned sandbox's namespace goes, and its
-        processes with it; an adopted namespace stays trove-sdk's, so each is killed here (its
-        whole group, as envd's kill does). Processes trove-sdk started are not E2B's: left alone."""
+        """The sandbox's E2B session ended or paused (kill, pause, timeout): as on E2B, nothing
+        it started runs on, and every stream of its commands ends now. An owned sandbox stops
+        whole (its caller does that), and its processes with it; an adopted namespace stays
+        trove-sdk's, so each is killed here (its whole group, as envd's kill does). Processes
+        trove-sdk started are not E2B's: left alone."""
         pids = self._live.pop(rec.sandbox_id, set())
         if rec.owned or not pids:
             return

@@ -63,7 +63,7 @@ class SandboxService:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self.records = SandboxRecords(ctx.db)
-        # Told when a sandbox's E2B session ends (the processes service ends its commands).
+        # Told when a sandbox's E2B session ends or pauses (the processes service ends its commands).
         self.on_end: list[Callable[[SandboxRecord], Awaitable[None]]] = []
         self.settings = ctx.settings
         # The last CPU sample per sandbox: E2B's CPU percentage is the rate since the one before.
@@ -226,6 +226,15 @@ class SandboxService:
         if rec.state == "paused":
             raise E2bApiError(409, f"sandbox {sandbox_id!r} is already paused")
         await asyncio.to_thread(self.records.set, sandbox_id, state="paused")
+        await self._halt(rec)
+
+    async def _halt(self, rec: SandboxRecord) -> None:
+        """A pause: nothing E2B ran goes on (its streams end); an owned sandbox stops whole."""
+        for hook in self.on_end:
+            await hook(rec)
+        ns = await self.ctx.namespaces.find(rec.workspace_id, rec.sandbox_id) if rec.owned else None
+        if ns is not None:
+            await self.ctx.runtime.stop_sandbox(ns)
 
     async def kill(self, caller: Caller, sandbox_id: str) -> None:
         rec = await self.get(caller, sandbox_id)
@@ -368,6 +377,7 @@ class SandboxService:
             try:
                 if rec.auto_pause:
                     await asyncio.to_thread(self.records.set, rec.sandbox_id, state="paused")
+                    await self._halt(rec)
                 else:
                     await self._end(rec)
             except Exception:
