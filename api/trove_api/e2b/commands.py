@@ -116,7 +116,7 @@ class E2bProcesses:
             exit_code = await self.ctx.runtime.wait_process(ns, info.pid)
 
         follower = asyncio.ensure_future(follow())
-        follower.add_done_callback(lambda _: self._live.get(rec.sandbox_id, set()).discard(info.pid))
+        follower.add_done_callback(lambda _: self._forget(rec.sandbox_id, info.pid))
         try:
             done, _ = await asyncio.wait({follower}, timeout=timeout_s)
             if not done:
@@ -150,6 +150,13 @@ class E2bProcesses:
                 "e2b": True,
             },
         )
+
+    def _forget(self, sandbox_id: str, pid: int) -> None:
+        pids = self._live.get(sandbox_id)
+        if pids is not None:
+            pids.discard(pid)
+            if not pids:
+                del self._live[sandbox_id]
 
     async def end_sandbox(self, rec: SandboxRecord) -> None:
         """The sandbox's E2B session ended or paused (kill, pause, timeout): as on E2B, nothing
