@@ -165,6 +165,11 @@ class Runtime(Protocol):
         """Remove the namespace's sandbox, processes and storage for good (idempotent)."""
         ...
 
+    async def stop_sandbox(self, ns: NamespaceRef) -> None:
+        """End the sandbox's processes and every call in flight in it now (they fail with
+        ``ChannelLostError``), keeping its storage; the next call starts it again (idempotent)."""
+        ...
+
     async def usage(self, ns: NamespaceRef) -> SandboxUsage:
         """CPU and memory of the namespace's sandbox (started if it is not running)."""
         ...
@@ -266,10 +271,11 @@ class Runtime(Protocol):
         when nothing accepts there). Nothing else publishes a sandbox's ports."""
         ...
 
-    async def set_egress(self, ns: NamespaceRef, blocked: Sequence[str]) -> None:
+    async def set_egress(self, ns: NamespaceRef, blocked: Sequence[str], *, dns: bool = True) -> None:
         """Refuse the sandbox's outbound traffic to ``blocked`` (CIDRs) on top of the runtime's
-        own isolation, replacing the previous set (empty: only the runtime's own). Kept for the
-        life of the runtime and re-applied when the sandbox's network is rebuilt;
+        own isolation, replacing the previous set (empty: only the runtime's own); ``dns=False``
+        cuts its resolver too (a resolver forwards queries out: a channel past ``blocked``).
+        Kept for the life of the runtime and re-applied when the sandbox's network is rebuilt;
         ``EgressRulesUnsupportedError`` where nothing could enforce it."""
         ...
 

@@ -245,14 +245,17 @@ def build_network_policy(
 ) -> Manifest:
     """No ingress at all; egress everywhere (``all``), nowhere (``none``), or (``internet``) to
     every address but ``blocked`` (the cluster's pod, service and node ranges, metadata); the
-    spec's ``egressBlocked`` ranges are refused on top of ``all`` and ``internet``."""
+    spec's ``egressBlocked`` ranges are refused on top of ``all`` and ``internet``, and
+    ``egressDns: false`` drops the rule that opens the cluster's resolver through them (E2B's
+    deny-all: its ranges then cover the resolver's pods unless an allowed range names them)."""
     extra = [str(cidr) for cidr in spec.egress_blocked]
+    dns = spec.egress_dns
     if spec.egress == "none":
         egress: list[Manifest] = []
     elif spec.egress == "all":
-        egress = build_internet_egress(extra) if extra else [{}]
+        egress = build_internet_egress(extra, dns=dns) if extra else [{}]
     else:
-        egress = build_internet_egress([*blocked, *extra])
+        egress = build_internet_egress([*blocked, *extra], dns=dns)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -270,11 +273,11 @@ def build_network_policy(
     }
 
 
-def build_internet_egress(blocked: Sequence[str]) -> list[Manifest]:
+def build_internet_egress(blocked: Sequence[str], *, dns: bool = True) -> list[Manifest]:
     """Egress rules for ``internet``: each family's whole range minus the blocked ranges, plus
-    DNS to the cluster's resolver pods (their Service address is in a blocked range). A family
-    whose whole range is blocked gets no peer (an ``except`` must lie strictly inside its
-    block); with both blocked there is no egress at all, DNS included."""
+    (``dns``) DNS to the cluster's resolver pods (their Service address is in a blocked range).
+    A family whose whole range is blocked gets no peer (an ``except`` must lie strictly inside
+    its block); with both blocked there is no egress at all, DNS included."""
     excepts: dict[int, list[str]] = {4: [], 6: []}
     for cidr in blocked:
         net = ipaddress.ip_network(cidr, strict=False)
@@ -287,11 +290,11 @@ def build_internet_egress(blocked: Sequence[str]) -> list[Manifest]:
     ]
     if not peers:
         return []
-    dns = {
+    resolver = {
         "to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
     }
-    return [{"to": peers}, dns]
+    return [{"to": peers}, resolver] if dns else [{"to": peers}]
 
 
 # -- status ------------------------------------------------------------------------------------

@@ -61,6 +61,8 @@ class TroveNamespaceSpec(SandboxTemplate):
     egress: Literal["all", "internet", "none"] = "internet"
     # Ranges refused on top of ``egress`` (E2B's update_network): CIDRs, checked when parsed.
     egress_blocked: tuple[IPvAnyNetwork, ...] = Field((), alias="egressBlocked", max_length=1024)
+    # False cuts DNS to the cluster's resolver too (E2B's deny-all: a resolver is a way out).
+    egress_dns: bool = Field(True, alias="egressDns")
     suspended: bool = False
     deletion_policy: Literal["Delete", "Retain"] = Field("Delete", alias="deletionPolicy")
     idle_suspend_seconds: int = Field(0, alias="idleSuspendSeconds", ge=0, le=31_536_000)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from typing import Any
 
 import httpx
 import pytest
-from e2b import Sandbox
+from e2b import AsyncSandbox, CommandExitException, PtySize, Sandbox
 from e2b.exceptions import NotFoundException
 
 from tests.e2b import WAIT_S
@@ -129,3 +130,146 @@ def test_a_killed_sandboxs_snapshots_stay_usable(e2b_env: LiveServer) -> None:
     finally:
         restored.kill()
         Sandbox.delete_snapshot(snap.snapshot_id)
+
+
+# Prints its marker 10 s in: a stream that sees it was not ended by the kill, however the
+# machine is loaded (the kill comes right after "start" arrives).
+MARKED = "echo start; sleep 10; echo late-marker"
+# Every process's command line, from /proc (images need not have ps); this one's own has no marker.
+PROCESSES = "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '; true"
+
+
+class Follower:
+    """Reads a command handle's stream in a thread, as a client streaming output does."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.output: list[str] = []
+        self.started = threading.Event()
+        self.ended: list[str] = []
+        self.thread = threading.Thread(target=self._follow, daemon=True)
+        self.thread.start()
+
+    def _on_output(self, data: Any) -> None:
+        self.output.append(data if isinstance(data, str) else bytes(data).decode(errors="replace"))
+        if "start" in "".join(self.output):
+            self.started.set()
+
+    def _follow(self) -> None:
+        try:
+            result = self.handle.wait(on_stdout=self._on_output, on_pty=self._on_output)
+            self.ended.append(f"exit {result.exit_code}")
+        except Exception as exc:  # what the SDK raises when the stream ends under it
+            self.ended.append(type(exc).__name__)
+        finally:
+            self.started.set()
+
+    def finish(self) -> str:
+        """Joined: how the stream ended. A stream the kill left open runs into the marker."""
+        self.thread.join(WAIT_S)
+        assert self.ended, "the stream did not end"
+        assert "late-marker" not in "".join(self.output), "the stream outlived the end of the sandbox"
+        return self.ended[0]
+
+
+def test_kill_ends_every_open_command_stream(e2b_env: LiveServer) -> None:
+    sbx = Sandbox.create()
+    started = sbx.commands.run(MARKED, background=True)
+    followers = [Follower(started), Follower(sbx.commands.connect(started.pid))]
+    terminal = sbx.pty.create(PtySize(rows=24, cols=80))
+    followers.append(Follower(terminal))
+    # Typed lines are echoed: neither word appears until the shell runs them.
+    sbx.pty.send_stdin(terminal.pid, b'echo sta""rt; sleep 10; echo late-$(echo marker)\n')
+    for follower in followers:
+        assert follower.started.wait(WAIT_S)
+    sbx.kill()
+    for follower in followers:
+        follower.finish()
+
+
+def test_kill_of_an_adopted_namespace_ends_the_commands_e2b_started(
+    e2b_env: LiveServer, namespace: str
+) -> None:
+    """The namespace stays trove-sdk's, but the E2B sandbox is gone: what E2B started in it
+    ends with it (its streams at once), as on E2B."""
+    with client(e2b_env, namespace) as trove:
+        trove.write("mine.txt", "trove-sdk made me")
+    adopted = Sandbox.connect(namespace)
+    follower = Follower(adopted.commands.run(MARKED, background=True))
+    assert follower.started.wait(WAIT_S)
+    adopted.kill()
+    assert follower.finish() == "CommandExitException"  # killed: 137, as E2B's kill gives
+    with client(e2b_env, namespace) as trove:
+        assert trove.read("mine.txt") == "trove-sdk made me"
+        assert "late-marker" not in trove.exec(PROCESSES)
+        assert trove.exec("echo still mine").strip() == "still mine"
+
+
+async def test_async_kill_of_an_adopted_namespace_ends_its_streams(
+    e2b_env: LiveServer, namespace: str
+) -> None:
+    with client(e2b_env, namespace) as trove:
+        trove.write("mine.txt", "x")
+    adopted = await AsyncSandbox.connect(namespace)
+    output: list[str] = []
+    first = asyncio.Event()
+
+    def on_stdout(data: str) -> None:
+        output.append(data)
+        first.set()
+
+    handle = await adopted.commands.run(MARKED, background=True, on_stdout=on_stdout)
+    await asyncio.wait_for(first.wait(), WAIT_S)
+    await adopted.kill()
+    with pytest.raises(CommandExitException):
+        await asyncio.wait_for(handle.wait(), WAIT_S)
+    assert "late-marker" not in "".join(output)
+
+
+def test_kill_does_not_wait_for_a_call_in_flight(e2b_env: LiveServer) -> None:
+    """A trove-sdk exec holds the namespace's lock while it runs; the kill ends it rather than
+    waiting for it (it would print its marker 10 s in)."""
+    sbx = Sandbox.create()
+    ended: list[str] = []
+    running = threading.Event()
+
+    def trove_exec() -> None:
+        with client(e2b_env, sbx.sandbox_id) as trove:
+            trove.write("ready.txt", "")
+            running.set()
+            try:
+                ended.append(trove.exec("sleep 10; echo late-marker"))
+            except Exception as exc:  # the sandbox went from under it
+                ended.append(type(exc).__name__)
+
+    thread = threading.Thread(target=trove_exec, daemon=True)
+    thread.start()
+    assert running.wait(WAIT_S)
+    for _ in range(500):  # until the exec runs (polled, not timed)
+        if "late-marker" in sbx.commands.run(PROCESSES).stdout:
+            break
+        time.sleep(0.02)
+    else:
+        raise AssertionError("the trove-sdk exec never started")
+    sbx.kill()
+    ended.append("killed")
+    thread.join(WAIT_S)
+    assert not any("late-marker" in e for e in ended), ended
+    assert not known(e2b_env, sbx.sandbox_id)
+
+
+def test_pause_ends_the_commands_and_their_streams(e2b_env: LiveServer) -> None:
+    """No process survives a pause (Trove keeps no memory): its streams end at once, and the
+    command never gets to its marker; files stay for the resume."""
+    sbx = Sandbox.create()
+    sbx.files.write("kept.txt", "still here")
+    follower = Follower(sbx.commands.run(MARKED, background=True))
+    assert follower.started.wait(WAIT_S)
+    sbx.pause()
+    follower.finish()
+    resumed = Sandbox.connect(sbx.sandbox_id)
+    try:
+        assert resumed.commands.list() == []
+        assert resumed.files.read("kept.txt") == "still here"
+    finally:
+        resumed.kill()

@@ -42,6 +42,38 @@ _CONNECT = (
 )
 
 
+# A raw DNS query for example.com's A record to slirp's forwarder, the way a hostile command
+# would tunnel data out in names it asks for (no resolver library, no /etc/resolv.conf).
+_DNS_QUERY = (
+    "import errno, socket, struct\n"
+    "name = b'\\x07example\\x03com\\x00'\n"
+    "query = struct.pack('>6H', 0x7472, 0x0100, 1, 0, 0, 0) + name + struct.pack('>2H', 1, 1)\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "s.settimeout(5)\n"
+    "try:\n"
+    "    s.sendto(query, ('10.0.2.3', 53))\n"
+    "except OSError as exc:\n"
+    "    raise SystemExit(print(errno.errorcode.get(exc.errno or 0, str(exc))))\n"
+    "try:\n"
+    "    answer = s.recv(512)\n"
+    "    print('answered' if answer[:2] == query[:2] else 'garbled')\n"
+    "except OSError:\n"
+    "    print('sent')  # reached the forwarder; this machine has no upstream DNS for it\n"
+)
+
+
+def dns_query(sbx: Sandbox) -> str:
+    """``EACCES`` when the sandbox's routing table refuses slirp's DNS forwarder, else
+    ``answered`` (or ``sent`` where the forwarder has no upstream resolver to ask)."""
+    sbx.files.write("dns_query.py", _DNS_QUERY)
+    return sbx.commands.run("python3 dns_query.py").stdout.strip()
+
+
+def resolves(sbx: Sandbox) -> bool:
+    """Whether the sandbox's own resolver configuration (what getent, pip and curl use) answers."""
+    return sbx.commands.run("getent hosts pypi.org >/dev/null; echo $?").stdout.strip() == "0"
+
+
 def routed(sbx: Sandbox, address: str) -> bool:
     """Whether the sandbox's routing table sends ``address`` out through slirp (no packet sent)."""
     out = sbx.commands.run(f"ip -4 route get {address} 2>&1; true").stdout
@@ -108,6 +140,65 @@ def test_no_internet_access_from_the_first_command(e2b_env: LiveServer) -> None:
         assert sbx.get_info().allow_internet_access is False
     finally:
         sbx.kill()
+
+
+@local_only
+def test_deny_all_cuts_dns_and_lifting_it_gives_dns_back(sandbox: Sandbox) -> None:
+    """Hostile: slirp's DNS forwarder answers any name for the sandbox, so under deny-all a
+    command could still send data out in the names it looks up. Deny-all cuts the forwarder too."""
+    upstream = dns_query(sandbox)
+    assert upstream in ("answered", "sent")
+    # Its resolv.conf names the forwarder: tools resolve (where this machine has DNS at all).
+    assert resolves(sandbox) == (upstream == "answered")
+    sandbox.update_network({"deny_out": ["0.0.0.0/0"]})
+    assert dns_query(sandbox) == "EACCES"
+    assert not resolves(sandbox)
+    # An allow-list is still deny-all: its holes are reached by address, not through the resolver.
+    sandbox.update_network({"deny_out": ["0.0.0.0/0"], "allow_out": [TARGET]})
+    assert dns_query(sandbox) == "EACCES"
+    assert routed(sandbox, TARGET)
+    sandbox.update_network({"deny_out": ["203.0.113.0/24"]})  # narrower rules leave DNS alone
+    assert dns_query(sandbox) in ("answered", "sent")
+    sandbox.update_network({"deny_out": ["0.0.0.0/0"]})
+    sandbox.update_network({})
+    assert dns_query(sandbox) == upstream
+    assert resolves(sandbox) == (upstream == "answered")
+    assert "dev tap0" in sandbox.commands.run("ip -4 route get 10.0.2.3 2>&1; true").stdout
+
+
+@local_only
+def test_no_internet_access_means_no_dns_from_the_first_command(e2b_env: LiveServer) -> None:
+    closed, open_ = Sandbox.create(allow_internet_access=False), Sandbox.create()
+    try:
+        assert dns_query(closed) == "EACCES"
+        assert dns_query(open_) in ("answered", "sent")  # another sandbox keeps its resolver
+        undo = closed.commands.run("ip route del 10.0.2.3/32 2>&1; true").stdout.lower()
+        assert "denied" in undo or "not permitted" in undo, undo
+        assert dns_query(closed) == "EACCES"
+        closed.update_network({})  # internet access back: the resolver with it
+        assert dns_query(closed) in ("answered", "sent")
+    finally:
+        closed.kill()
+        open_.kill()
+
+
+@local_only
+def test_deny_all_also_closes_the_servers_configured_exceptions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hostile: a range the operator opened for every sandbox (TROVE_SANDBOX_NETWORK_ALLOW, e.g.
+    an internal mirror) has a more specific route than deny-all's; it must not stay a way out."""
+    with start_server(sandbox_network_allow="203.0.113.0/24") as live:
+        _point_sdk(monkeypatch, live, live.workspace_key)
+        sbx = Sandbox.create(allow_internet_access=False)
+        try:
+            assert refused(sbx, TARGET)
+            sbx.update_network({"deny_out": ["0.0.0.0/0"], "allow_out": [TARGET]})  # named: open
+            assert routed(sbx, TARGET)
+            sbx.update_network({})  # deny-all lifted: the exception's route is back
+            assert routed(sbx, TARGET)
+            sbx.update_network({"deny_out": ["0.0.0.0/0"]})
+            assert refused(sbx, TARGET)
+        finally:
+            sbx.kill()
 
 
 @local_only
@@ -275,6 +366,18 @@ def test_rules_reach_the_network_policy(sandbox: Sandbox, e2b_env: LiveServer) -
         return not policy.spec.egress
 
     wait_for(no_egress, what="a NetworkPolicy without egress")
+
+    def resolver_open() -> bool:
+        policy = k8s.networking.read_namespaced_network_policy(policy_name, k8s.namespace)
+        return any(
+            peer.pod_selector is not None for rule in policy.spec.egress or [] for peer in rule.to or []
+        )
+
+    # An allow-list is deny-all with holes: the holes open, the cluster resolver stays cut.
+    sandbox.update_network({"deny_out": ["0.0.0.0/0"], "allow_out": ["203.0.113.0/24"]})
+    wait_for(lambda: bool(excepts()) and not resolver_open(), what="an allow-list without DNS")
+    sandbox.update_network({})
+    wait_for(resolver_open, what="DNS back once deny-all is lifted")
 
 
 def _point_sdk(monkeypatch: pytest.MonkeyPatch, server: LiveServer, key: str) -> None:

@@ -232,6 +232,29 @@ def test_egress_blocked_ranges_reach_the_network_policy(k8s: Cluster) -> None:
         GROUP, VERSION, k8s.namespace, PLURAL, name, {"spec": {"egressBlocked": []}}
     )
     wait_for(lambda: "203.0.113.0/24" not in blocks().get("0.0.0.0/0", ["203.0.113.0/24"]), what="cleared")
+
+    def resolver_open() -> bool:
+        policy = k8s.api.sanitize_for_serialization(
+            k8s.networking.read_namespaced_network_policy(policy_name, k8s.namespace)
+        )
+        rules = policy["spec"].get("egress") or []
+        return any("podSelector" in peer for rule in rules for peer in rule.get("to", []))
+
+    # E2B's allow-list (deny-all with a hole): the hole stays open, the cluster resolver does not.
+    assert resolver_open()
+    k8s.custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        k8s.namespace,
+        PLURAL,
+        name,
+        {"spec": {"egressBlocked": ["0.0.0.0/1", "128.0.0.0/2", "::/0"], "egressDns": False}},
+    )
+    wait_for(lambda: "0.0.0.0/0" in blocks() and not resolver_open(), what="an allow-list without DNS")
+    k8s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, k8s.namespace, PLURAL, name, {"spec": {"egressBlocked": [], "egressDns": True}}
+    )
+    wait_for(resolver_open, what="DNS back")
     with pytest.raises(ApiException):
         create_tns(k8s, egressBlocked=["x" * 65])  # longer than any CIDR: refused by the schema
 

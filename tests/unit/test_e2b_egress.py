@@ -131,3 +131,49 @@ def test_route_lines_add_and_take_back_only_what_the_user_set() -> None:
         "route replace prohibit 0.0.0.0/1",
     ]
     assert egress_route_lines([], [], base=base, via_gateway=via, gateway="10.0.2.2") == []
+
+
+def test_denying_all_of_ipv4_cuts_dns_whatever_allow_out_carves() -> None:
+    """A resolver forwards any query out: under deny-all it is a way out like any address."""
+    assert not rules_from({}, allow_internet_access=False).dns
+    assert not rules_from({"denyOut": ["0.0.0.0/0"], "allowOut": ["203.0.113.0/24"]}).dns
+    assert not rules_from({"denyOut": ["0.0.0.0/1", "128.0.0.0/1"]}).dns  # all of it, in halves
+    assert rules_from({"denyOut": ["203.0.113.0/24", "10.0.0.0/8"]}).dns  # narrower: DNS stays
+    assert rules_from({}).dns
+    # Everything given back: nothing is denied, the resolver included.
+    assert rules_from({"denyOut": ["0.0.0.0/0"], "allowOut": ["0.0.0.0/0", "::/0"]}).dns
+
+
+def test_route_lines_give_the_dns_forwarder_its_route_back() -> None:
+    forwarder = {"10.0.2.3/32": "10.0.2.3/32 dev tap0 scope link"}
+    cut = egress_route_lines(
+        [], ["0.0.0.0/1", "10.0.2.3/32"], base=set(), via_gateway=set(), gateway="10.0.2.2", restore=forwarder
+    )
+    assert cut == ["route replace prohibit 0.0.0.0/1", "route replace prohibit 10.0.2.3/32"]
+    lifted = egress_route_lines(
+        ["0.0.0.0/1", "10.0.2.3/32"], [], base=set(), via_gateway=set(), gateway="10.0.2.2", restore=forwarder
+    )
+    assert lifted == ["route del 0.0.0.0/1", "route replace 10.0.2.3/32 dev tap0 scope link"]
+
+
+def test_deny_all_covers_the_servers_configured_exceptions_too() -> None:
+    """Their gateway routes are more specific than any user range covering them: left alone,
+    TROVE_SANDBOX_NETWORK_ALLOW would stay open under deny-all."""
+    exceptions = {"10.20.0.0/16", "192.168.77.0/24"}
+    assert routable(["0.0.0.0/0"], "10.0.2.0/24", exceptions) == [
+        "0.0.0.0/1",
+        "128.0.0.0/1",
+        "10.20.0.0/16",
+        "192.168.77.0/24",
+    ]
+    # Only an exception covered whole: a narrower denial inside one is already more specific.
+    assert routable(["10.20.5.0/24", "192.168.0.0/16"], "10.0.2.0/24", exceptions) == [
+        "10.20.5.0/24",
+        "192.168.0.0/16",
+        "192.168.77.0/24",
+    ]
+    # Lifted, an exception gets its gateway route back (not a plain delete).
+    lines = egress_route_lines(
+        ["0.0.0.0/1", "10.20.0.0/16"], [], base=set(), via_gateway=exceptions, gateway="10.0.2.2"
+    )
+    assert lines == ["route del 0.0.0.0/1", "route replace 10.20.0.0/16 via 10.0.2.2 dev tap0 onlink"]

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from trove_api.e2b.egress import rules_from
 from trove_core.crd import child_names
 from trove_operator import builders
 from trove_operator.spec import TroveNamespaceSpec
@@ -62,6 +63,30 @@ def test_everything_blocked_leaves_no_egress_at_all() -> None:
     assert _blocks(_egress(egressBlocked=["0.0.0.0/0"])) == {"::/0": []}
 
 
+def _resolver_open(egress: list[dict[str, Any]]) -> bool:
+    return any(
+        peer.get("podSelector", {}).get("matchLabels") == {"k8s-app": "kube-dns"}
+        for rule in egress
+        for peer in rule.get("to", [])
+    )
+
+
+def _from_e2b(egress: str = "internet", **network: Any) -> list[dict[str, Any]]:
+    """The policy for E2B rules as the Kubernetes runtime writes them into the spec."""
+    rules = rules_from(network)
+    return _egress(egress=egress, egressBlocked=rules.blocked, egressDns=rules.dns)
+
+
+@pytest.mark.parametrize("mode", ["internet", "all"])
+def test_deny_all_with_an_allow_list_cuts_dns_as_a_local_sandbox_does(mode: str) -> None:
+    allow_list = _from_e2b(mode, denyOut=["0.0.0.0/0"], allowOut=["203.0.113.0/24"])
+    assert "203.0.113.0/24" not in _blocks(allow_list)["0.0.0.0/0"]  # the hole is open
+    assert not _resolver_open(allow_list)
+    assert _from_e2b(mode, denyOut=["0.0.0.0/0"]) == []  # nothing at all, DNS included
+    assert _resolver_open(_from_e2b(mode, denyOut=["203.0.113.0/24"]))  # narrower: DNS stays
+    assert _resolver_open(_egress())  # and by default
+
+
 def test_none_stays_none() -> None:
     assert _egress(egress="none", egressBlocked=["203.0.113.0/24"]) == []
 
@@ -76,3 +101,5 @@ def test_the_crd_declares_the_field_in_both_copies() -> None:
         crd = yaml.safe_load((path / "trovenamespaces.trove.dev.yaml").read_text())
         spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
         assert spec["properties"]["egressBlocked"]["items"]["type"] == "string"
+        dns = spec["properties"]["egressDns"]
+        assert (dns["type"], dns["default"]) == ("boolean", True)

@@ -142,6 +142,7 @@ def test_sandbox_chain_drops_privileges_before_bubblewrap() -> None:
     launcher = SandboxLauncher.__new__(SandboxLauncher)
     launcher.seccomp_path = Path("/srv/trove/seccomp.bpf")
     launcher.limits = Limits(cpu_seconds=None, file_bytes=None, processes=64, address_space_bytes=None)
+    launcher.resolv_conf = Path("/srv/trove/resolv.conf")
     argv = launcher.argv(NS_ROOT, 200_003, ["/sys/fs/cgroup/pids/trove/k/cgroup.procs"], "/run/netns/trove-x")
     assert argv[:2] == ["/bin/sh", "-c"]  # limits and cgroups first, inherited by everything below
     assert "3</srv/trove/seccomp.bpf" in argv[2]  # opened as root, before the drop
@@ -157,6 +158,9 @@ def test_sandbox_chain_drops_privileges_before_bubblewrap() -> None:
     assert argv[python:] == ["python3", "-I", "-S", "/run/trove/agent.py", SANDBOX_ROOT]
     data = argv.index("--ro-bind-data")
     assert argv[data + 1 : data + 3] == ["4", "/run/trove/agent.py"]
+    # With a network of its own it resolves through slirp's forwarder, not the host's resolver.
+    assert "5</srv/trove/resolv.conf" in argv[2]
+    assert argv[data + 3 : data + 6] == ["--ro-bind-data", "5", "/etc/resolv.conf"]
     assert "--share-net" not in argv
     assert "--unshare-net" not in argv
     host_paths = [src for _, src, _ in _binds(argv[bwrap:])]

@@ -83,6 +83,7 @@ async def running(app: FastAPI, ctx: AppContext, filesystem: FilesystemService) 
     svc = SandboxService(ctx)
     app.state.e2b = svc
     app.state.e2b_processes = processes = E2bProcesses(ctx)
+    svc.on_end.append(processes.end_sandbox)
     # Before the first request: no sandbox runs a command without its egress rules.
     await svc.restore_egress()
     sweeper = asyncio.create_task(svc.run_sweeper(), name="e2b-sweeper")

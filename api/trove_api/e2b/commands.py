@@ -22,7 +22,7 @@ from trove_api.e2b.records import SandboxRecord
 from trove_api.e2b.sandboxes import owner_caller
 from trove_api.events import types
 from trove_api.services.exec import EVENT_PREVIEW_BYTES, rewrite_paths
-from trove_core.errors import ProcessNotFoundError
+from trove_core.errors import ProcessNotFoundError, TroveError
 from trove_core.runtime import NamespaceRef, ProcessEnd, ProcessInfo, ProcessOutput, ProcessSpec, PtySize
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ class E2bProcesses:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self._watchers: set[asyncio.Task[None]] = set()
+        # Per sandbox id, the pids of the commands and terminals E2B started that still run.
+        self._live: dict[str, set[int]] = {}
 
     async def _ns(self, rec: SandboxRecord) -> NamespaceRef:
         caller = owner_caller(rec)
@@ -77,6 +79,7 @@ class E2bProcesses:
             stdin=stdin or pty is not None,
         )
         info = await self.ctx.runtime.start_process(ns, spec)
+        self._live.setdefault(rec.sandbox_id, set()).add(info.pid)
         watcher = asyncio.create_task(self._watch(rec, ns, info, timeout_s), name=f"e2b-proc-{info.pid}")
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
@@ -113,6 +116,7 @@ class E2bProcesses:
             exit_code = await self.ctx.runtime.wait_process(ns, info.pid)
 
         follower = asyncio.ensure_future(follow())
+        follower.add_done_callback(lambda _: self._forget(rec.sandbox_id, info.pid))
         try:
             done, _ = await asyncio.wait({follower}, timeout=timeout_s)
             if not done:
@@ -146,6 +150,29 @@ class E2bProcesses:
                 "e2b": True,
             },
         )
+
+    def _forget(self, sandbox_id: str, pid: int) -> None:
+        pids = self._live.get(sandbox_id)
+        if pids is not None:
+            pids.discard(pid)
+            if not pids:
+                del self._live[sandbox_id]
+
+    async def end_sandbox(self, rec: SandboxRecord) -> None:
+        """The sandbox's E2B session ended or paused (kill, pause, timeout): as on E2B, nothing
+        it started runs on, and every stream of its commands ends now. An owned sandbox stops
+        whole (its caller does that), and its processes with it; an adopted namespace stays
+        trove-sdk's, so each is killed here (its whole group, as envd's kill does). Processes
+        trove-sdk started are not E2B's: left alone."""
+        pids = self._live.pop(rec.sandbox_id, set())
+        if rec.owned or not pids:
+            return
+        ns = await self.ctx.namespaces.find(rec.workspace_id, rec.sandbox_id)
+        if ns is None:
+            return
+        for pid in sorted(pids):
+            with contextlib.suppress(TroveError):  # ended meanwhile, or the sandbox stopped
+                await self.ctx.runtime.signal_process(ns, pid, signal.SIGKILL)
 
     async def output(
         self, ns: NamespaceRef, pid: int, cursor: int

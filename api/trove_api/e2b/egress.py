@@ -5,6 +5,13 @@ E2B's semantics: ``deny_out`` ranges are blocked and ``allow_out`` wins over ``d
 ``allow_internet_access=False`` is ``deny_out=["0.0.0.0/0"]``. An ``allow_out`` only carves
 holes in what ``deny_out`` blocks: it never opens what Trove's own isolation refuses (the host,
 private and metadata ranges). Trove enforces addresses only, so a domain name is refused.
+
+DNS: the sandbox's resolver (slirp's forwarder locally, the cluster DNS on Kubernetes) sends
+what it is asked to the outside, so it is a way out like any address. It is cut whenever
+``deny_out`` covers all of IPv4 (``allow_internet_access=False``, ``ALL_TRAFFIC``), whatever
+``allow_out`` carves out: an allow-list sandbox reaches its allowed addresses by address (as on
+E2B, where such a sandbox's resolver 8.8.8.8 is blocked too unless allowed). Narrower denials
+leave DNS as it was.
 """
 
 from __future__ import annotations
@@ -36,6 +43,11 @@ class EgressRules:
     @property
     def blocked(self) -> list[str]:
         return blocked_ranges(self.deny_out, self.allow_out)
+
+    @property
+    def dns(self) -> bool:
+        """Whether the sandbox keeps its resolver (see the module's docstring)."""
+        return dns_allowed(self.deny_out, self.allow_out)
 
     def as_json(self) -> dict[str, list[str]]:
         return {"allowOut": list(self.allow_out), "denyOut": list(self.deny_out)}
@@ -80,6 +92,13 @@ def rules_from(body: Any, allow_internet_access: Any = None) -> EgressRules:
     rules = EgressRules(allow_out=allow, deny_out=deny)
     rules.blocked  # noqa: B018 -- computed once here so an oversized set is refused at once
     return rules
+
+
+def dns_allowed(deny: Iterable[str], allow: Iterable[str] = ()) -> bool:
+    """False when ``deny`` covers all of IPv4 and ``allow`` does not give all of it back."""
+    whole = parse_network(ALL_IPV4)
+    denied = _collapse(parse_network(c) for c in deny)
+    return whole not in denied or whole in _collapse(parse_network(c) for c in allow)
 
 
 def blocked_ranges(deny: Sequence[str], allow: Iterable[str]) -> list[str]:

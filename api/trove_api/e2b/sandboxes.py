@@ -12,7 +12,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -63,6 +63,8 @@ class SandboxService:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self.records = SandboxRecords(ctx.db)
+        # Told when a sandbox's E2B session ends or pauses (the processes service ends its commands).
+        self.on_end: list[Callable[[SandboxRecord], Awaitable[None]]] = []
         self.settings = ctx.settings
         # The last CPU sample per sandbox: E2B's CPU percentage is the rate since the one before.
         self._cpu_samples: dict[str, tuple[float, int]] = {}
@@ -137,7 +139,7 @@ class SandboxService:
         ns = await self.ctx.namespaces.ensure(caller.workspace_id, sandbox_id, caller.actor)
         if rec.egress.blocked:
             # Before anything runs in it: its first command is already under the rules.
-            await self.ctx.runtime.set_egress(ns, rec.egress.blocked)
+            await self.ctx.runtime.set_egress(ns, rec.egress.blocked, dns=rec.egress.dns)
         if source is not None:
             await self._restore_into(caller, sandbox_id, source, template)
         await asyncio.to_thread(self.records.insert, rec)
@@ -185,7 +187,7 @@ class SandboxService:
             # restart applies what was asked for, never the rules it replaced.
             await self._store_egress(sandbox_id, rules)
             try:
-                await self.ctx.runtime.set_egress(ns, rules.blocked)
+                await self.ctx.runtime.set_egress(ns, rules.blocked, dns=rules.dns)
             except EgressRulesUnsupportedError:
                 await self._store_egress(sandbox_id, before.egress)  # never shown as if enforced
                 raise
@@ -204,7 +206,7 @@ class SandboxService:
             try:
                 ns = await self.ctx.namespaces.find(rec.workspace_id, rec.sandbox_id)
                 if ns is not None:
-                    await self.ctx.runtime.set_egress(ns, rec.egress.blocked)
+                    await self.ctx.runtime.set_egress(ns, rec.egress.blocked, dns=rec.egress.dns)
             except Exception:
                 log.exception("e2b: re-applying the egress rules of %s failed", rec.sandbox_id)
 
@@ -224,6 +226,15 @@ class SandboxService:
         if rec.state == "paused":
             raise E2bApiError(409, f"sandbox {sandbox_id!r} is already paused")
         await asyncio.to_thread(self.records.set, sandbox_id, state="paused")
+        await self._halt(rec)
+
+    async def _halt(self, rec: SandboxRecord) -> None:
+        """A pause: nothing E2B ran goes on (its streams end); an owned sandbox stops whole."""
+        for hook in self.on_end:
+            await hook(rec)
+        ns = await self.ctx.namespaces.find(rec.workspace_id, rec.sandbox_id) if rec.owned else None
+        if ns is not None:
+            await self.ctx.runtime.stop_sandbox(ns)
 
     async def kill(self, caller: Caller, sandbox_id: str) -> None:
         rec = await self.get(caller, sandbox_id)
@@ -231,6 +242,8 @@ class SandboxService:
 
     async def _end(self, rec: SandboxRecord) -> None:
         self._cpu_samples.pop(rec.sandbox_id, None)
+        for hook in self.on_end:
+            await hook(rec)
         if rec.owned:
             # Killed first: in-sandbox calls are refused from now on (502, as E2B's proxy answers).
             # The row stays as a tombstone, so connect never adopts the id as a new sandbox.
@@ -268,6 +281,11 @@ class SandboxService:
         return figures, round(pct, 2)
 
     async def _free(self, rec: SandboxRecord) -> None:
+        ns = await self.ctx.namespaces.find(rec.workspace_id, rec.sandbox_id)
+        if ns is not None:
+            # Everything in it ends now: a call in flight (a trove-sdk exec, an upload) holds the
+            # namespace's lock until it ends, and a kill does not wait for it, as on E2B.
+            await self.ctx.runtime.stop_sandbox(ns)
         async with self.ctx.files.locks.exclusive(rec.workspace_id, rec.sandbox_id):
             await self.ctx.namespaces.delete(rec.workspace_id, rec.sandbox_id, owner_caller(rec).actor)
 
@@ -296,7 +314,7 @@ class SandboxService:
             src = await self.ctx.namespaces.ensure(caller.workspace_id, sandbox_id, caller.actor)
             dst = await self.ctx.namespaces.ensure(caller.workspace_id, child_id, caller.actor)
             if child.egress.blocked:  # a fork is under its parent's rules from the start
-                await self.ctx.runtime.set_egress(dst, child.egress.blocked)
+                await self.ctx.runtime.set_egress(dst, child.egress.blocked, dns=child.egress.dns)
             locks = self.ctx.files.locks
             # Exclusive, as a snapshot takes it: the copy is one point in time of the source.
             async with (
@@ -359,6 +377,7 @@ class SandboxService:
             try:
                 if rec.auto_pause:
                     await asyncio.to_thread(self.records.set, rec.sandbox_id, state="paused")
+                    await self._halt(rec)
                 else:
                     await self._end(rec)
             except Exception:

@@ -108,22 +108,26 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
     async def provision(self, ns: NamespaceRef) -> None:
         await self.control.ensure(ns)
 
-    async def deprovision(self, ns: NamespaceRef) -> None:
-        name = ns.object_name
-        channel = self._channels.pop(name, None)
+    async def stop_sandbox(self, ns: NamespaceRef) -> None:
+        channel = self._channels.pop(ns.object_name, None)
         if channel is not None:
             await channel.close()  # ends the agent, and with it the processes it runs
+
+    async def deprovision(self, ns: NamespaceRef) -> None:
+        name = ns.object_name
+        await self.stop_sandbox(ns)
         for state in (self._activity, self._flushed, self._no_agent):
             state.pop(name, None)
         # The CR's pod and PVC are owned by it: garbage collection removes them once the
         # operator has let the object go (kopf's finalizer).
         await self.api.delete_tns(name)
 
-    async def set_egress(self, ns: NamespaceRef, blocked: Sequence[str]) -> None:
-        # The operator renders spec.egressBlocked into the sandbox's NetworkPolicy; the object
-        # keeps it, so a rebuilt pod (or a restarted server) is under the same rules.
+    async def set_egress(self, ns: NamespaceRef, blocked: Sequence[str], *, dns: bool = True) -> None:
+        # The operator renders spec.egressBlocked/egressDns into the sandbox's NetworkPolicy; the
+        # object keeps them, so a rebuilt pod (or a restarted server) is under the same rules.
         await self.control.ensure(ns)
-        await self.api.patch_tns(ns.object_name, {"spec": {"egressBlocked": list(blocked)}})
+        spec = {"egressBlocked": list(blocked), "egressDns": dns}
+        await self.api.patch_tns(ns.object_name, {"spec": spec})
 
     async def usage(self, ns: NamespaceRef) -> SandboxUsage:
         target = await self._target(ns)

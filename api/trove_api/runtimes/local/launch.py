@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 # per sandbox (as the server's user: no sandbox uid needs to reach the source tree).
 SECCOMP_FD = 3
 AGENT_FD = 4
+# A sandbox with a network of its own resolves through slirp's forwarder: the host's resolv.conf
+# names a resolver the sandbox's routes refuse (a private or loopback address, most often).
+RESOLV_FD = 5
+RESOLV_CONF = f"nameserver {netns.SLIRP_DNS}\n"
 AGENT_IN_SANDBOX = "/run/trove/agent.py"
 # The agent compiled ahead by the sandbox's own python3: compiling its source on every start
 # took 20-40 ms of a new namespace's first call (more than all the imports but asyncio).
@@ -56,6 +60,8 @@ AGENT_FLAGS = ("-I", "-S")
 class SandboxLauncher:
     # The agent's bytecode (``compile_agent``), or None: the source is run.
     compiled: Path | None = None
+    # The sandbox's /etc/resolv.conf when it has a network of its own, or None: the host's.
+    resolv_conf: Path | None = None
 
     def __init__(
         self,
@@ -75,6 +81,13 @@ class SandboxLauncher:
         self.seccomp_path = seccomp_path
         if sandbox:
             self.compiled = compile_agent(base / "agent.pyc")
+        if sandbox and networks is not None:
+            self.resolv_conf = base / "resolv.conf"
+            # Renamed into place: a sandbox another runtime starts meanwhile reads a whole file.
+            temp = base / f".resolv.conf.{os.getpid()}.{secrets.token_hex(4)}"
+            temp.write_text(RESOLV_CONF)
+            os.chmod(temp, 0o644)
+            os.replace(temp, self.resolv_conf)
 
     def argv(
         self, directory: str, uid: int | None, cgroup_procs: Sequence[str], netns_path: str | None
@@ -85,6 +98,10 @@ class SandboxLauncher:
             (self.compiled, COMPILED_IN_SANDBOX) if self.compiled else (AGENT_SOURCE, AGENT_IN_SANDBOX)
         )
         inputs.append((AGENT_FD, str(agent_file)))
+        data_files = [(AGENT_FD, agent_path)]
+        if netns_path is not None and self.resolv_conf is not None:
+            inputs.append((RESOLV_FD, str(self.resolv_conf)))
+            data_files.append((RESOLV_FD, "/etc/resolv.conf"))
         return (
             build_limits_wrapper(cgroup_procs, self.limits, inputs)
             + build_enter_netns(netns_path)
@@ -93,7 +110,7 @@ class SandboxLauncher:
                 directory,
                 own_netns=netns_path is not None,
                 seccomp_fd=SECCOMP_FD if seccomp_path else None,
-                data_files=[(AGENT_FD, agent_path)],
+                data_files=data_files,
             )
             + ["python3", *AGENT_FLAGS, agent_path, SANDBOX_ROOT]
         )

@@ -50,6 +50,7 @@ SLIRP_GATEWAY = "10.0.2.2"
 SLIRP_DNS = "10.0.2.3"
 SLIRP_GUEST = "10.0.2.100"
 SLIRP_SUBNET = "10.0.2.0/24"
+_DNS_ROUTE = f"{SLIRP_DNS}/32 dev tap0 scope link"  # the one way into slirp's /24
 # RFC 1918, shared address space, link-local (cloud metadata), "this network", benchmarking,
 # multicast and reserved: never a destination an agent's outbound traffic needs.
 BLOCKED_V4 = (
@@ -212,11 +213,14 @@ class SandboxNetworks:
             net.last_used = time.monotonic()
             return net.path
 
-    def set_egress(self, key: str, blocked: Sequence[str]) -> None:
-        """Refuse ``key``'s traffic to ``blocked`` from now on: at once in a network it holds,
-        and in every network it gets later (a rebuild, a spare). Blocking (subprocesses)."""
+    def set_egress(self, key: str, blocked: Sequence[str], *, dns: bool = True) -> None:
+        """Refuse ``key``'s traffic to ``blocked`` (and to slirp's DNS forwarder unless ``dns``)
+        from now on: at once in a network it holds, and in every network it gets later (a
+        rebuild, a spare). Blocking (subprocesses)."""
         with self._lock:
-            wanted = tuple(routable(blocked, SLIRP_SUBNET))
+            # The forwarder resolves anything for anyone inside: a way out past every route.
+            cut_dns = () if dns else (f"{SLIRP_DNS}/32",)
+            wanted = (*routable(blocked, SLIRP_SUBNET, self._allowed()), *cut_dns)
             if wanted:
                 self._egress[key] = wanted
             else:
@@ -234,7 +238,12 @@ class SandboxNetworks:
         if net.egress == wanted:
             return
         lines = egress_route_lines(
-            net.egress, wanted, base=net.base, via_gateway=self._allowed(), gateway=SLIRP_GATEWAY
+            net.egress,
+            wanted,
+            base=net.base,
+            via_gateway=self._allowed(),
+            gateway=SLIRP_GATEWAY,
+            restore={f"{SLIRP_DNS}/32": _DNS_ROUTE},
         )
         if lines:
             _run(["nsenter", f"--net={net.path}", "ip", "-batch", "-"], stdin="\n".join(lines) + "\n")
@@ -375,7 +384,7 @@ class SandboxNetworks:
         routes += [
             "route add prohibit 10.0.2.0/25",
             "route add prohibit 10.0.2.128/25",
-            f"route add {SLIRP_DNS}/32 dev tap0 scope link",
+            f"route add {_DNS_ROUTE}",
         ]
         _run(["nsenter", f"--net={net.path}", "ip", "-batch", "-"], stdin="\n".join(routes) + "\n")
         own = {"10.0.2.0/25", "10.0.2.128/25", *hosts}

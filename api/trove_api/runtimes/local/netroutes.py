@@ -13,7 +13,7 @@ import contextlib
 import ipaddress
 import json
 import subprocess
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 
 def host_addresses() -> list[str]:
@@ -36,13 +36,16 @@ def host_addresses() -> list[str]:
     return sorted(found)
 
 
-def routable(blocked: Sequence[str], plumbing: str) -> list[str]:
+def routable(blocked: Sequence[str], plumbing: str, exceptions: Collection[str] = ()) -> list[str]:
     """The IPv4 ranges of ``blocked`` as prohibit routes can hold them: IPv6 has no path out of a
     local sandbox at all, and a /0 is split in halves, so the default route (slirp's gateway,
     which DNS and the gateway's own address need) is never replaced and comes back intact.
     Ranges inside ``plumbing`` (slirp's own /24: its gateway, DNS forwarder and the guest) are
     left out: all of it but the DNS forwarder is refused already, and replacing its link or
-    DNS route would leave the namespace without a way out once the rule is lifted."""
+    DNS route would leave the namespace without a way out once the rule is lifted.
+    ``exceptions`` (the server's configured ranges, routed through the gateway) that a blocked
+    range covers whole are refused too: their routes are more specific, so a wider prohibit
+    alone would leave them open under deny-all."""
     routes: list[str] = []
     own = ipaddress.ip_network(plumbing)
     for cidr in blocked:
@@ -50,6 +53,11 @@ def routable(blocked: Sequence[str], plumbing: str) -> list[str]:
         if net.version != 4 or net.subnet_of(own):  # type: ignore[arg-type]
             continue
         routes += [str(half) for half in net.subnets(1)] if net.prefixlen == 0 else [str(net)]
+    refused = [ipaddress.ip_network(cidr) for cidr in routes]
+    for cidr in sorted(exceptions):
+        hole = ipaddress.ip_network(cidr, strict=False)
+        if hole.version == 4 and any(hole.subnet_of(net) for net in refused):  # type: ignore[arg-type]
+            routes.append(str(hole))
     return list(dict.fromkeys(routes))
 
 
@@ -60,15 +68,19 @@ def egress_route_lines(
     base: Collection[str],
     via_gateway: Collection[str],
     gateway: str,
+    restore: Mapping[str, str] | None = None,
 ) -> list[str]:
     """``ip -batch`` lines taking a namespace from the user ranges ``applied`` to ``wanted``
     (both as ``routable`` gives them). ``base``: ranges refused whatever the user says;
-    ``via_gateway``: the configured exceptions, routed through slirp's gateway."""
+    ``via_gateway``: the configured exceptions, routed through slirp's gateway; ``restore``:
+    the route a range gets back when it is no longer refused (slirp's DNS forwarder)."""
     lines: list[str] = []
     for cidr in applied:
         if cidr in wanted or cidr in base:
             continue
-        if cidr in via_gateway:
+        if restore and cidr in restore:
+            lines.append(f"route replace {restore[cidr]}")
+        elif cidr in via_gateway:
             lines.append(f"route replace {cidr} via {gateway} dev tap0 onlink")
         else:
             lines.append(f"route del {cidr}")

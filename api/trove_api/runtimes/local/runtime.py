@@ -217,6 +217,9 @@ class LocalRuntime(AgentProcesses, AgentPorts):
         os.chmod(directory, 0o700)
         return directory
 
+    async def stop_sandbox(self, ns: NamespaceRef) -> None:
+        await self.sandboxes.stop(_sandbox_key(ns))
+
     async def deprovision(self, ns: NamespaceRef) -> None:
         # The sandbox first: its processes hold the directory (and the image's mount) open.
         await self.sandboxes.stop(_sandbox_key(ns))
@@ -327,10 +330,10 @@ class LocalRuntime(AgentProcesses, AgentPorts):
         session = await self._session(ns)
         return await restore(AgentRestore(session), chunks, check_space=self.reserve.check)
 
-    async def set_egress(self, ns: NamespaceRef, blocked: Sequence[str]) -> None:
+    async def set_egress(self, ns: NamespaceRef, blocked: Sequence[str], *, dns: bool = True) -> None:
         if self.networks is not None:
-            await asyncio.to_thread(self.networks.set_egress, _sandbox_key(ns), blocked)
-        elif blocked and not self.sandbox:
+            await asyncio.to_thread(self.networks.set_egress, _sandbox_key(ns), blocked, dns=dns)
+        elif (blocked or not dns) and not self.sandbox:
             # Sandboxed without a network namespace of our own (TROVE_SANDBOX_NETWORK=off, or no
             # root for one), bwrap unshares the network: nothing leaves, every rule already holds.
             # Unsandboxed, commands use the host's network and nothing here could refuse a range.
