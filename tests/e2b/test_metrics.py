@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 from e2b import Sandbox
+from kubernetes.utils import parse_quantity
 
 from tests.support.server import LiveServer
 
@@ -30,3 +33,18 @@ def test_metrics_see_a_cpu_burning_command(e2b_env: LiveServer) -> None:
             assert metric.disk_used == 10
     finally:
         sbx.kill()
+
+
+def _memory_limit_mb(server: LiveServer) -> int:
+    if os.environ.get("TROVE_TEST_BACKEND") == "kubernetes":
+        return int(parse_quantity(server.settings.k8s_memory_limit)) // (1024 * 1024)
+    return server.settings.exec_memory_mb
+
+
+def test_info_and_list_report_what_the_sandbox_is_given(e2b_env: LiveServer, sbx: Sandbox) -> None:
+    counted = sbx.get_metrics()[-1].cpu_count  # the sandbox's own count of its CPUs
+    info = Sandbox.get_info(sbx.sandbox_id)
+    (listed,) = [s for s in Sandbox.list().next_items() if s.sandbox_id == sbx.sandbox_id]
+    for seen in (info, listed):
+        assert seen.cpu_count == counted >= 1
+        assert seen.memory_mb == _memory_limit_mb(e2b_env)
