@@ -206,6 +206,9 @@ async def sandbox_metrics(request: Request, sandbox_id: str) -> Response:
     caller = await caller_of(request)
     svc = service(request)
     rec = await svc.get(caller, sandbox_id)
+    if rec.state != "running":
+        # E2B has no figures for a sandbox that is not running; asking the runtime would wake it.
+        return JSONResponse([])
     figures, cpu_pct = await svc.usage(caller, rec.sandbox_id)
     entries, _ = await svc.ctx.files.list(
         caller, rec.sandbox_id, "workspace/", recursive=True, max_entries=100_000, max_depth=64
