@@ -52,9 +52,21 @@ AGENT_RECHECK_S = 300.0
 
 
 def quantity(value: str) -> Decimal:
-    """A Kubernetes quantity ("500m", "1Gi") as a number."""
-    parsed: Decimal = parse_quantity(value)  # type: ignore[no-untyped-call]
+    """A Kubernetes quantity ("500m", "1Gi") as a number; 0 for one that is not (not reported)."""
+    try:
+        parsed: Decimal = parse_quantity(value)  # type: ignore[no-untyped-call]
+    except ValueError:
+        return Decimal(0)
     return parsed
+
+
+def pod_size(settings: Settings) -> SandboxSize:
+    """What each sandbox pod is given: its CPU limit rounded up, as its agent counts a CPU
+    quota (never below one CPU), and its memory limit."""
+    return SandboxSize(
+        cpu_count=max(1, math.ceil(quantity(settings.k8s_cpu_limit))),
+        memory_mb=int(quantity(settings.k8s_memory_limit)) // (1024 * 1024),
+    )
 
 
 class KubernetesRuntime(AgentProcesses, AgentPorts):
@@ -144,11 +156,7 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
         return await target.usage(cgroup=True)
 
     def sandbox_size(self) -> SandboxSize:
-        # The pod's limits; its agent counts a CPU quota rounded up (never below one CPU).
-        return SandboxSize(
-            cpu_count=max(1, math.ceil(quantity(self.settings.k8s_cpu_limit))),
-            memory_mb=int(quantity(self.settings.k8s_memory_limit)) // (1024 * 1024),
-        )
+        return pod_size(self.settings)
 
     async def sandbox_state(self, ns: NamespaceRef) -> str:
         """The TroveNamespace's phase as the dashboard shows it (read only: wakes nothing)."""
