@@ -130,6 +130,15 @@ class SandboxUsage:
     mem_cache: int = 0
 
 
+@dataclass(frozen=True)
+class SandboxSize:
+    """What each sandbox of a runtime is given (E2B's ``cpuCount``/``memoryMB``): the CPUs its
+    usage reports (``SandboxUsage.cpu_count``) and its memory limit. Known without waking it."""
+
+    cpu_count: int
+    memory_mb: int
+
+
 class FileReader(Protocol):
     """An open file: its stat at open time and a byte stream over a range of it."""
 
@@ -172,6 +181,10 @@ class Runtime(Protocol):
 
     async def usage(self, ns: NamespaceRef) -> SandboxUsage:
         """CPU and memory of the namespace's sandbox (started if it is not running)."""
+        ...
+
+    def sandbox_size(self) -> SandboxSize:
+        """The CPUs and memory every sandbox is given (from settings; starts nothing)."""
         ...
 
     async def exec(self, ns: NamespaceRef, spec: ExecSpec) -> ExecOutput:

@@ -203,3 +203,14 @@ async def test_processes_end_when_the_sandbox_stops() -> None:
         assert count.stdout.strip() == b"0"
     finally:
         await runtime.aclose()
+
+
+async def test_what_a_process_leaves_behind_ends_with_it(rt: tuple[Runtime, NamespaceRef]) -> None:
+    """In the sandbox, where the agent looks for leftovers on its loop before killing them."""
+    runtime, ns = rt
+    nap = f"700.{secrets.randbelow(10**6):06d}"
+    script = f"setsid sleep {nap} & (sleep {nap} &) ; echo started"
+    info = await runtime.start_process(ns, ProcessSpec(argv=("bash", "-c", script)))
+    assert await runtime.wait_process(ns, info.pid) == 0
+    count = await runtime.exec(ns, _exec(f"ps -eo args | grep -c '^sleep {nap}$' || true"))
+    assert count.stdout.strip() == b"0"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gzip
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -13,6 +17,8 @@ from e2b.exceptions import AuthenticationException, SandboxException
 from tests.e2b import WAIT_S
 from tests.support.sdk import admin, client
 from tests.support.server import LiveServer
+from trove_api.e2b.access import sandbox_caller
+from trove_api.e2b.records import SandboxRecords
 
 
 def _mint(server: LiveServer, namespace: str | None = None) -> str:
@@ -264,3 +270,26 @@ def test_multipart_body_over_the_cap_refused(e2b_env: LiveServer) -> None:
         assert not sbx.files.exists("a.bin")
     finally:
         sbx.kill()
+
+
+def test_an_in_sandbox_call_is_checked_in_one_database_read(
+    e2b_env: LiveServer, sbx: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every command and file call is authenticated: the sandbox's row and its key's state are
+    one read, not two (each a trip to a worker thread and the database)."""
+    db = e2b_env.ctx.db
+    reads = []
+    plain_read = db.read
+
+    @contextlib.contextmanager
+    def counted() -> Iterator[Any]:
+        reads.append(1)
+        with plain_read() as conn:
+            yield conn
+
+    token = str(Sandbox.connect(sbx.sandbox_id)._envd_access_token)
+    headers = {"e2b-sandbox-id": sbx.sandbox_id, "x-access-token": token}
+    monkeypatch.setattr(db, "read", counted)
+    rec, caller = asyncio.run(sandbox_caller(SandboxRecords(db), headers))
+    assert (rec.sandbox_id, caller.workspace_id) == (sbx.sandbox_id, e2b_env.workspace_id)
+    assert len(reads) == 1

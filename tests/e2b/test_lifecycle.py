@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import httpx
 import pytest
 from e2b import Sandbox, SandboxQuery, SandboxState
@@ -110,3 +113,23 @@ def test_changes_through_e2b_are_trove_events(e2b_env: LiveServer) -> None:
         assert ("file.deleted", "workspace/ev/a.txt") in seen
     finally:
         sbx.kill()
+
+
+@pytest.mark.skipif(
+    os.environ.get("TROVE_TEST_BACKEND") == "kubernetes", reason="the local runtime's warm set"
+)
+def test_create_starts_the_sandbox_ahead_of_its_first_call(e2b_env: LiveServer) -> None:
+    """E2B's create answers a running sandbox: Trove starts its agent while the answer goes out."""
+    warm = e2b_env.ctx.runtime.sandboxes.warm  # type: ignore[attr-defined]
+    sbx = Sandbox.create()
+    try:
+        key = f"{e2b_env.workspace_id}.{sbx.sandbox_id}"
+        for _ in range(5000):  # started in the background: poll, do not time
+            if key in warm:
+                break
+            time.sleep(0.002)
+        assert key in warm
+        assert sbx.commands.run("echo ran").stdout == "ran\n"
+    finally:
+        sbx.kill()
+    assert key not in warm

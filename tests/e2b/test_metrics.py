@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from e2b import Sandbox
+import os
+from typing import Any
+
+from e2b import Sandbox, SandboxState
+from kubernetes.utils import parse_quantity
 
 from tests.support.server import LiveServer
 
@@ -30,3 +34,36 @@ def test_metrics_see_a_cpu_burning_command(e2b_env: LiveServer) -> None:
             assert metric.disk_used == 10
     finally:
         sbx.kill()
+
+
+def _memory_limit_mb(server: LiveServer) -> int:
+    if os.environ.get("TROVE_TEST_BACKEND") == "kubernetes":
+        return int(parse_quantity(server.settings.k8s_memory_limit)) // (1024 * 1024)
+    return server.settings.exec_memory_mb
+
+
+def test_info_and_list_report_what_the_sandbox_is_given(e2b_env: LiveServer, sbx: Sandbox) -> None:
+    counted = sbx.get_metrics()[-1].cpu_count  # the sandbox's own count of its CPUs
+    info = Sandbox.get_info(sbx.sandbox_id)
+    (listed,) = [s for s in Sandbox.list().next_items() if s.sandbox_id == sbx.sandbox_id]
+    for seen in (info, listed):
+        assert seen.cpu_count == counted >= 1
+        assert seen.memory_mb == _memory_limit_mb(e2b_env)
+
+
+def _warm_since(server: LiveServer, sandbox_id: str) -> float | None:
+    """When the local runtime last used the sandbox's warm sandbox (None: none is warm)."""
+    runtime: Any = server.ctx.runtime
+    warm = runtime.sandboxes.warm.get(f"{server.workspace_id}.{sandbox_id}")
+    return None if warm is None else float(warm.last_used)
+
+
+def test_metrics_of_a_paused_sandbox_are_empty_and_wake_nothing(e2b_env: LiveServer, sbx: Sandbox) -> None:
+    sbx.files.write("kept.txt", "x")
+    sbx.pause()
+    local = os.environ.get("TROVE_TEST_BACKEND") != "kubernetes"
+    before = _warm_since(e2b_env, sbx.sandbox_id) if local else None
+    assert sbx.get_metrics() == []  # what E2B answers for a sandbox that is not running
+    assert Sandbox.get_info(sbx.sandbox_id).state == SandboxState.PAUSED
+    if local:  # the runtime was not asked: its sandbox was neither started nor used
+        assert _warm_since(e2b_env, sbx.sandbox_id) == before

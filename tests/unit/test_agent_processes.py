@@ -10,12 +10,14 @@ import asyncio
 import os
 import secrets
 import signal
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.unit.test_agent import agent, spec
+from trove_api.runtimes.agent import trove_agent
 from trove_api.runtimes.channel.processes import WINDOW, ProcessClient, ProcessLimits
 from trove_api.runtimes.channel.session import DATA, AgentSession
 from trove_core.errors import (
@@ -425,3 +427,20 @@ async def test_an_input_cut_off_midway_does_not_hold_the_process(tmp_path: Path)
         await procs.signal(cat.pid, signal.SIGTERM)
         assert await procs.wait(cat.pid) == 128 + signal.SIGTERM  # its end did not wait for that input
         request.close()
+
+
+def test_leftovers_are_looked_for_on_the_loop_when_proc_is_short(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process's end looks for what it left (its marker in an environment) on the agent's
+    loop when /proc is a sandbox's short list, and leaves the look to the killing thread when
+    /proc is too long to read there."""
+    marker = secrets.token_hex(8)
+    env = {**os.environ, trove_agent.PROCESS_MARKER: marker}
+    monkeypatch.setattr(trove_agent, "QUICK_SCAN_PIDS", 1 << 30)  # this host's /proc: read it all
+    with subprocess.Popen(["sleep", "60"], env=env) as left:
+        assert trove_agent.marked_left(marker)
+        left.kill()
+    assert not trove_agent.marked_left(marker)
+    monkeypatch.setattr(trove_agent, "QUICK_SCAN_PIDS", 0)
+    assert trove_agent.marked_left(marker)  # not looked at: the thread looks, and kills

@@ -93,5 +93,6 @@ async def running(app: FastAPI, ctx: AppContext, filesystem: FilesystemService) 
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+        await svc.aclose()
         await filesystem.aclose()
         await processes.aclose()

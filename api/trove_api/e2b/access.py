@@ -22,6 +22,7 @@ KEY_HEADER = "x-api-key"
 ENVD_PORT = "49983"
 # What a sandbox's own server must never see: the credentials that opened the way to it.
 CREDENTIAL_HEADERS = frozenset((TOKEN_HEADER, TRAFFIC_HEADER, KEY_HEADER, "authorization"))
+REVOKED = "the API key that created this sandbox has been revoked"
 
 
 def traffic_token(rec: SandboxRecord) -> str:
@@ -49,11 +50,19 @@ async def sandbox_caller(records: SandboxRecords, headers: Mapping[str, str]) ->
     502 is what E2B's proxy answers for a sandbox that is not running (the SDK's
     ``is_running`` reads it as False); 401 a missing or wrong access token.
     """
-    rec = await _running(records, headers)
+    sandbox_id = headers.get(SANDBOX_HEADER, "")
+    # One query for the sandbox and its key's state: every command and file call comes here.
+    rec, key_active = (
+        await asyncio.to_thread(records.by_id_with_key, sandbox_id) if sandbox_id else (None, False)
+    )
+    if rec is None or rec.state != "running":
+        raise E2bApiError(502, f"sandbox {sandbox_id[:140]!r} is not running")
     token = headers.get(TOKEN_HEADER, "")
     if not token or not hmac.compare_digest(token.encode(), rec.access_token.encode()):
         raise E2bApiError(401, "missing or wrong X-Access-Token for this sandbox")
-    return await _owner(records, rec)
+    if not key_active:
+        raise E2bApiError(401, REVOKED)
+    return rec, owner_caller(rec)
 
 
 async def port_sandbox(svc: SandboxService, headers: Mapping[str, str]) -> SandboxRecord:
@@ -87,5 +96,5 @@ async def _running(records: SandboxRecords, headers: Mapping[str, str]) -> Sandb
 async def _owner(records: SandboxRecords, rec: SandboxRecord) -> tuple[SandboxRecord, Caller]:
     # The key that made the sandbox may have been revoked since: its sandbox goes with it.
     if not await asyncio.to_thread(key_is_active, records.db, rec.key_id):
-        raise E2bApiError(401, "the API key that created this sandbox has been revoked")
+        raise E2bApiError(401, REVOKED)
     return rec, owner_caller(rec)

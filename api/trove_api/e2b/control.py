@@ -18,6 +18,7 @@ from trove_api.e2b.records import SandboxRecord
 from trove_api.e2b.sandboxes import CLIENT_ID, ENVD_VERSION, E2bApiError, SandboxService
 from trove_api.services.auth import Caller, authenticate, require_filesystem
 from trove_core.errors import TroveError
+from trove_core.runtime import SandboxSize
 
 router = APIRouter(prefix="/e2b", include_in_schema=False)
 Handler = Callable[..., Awaitable[Response]]
@@ -85,16 +86,16 @@ def created(rec: SandboxRecord, status: int = 201) -> JSONResponse:
     return JSONResponse(sandbox_body(rec), status_code=status)
 
 
-def listed(rec: SandboxRecord) -> dict[str, Any]:
+def listed(rec: SandboxRecord, size: SandboxSize) -> dict[str, Any]:
     return {
         "templateID": rec.template_id,
         "sandboxID": rec.sandbox_id,
         "clientID": CLIENT_ID,
         "startedAt": _iso(rec.started_at),
         "endAt": _iso(rec.end_at),
-        # Trove caps each sandbox through its runtime's settings, not per sandbox: 0 = not reported.
-        "cpuCount": 0,
-        "memoryMB": 0,
+        # Every sandbox of a runtime is given the same (its settings), whether it runs or not.
+        "cpuCount": size.cpu_count,
+        "memoryMB": size.memory_mb,
         "diskSizeMB": 0,
         "state": rec.state,
         "envdVersion": ENVD_VERSION,
@@ -123,8 +124,9 @@ async def connect_sandbox(request: Request, sandbox_id: str) -> Response:
 @router.get("/sandboxes/{sandbox_id}")
 @e2b_errors
 async def get_sandbox(request: Request, sandbox_id: str) -> Response:
-    rec = await service(request).get(await caller_of(request), sandbox_id)
-    detail = listed(rec) | {
+    svc = service(request)
+    rec = await svc.get(await caller_of(request), sandbox_id)
+    detail = listed(rec, svc.ctx.runtime.sandbox_size()) | {
         "envdAccessToken": rec.access_token,
         "allowInternetAccess": rec.allow_internet_access,
         "network": rec.egress.as_json(),
@@ -164,7 +166,8 @@ async def list_sandboxes(request: Request) -> Response:
         raise E2bApiError(400, "limit must be between 1 and 1000")
     page = records[start : start + limit]
     headers = {"x-next-token": str(start + limit)} if start + limit < len(records) else {}
-    return JSONResponse([listed(r) for r in page], headers=headers)
+    size = service(request).ctx.runtime.sandbox_size()
+    return JSONResponse([listed(r, size) for r in page], headers=headers)
 
 
 @router.post("/sandboxes/{sandbox_id}/timeout")
@@ -203,6 +206,9 @@ async def sandbox_metrics(request: Request, sandbox_id: str) -> Response:
     caller = await caller_of(request)
     svc = service(request)
     rec = await svc.get(caller, sandbox_id)
+    if rec.state != "running":
+        # E2B has no figures for a sandbox that is not running; asking the runtime would wake it.
+        return JSONResponse([])
     figures, cpu_pct = await svc.usage(caller, rec.sandbox_id)
     entries, _ = await svc.ctx.files.list(
         caller, rec.sandbox_id, "workspace/", recursive=True, max_entries=100_000, max_depth=64

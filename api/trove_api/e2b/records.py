@@ -10,7 +10,7 @@ from sqlalchemy import delete, select, update
 
 from trove_api.e2b.egress import EgressRules
 from trove_api.stores.db import Database
-from trove_api.stores.tables import e2b_sandboxes, namespaces, snapshots
+from trove_api.stores.tables import api_keys, e2b_sandboxes, namespaces, snapshots
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,20 @@ class SandboxRecords:
             row = conn.execute(select(e2b_sandboxes).where(e2b_sandboxes.c.sandbox_id == sandbox_id))
             found = row.mappings().first()
         return None if found is None else _from_row(found)
+
+    def by_id_with_key(self, sandbox_id: str) -> tuple[SandboxRecord | None, bool]:
+        """``by_id`` and whether the key in-sandbox calls act as is still active (unrevoked),
+        in one query: every command and file call asks both."""
+        query = (
+            select(e2b_sandboxes, api_keys.c.id.label("live_key_id"), api_keys.c.revoked_at)
+            .outerjoin(api_keys, api_keys.c.id == e2b_sandboxes.c.key_id)
+            .where(e2b_sandboxes.c.sandbox_id == sandbox_id)
+        )
+        with self.db.read() as conn:
+            found = conn.execute(query).mappings().first()
+        if found is None:
+            return None, False
+        return _from_row(found), found["live_key_id"] is not None and found["revoked_at"] is None
 
     def listing(self, workspace_id: str) -> list[SandboxRecord]:
         query = (

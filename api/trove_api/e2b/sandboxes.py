@@ -19,6 +19,7 @@ from typing import Any
 from trove_api.context import AppContext
 from trove_api.e2b.egress import ALL_IPV4, EgressRules, rules_from
 from trove_api.e2b.records import SandboxRecord, SandboxRecords, egress_json
+from trove_api.logs import detached_task
 from trove_api.services.auth import Caller
 from trove_core.errors import EgressRulesUnsupportedError, NamespaceForbiddenError, TroveError
 from trove_core.names import validate_namespace
@@ -70,6 +71,7 @@ class SandboxService:
         self._cpu_samples: dict[str, tuple[float, int]] = {}
         # One network update at a time: the stored rules and the runtime's never disagree.
         self._network_lock = asyncio.Lock()
+        self._starting: set[asyncio.Task[None]] = set()
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -143,7 +145,31 @@ class SandboxService:
         if source is not None:
             await self._restore_into(caller, sandbox_id, source, template)
         await asyncio.to_thread(self.records.insert, rec)
+        self._warm_up(caller.workspace_id, sandbox_id)
         return rec
+
+    def _warm_up(self, workspace_id: str, sandbox_id: str) -> None:
+        """E2B's create answers a running sandbox: it starts now, while the answer is on its
+        way, and the first command finds it started (or waits for the same start)."""
+        task = detached_task(self._start(workspace_id, sandbox_id), name=f"e2b-start-{sandbox_id}")
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+
+    async def _start(self, workspace_id: str, sandbox_id: str) -> None:
+        try:
+            # Shared, as a command's call: a kill (exclusive) waits for it or goes first.
+            async with self.ctx.files.locks.shared(workspace_id, sandbox_id):
+                rec = await asyncio.to_thread(self.records.get, workspace_id, sandbox_id)
+                ns = await self.ctx.namespaces.find(workspace_id, sandbox_id)
+                if rec is not None and rec.state == "running" and ns is not None:
+                    await self.ctx.runtime.list_processes(ns)  # starts the sandbox's agent
+        except Exception:  # the first call starts it (and says why it cannot)
+            log.info("e2b: starting sandbox %s ahead of its first call failed", sandbox_id, exc_info=True)
+
+    async def aclose(self) -> None:
+        for task in list(self._starting):
+            task.cancel()
+        await asyncio.gather(*self._starting, return_exceptions=True)
 
     async def connect(self, caller: Caller, sandbox_id: str, body: dict[str, Any]) -> SandboxRecord:
         self.reach(caller, sandbox_id)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
+from decimal import Decimal
+
+from kubernetes.utils import parse_quantity
 
 from trove_api.logs import detached_task
 from trove_api.runtimes.channel import restore as tarcheck
@@ -25,6 +29,7 @@ from trove_core.runtime import (
     FileReader,
     FileStat,
     NamespaceRef,
+    SandboxSize,
     SandboxUsage,
 )
 from trove_core.settings import Settings
@@ -44,6 +49,24 @@ def activity_flush_s(idle_suspend_s: int) -> float:
 
 
 AGENT_RECHECK_S = 300.0
+
+
+def quantity(value: str) -> Decimal:
+    """A Kubernetes quantity ("500m", "1Gi") as a number; 0 for one that is not (not reported)."""
+    try:
+        parsed: Decimal = parse_quantity(value)  # type: ignore[no-untyped-call]
+    except ValueError:
+        return Decimal(0)
+    return parsed
+
+
+def pod_size(settings: Settings) -> SandboxSize:
+    """What each sandbox pod is given: its CPU limit rounded up, as its agent counts a CPU
+    quota (never below one CPU), and its memory limit."""
+    return SandboxSize(
+        cpu_count=max(1, math.ceil(quantity(settings.k8s_cpu_limit))),
+        memory_mb=int(quantity(settings.k8s_memory_limit)) // (1024 * 1024),
+    )
 
 
 class KubernetesRuntime(AgentProcesses, AgentPorts):
@@ -135,6 +158,9 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
             return SandboxUsage(cpu_count=0, cpu_ns=0, mem_used=0, mem_total=0)
         # The pod's own cgroup is the sandbox's: the agent reads it from inside.
         return await target.usage(cgroup=True)
+
+    def sandbox_size(self) -> SandboxSize:
+        return pod_size(self.settings)
 
     async def sandbox_state(self, ns: NamespaceRef) -> str:
         """The TroveNamespace's phase as the dashboard shows it (read only: wakes nothing)."""

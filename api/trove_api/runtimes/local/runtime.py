@@ -40,6 +40,7 @@ from trove_core.runtime import (
     FileReader,
     FileStat,
     NamespaceRef,
+    SandboxSize,
     SandboxUsage,
 )
 from trove_core.settings import Settings
@@ -243,6 +244,12 @@ class LocalRuntime(AgentProcesses, AgentPorts):
         figures = await (await self._session(ns)).usage(cgroup=False)
         group = await asyncio.to_thread(self.cgroups.usage, _sandbox_key(ns))
         return replace(figures, **group) if group else figures
+
+    def sandbox_size(self) -> SandboxSize:
+        # A sandbox inherits this process's CPU affinity, which is what its agent counts.
+        return SandboxSize(
+            cpu_count=len(os.sched_getaffinity(0)), memory_mb=self.cgroups.memory_bytes // (1024 * 1024)
+        )
 
     def has_storage(self, ns: NamespaceRef) -> bool:
         """Whether anything of the namespace is left on disk (tests look at the runtime's view)."""
