@@ -34,6 +34,8 @@ ANNOTATION_SPEC_HASH = "trove.dev/pod-spec-hash"
 ANNOTATION_WORKSPACE_ID = "trove.dev/workspace-id"
 ANNOTATION_NAMESPACE = "trove.dev/namespace-name"
 _TMP_SIZE = "256Mi"
+# The scheduler's words for a pod whose claim has no volume yet (volume binding, all versions).
+_UNBOUND_CLAIM = "unbound immediate PersistentVolumeClaims"
 # What ``internet`` egress never reaches: link-local (cloud metadata at 169.254.169.254),
 # loopback, and (when the operator is told nothing else) the private ranges, where clusters keep
 # their pods, Services and nodes. The chart passes the cluster's own ranges on top.
@@ -346,7 +348,12 @@ def assess(spec: TroveNamespaceSpec, pvc: Manifest | None, pod: Manifest | None)
             return "Ready", "PodReady", f"pod {pod['metadata']['name']} is ready"
     for condition in status.get("conditions") or []:
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-            return "Pending", condition.get("reason") or "Unschedulable", condition.get("message") or ""
+            message = condition.get("message") or ""
+            if _UNBOUND_CLAIM in message:
+                # The moment between a new claim and its volume, which the scheduler also calls
+                # Unschedulable: not a full node, so nothing is suspended to make room for it.
+                return "Pending", "PVCNotBound", message
+            return "Pending", condition.get("reason") or "Unschedulable", message
     return "Pending", "PodStarting", "the sandbox pod is starting"
 
 

@@ -96,3 +96,34 @@ def test_the_api_says_no_capacity_with_a_short_retry_for_an_unschedulable_pod() 
     assert "freeing an idle sandbox" in error.detail
     other = not_ready_error({"metadata": {"generation": 1}, "status": {"phase": "Pending"}}, 20)
     assert "not ready after 20s" in other.detail
+
+
+def test_a_pod_waiting_for_its_new_claim_is_not_a_full_node() -> None:
+    """Seen on the test cluster: every new namespace's pod is briefly "Unschedulable" because its
+    claim has no volume yet; the operator took it for a full node and looked for a namespace to
+    suspend, and the API would have answered "No capacity"."""
+    from trove_api.runtimes.kubernetes.namespaces import not_ready_error
+    from trove_operator import builders, room
+    from trove_operator.spec import TroveNamespaceSpec
+
+    spec = TroveNamespaceSpec.model_validate({"workspaceId": "ws-1", "namespace": "alice"})
+    pod = {
+        "metadata": {"name": "tns-alice-pod"},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/1 nodes are available: 1 pod has unbound immediate PersistentVolumeClaims.",
+                }
+            ],
+        },
+    }
+    phase, reason, message = builders.assess(spec, None, pod)
+    assert (phase, reason) == ("Pending", "PVCNotBound")
+    assert reason != room.UNSCHEDULABLE
+    status = {"phase": phase, "message": message, "conditions": [{"type": "Ready", "reason": reason}]}
+    error = not_ready_error({"metadata": {"generation": 1}, "status": status}, 20)
+    assert "No capacity" not in error.detail

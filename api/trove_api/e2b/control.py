@@ -217,7 +217,8 @@ async def sandbox_metrics(request: Request, sandbox_id: str) -> Response:
     metric = {
         "timestamp": now.isoformat().replace("+00:00", "Z"),
         "timestampUnix": int(now.timestamp()),
-        "cpuCount": figures.cpu_count,
+        # What the sandbox is given, as list/get_info say (in a pod the agent counts the node's).
+        "cpuCount": svc.ctx.runtime.sandbox_size().cpu_count,
         "cpuUsedPct": cpu_pct,
         "memUsed": figures.mem_used,
         "memTotal": figures.mem_total,

@@ -302,7 +302,8 @@ class SandboxService:
         figures = await self.ctx.runtime.usage(ns)
         now = time.monotonic()
         self._cpu_samples[sandbox_id] = (now, figures.cpu_ns)
-        wall_ns = (now - previous[0]) * 1e9 * max(1, figures.cpu_count)
+        # In percent of the CPUs it is given (a pod's limit), not of the node's it can see.
+        wall_ns = (now - previous[0]) * 1e9 * max(1, self.ctx.runtime.sandbox_size().cpu_count)
         pct = max(0.0, min(100.0, (figures.cpu_ns - previous[1]) * 100 / wall_ns)) if wall_ns > 0 else 0.0
         return figures, round(pct, 2)
 

@@ -61,8 +61,8 @@ def quantity(value: str) -> Decimal:
 
 
 def pod_size(settings: Settings) -> SandboxSize:
-    """What each sandbox pod is given: its CPU limit rounded up, as its agent counts a CPU
-    quota (never below one CPU), and its memory limit."""
+    """What each sandbox pod is given: its CPU limit rounded up (never below one CPU; the agent
+    inside counts the node's CPUs, which the pod may not use) and its memory limit."""
     return SandboxSize(
         cpu_count=max(1, math.ceil(quantity(settings.k8s_cpu_limit))),
         memory_mb=int(quantity(settings.k8s_memory_limit)) // (1024 * 1024),
