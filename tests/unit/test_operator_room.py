@@ -19,6 +19,12 @@ def tns(name: str, idle_s: float | None, phase: str = "Ready", **spec: Any) -> d
     return {"metadata": meta, "spec": spec, "status": {"phase": phase, "observedGeneration": 1}}
 
 
+def unschedulable_pod(message: str) -> dict[str, Any]:
+    """A pending pod as the scheduler leaves it when it cannot place it, saying why."""
+    condition = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+    return {"metadata": {"name": "tns-alice-pod"}, "status": {"phase": "Pending", "conditions": [condition]}}
+
+
 def test_the_longest_idle_ready_namespace_is_chosen() -> None:
     found = pick_victim([tns("a", 200), tns("b", 900), tns("c", 400)], "waiting", AT, 150)
     assert found is not None
@@ -62,20 +68,7 @@ def test_the_api_says_no_capacity_with_a_short_retry_for_an_unschedulable_pod() 
     from trove_operator.spec import TroveNamespaceSpec
 
     spec = TroveNamespaceSpec.model_validate({"workspaceId": "ws-1", "namespace": "alice"})
-    pod = {
-        "metadata": {"name": "tns-alice-pod"},
-        "status": {
-            "phase": "Pending",
-            "conditions": [
-                {
-                    "type": "PodScheduled",
-                    "status": "False",
-                    "reason": "Unschedulable",
-                    "message": "0/1 nodes are available: 1 Insufficient cpu.",
-                }
-            ],
-        },
-    }
+    pod = unschedulable_pod("0/1 nodes are available: 1 Insufficient cpu.")
     phase, reason, message = builders.assess(spec, None, pod)
     status = builders.build_status(
         phase=phase,
@@ -107,20 +100,7 @@ def test_a_pod_waiting_for_its_new_claim_is_not_a_full_node() -> None:
     from trove_operator.spec import TroveNamespaceSpec
 
     spec = TroveNamespaceSpec.model_validate({"workspaceId": "ws-1", "namespace": "alice"})
-    pod = {
-        "metadata": {"name": "tns-alice-pod"},
-        "status": {
-            "phase": "Pending",
-            "conditions": [
-                {
-                    "type": "PodScheduled",
-                    "status": "False",
-                    "reason": "Unschedulable",
-                    "message": "0/1 nodes are available: 1 pod has unbound immediate PersistentVolumeClaims.",
-                }
-            ],
-        },
-    }
+    pod = unschedulable_pod("0/1 nodes are available: 1 pod has unbound immediate PersistentVolumeClaims.")
     phase, reason, message = builders.assess(spec, None, pod)
     assert (phase, reason) == ("Pending", "PVCNotBound")
     assert reason != room.UNSCHEDULABLE

@@ -1755,15 +1755,17 @@ def marked_left(marker: str) -> bool:
     if len(names) > QUICK_SCAN_PIDS:
         return True
     needle = f"{PROCESS_MARKER}={marker}".encode()
-    for name in names:
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                environ = f.read()
-        except OSError:
-            continue
-        if needle + b"\x00" in environ or environ.endswith(needle):
-            return True
-    return False
+    return any(carries(name, needle) for name in names)
+
+
+def carries(pid: str, needle: bytes) -> bool:
+    """Whether process ``pid``'s environment holds the entry ``needle`` (False once gone)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read()
+    except OSError:
+        return False
+    return needle + b"\x00" in environ or environ.endswith(needle)
 
 
 def kill_marked(marker: str) -> None:
@@ -1774,14 +1776,7 @@ def kill_marked(marker: str) -> None:
     while True:
         found = False
         for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{name}/environ", "rb") as f:
-                    environ = f.read()
-            except OSError:
-                continue
-            if needle + b"\x00" in environ or environ.endswith(needle):
+            if name.isdigit() and carries(name, needle):
                 found = True
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(int(name), signal.SIGKILL)
