@@ -29,6 +29,7 @@ SHELL_ARGV = ("bash", "-c", 'cd "$HOME/.." && exec bash --rcfile workspace/.trov
 SHELL_ENV = {"TERM": "xterm-256color", "COLORTERM": "truecolor", "PS1": r"\w\$ "}
 TAG = "dashboard-terminal"
 HANGUP_GRACE_S = 2.0
+CLOSE_LIMIT_S = 3 * HANGUP_GRACE_S  # the signals' round trips included
 MAX_ROWS = 500
 MAX_COLS = 1000
 
@@ -96,19 +97,12 @@ class TerminalService:
         sandbox could not say)."""
         exit_code: int | None = None
         try:
-            await self.runtime.signal_process(session.ref, session.pid, signal.SIGHUP)
-            try:
-                exit_code = await asyncio.wait_for(
-                    self.runtime.wait_process(session.ref, session.pid), HANGUP_GRACE_S
-                )
-            except TimeoutError:
-                await self.runtime.signal_process(session.ref, session.pid, signal.SIGKILL)
-                with contextlib.suppress(TimeoutError):
-                    exit_code = await asyncio.wait_for(
-                        self.runtime.wait_process(session.ref, session.pid), HANGUP_GRACE_S
-                    )
-        except TroveError:
-            pass  # the sandbox went away (stopped, died): the shell went with it
+            # Bounded as a whole: a sandbox that stops answering (its pod busy or going away)
+            # must not keep the close, and so terminal.closed, waiting.
+            async with asyncio.timeout(CLOSE_LIMIT_S):
+                exit_code = await self._hang_up(session)
+        except (TroveError, TimeoutError):
+            pass  # the sandbox went away (stopped, died) or did not answer: the shell goes with it
         finally:
             await self.emitter.emit(
                 workspace_id=session.caller.workspace_id,
@@ -121,3 +115,16 @@ class TerminalService:
                     "duration_ms": int((time.monotonic() - session.started) * 1000),
                 },
             )
+
+    async def _hang_up(self, session: TerminalSession) -> int | None:
+        """SIGHUP, then SIGKILL if the shell is still there after ``HANGUP_GRACE_S``; its exit code."""
+        await self.runtime.signal_process(session.ref, session.pid, signal.SIGHUP)
+        try:
+            return await asyncio.wait_for(self.runtime.wait_process(session.ref, session.pid), HANGUP_GRACE_S)
+        except TimeoutError:
+            await self.runtime.signal_process(session.ref, session.pid, signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(
+                    self.runtime.wait_process(session.ref, session.pid), HANGUP_GRACE_S
+                )
+        return None
