@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from trove_api.e2b.records import SandboxRecord, SandboxRecords
 from trove_api.e2b.sandboxes import E2bApiError, SandboxService, owner_caller
-from trove_api.services.auth import Caller, authenticate, key_is_active, require_filesystem
+from trove_api.services.auth import Caller, authenticate, require_filesystem
 
 SANDBOX_HEADER = "e2b-sandbox-id"
 PORT_HEADER = "e2b-sandbox-port"
@@ -50,19 +50,11 @@ async def sandbox_caller(records: SandboxRecords, headers: Mapping[str, str]) ->
     502 is what E2B's proxy answers for a sandbox that is not running (the SDK's
     ``is_running`` reads it as False); 401 a missing or wrong access token.
     """
-    sandbox_id = headers.get(SANDBOX_HEADER, "")
-    # One query for the sandbox and its key's state: every command and file call comes here.
-    rec, key_active = (
-        await asyncio.to_thread(records.by_id_with_key, sandbox_id) if sandbox_id else (None, False)
-    )
-    if rec is None or rec.state != "running":
-        raise E2bApiError(502, f"sandbox {sandbox_id[:140]!r} is not running")
+    rec, key_active = await _running(records, headers)
     token = headers.get(TOKEN_HEADER, "")
     if not token or not hmac.compare_digest(token.encode(), rec.access_token.encode()):
         raise E2bApiError(401, "missing or wrong X-Access-Token for this sandbox")
-    if not key_active:
-        raise E2bApiError(401, REVOKED)
-    return rec, owner_caller(rec)
+    return _owned_by_live_key(rec, key_active)
 
 
 async def port_sandbox(svc: SandboxService, headers: Mapping[str, str]) -> SandboxRecord:
@@ -78,23 +70,26 @@ async def port_sandbox(svc: SandboxService, headers: Mapping[str, str]) -> Sandb
     traffic = headers.get(TRAFFIC_HEADER, "")
     if not traffic:
         return (await sandbox_caller(svc.records, headers))[0]
-    rec = await _running(svc.records, headers)
+    rec, key_active = await _running(svc.records, headers)
     if not hmac.compare_digest(traffic.encode(), traffic_token(rec).encode()):
         raise E2bApiError(401, "wrong E2b-Traffic-Access-Token for this sandbox")
-    await _owner(svc.records, rec)
-    return rec
+    return _owned_by_live_key(rec, key_active)[0]
 
 
-async def _running(records: SandboxRecords, headers: Mapping[str, str]) -> SandboxRecord:
+async def _running(records: SandboxRecords, headers: Mapping[str, str]) -> tuple[SandboxRecord, bool]:
+    """The running sandbox named in the headers and whether its key is still active, in one
+    query (every command, file and port call comes here); 502 when it is not running."""
     sandbox_id = headers.get(SANDBOX_HEADER, "")
-    rec = await asyncio.to_thread(records.by_id, sandbox_id) if sandbox_id else None
+    rec, key_active = (
+        await asyncio.to_thread(records.by_id_with_key, sandbox_id) if sandbox_id else (None, False)
+    )
     if rec is None or rec.state != "running":
         raise E2bApiError(502, f"sandbox {sandbox_id[:140]!r} is not running")
-    return rec
+    return rec, key_active
 
 
-async def _owner(records: SandboxRecords, rec: SandboxRecord) -> tuple[SandboxRecord, Caller]:
+def _owned_by_live_key(rec: SandboxRecord, key_active: bool) -> tuple[SandboxRecord, Caller]:
     # The key that made the sandbox may have been revoked since: its sandbox goes with it.
-    if not await asyncio.to_thread(key_is_active, records.db, rec.key_id):
+    if not key_active:
         raise E2bApiError(401, REVOKED)
     return rec, owner_caller(rec)
