@@ -131,3 +131,32 @@ async def test_two_followers_each_get_every_event(db: CountingDatabase) -> None:
         await asyncio.to_thread(emit, db, 1, 5)
         assert await take(second, 1) == [5]
         await second.aclose()
+
+
+async def test_a_follower_cancelled_as_the_log_moves_stops(db: CountingDatabase) -> None:
+    """Python 3.11's ``asyncio.wait_for`` returns the result, and drops the cancellation, when
+    the awaited wake-up completes in the same turn as the cancel (gh-86296): a dashboard
+    terminal's revocation watch closed just as an event arrived kept following, so its socket
+    handler never reached ``terminal.closed``. Each number of turns between the wake-up and the
+    cancel is tried, so the one where both land together is among them."""
+
+    async def follow_all(hub: EventHub, started: asyncio.Event) -> None:
+        stream = hub.follow(feed.Scope(WORKSPACE), after=None, keepalive=30)
+        async with contextlib.aclosing(stream):
+            started.set()
+            async for _ in stream:
+                pass
+
+    async with running(db) as hub:
+        for turns in range(4):
+            started = asyncio.Event()
+            follower = asyncio.create_task(follow_all(hub, started))
+            await started.wait()
+            await asyncio.sleep(0.05)  # waiting for the log to move
+            hub._notify()
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            follower.cancel()
+            done, _ = await asyncio.wait({follower}, timeout=5)
+            assert follower in done, f"still following after {turns} turns"
+            assert follower.cancelled()

@@ -144,7 +144,8 @@ class ProcessService:
         try:
             while True:
                 try:
-                    item = await asyncio.wait_for(queue.get(), keepalive)
+                    async with asyncio.timeout(keepalive):
+                        item = await queue.get()
                 except TimeoutError:
                     yield Event(event=_KEEPALIVE)
                     continue

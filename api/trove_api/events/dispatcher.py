@@ -135,7 +135,8 @@ class Dispatcher:
             if claimed and len(claimed) == free:
                 continue  # there may be more due rows
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.webhook_poll_interval_s)
+                async with asyncio.timeout(self.settings.webhook_poll_interval_s):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def _claim(self, limit: int) -> list[str]:

@@ -129,7 +129,8 @@ class EventHub:
         held_back = False
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), GAP_RETRY_S if held_back else self.poll_interval)
+                async with asyncio.timeout(GAP_RETRY_S if held_back else self.poll_interval):
+                    await self._wake.wait()
             self._wake.clear()
             if self._idle:
                 self._behind = True
@@ -238,7 +239,8 @@ class EventHub:
         if self._head > cursor or self._closed:
             return True
         try:
-            await asyncio.wait_for(self._changed.wait(), wait_s)
+            async with asyncio.timeout(wait_s):
+                await self._changed.wait()
         except TimeoutError:
             return False
         return True

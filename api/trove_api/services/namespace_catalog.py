@@ -109,12 +109,10 @@ class NamespaceCatalog:
         if state not in _COUNTABLE:  # counting would wake a suspended pod or wait for a pending one
             return NamespaceRow(**{**row.__dict__, "state": state})
         try:
-            entries, capped = await asyncio.wait_for(
-                self.runtime.list_dir(
+            async with asyncio.timeout(_USAGE_TIMEOUT_S):
+                entries, capped = await self.runtime.list_dir(
                     ref, "", recursive=True, max_entries=LIST_MAX_ENTRIES, max_depth=LIST_MAX_DEPTH
-                ),
-                _USAGE_TIMEOUT_S,
-            )
+                )
         except Exception:  # a namespace that cannot be read now still gets its row
             return NamespaceRow(**{**row.__dict__, "state": state or "unreachable"})
         files = [e for e in entries if not e.is_dir]

@@ -120,11 +120,11 @@ class TerminalService:
         """SIGHUP, then SIGKILL if the shell is still there after ``HANGUP_GRACE_S``; its exit code."""
         await self.runtime.signal_process(session.ref, session.pid, signal.SIGHUP)
         try:
-            return await asyncio.wait_for(self.runtime.wait_process(session.ref, session.pid), HANGUP_GRACE_S)
+            async with asyncio.timeout(HANGUP_GRACE_S):
+                return await self.runtime.wait_process(session.ref, session.pid)
         except TimeoutError:
             await self.runtime.signal_process(session.ref, session.pid, signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
-                return await asyncio.wait_for(
-                    self.runtime.wait_process(session.ref, session.pid), HANGUP_GRACE_S
-                )
+                async with asyncio.timeout(HANGUP_GRACE_S):
+                    return await self.runtime.wait_process(session.ref, session.pid)
         return None

@@ -78,7 +78,8 @@ class Database:
 
     async def ping(self, timeout_s: float) -> None:
         """Raise unless the database answers ``SELECT 1`` within ``timeout_s`` (readiness)."""
-        await asyncio.wait_for(asyncio.to_thread(self._select_one), timeout=timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await asyncio.to_thread(self._select_one)
 
     def _select_one(self) -> None:
         with self.read() as conn:

@@ -48,7 +48,8 @@ class WarmChannel:
         ws = await api.exec_ws(pod, AGENT_COMMAND)
         channel = cls(pod, ws)
         try:
-            await asyncio.wait_for(asyncio.shield(channel.session.hello), HELLO_TIMEOUT_S)
+            async with asyncio.timeout(HELLO_TIMEOUT_S):
+                await asyncio.shield(channel.session.hello)
         except (TimeoutError, UnavailableError) as exc:
             status = channel.status
             await channel.close()

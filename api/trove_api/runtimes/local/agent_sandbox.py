@@ -104,11 +104,11 @@ class AgentSandbox:
             lambda: _ChannelReader(sandbox), sandbox._channel_file
         )
         try:
-            await asyncio.wait_for(asyncio.shield(sandbox.session.hello), HELLO_TIMEOUT_S)
+            async with asyncio.timeout(HELLO_TIMEOUT_S):
+                await asyncio.shield(sandbox.session.hello)
         except (TimeoutError, ChannelLostError) as exc:
             await sandbox.stop()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await sandbox._errors
+            await _settled(sandbox._errors)
             said = sandbox._stderr_tail.decode(errors="replace").strip()
             raise UnavailableError(
                 "The sandbox did not start; retry",
@@ -165,15 +165,15 @@ class AgentSandbox:
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.kill(child, signal.SIGKILL)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.proc.wait(), _STOP_WAIT_S)
+                    async with asyncio.timeout(_STOP_WAIT_S):
+                        await self.proc.wait()
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
             await self.proc.wait()
         with contextlib.suppress(Exception):
             self._stdin.close()
         for waited in (self._channel_done, self._errors):
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
-                await asyncio.wait_for(asyncio.shield(waited), _STOP_WAIT_S)
+            await _settled(waited, _STOP_WAIT_S)
         if self._channel is not None:
             self._channel.close()
         if self._channel_file is not None:
@@ -201,6 +201,15 @@ class _ChannelReader(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._sandbox._channel_closed()
+
+
+async def _settled(waited: asyncio.Future[None], timeout_s: float | None = None) -> None:
+    """Until ``waited`` is done (or ``timeout_s`` passes), whatever it ended with. Unlike
+    awaiting it under ``suppress(CancelledError)``, a cancellation of the caller still ends the
+    caller."""
+    await asyncio.wait({waited}, timeout=timeout_s)
+    if waited.done() and not waited.cancelled():
+        waited.exception()  # retrieved: what it raised was logged where it happened
 
 
 def _children(pid: int) -> list[int]:
