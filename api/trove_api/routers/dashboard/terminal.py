@@ -32,6 +32,7 @@ log = logging.getLogger("trove.dashboard")
 
 POLICY_VIOLATION = 1008
 INPUT_MAX_BYTES = 64 * 1024  # one paste; larger messages end the session
+HELPERS_STOP_S = 2.0
 
 
 def same_origin(websocket: WebSocket) -> bool:
@@ -96,10 +97,14 @@ async def serve(
         await read_input(websocket, service, term, {pump, revoked, signed_out})
     finally:
         key_revoked = any(t.done() and not t.cancelled() for t in (revoked, signed_out))
-        for task in (pump, revoked, signed_out):
+        helpers = {pump, revoked, signed_out}
+        for task in helpers:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Bounded: a helper that does not end when cancelled must not keep the shell open.
+        done, _ = await asyncio.wait(helpers, timeout=HELPERS_STOP_S)
+        for task in done:
+            if not task.cancelled():
+                task.exception()  # retrieved: a browser gone mid-send is the usual one
         with contextlib.suppress(Exception):
             await websocket.close(code=POLICY_VIOLATION if key_revoked else 1000)
 
