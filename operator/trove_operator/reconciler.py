@@ -215,6 +215,8 @@ def report(
         min_idle = load_settings().operator_make_room_idle_s
         if min_idle > 0:
             room.make_room(kube, body, min_idle, dt.datetime.now(dt.UTC))
+    elif reason != room.UNSCHEDULABLE:
+        room.placed(body)
     began = phase == "Failed" and reason != _previous_reason(previous)
     stuck = periodic and reason == "PVCNotBound" and _previous_reason(previous) == "PVCNotBound"
     if began or stuck:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
+import pytest
+
 from trove_core.crd import ANNOTATION_LAST_ACTIVITY
-from trove_operator.room import pick_victim
+from trove_operator.room import Pacing, make_room, pick_victim
 
 AT = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)
 
@@ -107,3 +110,53 @@ def test_a_pod_waiting_for_its_new_claim_is_not_a_full_node() -> None:
     status = {"phase": phase, "message": message, "conditions": [{"type": "Ready", "reason": reason}]}
     error = not_ready_error({"metadata": {"generation": 1}, "status": status}, 20)
     assert "No capacity" not in error.detail
+
+
+def test_looking_for_room_backs_off_while_nothing_qualifies() -> None:
+    pacing = Pacing(first_s=10, max_s=40)
+    key = "trove/waiting"
+    assert pacing.due(key, 0)
+    looks = [pacing.found_nothing(key, 0)]
+    assert not pacing.due(key, 9.9)
+    assert pacing.due(key, 10)
+    looks.append(pacing.found_nothing(key, 10))  # next gap: 20
+    assert not pacing.due(key, 29.9)
+    looks.append(pacing.found_nothing(key, 30))  # 40, the cap
+    looks.append(pacing.found_nothing(key, 70))  # still 40
+    assert not pacing.due(key, 109.9)
+    assert pacing.due(key, 110)
+    assert looks == [1, 2, 3, 4]
+    assert pacing.due("trove/other", 0)  # each waiting namespace has its own pace
+    pacing.forget(key)  # its pod was placed: the next wait starts again at once
+    assert pacing.due(key, 0)
+
+
+class ListingKube:
+    """Counts LIST calls: the cost a pending namespace puts on the API server (a stand-in for
+    the cluster, which cannot be made to keep a node full on demand in a unit test)."""
+
+    def __init__(self, namespaces: list[dict[str, Any]]) -> None:
+        self.namespaces = namespaces
+        self.lists = 0
+        self.suspended: list[str] = []
+
+    def list_tns(self, _: str) -> list[dict[str, Any]]:
+        self.lists += 1
+        return self.namespaces
+
+    def patch_spec(self, _: str, name: str, patch: dict[str, Any]) -> None:
+        self.suspended.append(name)
+
+
+def test_a_full_node_is_looked_at_and_warned_about_rarely(caplog: pytest.LogCaptureFixture) -> None:
+    kube = ListingKube([tns("busy", 5)])
+    waiting = {"metadata": {"namespace": "trove", "name": "waiting"}}
+    pacing = Pacing(first_s=10, max_s=300)
+    with caplog.at_level(logging.WARNING, logger="trove_operator.room"):
+        for second in range(0, 120, 2):  # the periodic pass, every 2 s for 2 minutes
+            assert make_room(kube, waiting, 150, AT, pacing=pacing, now=second) is None  # type: ignore[arg-type]
+    assert kube.lists == 4  # at 0, 10, 30 and 70 s
+    assert len([r for r in caplog.records if "no idle namespace" in r.message]) == 1
+    kube.namespaces.append(tns("idle", 900))
+    assert make_room(kube, waiting, 150, AT, pacing=pacing, now=150) == "idle"  # type: ignore[arg-type]
+    assert kube.suspended == ["idle"]
