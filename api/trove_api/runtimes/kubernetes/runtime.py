@@ -16,13 +16,14 @@ from trove_api.logs import detached_task
 from trove_api.runtimes.channel import restore as tarcheck
 from trove_api.runtimes.channel.ports import AgentPorts
 from trove_api.runtimes.channel.processes import AgentProcesses, ProcessClient, ProcessLimits
+from trove_api.runtimes.channel.retry import call_once_more_if_lost, stream_once_more_if_lost
 from trove_api.runtimes.channel.session import AgentSession
 from trove_api.runtimes.kubernetes.fallback import snapshots as fallback_snapshots
 from trove_api.runtimes.kubernetes.fallback.files import PodFiles
 from trove_api.runtimes.kubernetes.kubeapi import KubeApi, load_configuration
 from trove_api.runtimes.kubernetes.namespaces import NamespaceControl, activity_stamp
 from trove_api.runtimes.kubernetes.podexec import WarmChannel, fresh_exec
-from trove_core.errors import AgentMissingError, ChannelLostError, PodGoneError, UnavailableError
+from trove_core.errors import AgentMissingError, PodGoneError, UnavailableError
 from trove_core.runtime import (
     ExecOutput,
     ExecSpec,
@@ -194,24 +195,19 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
         return await session.write(rel, chunks, max_bytes)
 
     async def open_file(self, ns: NamespaceRef, rel: str) -> FileReader:
-        try:
-            return await (await self._files(ns)).open_file(rel)
-        except ChannelLostError:  # idempotent: once more on a fresh channel
-            return await (await self._files(ns)).open_file(rel)
+        return await call_once_more_if_lost(lambda: self._open_file(ns, rel))
+
+    async def _open_file(self, ns: NamespaceRef, rel: str) -> FileReader:
+        return await (await self._files(ns)).open_file(rel)
 
     async def list_dir(
         self, ns: NamespaceRef, rel: str, *, recursive: bool, max_entries: int, max_depth: int
     ) -> tuple[list[FileStat], bool]:
-        for attempt in (1, 2):
+        async def listing() -> tuple[list[FileStat], bool]:
             session = await self._files(ns)
-            try:
-                return await session.list(
-                    rel, recursive=recursive, max_entries=max_entries, max_depth=max_depth
-                )
-            except ChannelLostError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+            return await session.list(rel, recursive=recursive, max_entries=max_entries, max_depth=max_depth)
+
+        return await call_once_more_if_lost(listing)
 
     async def delete(self, ns: NamespaceRef, rel: str) -> None:
         session = await self._files(ns)
@@ -222,19 +218,18 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
         return PodFiles.in_pod(self.api, target) if isinstance(target, str) else target
 
     async def export_tar(self, ns: NamespaceRef) -> AsyncIterator[bytes]:
-        for attempt in (1, 2):
+        async def tarball() -> AsyncIterator[bytes]:
             files = await self._files(ns)
-            if isinstance(files, PodFiles):
-                async for chunk in fallback_snapshots.export_tar(files):
-                    yield chunk
-                return
-            try:
-                async for chunk in files.export_tar():
-                    yield chunk
-                return
-            except ChannelLostError:
-                if attempt == 2:
-                    raise
+            source = (
+                fallback_snapshots.export_tar(files) if isinstance(files, PodFiles) else files.export_tar()
+            )
+            async for chunk in source:
+                yield chunk
+
+        # Not once more after a lost channel midway: the retry this replaces did, and would
+        # have sent the tarball's first bytes twice (a corrupt snapshot).
+        async for chunk in stream_once_more_if_lost(tarball):
+            yield chunk
 
     async def import_tar(self, ns: NamespaceRef, chunks: AsyncIterator[bytes]) -> int:
         files = await self._files(ns)

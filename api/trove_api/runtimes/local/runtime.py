@@ -23,6 +23,7 @@ from typing import Literal
 from trove_api.runtimes.channel.ports import AgentPorts
 from trove_api.runtimes.channel.processes import AgentProcesses, ProcessLimits
 from trove_api.runtimes.channel.restore import AgentRestore, restore
+from trove_api.runtimes.channel.retry import call_once_more_if_lost, stream_once_more_if_lost
 from trove_api.runtimes.channel.session import AgentSession
 from trove_api.runtimes.local import netns, startup
 from trove_api.runtimes.local.agent_sandbox import AgentSandbox
@@ -33,7 +34,7 @@ from trove_api.runtimes.local.sandboxes import WarmSandboxes
 from trove_api.runtimes.local.seccomp_filter import SeccompUnavailableError, compile_filter
 from trove_api.runtimes.local.volumes import Volumes
 from trove_core.diskspace import DiskReserve
-from trove_core.errors import ChannelLostError, EgressRulesUnsupportedError, SandboxUnavailableError
+from trove_core.errors import EgressRulesUnsupportedError, SandboxUnavailableError
 from trove_core.runtime import (
     ExecOutput,
     ExecSpec,
@@ -298,39 +299,30 @@ class LocalRuntime(AgentProcesses, AgentPorts):
         return await session.write(rel, self._checked(chunks), max_bytes)
 
     async def open_file(self, ns: NamespaceRef, rel: str) -> FileReader:
-        try:
-            return await (await self._session(ns)).open_file(rel)
-        except ChannelLostError:  # idempotent: once more in a fresh sandbox
-            return await (await self._session(ns)).open_file(rel)
+        return await call_once_more_if_lost(lambda: self._open_file(ns, rel))
+
+    async def _open_file(self, ns: NamespaceRef, rel: str) -> FileReader:
+        return await (await self._session(ns)).open_file(rel)
 
     async def list_dir(
         self, ns: NamespaceRef, rel: str, *, recursive: bool, max_entries: int, max_depth: int
     ) -> tuple[list[FileStat], bool]:
-        for attempt in (1, 2):
+        async def listing() -> tuple[list[FileStat], bool]:
             session = await self._session(ns)
-            try:
-                return await session.list(
-                    rel, recursive=recursive, max_entries=max_entries, max_depth=max_depth
-                )
-            except ChannelLostError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+            return await session.list(rel, recursive=recursive, max_entries=max_entries, max_depth=max_depth)
+
+        return await call_once_more_if_lost(listing)
 
     async def delete(self, ns: NamespaceRef, rel: str) -> None:
         await (await self._session(ns)).delete(rel)
 
     async def export_tar(self, ns: NamespaceRef) -> AsyncIterator[bytes]:
-        for attempt in (1, 2):
-            sent = False
-            try:
-                async for chunk in (await self._session(ns)).export_tar():
-                    sent = True
-                    yield chunk
-                return
-            except ChannelLostError:
-                if attempt == 2 or sent:
-                    raise
+        async def tarball() -> AsyncIterator[bytes]:
+            async for chunk in (await self._session(ns)).export_tar():
+                yield chunk
+
+        async for chunk in stream_once_more_if_lost(tarball):
+            yield chunk
 
     async def import_tar(self, ns: NamespaceRef, chunks: AsyncIterator[bytes]) -> int:
         self.reserve.check()
