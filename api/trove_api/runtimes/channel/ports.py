@@ -15,7 +15,6 @@ import contextlib
 
 from trove_api.runtimes.channel.session import (
     ACK,
-    CANCEL,
     DATA,
     EOF,
     FRAME_BYTES,
@@ -112,9 +111,8 @@ class PortStream:
             await self._request.send(EOF)
 
     async def aclose(self) -> None:
-        if not self._finished and not self._request.session.closed:
-            with contextlib.suppress(TroveError, OSError):
-                await self._request.send(CANCEL)
+        if not self._finished:
+            await self._request.abandon()
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader

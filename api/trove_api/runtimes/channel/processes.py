@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from trove_api.runtimes.channel.session import CANCEL, DATA, EOF, RESULT, AgentSession, agent_error, reply
+from trove_api.runtimes.channel.session import DATA, EOF, RESULT, AgentSession, agent_error, reply
 from trove_core.errors import TroveError
 from trove_core.runtime import NamespaceRef, ProcessEnd, ProcessInfo, ProcessOutput, ProcessSpec, PtySize
 from trove_core.settings import Settings
@@ -124,9 +124,8 @@ class ProcessClient:
                     yield ProcessEnd(int(result["exit_code"]), end, max(0, end - cursor))
                     return
         finally:
-            if not finished and not self.session.closed:
-                with contextlib.suppress(TroveError, OSError):
-                    await request.send(CANCEL)
+            if not finished:
+                await request.abandon()
             request.close()
 
     async def write_stdin(self, pid: int, data: bytes) -> None:
@@ -136,9 +135,7 @@ class ProcessClient:
             await request.send(EOF)
             result = await request.result()
         except BaseException:
-            if not self.session.closed and request.id in self.session.requests:
-                with contextlib.suppress(TroveError, OSError):
-                    await request.send(CANCEL)
+            await request.abandon()
             raise
         finally:
             request.close()
@@ -159,9 +156,7 @@ class ProcessClient:
         try:
             result = await request.result()
         except BaseException:
-            if not self.session.closed and request.id in self.session.requests:
-                with contextlib.suppress(TroveError, OSError):
-                    await request.send(CANCEL)
+            await request.abandon()
             raise
         finally:
             request.close()

@@ -131,6 +131,13 @@ class Request:
         for start in range(0, len(view), FRAME_BYTES):
             await self.send(DATA, view[start : start + FRAME_BYTES])
 
+    async def abandon(self) -> None:
+        """Ask the agent to stop this request, if the channel still stands (best effort: a
+        caller giving up must not fail on the way out)."""
+        if not self.session.closed and self.id in self.session.requests:
+            with contextlib.suppress(TroveError, OSError):
+                await self.send(CANCEL)
+
     async def next(self) -> tuple[int, bytes]:
         kind, payload = await self.queue.get()
         if kind == _LOST:
@@ -339,8 +346,7 @@ class AgentSession:
                     self.broken(f"exec id {request.id} unanswered after {waited:g} s")
                     raise ChannelLostError("The sandbox agent stopped answering; retry the call") from None
         except asyncio.CancelledError:
-            with contextlib.suppress(TroveError, OSError):
-                await request.send(CANCEL)
+            await request.abandon()
             raise
         finally:
             request.close()
@@ -411,9 +417,7 @@ class AgentSession:
                 raise failed[0]
             result = await request.result()
         except BaseException:
-            if not self.closed and request.id in self.requests:
-                with contextlib.suppress(TroveError, OSError):
-                    await request.send(CANCEL)
+            await request.abandon()
             raise
         finally:
             sender.cancel()
@@ -477,9 +481,8 @@ class AgentSession:
                         raise agent_error(result)
                     return
         finally:
-            if not finished and not self.closed:
-                with contextlib.suppress(TroveError, OSError):
-                    await request.send(CANCEL)
+            if not finished:
+                await request.abandon()
             request.close()
 
     async def open_file(self, rel: str) -> AgentFile:
