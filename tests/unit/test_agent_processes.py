@@ -19,7 +19,8 @@ import pytest
 from tests.unit.test_agent import agent, spec
 from trove_api.runtimes.agent import trove_agent
 from trove_api.runtimes.channel.processes import WINDOW, ProcessClient, ProcessLimits
-from trove_api.runtimes.channel.session import DATA, AgentSession
+from trove_api.runtimes.channel.protocol import DATA
+from trove_api.runtimes.channel.session import AgentSession
 from trove_core.errors import (
     PathRejectedError,
     ProcessLimitReachedError,

@@ -15,18 +15,11 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_agent import agent, spec
-from trove_api.runtimes.channel import session as channel
+from trove_api.runtimes.channel import protocol as channel
+from trove_api.runtimes.channel import session
 from trove_api.runtimes.channel.frames import HEADER, FrameError, FrameReader
-from trove_api.runtimes.channel.session import (
-    CANCEL,
-    DATA,
-    HELLO,
-    OPEN,
-    RESULT,
-    STDERR,
-    STDOUT,
-    AgentSession,
-)
+from trove_api.runtimes.channel.protocol import CANCEL, DATA, HELLO, OPEN, RESULT, STDERR, STDOUT
+from trove_api.runtimes.channel.session import AgentSession
 from trove_core.errors import ChannelLostError
 
 
@@ -157,8 +150,8 @@ async def test_too_much_waiting_for_one_request_drops_the_channel() -> None:
 async def test_an_exec_the_agent_does_not_answer_is_cancelled_then_the_channel_dropped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(channel, "EXEC_GRACE_S", 0.05)
-    monkeypatch.setattr(channel, "CANCEL_GRACE_S", 0.05)
+    monkeypatch.setattr(session, "EXEC_GRACE_S", 0.05)
+    monkeypatch.setattr(session, "CANCEL_GRACE_S", 0.05)
     fake = FakeAgent()
     with pytest.raises(ChannelLostError):
         await asyncio.wait_for(fake.session.exec(spec("sleep 100", timeout=0.05), 1 << 20), 10)
@@ -168,8 +161,8 @@ async def test_an_exec_the_agent_does_not_answer_is_cancelled_then_the_channel_d
 
 
 async def test_an_exec_answered_after_the_cancel_keeps_the_channel(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(channel, "EXEC_GRACE_S", 0.05)
-    monkeypatch.setattr(channel, "CANCEL_GRACE_S", 10)
+    monkeypatch.setattr(session, "EXEC_GRACE_S", 0.05)
+    monkeypatch.setattr(session, "CANCEL_GRACE_S", 10)
     fake = FakeAgent()
     running = asyncio.create_task(fake.session.exec(spec("sleep 100", timeout=0.05), 1 << 20))
     rid = await opened(fake)

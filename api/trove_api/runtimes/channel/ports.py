@@ -13,17 +13,17 @@ import asyncio
 import collections
 import contextlib
 
-from trove_api.runtimes.channel.session import (
+from trove_api.runtimes.channel.protocol import (
     ACK,
     DATA,
     EOF,
     FRAME_BYTES,
     RESULT,
-    AgentSession,
     Request,
     agent_error,
     reply,
 )
+from trove_api.runtimes.channel.session import AgentSession
 from trove_core.errors import SandboxPortClosedError, TroveError
 from trove_core.runtime import NamespaceRef
 

@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from trove_api.runtimes.channel.session import DATA, EOF, RESULT, AgentSession, agent_error, reply
+from trove_api.runtimes.channel.protocol import DATA, EOF, RESULT, agent_error, reply
+from trove_api.runtimes.channel.session import AgentSession
 from trove_core.errors import TroveError
 from trove_core.runtime import NamespaceRef, ProcessEnd, ProcessInfo, ProcessOutput, ProcessSpec, PtySize
 from trove_core.settings import Settings

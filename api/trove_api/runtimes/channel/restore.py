@@ -16,7 +16,8 @@ import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
-from trove_api.runtimes.channel.session import CANCEL, EOF, AgentSession, Request, agent_error
+from trove_api.runtimes.channel.protocol import CANCEL, EOF, Request, agent_error
+from trove_api.runtimes.channel.session import AgentSession
 from trove_api.runtimes.threadfeed import ThreadFedReader
 from trove_core.archive import MemberChecker, UnsafeMemberError
 from trove_core.errors import SnapshotCorruptError, TroveError

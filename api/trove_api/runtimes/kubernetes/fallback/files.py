@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from trove_api.runtimes.channel.session import FRAME_BYTES, agent_error
+from trove_api.runtimes.channel.protocol import FRAME_BYTES, agent_error
 from trove_api.runtimes.kubernetes.fallback.script import SCRIPT
 from trove_api.runtimes.kubernetes.kubeapi import KubeApi
 from trove_api.runtimes.kubernetes.podexec import STATUS, STDERR, STDOUT, _exit_code

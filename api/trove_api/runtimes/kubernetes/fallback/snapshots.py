@@ -12,7 +12,7 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator
 
-from trove_api.runtimes.channel.session import FRAME_BYTES
+from trove_api.runtimes.channel.protocol import FRAME_BYTES
 from trove_api.runtimes.kubernetes.fallback.files import START_TIMEOUT_S, PodFiles, Shell
 from trove_core.errors import TroveError
 
