@@ -22,6 +22,7 @@ from trove_api.runtimes.channel.protocol import (
     Request,
     _json,
     agent_error,
+    paced_frames,
 )
 from trove_core.errors import PayloadTooLargeError, TroveError
 from trove_core.paths import display
@@ -118,27 +119,15 @@ async def list_dir(
 async def export_tar(session: AgentSession) -> AsyncIterator[bytes]:
     """The namespace as a gzip tar, acknowledged as consumed so the pod never runs ahead."""
     request = await session.open({"op": "export", "window": EXPORT_WINDOW})
-    consumed = acknowledged = 0
-    finished = False
-    try:
-        while True:
-            kind, payload = await request.next()
+    async with contextlib.aclosing(paced_frames(request, EXPORT_ACK_BYTES)) as frames:
+        async for kind, payload in frames:
             if kind == DATA:
                 yield payload
-                consumed += len(payload)
-                if consumed - acknowledged >= EXPORT_ACK_BYTES:
-                    await request.send(DATA, str(consumed).encode())
-                    acknowledged = consumed
-            elif kind == RESULT:
-                finished = True
+            else:
                 result = _json(payload)
                 if not result.get("ok"):
                     raise agent_error(result)
                 return
-    finally:
-        if not finished:
-            await request.abandon()
-        request.close()
 
 
 async def open_file(session: AgentSession, rel: str) -> AgentFile:

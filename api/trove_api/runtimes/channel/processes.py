@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from trove_api.runtimes.channel.protocol import DATA, EOF, RESULT, agent_error, reply
+from trove_api.runtimes.channel.protocol import DATA, EOF, agent_error, paced_frames, reply
 from trove_api.runtimes.channel.session import AgentSession
 from trove_core.errors import TroveError
 from trove_core.runtime import NamespaceRef, ProcessEnd, ProcessInfo, ProcessOutput, ProcessSpec, PtySize
@@ -40,6 +40,11 @@ class ProcessLimits:
             buffer_bytes=settings.process_buffer_kb * 1024,
             file_bytes=settings.exec_file_mb * 1024 * 1024,
         )
+
+
+def _output_bytes(payload: bytes) -> int:
+    """What the agent counts of a proc_output frame: its output, not the header before it."""
+    return len(payload) - OUTPUT.size
 
 
 def _info(body: dict[str, Any]) -> ProcessInfo:
@@ -101,22 +106,14 @@ class ProcessClient:
         request = await self.session.open(
             {"op": "proc_output", "pid": pid, "cursor": cursor, "window": WINDOW, "hold": hold}
         )
-        consumed = acknowledged = 0
-        finished = False
-        try:
-            while True:
-                kind, payload = await request.next()
+        async with contextlib.aclosing(paced_frames(request, ACK_BYTES, _output_bytes)) as frames:
+            async for kind, payload in frames:
                 if kind == DATA:
                     start, stream = OUTPUT.unpack_from(payload)
                     data = payload[OUTPUT.size :]
                     yield ProcessOutput(STREAMS.get(stream, "stdout"), data, start, max(0, start - cursor))
                     cursor = start + len(data)
-                    consumed += len(data)
-                    if consumed - acknowledged >= ACK_BYTES:
-                        await request.send(DATA, str(consumed).encode())
-                        acknowledged = consumed
-                elif kind == RESULT:
-                    finished = True
+                else:
                     result = reply(payload)
                     if not result.get("ok"):
                         raise agent_error(result)
@@ -124,10 +121,6 @@ class ProcessClient:
                     end = int(result["cursor"])
                     yield ProcessEnd(int(result["exit_code"]), end, max(0, end - cursor))
                     return
-        finally:
-            if not finished:
-                await request.abandon()
-            request.close()
 
     async def write_stdin(self, pid: int, data: bytes) -> None:
         request = await self.session.open({"op": "proc_stdin", "pid": pid})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from trove_core.errors import (
@@ -157,3 +157,30 @@ def _object(payload: bytes) -> dict[str, Any] | None:
     except ValueError:  # not JSON, or not UTF-8
         return None
     return value if isinstance(value, dict) else None
+
+
+async def paced_frames(
+    request: Request, ack_bytes: int, counted: Callable[[bytes], int] = len
+) -> AsyncGenerator[tuple[int, bytes], None]:
+    """A paced stream's DATA frames, then its RESULT. The agent runs at most a window ahead of
+    what is acknowledged: every ``ack_bytes`` consumed (``counted`` per frame) are acknowledged
+    once the caller has taken them. A caller leaving before the RESULT abandons the request."""
+    consumed = acknowledged = 0
+    finished = False
+    try:
+        while True:
+            kind, payload = await request.next()
+            if kind == DATA:
+                yield kind, payload
+                consumed += counted(payload)
+                if consumed - acknowledged >= ack_bytes:
+                    await request.send(DATA, str(consumed).encode())
+                    acknowledged = consumed
+            elif kind == RESULT:
+                finished = True
+                yield kind, payload
+                return
+    finally:
+        if not finished:
+            await request.abandon()
+        request.close()

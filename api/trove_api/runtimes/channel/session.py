@@ -1,10 +1,10 @@
 """The client half of the warm channel: framed, id-tagged requests to trove-agent over any byte pipe.
 
 The agent (``api/trove_api/runtimes/agent/trove_agent.py``) speaks 9-byte ``>IIB`` headers (payload length,
-request id, type) in both directions (``protocol.py``; file ops in ``files.py``). One ``AgentSession`` multiplexes any number of
-concurrent commands and transfers; the transport (a pod exec websocket, or a local pipe in
-tests) only moves bytes. If the transport drops, every open request fails with
-``ChannelLostError`` and the owner reconnects.
+request id, type) in both directions (``protocol.py``; the file ops are in ``files.py``). One
+``AgentSession`` multiplexes any number of concurrent commands and transfers; the transport
+(a pod exec websocket, or a local pipe) only moves bytes. If the transport drops, every open
+request fails with ``ChannelLostError`` and the owner reconnects.
 
 What the agent sends is checked, not trusted: a frame is capped by type before it is buffered,
 what waits per request is capped, exec output is cut at the call's own limit, and an exec
