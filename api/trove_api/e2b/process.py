@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from connectrpc.code import Code
@@ -97,19 +96,6 @@ def _selector(selector: pb.ProcessSelector | None) -> tuple[int | None, str | No
     return (chosen.value, None) if chosen.field == "pid" else (None, str(chosen.value))
 
 
-@dataclass
-class _Output:
-    """A process's output on its way: the queue its reader task fills."""
-
-    queue: asyncio.Queue[ProcessOutput | ProcessEnd | Exception]
-    reader: asyncio.Task[None]
-
-    async def close(self) -> None:
-        self.reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.reader
-
-
 class ProcessService:
     def __init__(
         self, service: Callable[[], SandboxService], processes: Callable[[], commands.E2bProcesses]
@@ -139,9 +125,9 @@ class ProcessService:
             raise _error(exc) from None
         return ns, info.pid
 
-    def _follow(self, ns: NamespaceRef, pid: int, cursor: int) -> _Output:
-        """The process's output, asked of the sandbox now (in a task): the request is on its way
-        while the start event goes to the client, instead of after it."""
+    async def _events(
+        self, ns: NamespaceRef, pid: int, cursor: int, ctx: RequestContext[Any, Any]
+    ) -> AsyncIterator[Event]:
         queue: asyncio.Queue[ProcessOutput | ProcessEnd | Exception] = asyncio.Queue(QUEUE_CHUNKS)
 
         async def pump() -> None:
@@ -153,10 +139,7 @@ class ProcessService:
             except Exception as exc:
                 await queue.put(exc)
 
-        return _Output(queue, asyncio.create_task(pump(), name=f"e2b-output-{pid}"))
-
-    async def _events(self, output: _Output, ctx: RequestContext[Any, Any]) -> AsyncIterator[Event]:
-        queue = output.queue
+        reader = asyncio.create_task(pump(), name=f"e2b-output-{pid}")
         keepalive = _keepalive_s(ctx)
         try:
             while True:
@@ -175,7 +158,9 @@ class ProcessService:
                 if item.data:
                     yield _data(item)
         finally:
-            await output.close()
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
 
     async def list(self, request: pb.ListRequest, ctx: RequestContext[Any, Any]) -> pb.ListResponse:
         rec = await self._rec(ctx)
@@ -203,14 +188,9 @@ class ProcessService:
         self, request: pb.ConnectRequest, ctx: RequestContext[Any, Any]
     ) -> AsyncIterator[pb.ConnectResponse]:
         ns, pid = await self._target(request.process, ctx)
+        yield pb.ConnectResponse(event=_start(pid))
         # From the start of its kept output, as E2B's envd replays what a process printed.
-        output = self._follow(ns, pid, 0)
-        try:
-            yield pb.ConnectResponse(event=_start(pid))
-        except BaseException:
-            await output.close()
-            raise
-        async for event in self._events(output, ctx):
+        async for event in self._events(ns, pid, 0, ctx):
             yield pb.ConnectResponse(event=event)
 
     async def start(
@@ -239,13 +219,8 @@ class ProcessService:
             )
         except Exception as exc:
             raise _error(exc) from None
-        output = self._follow(ns, info.pid, info.cursor)
-        try:
-            yield pb.StartResponse(event=_start(info.pid))
-        except BaseException:
-            await output.close()
-            raise
-        async for event in self._events(output, ctx):
+        yield pb.StartResponse(event=_start(info.pid))
+        async for event in self._events(ns, info.pid, info.cursor, ctx):
             yield pb.StartResponse(event=event)
 
     async def update(self, request: pb.UpdateRequest, ctx: RequestContext[Any, Any]) -> pb.UpdateResponse:
