@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 SPARE_PREFIX = ".spare-"
 # Two: a namespace created while the next one's spare is still starting finds one ready.
 SPARES = 2
+# After a spare failed to start, the next attempt waits this long (one warning, not one per exec).
+_RETRY_AFTER_S = 30.0
 Launch = Callable[[str, Path, int], Awaitable[AgentSandbox]]
 
 
@@ -66,6 +69,7 @@ class SpareSandboxes:
         self._ready: dict[int, _Spare] = {}
         self._starting: asyncio.Task[None] | None = None  # one at a time: it competes for CPU
         self._closed = False
+        self._retry_at = 0.0
         self.claimed = 0  # first calls served by a spare (tests and the bench read it)
 
     def want(self, uid: int) -> None:
@@ -78,6 +82,8 @@ class SpareSandboxes:
     def fill(self) -> None:
         """Start the next spare wanted in the background (then the one after, and so on)."""
         if self._closed or (self._starting is not None and not self._starting.done()):
+            return
+        if time.monotonic() < self._retry_at:
             return
         wanted = self._wanted()
         stale = [spare for uid, spare in self._ready.items() if uid not in wanted or not _alive(spare)]
@@ -117,13 +123,14 @@ class SpareSandboxes:
             await self._discard(old)
         if uid is None:
             return
-        spare = _Spare(uid, f"{SPARE_PREFIX}{secrets.token_hex(6)}", Path())
-        spare.directory = self.root / spare.key
+        key = f"{SPARE_PREFIX}{secrets.token_hex(6)}"
+        spare = _Spare(uid, key, self.root / key)
         try:
             await asyncio.to_thread(_make_directory, spare.directory, uid)
             spare.sandbox = await self._launch(spare.key, spare.directory, uid)
         except Exception as exc:  # no spare: first calls start their sandbox themselves
-            log.warning("starting a spare sandbox failed: %s", exc)
+            log.warning("starting a spare sandbox failed (next attempt in %.0f s): %s", _RETRY_AFTER_S, exc)
+            self._retry_at = time.monotonic() + _RETRY_AFTER_S
             await self._discard(spare)
             return
         if self._closed or uid not in self._wanted() or uid in self._ready:
