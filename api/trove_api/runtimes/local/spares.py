@@ -106,6 +106,7 @@ class SpareSandboxes:
             return None
         sandbox.key = key
         self.claimed += 1
+        self.fill()  # the next namespace's: started now, it is more likely ready when wanted
         return sandbox
 
     def _bind(self, spare: _Spare, key: str, directory: Path) -> bool:
