@@ -12,11 +12,16 @@ import asyncio
 import errno
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
+from tests.hostile.helpers import LIMITS, ns_uid
+from tests.support.sdk import client
+from tests.support.server import start_server
 from trove_api.runtimes.local import netns
 from trove_api.runtimes.local.runtime import LocalRuntime
 from trove_api.runtimes.local.sandbox import Limits
@@ -29,7 +34,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="per-namespace uids ne
 UID_BASE = Settings().sandbox_uid_base
 # Far from the uids other tests' namespaces get, so no sandbox of theirs is counted here.
 FIRST = UID_BASE + 900_000 + (os.getpid() % 1000) * 10
-NETWORK = "off" if netns.unavailable_reason() else "outbound"
+NETWORK: Literal["outbound", "off"] = "off" if netns.unavailable_reason() else "outbound"
 _CONNECT = (
     'python3 -c "import socket, sys; s = socket.socket(); s.settimeout(3)\n'
     "try: s.connect(('{}', 80))\nexcept OSError as e: print(e.errno)\""
@@ -160,3 +165,27 @@ async def test_spares_and_their_processes_stop_with_the_runtime(tmp_path: Path) 
     assert list(rt.root.glob(f"{SPARE_PREFIX}*")) == []
     if rt.networks is not None:
         assert rt.networks.ready_spares() == []
+
+
+def test_official_client_a_new_namespace_gets_its_own_uid_and_nothing_outlives_the_server() -> None:
+    uid_base = 1_500_000 + (os.getpid() % 1000) * 100
+    with start_server(**LIMITS, sandbox_uid_base=uid_base) as server:
+        runtime = server.ctx.runtime
+        assert isinstance(runtime, LocalRuntime)
+        assert runtime.spares is not None
+        with client(server, "first") as first:
+            first.exec("echo mine > secret")
+        for _ in range(400):
+            if uid_base + 2 in runtime.spares._ready:
+                break
+            time.sleep(0.05)
+        with client(server, "second") as second:
+            out = second.exec("id -u; ls -A /workspace; cat /workspace/secret 2>&1 || true")
+        assert runtime.spares.claimed == 1
+        uid = ns_uid(server, "second")
+        assert uid == uid_base + 2
+        assert out.split("\n")[0] == str(uid)
+        assert "mine" not in out
+        assert ns_uid(server, "first") == uid_base + 1
+    for spare_uid in range(uid_base + 1, uid_base + 6):
+        assert _uid_processes(spare_uid) == [], spare_uid
