@@ -66,7 +66,10 @@ class Settings(BaseSettings):
     sandbox_max_warm: int = Field(
         100,
         ge=1,
-        description="Warm local sandboxes at once; beyond it the least recently used idle one stops.",
+        description=(
+            "Warm local sandboxes at once; beyond it the least recently used idle one stops "
+            "(besides two spares started ahead for the next new namespaces)."
+        ),
     )
     sandbox_uid_base: int = Field(
         200_000,

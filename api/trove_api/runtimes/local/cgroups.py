@@ -138,6 +138,27 @@ class Cgroups:
             if busy:
                 self._prepared[key] = busy
 
+    def rename(self, old: str, new: str) -> bool:
+        """Give ``old``'s groups, and what runs in them, to ``new`` (a spare sandbox claimed by a
+        namespace); False, nothing changed, if ``new`` has groups already or a rename fails."""
+        files = self._prepared.get(old)
+        if files is None or new in self._prepared:
+            return False
+        done: list[tuple[Path, Path]] = []
+        try:
+            for procs in files:
+                group = Path(procs).parent
+                os.rename(group, group.with_name(new))
+                done.append((group, group.with_name(new)))
+        except OSError:
+            for source, target in reversed(done):
+                with contextlib.suppress(OSError):
+                    os.rename(target, source)
+            return False
+        del self._prepared[old]
+        self._prepared[new] = [str(target / "cgroup.procs") for _, target in done]
+        return True
+
     def sweep(self) -> int:
         """Remove the groups of servers that stopped without removing them; returns how many."""
         removed = 0

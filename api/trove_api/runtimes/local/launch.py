@@ -127,17 +127,25 @@ class SandboxLauncher:
         networks = self.networks
         netns_path = await asyncio.to_thread(networks.acquire, key) if networks else None
 
+        # A spare sandbox's key changes when a namespace claims it (``spares``).
+        started: list[AgentSandbox] = []
+
+        def current_key() -> str:
+            return started[0].key if started else key
+
         def release() -> None:
             if networks is not None and netns_path is not None:
-                networks.release(key)
+                networks.release(current_key())
 
         def network_up() -> bool:
             # A slirp4netns that died takes tap0 with it; the network is rebuilt only for a new
             # sandbox (this one stays in the old namespace), so the next call starts one.
-            return networks is None or netns_path is None or networks.slirp_running(key)
+            return networks is None or netns_path is None or networks.slirp_running(current_key())
 
         argv = self.argv(str(directory), uid, cgroup_procs, netns_path)
-        return await AgentSandbox.start(key, argv, env={"PATH": path}, on_stop=release, healthy=network_up)
+        sandbox = await AgentSandbox.start(key, argv, env={"PATH": path}, on_stop=release, healthy=network_up)
+        started.append(sandbox)
+        return sandbox
 
 
 def compile_agent(target: Path) -> Path | None:

@@ -249,6 +249,31 @@ class SandboxNetworks:
             _run(["nsenter", f"--net={net.path}", "ip", "-batch", "-"], stdin="\n".join(lines) + "\n")
         net.egress = wanted
 
+    def rekey(self, old: str, new: str) -> bool:
+        """Hand ``old``'s network to ``new`` (a spare sandbox claimed), with ``new``'s egress
+        rules applied; False, and ``old``'s network torn down, if that cannot be done."""
+        with self._lock:
+            net = self._nets.pop(old, None)
+            if net is None or new in self._nets:
+                if net is not None:
+                    self._teardown(net)
+                return False
+            try:
+                self._apply_egress(new, net)
+            except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
+                log.error("cannot apply %s's egress rules (%s) to a spare's network", new, exc)
+                self._teardown(net)
+                return False
+            self._nets[new] = net
+            return True
+
+    def drop(self, key: str) -> None:
+        """Tear down ``key``'s network (a spare sandbox's, never claimed)."""
+        with self._lock:
+            net = self._nets.pop(key, None)
+            if net is not None:
+                self._teardown(net)
+
     def release(self, key: str) -> None:
         with self._lock:
             net = self._nets.get(key)

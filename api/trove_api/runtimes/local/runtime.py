@@ -32,6 +32,7 @@ from trove_api.runtimes.local.launch import SandboxLauncher
 from trove_api.runtimes.local.sandbox import Limits
 from trove_api.runtimes.local.sandboxes import WarmSandboxes
 from trove_api.runtimes.local.seccomp_filter import SeccompUnavailableError, compile_filter
+from trove_api.runtimes.local.spares import SpareSandboxes
 from trove_api.runtimes.local.volumes import Volumes
 from trove_core.diskspace import DiskReserve
 from trove_core.errors import EgressRulesUnsupportedError, SandboxUnavailableError
@@ -71,6 +72,7 @@ class LocalRuntime(AgentProcesses, AgentPorts):
         idle_s: float = 300.0,
         max_warm: int = 100,
         process_limits: ProcessLimits | None = None,
+        spare_sandbox: bool = False,
     ) -> None:
         self.process_limits = process_limits or ProcessLimits()
         self.sandbox = sandbox
@@ -122,6 +124,18 @@ class LocalRuntime(AgentProcesses, AgentPorts):
             seccomp_path=self.seccomp_path,
         )
         self.sandboxes = WarmSandboxes(idle_s=idle_s, max_warm=max_warm)
+        # One sandbox started ahead for the next namespace (``spares``): per-namespace uids
+        # (root) and plain directories only, as a quota image cannot be renamed into place.
+        self.spares = (
+            SpareSandboxes(
+                self.root,
+                lambda key, directory, uid: self.launcher.start(key, directory, uid, directory),
+                self.cgroups,
+                self.networks,
+            )
+            if spare_sandbox and sandbox and self.as_root and not self.volumes.creates_images
+            else None
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalRuntime:
@@ -145,6 +159,7 @@ class LocalRuntime(AgentProcesses, AgentPorts):
             idle_s=settings.sandbox_idle_s,
             max_warm=settings.sandbox_max_warm,
             process_limits=ProcessLimits.from_settings(settings),
+            spare_sandbox=True,
         )
 
     # -- start-up and sweeps ----------------------------------------------------------------
@@ -157,6 +172,8 @@ class LocalRuntime(AgentProcesses, AgentPorts):
         """
         self._sweep_staging()
         self.volumes.sweep_mounted()
+        if self.spares is not None:
+            self.spares.sweep()
         return startup.startup_report(self)
 
     def _sweep_staging(self, stale_s: float | None = None) -> int:
@@ -198,6 +215,9 @@ class LocalRuntime(AgentProcesses, AgentPorts):
 
     async def provision(self, ns: NamespaceRef) -> None:
         await asyncio.to_thread(self._provision, ns)
+        uid = self._uid(ns)
+        if self.spares is not None and uid is not None:
+            self.spares.want(uid + 1)  # rows are numbered in order: most likely the next one's
 
     def _provision(self, ns: NamespaceRef) -> Path:
         """The namespace's directory, created (or its image mounted) if need be."""
@@ -275,6 +295,11 @@ class LocalRuntime(AgentProcesses, AgentPorts):
     async def _start_sandbox(self, ns: NamespaceRef) -> AgentSandbox:
         # The quota image is mounted before the sandbox starts: its bind mount then shows it.
         directory = await asyncio.to_thread(self._provision, ns)
+        uid = self._uid(ns)
+        if self.spares is not None and uid is not None and directory == self._plain_dir(ns):
+            claimed = await self.spares.claim(uid, _sandbox_key(ns), directory)
+            if claimed is not None:
+                return claimed
         return await self.launcher.start(_sandbox_key(ns), directory, self._uid(ns), self._view(ns))
 
     async def _checked(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -291,7 +316,11 @@ class LocalRuntime(AgentProcesses, AgentPorts):
     async def exec(self, ns: NamespaceRef, spec: ExecSpec) -> ExecOutput:
         session = await self._session(ns)
         file_bytes = self.limits.file_bytes or 0
-        return await session.exec(spec, file_bytes, cpu_s=self.limits.cpu_seconds)
+        try:
+            return await session.exec(spec, file_bytes, cpu_s=self.limits.cpu_seconds)
+        finally:
+            if self.spares is not None:
+                self.spares.fill()  # after the call: the spare's start does not slow it down
 
     async def write(self, ns: NamespaceRef, rel: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
         self.reserve.check()
@@ -343,6 +372,8 @@ class LocalRuntime(AgentProcesses, AgentPorts):
 
     async def aclose(self) -> None:
         # Sandboxes first: then nothing holds the networks, cgroups or the namespaces' mounts.
+        if self.spares is not None:
+            await self.spares.aclose()
         await self.sandboxes.aclose()
         if self.networks:
             await asyncio.to_thread(self.networks.close)
