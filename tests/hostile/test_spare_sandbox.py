@@ -2,8 +2,9 @@
 bubblewrap sandboxes, real cgroups and (where the host allows) a real network namespace.
 
 A spare runs as one uid before any namespace has it: it must become the sandbox of the one
-namespace that owns that uid and of no other, never over a namespace with files, with the
-namespace's cgroup, network and egress rules; and nothing of it may outlive the runtime.
+namespace that owns that uid and of no other, with the namespace's cgroup, network and egress
+rules; its directory must never take the place of one that exists (another server's sandbox
+may hold it, even empty); and nothing of it may outlive the runtime.
 """
 
 from __future__ import annotations
