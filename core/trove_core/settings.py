@@ -68,7 +68,8 @@ class Settings(BaseSettings):
         ge=1,
         description=(
             "Warm local sandboxes at once; beyond it the least recently used idle one stops "
-            "(besides two spares started ahead for the next new namespaces)."
+            "(besides two spares started ahead for the next new namespaces, and at most two "
+            "in new namespaces not called yet)."
         ),
     )
     sandbox_uid_base: int = Field(

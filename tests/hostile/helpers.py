@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.server import LiveServer
+from trove_api.runtimes.local.spares import SPARES_DIR
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -54,6 +55,17 @@ def ns_dir(server: LiveServer, namespace: str) -> Path:
     """The namespace's directory on the host."""
     root: Path = server.ctx.runtime.root  # type: ignore[attr-defined]
     return root / server.workspace_id / namespace
+
+
+def in_spares_folder(server: LiveServer, path: Path) -> bool:
+    """Whether ``path`` is the runtime's folder of spare sandboxes' directories or in it.
+
+    Tree scans skip exactly that folder: the server makes and removes spares there on its own
+    schedule; it is server-owned (0711, each spare's directory 0700 for a uid no namespace has
+    yet), never inside a namespace, so no sandbox call can write there."""
+    root: Path = server.ctx.runtime.root  # type: ignore[attr-defined]
+    folders = {root / SPARES_DIR, root.resolve() / SPARES_DIR, server.data_dir / "namespaces" / SPARES_DIR}
+    return any(path == folder or folder in path.parents for folder in folders)
 
 
 def ns_uid(server: LiveServer, namespace: str) -> int:

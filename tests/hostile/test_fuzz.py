@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trove_sdk import TroveError
 
-from tests.hostile.helpers import assert_problem, ns_dir, raw_client
+from tests.hostile.helpers import assert_problem, in_spares_folder, ns_dir, raw_client
 from tests.support.sdk import client
 from tests.support.server import LiveServer
 
@@ -68,6 +68,8 @@ def _outside(server: LiveServer, namespace: str) -> dict[str, tuple[int, int]]:
     for root in roots:
         for path in root.rglob("*"):
             if path == mine or mine in path.parents or path.name.startswith("trove.db"):
+                continue
+            if in_spares_folder(server, path):
                 continue
             st_ = path.lstat()
             found[str(path)] = (st_.st_size, st_.st_mtime_ns if not path.is_dir() else 0)

@@ -2,8 +2,9 @@
 bubblewrap sandboxes, real cgroups and (where the host allows) a real network namespace.
 
 A spare runs as one uid before any namespace has it: it must become the sandbox of the one
-namespace that owns that uid and of no other, never over a namespace with files, with the
-namespace's cgroup, network and egress rules; and nothing of it may outlive the runtime.
+namespace that owns that uid and of no other, with the namespace's cgroup, network and egress
+rules; its directory must never take the place of one that exists (another server's sandbox
+may hold it, even empty); and nothing of it may outlive the runtime.
 """
 
 from __future__ import annotations
@@ -41,13 +42,17 @@ _CONNECT = (
 )
 
 
-@pytest.fixture
-async def runtime(tmp_path: Path) -> AsyncIterator[LocalRuntime]:
-    rt = LocalRuntime(
-        tmp_path, sandbox=True, network=NETWORK, uid_base=UID_BASE,
+def _runtime(data_dir: Path, network: Literal["outbound", "off"] = NETWORK) -> LocalRuntime:
+    return LocalRuntime(
+        data_dir, sandbox=True, network=network, uid_base=UID_BASE,
         limits=Limits(cpu_seconds=10, file_bytes=1 << 20, processes=64, address_space_bytes=None),
         memory_bytes=256 << 20, spare_sandbox=True,
     )  # fmt: skip
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path) -> AsyncIterator[LocalRuntime]:
+    rt = _runtime(tmp_path)
     try:
         yield rt
     finally:
@@ -127,21 +132,83 @@ async def test_a_spare_becomes_the_sandbox_of_its_uid_only(runtime: LocalRuntime
         assert runtime.networks.slirp_running(_key(owner))
 
 
-async def test_a_spare_never_replaces_a_namespace_directory_with_files(runtime: LocalRuntime) -> None:
+async def test_a_spare_never_replaces_an_existing_directory_even_an_empty_one(runtime: LocalRuntime) -> None:
     first = _ns(FIRST)
     await runtime.provision(first)
     await _run(runtime, first, "true")
     await _spares_ready(runtime, FIRST + 1)
+    assert runtime.spares is not None
+    waiting = runtime.spares._ready[FIRST + 1].directory
+
+    # Made before (by another server, or before spares): empty, but it may be held by a sandbox.
+    owner = _ns(FIRST + 1)
+    directory = runtime._plain_dir(owner)
+    directory.parent.mkdir(mode=0o711)
+    directory.mkdir(mode=0o700)
+    os.chown(directory, FIRST + 1, FIRST + 1)
+    inode = directory.stat().st_ino
+    await runtime.provision(owner)
+    out = await _run(runtime, owner, "id -u; echo x > /workspace/f")
+    assert out.stdout.decode().strip() == str(FIRST + 1)
+    assert directory.stat().st_ino == inode
+    assert (directory / "f").read_text() == "x\n"
+    assert runtime.spares.claimed == 0
+    assert not waiting.exists()  # the unusable spare is stopped and its directory gone
+
+
+async def test_two_runtimes_on_one_root_never_swap_a_namespace_directory(tmp_path: Path) -> None:
+    # Two API servers on one data directory: a namespace created through A gets A's spare; B's
+    # spare for the same uid must never take the place of that directory, empty as it is.
+    # No network: two runtimes in one process would name their network namespaces alike.
+    a, b = _runtime(tmp_path, "off"), _runtime(tmp_path, "off")
+    try:
+        first = _ns(FIRST)
+        await a.provision(first)
+        await _run(a, first, "true")
+        assert b.spares is not None
+        b.spares.want(FIRST + 1)
+        b.spares.fill()
+        await _spares_ready(a, FIRST + 1)
+        await _spares_ready(b, FIRST + 1)
+
+        owner = _ns(FIRST + 1)
+        await a.provision(owner)
+        directory = a._plain_dir(owner)
+        inode = directory.stat().st_ino
+        await _run(a, owner, "true")  # A's sandbox holds the directory, still empty
+        out = await _run(b, owner, "echo from-b > /workspace/b.txt; ls -A /workspace")
+        assert out.stdout == b"b.txt\n", out
+        assert directory.stat().st_ino == inode
+        assert b.spares.claimed == 0
+        out = await _run(a, owner, "cat /workspace/b.txt; echo from-a > /workspace/a.txt")
+        assert out.stdout == b"from-b\n", out
+        assert (await _run(b, owner, "cat /workspace/a.txt")).stdout == b"from-a\n"
+        assert a.spares is not None
+        assert a.spares.claimed == 1
+    finally:
+        await b.aclose()
+        await a.aclose()
+
+
+async def test_a_namespace_deleted_before_its_first_call_stops_the_spare_placed(
+    runtime: LocalRuntime,
+) -> None:
+    first = _ns(FIRST)
+    await runtime.provision(first)
+    await _run(runtime, first, "true")
+    await _spares_ready(runtime, FIRST + 1)
+    assert runtime.spares is not None
+    spare = runtime.spares._ready[FIRST + 1].sandbox
+    assert spare is not None
 
     owner = _ns(FIRST + 1)
     await runtime.provision(owner)
-    kept = runtime._plain_dir(owner) / "kept"
-    kept.write_text("mine")
-    os.chown(kept, FIRST + 1, FIRST + 1)
-    out = await _run(runtime, owner, "cat /workspace/kept")
-    assert out.stdout == b"mine"
-    assert runtime.spares is not None
-    assert runtime.spares.claimed == 0
+    assert runtime.spares._placed[runtime._plain_dir(owner)].sandbox is spare
+    await runtime.deprovision(owner)
+    assert not spare.alive
+    assert not runtime.has_storage(owner)
+    assert runtime.spares._placed == {}
+    assert _uid_processes(FIRST + 1) == []
 
 
 async def test_spares_and_their_processes_stop_with_the_runtime(tmp_path: Path) -> None:
@@ -162,6 +229,7 @@ async def test_spares_and_their_processes_stop_with_the_runtime(tmp_path: Path) 
     await rt.aclose()
     for uid in range(FIRST + 1, FIRST + 5):
         assert _uid_processes(uid) == [], uid
+    assert list(rt.spares.folder.iterdir()) == []
     assert list(rt.root.glob(f"{SPARE_PREFIX}*")) == []
     if rt.networks is not None:
         assert rt.networks.ready_spares() == []

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.hostile.helpers import assert_problem, ns_dir, raw_client
+from tests.hostile.helpers import assert_problem, in_spares_folder, ns_dir, raw_client
 from tests.support.server import LiveServer
 
 
@@ -142,14 +142,14 @@ def test_recursive_listing_of_the_root_does_not_follow_symlinks(trap: Trap) -> N
 )
 def test_writes_through_escaping_symlinks_are_rejected(hostile: LiveServer, trap: Trap, path: str) -> None:
     passwd = hashlib.sha256(Path("/etc/passwd").read_bytes()).hexdigest()
-    before = _tree(trap.victim) | _tree(ns_dir(hostile, trap.other)) | _tree(hostile.data_dir)
+    before = _tree(trap.victim) | _tree(ns_dir(hostile, trap.other)) | _tree(hostile.data_dir, hostile)
     assert_problem(trap.http.post("/write", json={"path": path, "content": "planted"}), 400, "path_rejected")
     assert_problem(trap.http.put(f"/files/{path}", content=b"planted"), 400, "path_rejected")
     assert (trap.victim / "keep.txt").read_text() == "host file"
     assert hashlib.sha256(Path("/etc/passwd").read_bytes()).hexdigest() == passwd
     other_secret = ns_dir(hostile, trap.other) / "data" / "secret.txt"
     assert other_secret.read_text() == trap.secret
-    after = _tree(trap.victim) | _tree(ns_dir(hostile, trap.other)) | _tree(hostile.data_dir)
+    after = _tree(trap.victim) | _tree(ns_dir(hostile, trap.other)) | _tree(hostile.data_dir, hostile)
     # Only this namespace's own directory may change; nothing appeared elsewhere.
     mine = str(ns_dir(hostile, trap.namespace))
     assert {p for p in after - before if not p.startswith(mine)} == set()
@@ -201,15 +201,17 @@ def test_an_escaping_link_itself_is_deleted_and_its_target_never_touched(
     # `rm link`: the agent made the link and may remove it; only the link goes.
     mine = ns_dir(hostile, trap.namespace)
     passwd = hashlib.sha256(Path("/etc/passwd").read_bytes()).hexdigest()
-    before = _tree(trap.victim) | _tree(ns_dir(hostile, trap.other)) | _tree(hostile.data_dir)
+    before = _tree(trap.victim) | _tree(ns_dir(hostile, trap.other)) | _tree(hostile.data_dir, hostile)
     assert trap.http.post("/delete", json={"path": link}).status_code == 200
     assert not (mine / link).is_symlink()
     assert (trap.victim / "keep.txt").read_text() == "host file"
     assert (ns_dir(hostile, trap.other) / "data" / "secret.txt").read_text() == trap.secret
     assert hashlib.sha256(Path("/etc/passwd").read_bytes()).hexdigest() == passwd
-    after = _tree(trap.victim) | _tree(ns_dir(hostile, trap.other)) | _tree(hostile.data_dir)
+    after = _tree(trap.victim) | _tree(ns_dir(hostile, trap.other)) | _tree(hostile.data_dir, hostile)
     assert before - after == {str(mine / link)}
 
 
-def _tree(root: Path) -> set[str]:
-    return {str(p) for p in root.rglob("*")} if root.exists() else set()
+def _tree(root: Path, server: LiveServer | None = None) -> set[str]:
+    if not root.exists():
+        return set()
+    return {str(p) for p in root.rglob("*") if server is None or not in_spares_folder(server, p)}

@@ -124,8 +124,8 @@ class LocalRuntime(AgentProcesses, AgentPorts):
             seccomp_path=self.seccomp_path,
         )
         self.sandboxes = WarmSandboxes(idle_s=idle_s, max_warm=max_warm)
-        # One sandbox started ahead for the next namespace (``spares``): per-namespace uids
-        # (root) and plain directories only, as a quota image cannot be renamed into place.
+        # Sandboxes started ahead for the next namespaces (``spares``): per-namespace uids
+        # (root) and plain directories only, as a quota image cannot be moved into place.
         self.spares = (
             SpareSandboxes(
                 self.root,
@@ -214,10 +214,24 @@ class LocalRuntime(AgentProcesses, AgentPorts):
         return ns.uid if self.as_root and ns.uid is not None else None
 
     async def provision(self, ns: NamespaceRef) -> None:
-        await asyncio.to_thread(self._provision, ns)
         uid = self._uid(ns)
         if self.spares is not None and uid is not None:
             self.spares.want(uid + 1)  # rows are numbered in order: most likely the next one's
+            # A new namespace's directory is created as the spare's (never over one that exists).
+            if await asyncio.to_thread(self._spare_can_be_placed, ns):
+                await self.spares.place(uid, self._plain_dir(ns))
+        await asyncio.to_thread(self._provision, ns)
+
+    def _spare_can_be_placed(self, ns: NamespaceRef) -> bool:
+        if self.has_storage(ns) or self._plain_dir(ns).is_symlink():
+            return False
+        self._workspace_dir(ns)
+        return True
+
+    def _workspace_dir(self, ns: NamespaceRef) -> None:
+        workspace_dir = self.root / ns.workspace_id
+        workspace_dir.mkdir(mode=0o711, exist_ok=True)
+        os.chmod(workspace_dir, 0o711)
 
     def _provision(self, ns: NamespaceRef) -> Path:
         """The namespace's directory, created (or its image mounted) if need be."""
@@ -226,9 +240,7 @@ class LocalRuntime(AgentProcesses, AgentPorts):
         mounted = self.volumes.ensure(ns.workspace_id, ns.name, self._uid(ns), create=create_image)
         if mounted is not None:
             return mounted
-        workspace_dir = self.root / ns.workspace_id
-        workspace_dir.mkdir(mode=0o711, exist_ok=True)
-        os.chmod(workspace_dir, 0o711)
+        self._workspace_dir(ns)
         directory = self._plain_dir(ns)
         directory.mkdir(mode=0o700, exist_ok=True)
         uid = self._uid(ns)
@@ -240,10 +252,14 @@ class LocalRuntime(AgentProcesses, AgentPorts):
         return directory
 
     async def stop_sandbox(self, ns: NamespaceRef) -> None:
+        if self.spares is not None:
+            await self.spares.drop(self._plain_dir(ns))
         await self.sandboxes.stop(_sandbox_key(ns))
 
     async def deprovision(self, ns: NamespaceRef) -> None:
         # The sandbox first: its processes hold the directory (and the image's mount) open.
+        if self.spares is not None:  # placed for it, its first call never came
+            await self.spares.drop(self._plain_dir(ns))
         await self.sandboxes.stop(_sandbox_key(ns))
         if self.networks is not None:
             # A namespace made later under the same name starts without the old rules.

@@ -7,19 +7,27 @@ namespace's row number, known once the row exists. So the spare is started for t
 the last namespace provisioned (rows are numbered in order), with an empty directory, a cgroup
 and a network of its own, all under a spare key, and nothing ever runs in it but the idle agent.
 
-A namespace claims it only if the uids match, so a spare only ever becomes the sandbox of the
-one namespace that owns its uid, and only while that namespace's directory is empty (the
-spare's directory is renamed over it: ``rename`` refuses a directory with anything in it), its
-cgroup and network are renamed to the namespace's key, and the namespace's egress rules are
-applied to the network before the first call is sent. Any step failing stops the spare and the
-namespace starts a sandbox of its own, as without spares. At most one is kept; a spare for
-another uid is stopped when a new one is wanted; all are stopped with the runtime.
+A spare's directory never replaces one that exists, not even an empty one: a sandbox (this
+server's or another's on the same data directory) may hold that directory bind-mounted, and
+would go on writing into an unlinked one. So a spare is used only when this process creates the
+namespace's directory: the spare's directory is moved there with RENAME_NOREPLACE (``place``),
+which fails if anything, even an empty directory, is already there. Its first call then claims
+it only if it is still that spare at that very directory (same uid, same inode): the spare's
+cgroup and network are renamed to the namespace's key and its egress rules applied before the
+call is sent. Anything else (no spare placed, a failed step) stops the spare and the namespace
+starts a sandbox of its own, as without spares.
+
+A placed spare's directory is the namespace's from then on: it is never removed with the spare.
+Spares wait in one folder, ``<namespaces>/.spares``, server-owned and outside every namespace.
+At most ``count`` are kept ready and ``count`` placed awaiting their first call (the oldest
+placed is stopped for a newer one); all are stopped with the runtime.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import secrets
@@ -36,6 +44,8 @@ from trove_api.runtimes.local.netns import SandboxNetworks
 log = logging.getLogger(__name__)
 
 SPARE_PREFIX = ".spare-"
+# Where spares' directories wait: server-owned, not inside any namespace (tree scans skip it).
+SPARES_DIR = ".spares"
 # Two: a namespace created while the next one's spare is still starting finds one ready.
 SPARES = 2
 # After a spare failed to start, the next attempt waits this long (one warning, not one per exec).
@@ -47,8 +57,10 @@ Launch = Callable[[str, Path, int], Awaitable[AgentSandbox]]
 class _Spare:
     uid: int
     key: str
-    directory: Path
+    directory: Path  # where it waits; once placed, no longer there
     sandbox: AgentSandbox | None = None
+    placed: Path | None = None  # the namespace directory it was moved to, now the namespace's
+    inode: tuple[int, int] | None = None  # (st_dev, st_ino) of that directory
 
 
 class SpareSandboxes:
@@ -61,12 +73,16 @@ class SpareSandboxes:
         count: int = SPARES,
     ) -> None:
         self.root = root
+        self.folder = root / SPARES_DIR
+        self.folder.mkdir(mode=0o711, exist_ok=True)
+        os.chmod(self.folder, 0o711)  # bubblewrap binds by path: sandbox uids traverse it
         self._launch = launch
         self.cgroups = cgroups
         self.networks = networks
         self.count = count
         self._next: int | None = None
         self._ready: dict[int, _Spare] = {}
+        self._placed: dict[Path, _Spare] = {}  # by namespace directory, oldest first
         self._starting: asyncio.Task[None] | None = None  # one at a time: it competes for CPU
         self._closed = False
         self._retry_at = 0.0
@@ -95,13 +111,45 @@ class SpareSandboxes:
                 self._replace(stale, missing[0] if missing else None), name="trove-spare-sandbox"
             )
 
-    async def claim(self, uid: int, key: str, directory: Path) -> AgentSandbox | None:
-        """The spare as ``key``'s sandbox, ``directory`` its workspace; None if it cannot be."""
+    async def place(self, uid: int, directory: Path) -> bool:
+        """Create ``directory`` as the ready spare of ``uid``'s own; False (nothing made) if it
+        cannot be: no spare, or anything at ``directory`` already."""
         spare = self._ready.pop(uid, None)
+        if spare is None:
+            return False
+        if not _alive(spare):
+            await self._discard(spare)
+            return False
+        inode = await asyncio.to_thread(_move_noreplace, spare.directory, directory)
+        if inode is None:
+            await self._discard(spare)
+            return False
+        spare.placed, spare.inode = directory, inode
+        if self._closed:
+            await self._discard(spare)
+            return True
+        old = self._placed.pop(directory, None)  # a stale entry (deleted elsewhere): its spare goes
+        self._placed[directory] = spare
+        if old is not None:
+            await self._discard(old)
+        while len(self._placed) > self.count:  # never called yet: the oldest waits no longer
+            await self._discard(self._placed.pop(next(iter(self._placed))))
+        return True
+
+    async def claim(self, uid: int, key: str, directory: Path) -> AgentSandbox | None:
+        """The spare placed at ``directory`` as ``key``'s sandbox; None if there is none."""
+        unused = self._ready.pop(uid, None)  # its directory can no longer be the namespace's
+        if unused is not None:
+            await self._discard(unused)
+        spare = self._placed.pop(directory, None)
         if spare is None or spare.sandbox is None:
             return None
         sandbox = spare.sandbox
-        if not sandbox.alive or not await asyncio.to_thread(self._bind, spare, key, directory):
+        if (
+            spare.uid != uid
+            or not sandbox.alive
+            or not await asyncio.to_thread(self._bind, spare, key, directory)
+        ):
             await self._discard(spare)
             return None
         sandbox.key = key
@@ -109,11 +157,18 @@ class SpareSandboxes:
         self.fill()  # the next namespace's: started now, it is more likely ready when wanted
         return sandbox
 
+    async def drop(self, directory: Path) -> None:
+        """Stop the spare placed at ``directory`` (its namespace is deleted or stopped)."""
+        spare = self._placed.pop(directory, None)
+        if spare is not None:
+            await self._discard(spare)
+
     def _bind(self, spare: _Spare, key: str, directory: Path) -> bool:
-        try:
-            # Over an empty directory only (ENOTEMPTY otherwise): a namespace with files keeps them.
-            os.rename(spare.directory, directory)
+        try:  # still the very directory it was placed as (not deleted and made anew elsewhere)
+            st = directory.stat()
         except OSError:
+            return False
+        if (st.st_dev, st.st_ino) != spare.inode:
             return False
         if not self.cgroups.rename(spare.key, key):
             return False
@@ -125,7 +180,7 @@ class SpareSandboxes:
         if uid is None:
             return
         key = f"{SPARE_PREFIX}{secrets.token_hex(6)}"
-        spare = _Spare(uid, key, self.root / key)
+        spare = _Spare(uid, key, self.folder / key)
         try:
             await asyncio.to_thread(_make_directory, spare.directory, uid)
             spare.sandbox = await self._launch(spare.key, spare.directory, uid)
@@ -149,12 +204,15 @@ class SpareSandboxes:
         self.cgroups.remove(spare.key)
         if self.networks is not None:
             self.networks.drop(spare.key)
-        with contextlib.suppress(OSError):
-            spare.directory.rmdir()
+        if spare.placed is None:  # a placed spare's directory is its namespace's: it stays
+            with contextlib.suppress(OSError):
+                spare.directory.rmdir()
 
     def sweep(self) -> None:
-        """Spares' directories left by a server that stopped (empty: nothing ran in them)."""
-        for entry in self.root.glob(f"{SPARE_PREFIX}*"):
+        """Spares' directories left by a server that stopped (empty: nothing ran in them).
+
+        Only the waiting folder: a placed spare's directory is a namespace's, never touched."""
+        for entry in self.folder.glob(f"{SPARE_PREFIX}*"):
             with contextlib.suppress(OSError):
                 entry.rmdir()
 
@@ -163,7 +221,8 @@ class SpareSandboxes:
         if self._starting is not None:
             with contextlib.suppress(Exception):
                 await self._starting
-        spares, self._ready = list(self._ready.values()), {}
+        spares = [*self._ready.values(), *self._placed.values()]
+        self._ready, self._placed = {}, {}
         for spare in spares:
             await self._discard(spare)
 
@@ -172,6 +231,25 @@ def _make_directory(directory: Path, uid: int) -> None:
     directory.mkdir(mode=0o700)
     os.chown(directory, uid, uid)
     os.chmod(directory, 0o700)
+
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def _move_noreplace(source: Path, target: Path) -> tuple[int, int] | None:
+    """Move ``source`` to ``target`` unless anything is at ``target``: its (st_dev, st_ino), or
+    None (nothing moved). Plain ``rename`` would replace an empty directory there."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+        st = source.stat()
+    except (OSError, AttributeError):  # glibc < 2.28: no spares rather than a replacing rename
+        return None
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    if renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE) != 0:
+        return None  # EEXIST above all: the namespace's directory is there already, keep it
+    return st.st_dev, st.st_ino
 
 
 def _alive(spare: _Spare) -> bool:
