@@ -22,6 +22,7 @@ from sqlalchemy import Engine, create_engine, inspect, text
 
 from tests.contract.test_server_process import _keys, serve
 from tests.support.server import make_data_dir
+from trove_api.runtimes.local.spares import SPARES_DIR
 
 WRITERS = 8
 EXECUTORS = 3
@@ -206,7 +207,8 @@ def _scenario(data_dir: Path, env: dict[str, str], engine: Engine) -> None:
         while _intent_rows(engine):
             assert time.monotonic() < deadline, "intents left unresolved after the restart"
             time.sleep(0.1)
-        namespaces = next((data_dir / "namespaces").iterdir())
+        # The one workspace's directory (beside it: the server's folder of spare sandboxes).
+        (namespaces,) = [p for p in (data_dir / "namespaces").iterdir() if p.name != SPARES_DIR]
         with _client(restarted.base_url, key, "rs") as client:
             which = client.get("/files/which").text.strip()
 
