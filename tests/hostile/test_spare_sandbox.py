@@ -26,7 +26,7 @@ from tests.support.server import start_server
 from trove_api.runtimes.local import netns
 from trove_api.runtimes.local.runtime import LocalRuntime
 from trove_api.runtimes.local.sandbox import Limits
-from trove_api.runtimes.local.spares import SPARE_PREFIX
+from trove_api.runtimes.local.spares import SPARE_PREFIX, _Spare
 from trove_core.runtime import ExecOutput, ExecSpec, NamespaceRef
 from trove_core.settings import Settings
 
@@ -81,6 +81,16 @@ async def _spares_ready(rt: LocalRuntime, *uids: int) -> None:
     raise AssertionError(f"no spares for {uids}: {sorted(rt.spares._ready)}")
 
 
+async def _next_spare(rt: LocalRuntime) -> _Spare:
+    """The spare started for the uid after ``FIRST``'s, once ``FIRST``'s namespace has run."""
+    first = _ns(FIRST)
+    await rt.provision(first)
+    await _run(rt, first, "true")
+    await _spares_ready(rt, FIRST + 1)
+    assert rt.spares is not None
+    return rt.spares._ready[FIRST + 1]
+
+
 def _uid_processes(uid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -94,11 +104,7 @@ def _uid_processes(uid: int) -> list[int]:
 
 
 async def test_a_spare_becomes_the_sandbox_of_its_uid_only(runtime: LocalRuntime) -> None:
-    first = _ns(FIRST)
-    await runtime.provision(first)
-    await _run(runtime, first, "true")
-    await _spares_ready(runtime, FIRST + 1)
-    spare = runtime.spares._ready[FIRST + 1].sandbox if runtime.spares else None
+    spare = (await _next_spare(runtime)).sandbox
     assert spare is not None
 
     # Another uid (an older namespace's) never gets it, even with its directory empty.
@@ -133,12 +139,8 @@ async def test_a_spare_becomes_the_sandbox_of_its_uid_only(runtime: LocalRuntime
 
 
 async def test_a_spare_never_replaces_an_existing_directory_even_an_empty_one(runtime: LocalRuntime) -> None:
-    first = _ns(FIRST)
-    await runtime.provision(first)
-    await _run(runtime, first, "true")
-    await _spares_ready(runtime, FIRST + 1)
+    waiting = (await _next_spare(runtime)).directory
     assert runtime.spares is not None
-    waiting = runtime.spares._ready[FIRST + 1].directory
 
     # Made before (by another server, or before spares): empty, but it may be held by a sandbox.
     owner = _ns(FIRST + 1)
@@ -193,13 +195,9 @@ async def test_two_runtimes_on_one_root_never_swap_a_namespace_directory(tmp_pat
 async def test_a_namespace_deleted_before_its_first_call_stops_the_spare_placed(
     runtime: LocalRuntime,
 ) -> None:
-    first = _ns(FIRST)
-    await runtime.provision(first)
-    await _run(runtime, first, "true")
-    await _spares_ready(runtime, FIRST + 1)
-    assert runtime.spares is not None
-    spare = runtime.spares._ready[FIRST + 1].sandbox
+    spare = (await _next_spare(runtime)).sandbox
     assert spare is not None
+    assert runtime.spares is not None
 
     owner = _ns(FIRST + 1)
     await runtime.provision(owner)
