@@ -257,10 +257,9 @@ class LocalRuntime(AgentProcesses, AgentPorts):
         await self.sandboxes.stop(_sandbox_key(ns))
 
     async def deprovision(self, ns: NamespaceRef) -> None:
-        # The sandbox first: its processes hold the directory (and the image's mount) open.
-        if self.spares is not None:  # placed for it, its first call never came
-            await self.spares.drop(self._plain_dir(ns))
-        await self.sandboxes.stop(_sandbox_key(ns))
+        # The sandbox first (or a spare placed for it, its first call never came): its
+        # processes hold the directory (and the image's mount) open.
+        await self.stop_sandbox(ns)
         if self.networks is not None:
             # A namespace made later under the same name starts without the old rules.
             await asyncio.to_thread(self.networks.set_egress, _sandbox_key(ns), ())
