@@ -101,7 +101,7 @@ def make_room(
     it is not yet time to look again)."""
     meta = waiting["metadata"]
     where, waiting_name = meta["namespace"], meta["name"]
-    key, clock = f"{where}/{waiting_name}", time.monotonic() if now is None else now
+    key, clock = _pacing_key(waiting), time.monotonic() if now is None else now
     if not pacing.due(key, clock):
         return None
     victim = pick_victim(kube.list_tns(where), waiting_name, at, min_idle_s)
@@ -118,5 +118,9 @@ def make_room(
 
 def placed(waiting: Manifest) -> None:
     """``waiting``'s pod is no longer unschedulable: its next wait starts from the first look."""
+    PACING.forget(_pacing_key(waiting))
+
+
+def _pacing_key(waiting: Manifest) -> str:
     meta = waiting["metadata"]
-    PACING.forget(f"{meta['namespace']}/{meta['name']}")
+    return f"{meta['namespace']}/{meta['name']}"
