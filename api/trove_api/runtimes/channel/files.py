@@ -20,9 +20,9 @@ from trove_api.runtimes.channel.protocol import (
     READ_WINDOW,
     RESULT,
     Request,
-    _json,
     agent_error,
     paced_frames,
+    reply,
 )
 from trove_core.errors import PayloadTooLargeError, TroveError
 from trove_core.paths import display
@@ -124,7 +124,7 @@ async def export_tar(session: AgentSession) -> AsyncIterator[bytes]:
             if kind == DATA:
                 yield payload
             else:
-                result = _json(payload)
+                result = reply(payload)
                 if not result.get("ok"):
                     raise agent_error(result)
                 return
@@ -175,7 +175,7 @@ class AgentFile:
                 if kind == DATA:
                     yield payload
                 elif kind == RESULT:
-                    result = _json(payload)
+                    result = reply(payload)
                     if not result.get("ok"):
                         raise agent_error(result)
                     return

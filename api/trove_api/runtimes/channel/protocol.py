@@ -133,7 +133,7 @@ class Request:
         while True:
             kind, payload = await self.next()
             if kind == RESULT:
-                return self.parsed if self.parsed is not None else _json(payload)
+                return self.parsed if self.parsed is not None else reply(payload)
 
     def close(self) -> None:
         self.session.requests.pop(self.id, None)
@@ -141,17 +141,14 @@ class Request:
 
 def reply(payload: bytes) -> dict[str, Any]:
     """A RESULT frame's JSON object."""
-    return _json(payload)
-
-
-def _json(payload: bytes) -> dict[str, Any]:
-    value = _object(payload)
+    value = json_object(payload)
     if value is None:
         raise TroveError("The sandbox agent sent a malformed reply")
     return value
 
 
-def _object(payload: bytes) -> dict[str, Any] | None:
+def json_object(payload: bytes) -> dict[str, Any] | None:
+    """``payload`` as a JSON object, or None if it is not one."""
     try:
         value = json.loads(payload)
     except ValueError:  # not JSON, or not UTF-8

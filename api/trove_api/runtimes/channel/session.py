@@ -38,9 +38,9 @@ from trove_api.runtimes.channel.protocol import (
     STDOUT,
     Request,
     Sender,
-    _json,
-    _object,
     agent_error,
+    json_object,
+    reply,
 )
 from trove_core.errors import ChannelLostError
 from trove_core.runtime import ExecOutput, ExecSpec, FileStat, SandboxUsage
@@ -87,7 +87,7 @@ class AgentSession:
             return
         for rid, kind, payload in frames:
             if kind == HELLO:
-                hello = _object(payload)
+                hello = json_object(payload)
                 if rid != 0 or hello is None:
                     self.broken("a malformed HELLO")
                     return
@@ -99,7 +99,7 @@ class AgentSession:
                 self.stray_frames += 1
                 continue
             if kind == RESULT:
-                request.parsed = _object(payload)
+                request.parsed = json_object(payload)
                 if request.parsed is None:
                     self.broken(f"a RESULT for id {rid} that is not a JSON object")
                     return
@@ -203,7 +203,7 @@ class AgentSession:
                         buffer += payload[:room]
                     cut[kind] = cut[kind] or len(payload) > room
                 elif kind == RESULT:
-                    return request.parsed if request.parsed is not None else _json(payload)
+                    return request.parsed if request.parsed is not None else reply(payload)
 
         try:
             try:
