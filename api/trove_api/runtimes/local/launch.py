@@ -128,10 +128,10 @@ class SandboxLauncher:
         netns_path = await asyncio.to_thread(networks.acquire, key) if networks else None
 
         # A spare sandbox's key changes when a namespace claims it (``spares``).
-        started: list[AgentSandbox] = []
+        sandbox: AgentSandbox | None = None
 
         def current_key() -> str:
-            return started[0].key if started else key
+            return sandbox.key if sandbox is not None else key
 
         def release() -> None:
             if networks is not None and netns_path is not None:
@@ -144,7 +144,6 @@ class SandboxLauncher:
 
         argv = self.argv(str(directory), uid, cgroup_procs, netns_path)
         sandbox = await AgentSandbox.start(key, argv, env={"PATH": path}, on_stop=release, healthy=network_up)
-        started.append(sandbox)
         return sandbox
 
 
