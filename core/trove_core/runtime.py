@@ -179,6 +179,11 @@ class Runtime(Protocol):
         ``ChannelLostError``), keeping its storage; the next call starts it again (idempotent)."""
         ...
 
+    async def suspend(self, ns: NamespaceRef) -> None:
+        """``stop_sandbox``, and give back what a stopped sandbox still holds until its next
+        call wakes it (Kubernetes: the pod and its CPU and memory requests), as an idle suspend."""
+        ...
+
     async def usage(self, ns: NamespaceRef) -> SandboxUsage:
         """CPU and memory of the namespace's sandbox (started if it is not running)."""
         ...

@@ -43,9 +43,11 @@ async def test_async_lifecycle(e2b_env: LiveServer) -> None:
 
 
 async def test_auto_pause_at_expiry_keeps_files(e2b_env: LiveServer) -> None:
-    sbx = await AsyncSandbox.create(timeout=1, lifecycle={"on_timeout": "pause"})
+    sbx = await AsyncSandbox.create(timeout=120, lifecycle={"on_timeout": "pause"})
     try:
         await sbx.files.write("kept.txt", "paused, not killed")
+        # Only now: a pause racing the write would fail it (on E2B too).
+        await sbx.set_timeout(1)
         for _ in range(200):  # the server's sweeper acts every e2b_sweep_interval_s; polled
             if (await AsyncSandbox.get_info(sbx.sandbox_id)).state == SandboxState.PAUSED:
                 break

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -71,7 +72,7 @@ class SandboxService:
         self._cpu_samples: dict[str, tuple[float, int]] = {}
         # One network update at a time: the stored rules and the runtime's never disagree.
         self._network_lock = asyncio.Lock()
-        self._starting: set[asyncio.Task[None]] = set()
+        self._starting: dict[str, asyncio.Task[None]] = {}
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -152,8 +153,19 @@ class SandboxService:
         """E2B's create answers a running sandbox: it starts now, while the answer is on its
         way, and the first command finds it started (or waits for the same start)."""
         task = detached_task(self._start(workspace_id, sandbox_id), name=f"e2b-start-{sandbox_id}")
-        self._starting.add(task)
-        task.add_done_callback(self._starting.discard)
+        self._starting[sandbox_id] = task
+        task.add_done_callback(functools.partial(self._started, sandbox_id))
+
+    def _started(self, sandbox_id: str, task: asyncio.Task[None]) -> None:
+        if self._starting.get(sandbox_id) is task:  # not a later start of the same sandbox
+            del self._starting[sandbox_id]
+
+    def _stop_warm_up(self, sandbox_id: str) -> None:
+        """A pause or kill: a start still under way would hold the sandbox's lock waiting for a
+        pod that is not coming (Kubernetes), or start what was just stopped."""
+        task = self._starting.pop(sandbox_id, None)
+        if task is not None:
+            task.cancel()
 
     async def _start(self, workspace_id: str, sandbox_id: str) -> None:
         try:
@@ -167,9 +179,10 @@ class SandboxService:
             log.info("e2b: starting sandbox %s ahead of its first call failed", sandbox_id, exc_info=True)
 
     async def aclose(self) -> None:
-        for task in list(self._starting):
+        starting = list(self._starting.values())
+        for task in starting:
             task.cancel()
-        await asyncio.gather(*self._starting, return_exceptions=True)
+        await asyncio.gather(*starting, return_exceptions=True)
 
     async def connect(self, caller: Caller, sandbox_id: str, body: dict[str, Any]) -> SandboxRecord:
         self.reach(caller, sandbox_id)
@@ -199,6 +212,8 @@ class SandboxService:
             key_id=caller.key_id,
             key_name=caller.key_name,
         )
+        if rec.state == "paused":
+            self._warm_up(caller.workspace_id, sandbox_id)  # a resume: its pod comes back now
         return replace(rec, state="running", end_at=end_at, key_id=caller.key_id, key_name=caller.key_name)
 
     async def update_network(self, caller: Caller, sandbox_id: str, body: dict[str, Any]) -> None:
@@ -255,12 +270,14 @@ class SandboxService:
         await self._halt(rec)
 
     async def _halt(self, rec: SandboxRecord) -> None:
-        """A pause: nothing E2B ran goes on (its streams end); an owned sandbox stops whole."""
+        """A pause: nothing E2B ran goes on (its streams end); an owned sandbox is suspended
+        whole (on Kubernetes its pod goes until a call wakes it)."""
+        self._stop_warm_up(rec.sandbox_id)
         for hook in self.on_end:
             await hook(rec)
         ns = await self.ctx.namespaces.find(rec.workspace_id, rec.sandbox_id) if rec.owned else None
         if ns is not None:
-            await self.ctx.runtime.stop_sandbox(ns)
+            await self.ctx.runtime.suspend(ns)
 
     async def kill(self, caller: Caller, sandbox_id: str) -> None:
         rec = await self.get(caller, sandbox_id)
@@ -268,6 +285,7 @@ class SandboxService:
 
     async def _end(self, rec: SandboxRecord) -> None:
         self._cpu_samples.pop(rec.sandbox_id, None)
+        self._stop_warm_up(rec.sandbox_id)
         for hook in self.on_end:
             await hook(rec)
         if rec.owned:

@@ -132,6 +132,14 @@ class NamespaceControl:
                             break
                         if event.get("type") in ("ADDED", "MODIFIED"):
                             obj = event["object"]
+                            if (obj.get("spec") or {}).get("suspended"):
+                                # Suspended after this call woke it (an E2B pause): it would
+                                # wait out its deadline for a pod that is not coming.
+                                raise SandboxNotReadyError(
+                                    "The namespace's sandbox was suspended while this call waited "
+                                    "for it; retry to wake it",
+                                    retry_after=1,
+                                )
                             pod = ready_pod(obj)
                             if pod is not None:
                                 break

@@ -137,6 +137,12 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
         if channel is not None:
             await channel.close()  # ends the agent, and with it the processes it runs
 
+    async def suspend(self, ns: NamespaceRef) -> None:
+        await self.stop_sandbox(ns)
+        # The operator deletes the pod (the PVC stays), as after the idle limit; the next call
+        # wakes it through NamespaceControl.wait_ready. An object already gone is left gone.
+        await self.api.patch_tns(ns.object_name, {"spec": {"suspended": True}})
+
     async def deprovision(self, ns: NamespaceRef) -> None:
         name = ns.object_name
         await self.stop_sandbox(ns)
@@ -149,8 +155,12 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
     async def set_egress(self, ns: NamespaceRef, blocked: Sequence[str], *, dns: bool = True) -> None:
         # The operator renders spec.egressBlocked/egressDns into the sandbox's NetworkPolicy; the
         # object keeps them, so a rebuilt pod (or a restarted server) is under the same rules.
-        await self.control.ensure(ns)
+        current = (await self.control.ensure(ns)).get("spec") or {}
         spec = {"egressBlocked": list(blocked), "egressDns": dns}
+        if (current.get("egressBlocked", []), current.get("egressDns", True)) == (list(blocked), dns):
+            # Every server start re-applies every E2B sandbox's stored rules: the object keeps
+            # them, so that is one read each, not a write as well.
+            return
         await self.api.patch_tns(ns.object_name, {"spec": spec})
 
     async def usage(self, ns: NamespaceRef) -> SandboxUsage:

@@ -256,6 +256,9 @@ class LocalRuntime(AgentProcesses, AgentPorts):
             await self.spares.drop(self._plain_dir(ns))
         await self.sandboxes.stop(_sandbox_key(ns))
 
+    async def suspend(self, ns: NamespaceRef) -> None:
+        await self.stop_sandbox(ns)  # a stopped local sandbox holds nothing but its files
+
     async def deprovision(self, ns: NamespaceRef) -> None:
         # The sandbox first (or a spare placed for it, its first call never came): its
         # processes hold the directory (and the image's mount) open.
