@@ -160,6 +160,9 @@ class AppContext:
         await self.dispatcher.start(run_worker=self.settings.webhook_dispatch)
         self.snapshot_jobs.start()
         self.sweeper.start()
+        start_runtime = getattr(self.runtime, "start_background", None)  # Kubernetes only
+        if start_runtime is not None:
+            start_runtime()
 
     async def aclose(self) -> None:
         await self.sweeper.stop()

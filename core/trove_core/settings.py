@@ -177,6 +177,13 @@ class Settings(BaseSettings):
     k8s_channel_idle_s: float = Field(
         300.0, gt=0, description="Close a pod's warm exec channel after this long unused."
     )
+    k8s_pool_channels: int = Field(
+        4,
+        ge=0,
+        le=64,
+        description="Warm-pool pods each API replica opens an agent channel to before a namespace "
+        "claims one (its first call then skips starting the agent); 0 none.",
+    )
     k8s_kubeconfig: Path | None = Field(
         None, description="Kubeconfig file (default: $KUBECONFIG or ~/.kube/config; unused in-cluster)."
     )

@@ -9,6 +9,7 @@ members go with it by owner reference).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -19,8 +20,12 @@ from kubernetes.client.exceptions import ApiException
 from tests.e2e.test_operator import create_tns, get_tns, phase_is
 from tests.support.cluster import SANDBOX_IMAGE, Cluster, wait_for
 from tests.support.sdk import client
-from tests.support.server import start_server
+from tests.support.server import make_data_dir, start_server
+from trove_api.runtimes.kubernetes import pool_channels
+from trove_api.runtimes.kubernetes.runtime import KubernetesRuntime
 from trove_core.crd import GROUP, LABEL_NAMESPACE, LABEL_POOL, POOL_PLURAL, VERSION, child_names, object_name
+from trove_core.runtime import ExecSpec, NamespaceRef
+from trove_core.settings import Settings
 
 POOL_STORAGE = "48Mi"
 
@@ -180,3 +185,62 @@ def test_pools_are_deleted_at_once_even_while_their_timer_runs(k8s: Cluster) -> 
         return [i["metadata"]["name"] for i in items if i["metadata"]["name"] in names]
 
     wait_for(lambda: not left(), timeout=20, what="the deleted pools gone")
+
+
+async def _until(predicate: Any, what: str, timeout: float = 60) -> Any:
+    for _ in range(int(timeout / 0.1)):
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_the_first_call_takes_the_channel_opened_while_the_pod_waited(
+    k8s: Cluster, make_pool: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    overrides = k8s.settings_overrides() | {"k8s_storage_size": POOL_STORAGE}
+    resources = {
+        "requests": {"cpu": overrides["k8s_cpu_request"], "memory": overrides["k8s_memory_request"]},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }
+    runtime = KubernetesRuntime.from_settings(Settings(data_dir=make_data_dir(), **overrides))
+    runtime.start_background()
+    try:
+        pool = make_pool(2, storage={"size": POOL_STORAGE}, resources=resources)
+        members = {p.metadata.name for p in pool_members(k8s, pool)}
+        opened = runtime.pool_channels._ready
+        await _until(lambda: members <= set(opened), "a channel to each waiting member")
+        ahead = dict(opened)
+        ns = NamespaceRef("ws_pool_" + secrets.token_hex(4), "first")
+        await runtime.provision(ns)
+        out = await runtime.exec(ns, ExecSpec(script="id -u", stdin=None, timeout_s=30, output_limit=4096))
+        claimed = get_tns(k8s, ns.object_name)["status"]["pod"]
+        assert claimed in members
+        # The first call used the agent started before the claim: no exec session of its own.
+        assert runtime._channels[ns.object_name] is ahead[claimed]
+        uid = k8s.core.read_namespaced_pod(claimed, k8s.namespace).spec.security_context.run_as_user
+        assert out.stdout.decode().strip() == str(uid)
+
+        # A member claimed through another replica (no channels ahead there): this replica's
+        # channel to it is closed once it has had its grace to be taken.
+        monkeypatch.setattr(pool_channels, "TAKE_GRACE_S", 0.0)
+        replica = KubernetesRuntime.from_settings(
+            Settings(data_dir=make_data_dir(), **overrides, k8s_pool_channels=0)
+        )
+        other = NamespaceRef(ns.workspace_id, "other")
+        try:
+            await replica.provision(other)
+            await replica.exec(other, ExecSpec(script="true", stdin=None, timeout_s=30, output_limit=4096))
+        finally:
+            await replica.aclose()
+        taken = get_tns(k8s, other.object_name)["status"]["pod"]
+        assert taken in ahead
+        assert taken != claimed
+        await _until(lambda: taken in runtime.pool_channels._left, "the claim seen by this replica")
+        await runtime.pool_channels.expire()
+        assert taken not in opened
+        assert not ahead[taken].open
+        await runtime.deprovision(ns)
+    finally:
+        await runtime.aclose()

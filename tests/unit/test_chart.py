@@ -207,6 +207,8 @@ def test_rbac_verbs_are_exactly_what_the_code_calls(defaults: list[Doc]) -> None
         ("trove.dev", "trovenamespaces", "delete"),
         ("", "pods/exec", "get"),
         ("", "pods/exec", "create"),
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
     }
     operator = find(defaults, "Role", "-operator")
     assert rules(operator) == {

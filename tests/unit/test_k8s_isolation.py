@@ -201,7 +201,13 @@ def grants(docs: list[Doc], account: str) -> set[tuple[str, str, str]]:
 def test_the_api_may_exec_into_sandbox_pods_only(defaults: list[Doc]) -> None:
     api = grants(defaults, "t-trove-api")
     assert (SANDBOXES, "pods/exec", "create") in api
-    assert {(ns, r) for ns, r, _ in api} == {(SANDBOXES, "pods/exec"), (SANDBOXES, "trovenamespaces")}
+    assert {(ns, r) for ns, r, _ in api} == {
+        (SANDBOXES, "pods/exec"),
+        (SANDBOXES, "pods"),
+        (SANDBOXES, "trovenamespaces"),
+    }
+    # Pods are only read (the warm pool's, to open their agents' channels ahead of a claim).
+    assert {v for _, r, v in api if r == "pods"} == {"list", "watch"}
 
 
 def test_the_operator_may_make_and_delete_sandbox_pods_only(defaults: list[Doc]) -> None:

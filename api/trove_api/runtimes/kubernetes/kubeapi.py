@@ -168,10 +168,36 @@ class KubeApi:
 
     async def watch_tns(self, name: str, resource_version: str, timeout_s: float) -> AsyncIterator[Manifest]:
         """Watch events (``{type, object}``) for one object, from ``resource_version``."""
+        selector = {"fieldSelector": f"metadata.name={name}"}
+        async for event in self._watch(self._tns_url(), selector, resource_version, timeout_s):
+            yield event
+
+    def _pods_url(self) -> str:
+        return f"{self.host}/api/v1/namespaces/{self.namespace}/pods"
+
+    async def list_pods(self, label_selector: str) -> tuple[list[Manifest], str]:
+        """The pods with these labels and the list's resourceVersion (to watch from)."""
+        _, body = await self._call(
+            "GET", f"{self._pods_url()}?{urlencode({'labelSelector': label_selector})}"
+        )
+        return list(body.get("items") or []), str((body.get("metadata") or {}).get("resourceVersion", "0"))
+
+    async def watch_pods(
+        self, label_selector: str, resource_version: str, timeout_s: float
+    ) -> AsyncIterator[Manifest]:
+        """Watch events for the pods with these labels (a pod that loses one is DELETED here)."""
+        selector = {"labelSelector": label_selector}
+        async for event in self._watch(self._pods_url(), selector, resource_version, timeout_s):
+            yield event
+
+    async def _watch(
+        self, url: str, selector: dict[str, str], resource_version: str, timeout_s: float
+    ) -> AsyncIterator[Manifest]:
+        name = next(iter(selector.values()))
         query = urlencode(
             {
                 "watch": "true",
-                "fieldSelector": f"metadata.name={name}",
+                **selector,
                 "resourceVersion": resource_version,
                 "timeoutSeconds": str(max(1, int(timeout_s) + 1)),
                 "allowWatchBookmarks": "false",
@@ -179,7 +205,7 @@ class KubeApi:
         )
         try:
             async with self.session.get(
-                f"{self._tns_url()}?{query}",
+                f"{url}?{query}",
                 headers=self._headers(),
                 timeout=aiohttp.ClientTimeout(total=timeout_s + 5, sock_read=None),
             ) as response:

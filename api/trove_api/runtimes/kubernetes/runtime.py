@@ -23,6 +23,7 @@ from trove_api.runtimes.kubernetes.fallback.files import PodFiles
 from trove_api.runtimes.kubernetes.kubeapi import KubeApi, load_configuration
 from trove_api.runtimes.kubernetes.namespaces import NamespaceControl, activity_stamp
 from trove_api.runtimes.kubernetes.podexec import WarmChannel, fresh_exec
+from trove_api.runtimes.kubernetes.pool_channels import PoolChannels
 from trove_core.errors import AgentMissingError, PodGoneError, UnavailableError
 from trove_core.runtime import (
     ExecOutput,
@@ -85,6 +86,7 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
         self._flushed: dict[str, float] = {}
         self.activity_flush_s = activity_flush_s(settings.k8s_idle_suspend_s)
         self._housekeeper: asyncio.Task[None] | None = None
+        self.pool_channels = PoolChannels(api, settings.k8s_pool_channels)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KubernetesRuntime:
@@ -97,6 +99,7 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
         self._activity[name] = time.time()
         if self._housekeeper is None or self._housekeeper.done():
             self._housekeeper = detached_task(self._housekeeping(), name="trove-k8s-housekeeping")
+            self.pool_channels.start()
 
     async def _session(self, ns: NamespaceRef) -> AgentSession:
         name = ns.object_name
@@ -113,7 +116,7 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
             for attempt in range(3):
                 pod = await self.control.wait_ready(ns)
                 try:
-                    channel = await WarmChannel.connect(self.api, pod)
+                    channel = self.pool_channels.take(pod) or await WarmChannel.connect(self.api, pod)
                 except PodGoneError:
                     # Status still named a pod that was just deleted: wait for the new one.
                     if attempt == 2:
@@ -126,6 +129,10 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
                 self._channels[name] = channel
                 return channel.session
         raise UnavailableError("The sandbox pod is restarting; retry", retry_after=2)
+
+    def start_background(self) -> None:
+        """At server start: warm-pool pods get their agent channels before the first call."""
+        self.pool_channels.start()
 
     # -- Runtime --------------------------------------------------------------------------------
 
@@ -264,6 +271,7 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
             try:
                 await self._flush_activity()
                 await self._close_idle()
+                await self.pool_channels.expire()
             except Exception:  # the next round is the retry
                 log.exception("kubernetes runtime housekeeping failed")
 
@@ -298,6 +306,7 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
             self._housekeeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeper
+        await self.pool_channels.aclose()
         await asyncio.gather(*(c.close() for c in self._channels.values()), return_exceptions=True)
         self._channels.clear()
         await self.api.aclose()
