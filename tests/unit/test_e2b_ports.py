@@ -7,7 +7,7 @@ import pytest
 from trove_api.e2b.access import target_port, traffic_token
 from trove_api.e2b.ports import forwarded_headers, inner_target, response_headers
 from trove_api.e2b.records import SandboxRecord
-from trove_api.e2b.sandboxes import E2bApiError
+from trove_api.e2b.request_checks import E2bApiError
 
 
 def test_target_port() -> None:

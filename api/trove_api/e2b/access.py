@@ -11,7 +11,8 @@ import hmac
 from collections.abc import Mapping
 
 from trove_api.e2b.records import SandboxRecord, SandboxRecords
-from trove_api.e2b.sandboxes import E2bApiError, SandboxService, owner_caller
+from trove_api.e2b.request_checks import E2bApiError
+from trove_api.e2b.sandboxes import SandboxService, owner_caller
 from trove_api.services.auth import Caller, authenticate, require_filesystem
 
 SANDBOX_HEADER = "e2b-sandbox-id"

@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse
 from trove_api.e2b.access import traffic_token
 from trove_api.e2b.egress import EgressRuleError
 from trove_api.e2b.records import SandboxRecord
-from trove_api.e2b.sandboxes import CLIENT_ID, ENVD_VERSION, E2bApiError, SandboxService
+from trove_api.e2b.request_checks import E2bApiError
+from trove_api.e2b.sandboxes import CLIENT_ID, ENVD_VERSION, SandboxService
 from trove_api.services.auth import Caller, authenticate, require_filesystem
 from trove_core.errors import TroveError
 from trove_core.runtime import SandboxSize

@@ -13,7 +13,8 @@ from starlette.formparsers import MultiPartParser
 
 from trove_api.e2b import paths
 from trove_api.e2b.access import sandbox_caller
-from trove_api.e2b.sandboxes import E2bApiError, SandboxService
+from trove_api.e2b.request_checks import E2bApiError
+from trove_api.e2b.sandboxes import SandboxService
 from trove_api.services.auth import Caller
 from trove_core.errors import PayloadTooLargeError, TroveError
 

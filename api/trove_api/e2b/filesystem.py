@@ -20,7 +20,8 @@ from trove_api.e2b import paths
 from trove_api.e2b.access import sandbox_caller
 from trove_api.e2b.envd import filesystem_pb as pb
 from trove_api.e2b.envd.filesystem_connect import Filesystem as FilesystemProtocol
-from trove_api.e2b.sandboxes import E2bApiError, SandboxService
+from trove_api.e2b.request_checks import E2bApiError
+from trove_api.e2b.sandboxes import SandboxService
 from trove_api.events import feed, types
 from trove_api.services.auth import Caller, key_is_active
 from trove_core.errors import BadRequestError, ForbiddenError, NotFoundError, TroveError, UnauthenticatedError

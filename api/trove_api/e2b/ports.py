@@ -23,7 +23,8 @@ from starlette.responses import JSONResponse
 from trove_api.e2b import port_socket
 from trove_api.e2b.access import CREDENTIAL_HEADERS, PORT_HEADER, SANDBOX_HEADER, port_sandbox, target_port
 from trove_api.e2b.records import SandboxRecord
-from trove_api.e2b.sandboxes import E2bApiError, SandboxService, owner_caller
+from trove_api.e2b.request_checks import E2bApiError
+from trove_api.e2b.sandboxes import SandboxService, owner_caller
 from trove_api.problems import PROBLEM_MEDIA_TYPE
 from trove_core.errors import RateLimitedError, SandboxPortClosedError, TroveError
 from trove_core.runtime import PortConnection

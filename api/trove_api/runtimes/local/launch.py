@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trove_api.runtimes.channel import AGENT_SOURCE
-from trove_api.runtimes.local import netns
+from trove_api.runtimes.local import netbuild, netns
 from trove_api.runtimes.local.agent_sandbox import AgentSandbox
 from trove_api.runtimes.local.cgroups import Cgroups
 from trove_api.runtimes.local.sandbox import (
@@ -46,7 +46,7 @@ AGENT_FD = 4
 # A sandbox with a network of its own resolves through slirp's forwarder: the host's resolv.conf
 # names a resolver the sandbox's routes refuse (a private or loopback address, most often).
 RESOLV_FD = 5
-RESOLV_CONF = f"nameserver {netns.SLIRP_DNS}\n"
+RESOLV_CONF = f"nameserver {netbuild.SLIRP_DNS}\n"
 AGENT_IN_SANDBOX = "/run/trove/agent.py"
 # The agent compiled ahead by the sandbox's own python3: compiling its source on every start
 # took 20-40 ms of a new namespace's first call (more than all the imports but asyncio).

@@ -1,16 +1,9 @@
 """Outbound-only networking for local sandboxes: a network namespace per Trove namespace.
 
-Each namespace that execs gets a network namespace created here, as root, so it belongs to the
-initial user namespace: the sandbox (an unprivileged uid in a user namespace of its own) holds no
-capability over it and cannot change its routes or addresses. Inside it there is ``lo`` and a
-``tap0`` served by ``slirp4netns``, a user-mode NAT that opens ordinary host sockets for the
-sandbox's connections. Because those host sockets would reach the host's loopback, link-local
-metadata and private networks like any local program, the namespace's routing table refuses
-them before a packet leaves (``prohibit`` routes answer EACCES at once): the blocked ranges
-below, slirp's gateway 10.0.2.2 (host loopback) and every address the host itself holds, with
-slirp's DNS forwarder 10.0.2.3 the one exception. IPv6 is off on tap0 (slirp runs without it),
-so there is no IPv6 path out at all. Abstract unix sockets are per network namespace, so the
-host's are out of reach too.
+Each namespace that execs gets a network of its own, built by ``netbuild`` (which says what is
+inside it and why nothing of the host is reachable from it); this module hands networks out by
+key, keeps each key's egress rules (E2B's ``update_network``) applied to the network it holds,
+and stops the ones not used.
 
 slirp4netns dies with the server (``--exit-fd``), is restarted when found dead, and stopped
 when its namespace has been idle. A few networks are built ahead (``spares``, in threads) so a
@@ -22,7 +15,6 @@ without a way out, and the failure is logged.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import ipaddress
 import itertools
@@ -33,38 +25,27 @@ import subprocess
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from trove_api.runtimes.local.cgroups import owner_name, start_time
-from trove_api.runtimes.local.netroutes import egress_route_lines, host_addresses, routable
-from trove_api.runtimes.local.slirp import start_slirp
+from trove_api.runtimes.local.netbuild import (
+    DNS_ROUTE,
+    NETNS_DIR,
+    SLIRP_API_DIR,
+    SLIRP_DNS,
+    SLIRP_GATEWAY,
+    SLIRP_SUBNET,
+    Network,
+    build_network,
+    delete_netns,
+    run_ip_batch,
+    teardown_network,
+)
+from trove_api.runtimes.local.netroutes import egress_route_lines, routable
 
 log = logging.getLogger(__name__)
 
-NETNS_DIR = Path("/run/netns")
-# slirp4netns's control sockets (port forwards into a sandbox): root only.
-SLIRP_API_DIR = Path("/run/trove-slirp")
 _PREFIX = "trove-"
-SLIRP_GATEWAY = "10.0.2.2"
-SLIRP_DNS = "10.0.2.3"
-SLIRP_GUEST = "10.0.2.100"
-SLIRP_SUBNET = "10.0.2.0/24"
-_DNS_ROUTE = f"{SLIRP_DNS}/32 dev tap0 scope link"  # the one way into slirp's /24
-# RFC 1918, shared address space, link-local (cloud metadata), "this network", benchmarking,
-# multicast and reserved: never a destination an agent's outbound traffic needs.
-BLOCKED_V4 = (
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.0.0.0/24",
-    "192.168.0.0/16",
-    "198.18.0.0/15",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-)
 _IDLE_S = 600.0
 _MAX_LIVE = 64
 # After a failed build, execs run without network for this long before the next attempt, so a
@@ -76,25 +57,6 @@ _CLOSE_WAIT_S = 15.0
 # Spares' names count per process, not per instance: two runtimes in one process (the server's
 # and a maintenance one) must never build, or delete, the other's spare under the same name.
 _SPARE_SERIAL = itertools.count()
-
-
-@dataclass
-class _Net:
-    name: str
-    slirp: subprocess.Popen[bytes] | None = None
-    exit_fd: int | None = None  # our end of slirp's --exit-fd pipe: closing it stops slirp
-    in_use: int = 0
-    last_used: float = field(default_factory=time.monotonic)
-    base: frozenset[str] = frozenset()  # the prohibit routes every network has (set when built)
-    egress: tuple[str, ...] = ()  # the user's blocked ranges its routing table holds now
-
-    @property
-    def path(self) -> str:
-        return str(NETNS_DIR / self.name)
-
-    @property
-    def api_socket(self) -> Path:
-        return SLIRP_API_DIR / f"{self.name}.sock"
 
 
 def unavailable_reason() -> str | None:
@@ -122,10 +84,10 @@ class SandboxNetworks:
         self.owner = owner_name(os.getpid())
         self._lock = threading.Lock()
         self._built = threading.Condition(self._lock)  # a spare's build ended
-        self._nets: dict[str, _Net] = {}
+        self._nets: dict[str, Network] = {}
         # User egress rules per key (E2B's update_network), applied to each network it gets.
         self._egress: dict[str, tuple[str, ...]] = {}
-        self._spare_nets: list[_Net] = []
+        self._spare_nets: list[Network] = []
         self._building = 0
         # Bumped by close: a spare whose build started before is torn down, not kept.
         self._generation = 0
@@ -148,7 +110,7 @@ class SandboxNetworks:
             if not (pid.isdigit() and started.isdigit()):
                 continue
             if start_time(int(pid)) != int(started):
-                _delete_netns(entry.name)
+                delete_netns(entry.name)
                 (SLIRP_API_DIR / f"{entry.name}.sock").unlink(missing_ok=True)
 
     def startup_check(self) -> bool:
@@ -176,7 +138,7 @@ class SandboxNetworks:
             net = self._nets.get(key)
             if net is not None and (net.slirp is None or net.slirp.poll() is not None):
                 log.warning("slirp4netns for %s is not running; rebuilding its network", key)
-                self._teardown(net)
+                teardown_network(net)
                 net = None
             if net is None:
                 net = self._take_spare()
@@ -187,9 +149,9 @@ class SandboxNetworks:
             if net is None:
                 if time.monotonic() < self._retry_at:
                     return None
-                net = _Net(self._name(key))
+                net = Network(self._name(key))
                 try:
-                    self._build(net)
+                    build_network(net, self._allowed())
                 except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
                     log.error(
                         "cannot give %s outbound networking (%s); execs run without network, "
@@ -198,7 +160,7 @@ class SandboxNetworks:
                         exc,
                         _RETRY_AFTER_S,
                     )
-                    self._teardown(net)
+                    teardown_network(net)
                     self._retry_at = time.monotonic() + _RETRY_AFTER_S
                     return None
                 self._nets[key] = net
@@ -207,7 +169,7 @@ class SandboxNetworks:
             except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
                 # Never a network without the rules asked for: the exec runs without one.
                 log.error("cannot apply %s's egress rules (%s); it runs without network", key, exc)
-                self._teardown(self._nets.pop(key))
+                teardown_network(self._nets.pop(key))
                 return None
             net.in_use += 1
             net.last_used = time.monotonic()
@@ -230,10 +192,10 @@ class SandboxNetworks:
                 try:
                     self._apply_egress(key, net)
                 except (OSError, subprocess.SubprocessError, RuntimeError):
-                    self._teardown(self._nets.pop(key))  # rebuilt, with the rules, when next used
+                    teardown_network(self._nets.pop(key))  # rebuilt, with the rules, when next used
                     raise
 
-    def _apply_egress(self, key: str, net: _Net) -> None:
+    def _apply_egress(self, key: str, net: Network) -> None:
         wanted = self._egress.get(key, ())
         if net.egress == wanted:
             return
@@ -243,10 +205,10 @@ class SandboxNetworks:
             base=net.base,
             via_gateway=self._allowed(),
             gateway=SLIRP_GATEWAY,
-            restore={f"{SLIRP_DNS}/32": _DNS_ROUTE},
+            restore={f"{SLIRP_DNS}/32": DNS_ROUTE},
         )
         if lines:
-            _run(["nsenter", f"--net={net.path}", "ip", "-batch", "-"], stdin="\n".join(lines) + "\n")
+            run_ip_batch(net, lines)
         net.egress = wanted
 
     def rekey(self, old: str, new: str) -> bool:
@@ -256,13 +218,13 @@ class SandboxNetworks:
             net = self._nets.pop(old, None)
             if net is None or new in self._nets:
                 if net is not None:
-                    self._teardown(net)
+                    teardown_network(net)
                 return False
             try:
                 self._apply_egress(new, net)
             except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
                 log.error("cannot apply %s's egress rules (%s) to a spare's network", new, exc)
-                self._teardown(net)
+                teardown_network(net)
                 return False
             self._nets[new] = net
             return True
@@ -272,7 +234,7 @@ class SandboxNetworks:
         with self._lock:
             net = self._nets.pop(key, None)
             if net is not None:
-                self._teardown(net)
+                teardown_network(net)
 
     def release(self, key: str) -> None:
         with self._lock:
@@ -310,7 +272,7 @@ class SandboxNetworks:
             self._filling = False
             self._built.wait_for(lambda: self._building == 0, timeout=_CLOSE_WAIT_S)
             for net in [*self._nets.values(), *self._spare_nets]:
-                self._teardown(net)
+                teardown_network(net)
             self._nets.clear()
             self._spare_nets.clear()
 
@@ -320,13 +282,13 @@ class SandboxNetworks:
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         return f"{_PREFIX}{self.owner.removeprefix('srv-')}-{digest}"
 
-    def _take_spare(self) -> _Net | None:
+    def _take_spare(self) -> Network | None:
         while self._spare_nets:
             net = self._spare_nets.pop(0)
             if net.slirp is not None and net.slirp.poll() is None:
                 self.spares_taken += 1
                 return net
-            self._teardown(net)  # its slirp4netns died while it waited
+            teardown_network(net)  # its slirp4netns died while it waited
         return None
 
     def _refill(self) -> None:
@@ -356,10 +318,10 @@ class SandboxNetworks:
                 self._built.wait_for(self._spare_wanted)
                 self._building += 1
                 generation = self._generation
-                net = _Net(f"{_PREFIX}{self.owner.removeprefix('srv-')}-spare{next(_SPARE_SERIAL)}")
+                net = Network(f"{_PREFIX}{self.owner.removeprefix('srv-')}-spare{next(_SPARE_SERIAL)}")
             built = False
             try:
-                self._build(net)
+                build_network(net, self._allowed())
                 built = True
             except Exception as exc:  # the thread must survive: logged, and builds pause
                 log.warning("building a spare sandbox network failed: %s", exc)
@@ -370,7 +332,7 @@ class SandboxNetworks:
                     else:
                         if not built:
                             self._retry_at = time.monotonic() + _RETRY_AFTER_S
-                        self._teardown(net)
+                        teardown_network(net)
                 finally:
                     self._building -= 1
                     self._built.notify_all()
@@ -385,68 +347,7 @@ class SandboxNetworks:
         excess = len(self._nets) - self.max_live + 1
         for position, (last_used, key) in enumerate(idle):
             if position < excess or now - last_used > self.idle_s:
-                self._teardown(self._nets.pop(key))
-
-    def _build(self, net: _Net) -> None:
-        _delete_netns(net.name)  # left by an earlier attempt under this name
-        _run(["ip", "netns", "add", net.name])
-        # tap0 is created after this and inherits "default": no IPv6 on it. lo keeps ::1.
-        _run(
-            ["nsenter", f"--net={net.path}", "sh", "-c",
-             "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6 && ip link set lo up"]
-        )  # fmt: skip
-        self._start_slirp(net)
-        # Configured exceptions (TROVE_SANDBOX_NETWORK_ALLOW) go through the gateway; a blocked
-        # range they name exactly is left out, one they sit inside loses to them as less specific.
-        allowed = self._allowed()
-        routes = [f"route add {cidr} via {SLIRP_GATEWAY} dev tap0 onlink" for cidr in sorted(allowed)]
-        routes += [f"route add prohibit {cidr}" for cidr in BLOCKED_V4 if cidr not in allowed]
-        # The host's own addresses win over every exception (replace: even one naming them).
-        hosts = host_addresses()
-        routes += [f"route replace prohibit {cidr}" for cidr in hosts]
-        # The guest's own /24 is on-link: refuse all of it but the DNS forwarder. The gateway
-        # stays the default route's next hop (resolved on tap0, not through these routes).
-        routes += [
-            "route add prohibit 10.0.2.0/25",
-            "route add prohibit 10.0.2.128/25",
-            f"route add {_DNS_ROUTE}",
-        ]
-        _run(["nsenter", f"--net={net.path}", "ip", "-batch", "-"], stdin="\n".join(routes) + "\n")
-        own = {"10.0.2.0/25", "10.0.2.128/25", *hosts}
-        net.base = frozenset(own | {cidr for cidr in BLOCKED_V4 if cidr not in allowed})
-        net.egress = ()
+                teardown_network(self._nets.pop(key))
 
     def _allowed(self) -> set[str]:
         return {str(ipaddress.ip_network(cidr, strict=False)) for cidr in self.allow}
-
-    def _start_slirp(self, net: _Net) -> None:
-        SLIRP_API_DIR.mkdir(mode=0o700, exist_ok=True)
-        net.slirp, net.exit_fd = start_slirp(net.path, net.api_socket)
-
-    def _teardown(self, net: _Net) -> None:
-        if net.exit_fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(net.exit_fd)
-            net.exit_fd = None
-        if net.slirp is not None:
-            if net.slirp.poll() is None:
-                net.slirp.terminate()
-                try:
-                    net.slirp.wait(timeout=2)
-                except subprocess.TimeoutExpired:
-                    net.slirp.kill()
-                    net.slirp.wait()
-            net.slirp = None
-        net.api_socket.unlink(missing_ok=True)
-        _delete_netns(net.name)
-
-
-def _run(argv: list[str], stdin: str | None = None) -> None:
-    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=10, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:3])} failed: {result.stderr.strip()}")
-
-
-def _delete_netns(name: str) -> None:
-    if (NETNS_DIR / name).exists():
-        subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=10, check=False)

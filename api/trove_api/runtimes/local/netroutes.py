@@ -2,7 +2,7 @@
 ``ip -batch`` lines that move a namespace from one set of user egress rules (E2B's
 ``update_network``) to another.
 
-User rules only add ``prohibit`` routes on top of the base ones ``netns`` installs: a range
+User rules only add ``prohibit`` routes on top of the base ones ``netbuild`` installs: a range
 the base already refuses stays refused when a rule naming it goes away, and an exception the
 server's configuration routes through the gateway gets that route back.
 """
