@@ -12,7 +12,8 @@ Needs $KUBECONFIG (e.g. ../shared/k8s/cluster.sh up) and the sandbox image in th
   (bench/k8s_ready.py), and a new namespace's first exec through the API with and without it;
   API memory per open warm channel (100 channels, in-process).
 Then the issue's targets (bench/k8s_targets.py: exec p50 <= 6 ms, a new namespace's first exec
-from the warm pool p50 <= 150 ms, zero errors) as a table; exit status 1 if one is missed.
+from the warm pool p50 <= 150 ms, E2B's Sandbox.create + first commands.run from it p50 <= 250 ms,
+zero errors) as a table; exit status 1 if one is missed.
 """
 
 from __future__ import annotations

@@ -9,12 +9,14 @@ first SDK call on a brand-new namespace through the API, without and with the po
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from e2b import Sandbox
 from kubernetes import client, watch
 from trove_sdk import TroveClient
 
@@ -202,6 +204,21 @@ def first_calls(base_url: str, key: str, count: int) -> list[float]:
     return took
 
 
+def e2b_creates(base_url: str, key: str, count: int) -> list[float]:
+    """Sequential ``Sandbox.create`` + first ``commands.run("true")`` through the e2b SDK (killed
+    after, untimed: the pool refills before the next)."""
+    os.environ["E2B_API_URL"] = os.environ["E2B_SANDBOX_URL"] = f"{base_url}/e2b"
+    os.environ["E2B_API_KEY"] = key
+    took = []
+    for _ in range(count):
+        started = time.perf_counter()
+        sbx = Sandbox.create()
+        sbx.commands.run("true")
+        took.append(time.perf_counter() - started)
+        sbx.kill()
+    return took
+
+
 def run(
     core: client.CoreV1Api,
     custom: client.CustomObjectsApi,
@@ -228,6 +245,8 @@ def run(
     wait_idle(core, namespace, keep)
     wait_pool(core, namespace, pool, count)
     results["first_exec_new_namespace_warm_pool"] = latency_summary(first_calls(base_url, key, 10))
+    wait_pool(core, namespace, pool, count)
+    results["e2b_create_first_run_warm_pool"] = latency_summary(e2b_creates(base_url, key, 10))
     custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, POOL_PLURAL, pool)
 
     bare_summary = latency_summary(bare)

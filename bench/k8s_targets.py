@@ -8,6 +8,7 @@ from bench.common import Result, ratio
 
 EXEC_P50_MS = 6.0
 FIRST_EXEC_WARM_POOL_P50_MS = 150.0
+E2B_CREATE_WARM_POOL_P50_MS = 250.0  # issue 17: Sandbox.create + first commands.run
 
 
 def judge(results: dict[str, Any]) -> list[Result]:
@@ -37,6 +38,18 @@ def judge(results: dict[str, Any]) -> list[Result]:
                 ratio=f"p50 {ratio(first['p50_ms'], bare['p50_ms']):.2f}x",
                 target=f"p50 <= {FIRST_EXEC_WARM_POOL_P50_MS:g} ms",
                 passed=first["p50_ms"] <= FIRST_EXEC_WARM_POOL_P50_MS,
+            )
+        )
+    if "e2b_create_first_run_warm_pool" in results and "first_exec_new_namespace_warm_pool" in results:
+        e2b, first = results["e2b_create_first_run_warm_pool"], results["first_exec_new_namespace_warm_pool"]
+        verdicts.append(
+            Result(
+                name="e2b_create_warm_pool",
+                figure=f"create + first run p50 {e2b['p50_ms']:.0f} ms, p95 {e2b['p95_ms']:.0f} ms",
+                baseline=f"trove-sdk first exec in a new namespace p50 {first['p50_ms']:.0f} ms",
+                ratio=f"p50 {ratio(e2b['p50_ms'], first['p50_ms']):.2f}x",
+                target=f"p50 <= {E2B_CREATE_WARM_POOL_P50_MS:g} ms",
+                passed=e2b["p50_ms"] <= E2B_CREATE_WARM_POOL_P50_MS,
             )
         )
     if "concurrent_exec" in results:
