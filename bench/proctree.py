@@ -93,9 +93,19 @@ class TreeMemory:
     pids: list[int] = field(default_factory=list)
     unreadable: list[int] = field(default_factory=list)
     names: dict[str, int] = field(default_factory=dict)
+    # PSS by kind of process (``process_kind``): which part of a sandbox costs what.
+    pss_kb_by_kind: dict[str, int] = field(default_factory=dict)
+    processes_by_kind: dict[str, int] = field(default_factory=dict)
 
 
-def pss_of(pids: Iterable[int]) -> TreeMemory:
+def process_kind(name: str, parent_name: str) -> str:
+    """``python3 under bwrap``: a name with its parent's tells apart what a name alone does not
+    (the agent from a fork of it, the outer bubblewrap from the one inside its pid namespace)."""
+    return f"{name} under {parent_name}"
+
+
+def pss_of(pids: Iterable[int], ppids: Mapping[int, int] | None = None) -> TreeMemory:
+    """Summed PSS of ``pids``; by kind too when their parents (a ``ppid_table``) are given."""
     memory = TreeMemory()
     for pid in sorted(pids):
         try:
@@ -107,4 +117,19 @@ def pss_of(pids: Iterable[int]) -> TreeMemory:
         memory.pids.append(pid)
         name = command_name(pid)
         memory.names[name] = memory.names.get(name, 0) + 1
+        if ppids is not None:
+            kind = process_kind(name, command_name(ppids[pid]) if pid in ppids else "?")
+            memory.pss_kb_by_kind[kind] = memory.pss_kb_by_kind.get(kind, 0) + kb
+            memory.processes_by_kind[kind] = memory.processes_by_kind.get(kind, 0) + 1
     return memory
+
+
+def sandboxes_below(root: int) -> tuple[TreeMemory, int]:
+    """Every process below ``root`` with its PSS (by kind too), and how many sandboxes they make up.
+
+    All of them, not only those that appeared since some moment: a server may have started a
+    sandbox ahead (a spare) that a namespace claimed later.
+    """
+    ppids = ppid_table()
+    processes = descendants(ppids, root)
+    return pss_of(processes, ppids), sandbox_count(processes, pid_namespace(root))

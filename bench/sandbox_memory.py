@@ -1,10 +1,14 @@
 """Memory of warm local sandboxes: PSS per sandbox with 100 warm, and the API's RSS per open channel.
 
-100 namespaces are each used once (one exec); whatever the server keeps running for them is
-then found by parentage (every descendant of the server process that was not there before:
-bubblewrap, the agent, the network helper, any spawn-chain link that stays) and its PSS summed
-from /proc/PID/smaps_rollup. PSS splits shared pages between the processes sharing them, so the
-sum over all of them divided by 100 is what one more warm sandbox costs the machine. The
+100 namespaces are each used once (one exec); then every process below the server is found by
+parentage (bubblewrap, the agent and its idle supervisor, the network helper, any spawn-chain
+link that stays) and its PSS summed from /proc/PID/smaps_rollup. PSS splits shared pages between
+the processes sharing them, so that sum divided by the number of sandboxes (pid namespaces other
+than the host's) is what one more warm sandbox costs the machine. The sandboxes are the 100, the
+warm-up namespace's, and the spares the runtime starts ahead for the next new namespaces: each
+is a warm sandbox, and a namespace's first call may claim a spare started before the 100, so
+only counting the processes that appeared during them missed sandboxes and failed the run.
+Network helpers started ahead without a sandbox yet are in the sum, not in the count. The
 baseline is one bare sandbox of the same chain running `sleep` instead of the agent.
 """
 
@@ -21,11 +25,9 @@ from bench.common import Result, ServerProcess, header, launch_server, proc_stat
 from bench.proctree import (
     TreeMemory,
     descendants,
-    pid_namespace,
     ppid_table,
     pss_of,
-    sandbox_count,
-    server_descendants,
+    sandboxes_below,
 )
 from bench.sandbox import raw_sandbox
 
@@ -71,24 +73,25 @@ def run(server: ServerProcess, warm: int = WARM) -> Result:
     time.sleep(_SETTLE_S)
     # Before the 100: with them running, shared pages would make the bare one look smaller.
     bare = _bare_sandbox(server, "mem-warmup")
-    before = server_descendants(server.pid)
     rss_before_kb = proc_status_kb(server.pid, "VmRSS")
     for i in range(warm):
         with TroveClient(server.workspace_key, f"mem-{i}", base_url=server.base_url) as client:
             client.exec("true")
     time.sleep(_SETTLE_S)  # a spawn-per-exec runtime's sandboxes are gone by now
     rss_after_kb = proc_status_kb(server.pid, "VmRSS")
-    new_processes = server_descendants(server.pid) - before
-    sandboxes = pss_of(new_processes)
-    found = sandbox_count(new_processes, pid_namespace(server.pid))
+    sandboxes, found = sandboxes_below(server.pid)
     per_channel_mb = (rss_after_kb - rss_before_kb) / warm / _KB_PER_MB
     bare_mb = bare.pss_kb / _KB_PER_MB
-    per_sandbox_mb = sandboxes.pss_kb / warm / _KB_PER_MB
+    per_sandbox_mb = sandboxes.pss_kb / found / _KB_PER_MB if found else 0.0
+    # What each kind of process costs per sandbox (its PSS over all of them, per sandbox).
+    by_kind_kb = {kind: round(kb / found) for kind, kb in sandboxes.pss_kb_by_kind.items()} if found else {}
     details = {
         "warm_namespaces": warm,
         "sandboxes_found": found,
         "sandbox_processes": len(sandboxes.pids),
         "sandbox_process_names": sandboxes.names,
+        "sandbox_processes_by_kind": sandboxes.processes_by_kind,
+        "pss_per_sandbox_kb_by_kind": by_kind_kb,
         "unreadable_pids": len(sandboxes.unreadable),
         "pss_total_kb": sandboxes.pss_kb,
         "pss_per_sandbox_mb": round(per_sandbox_mb, 2),
@@ -104,7 +107,7 @@ def run(server: ServerProcess, warm: int = WARM) -> Result:
             f"API RSS +{per_channel_mb:.2f} MB per channel"
         )
         ratio_text = f"{per_sandbox_mb / bare_mb:.2f}x a bare sandbox" if bare_mb else "n/a"
-        passed = found == warm and per_sandbox_mb <= TARGET_PSS_MB and per_channel_mb <= TARGET_CHANNEL_MB
+        passed = found >= warm and per_sandbox_mb <= TARGET_PSS_MB and per_channel_mb <= TARGET_CHANNEL_MB
     else:
         # E.g. a runtime that spawns a sandbox per exec: only helpers (if any) stay behind.
         figure = (
@@ -125,6 +128,8 @@ def run(server: ServerProcess, warm: int = WARM) -> Result:
     )
     result.show()
     print(f"  (processes found: {sandboxes.names or 'none'}; unreadable: {len(sandboxes.unreadable)})")
+    for kind, kb in sorted(by_kind_kb.items(), key=lambda item: -item[1]):
+        print(f"    {kind}: {kb} kB per sandbox ({sandboxes.processes_by_kind[kind]} processes)")
     return result
 
 

@@ -12,8 +12,10 @@ from bench.proctree import (
     parse_ppid,
     parse_pss_kb,
     pid_namespace,
+    process_kind,
     pss_of,
     sandbox_count,
+    sandboxes_below,
     server_descendants,
 )
 
@@ -63,3 +65,31 @@ def test_only_processes_in_a_pid_namespace_of_their_own_count_as_sandboxes() -> 
     assert sandbox_count([os.getpid(), os.getppid()], host) == 0
     assert sandbox_count([os.getpid()], "pid:[1]") == 1
     assert sandbox_count([], host) == 0
+
+
+def test_a_process_kind_is_its_name_under_its_parents() -> None:
+    assert process_kind("python3", "bwrap") == "python3 under bwrap"
+    assert process_kind("python3", "python3") != process_kind("python3", "bwrap")
+
+
+def test_every_sandbox_below_a_root_is_counted_also_those_started_before_the_measurement() -> None:
+    # Two pid namespaces of their own (bubblewrap's) and one plain helper beside them, all
+    # started before sandboxes_below looks: a spare a server started ahead counts like the rest.
+    bwrap = "bwrap --unshare-pid --unshare-user --dev-bind / / sleep 30"
+    root = subprocess.Popen(["sh", "-c", f"{bwrap} & {bwrap} & sleep 30 & wait"], start_new_session=True)
+    try:
+        memory, found = pss_of([]), 0
+        for _ in range(1000):
+            memory, found = sandboxes_below(root.pid)
+            if found == 2 and memory.names.get("sleep") == 3:
+                break
+            time.sleep(0.01)
+        assert found == 2
+        assert memory.processes_by_kind["sleep under sh"] == 1
+        assert memory.processes_by_kind["bwrap under sh"] == 2
+        # Inside each namespace: bubblewrap's pid 1, and sleep below it.
+        assert memory.processes_by_kind["sleep under bwrap"] == 2
+        assert sum(memory.pss_kb_by_kind.values()) == memory.pss_kb > 0
+    finally:
+        os.killpg(root.pid, signal.SIGKILL)
+        root.wait()

@@ -20,10 +20,32 @@ from __future__ import annotations
 
 import array
 import sys
+import threading
+import types
 
 # asyncio imports ssl when it can (about 10 ms of the agent's start, more under load); the agent
 # never speaks TLS, and asyncio runs without it as on a Python built without ssl.
 sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+DEFERRED_LOCK = threading.Lock()
+
+
+class DeferredModule(types.ModuleType):
+    """A top-level module that is imported (by asyncio) but used only on rare paths: the real
+    one is loaded when an attribute is first read, by whichever thread reads it."""
+
+    def __getattr__(self, name: str) -> Any:
+        with DEFERRED_LOCK:
+            if sys.modules.get(self.__name__) is self:
+                del sys.modules[self.__name__]
+            real = __import__(self.__name__)
+            # Later reads find the attributes here, without a call of this method.
+            self.__dict__.update(real.__dict__)
+        return getattr(real, name)
+
+
+# asyncio uses inspect only in debug mode and to describe a callback in an error report; with
+# the ast, dis and opcode modules it pulls in, it was about 1 MB of every agent's memory.
+sys.modules.setdefault("inspect", DeferredModule("inspect"))
 import asyncio
 import collections
 import contextlib
