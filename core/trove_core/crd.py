@@ -77,3 +77,13 @@ def current_phase(obj: Mapping[str, Any]) -> str | None:
         return None
     phase = status.get("phase")
     return str(phase) if phase is not None else None
+
+
+def pool_claim_order(pod: Mapping[str, Any]) -> tuple[str, str]:
+    """Among a pool's ready members, the one a namespace claims first sorts first (the oldest).
+
+    The operator claims in this order and the API opens agent channels ahead to the first few,
+    so both must read it from here.
+    """
+    meta = pod.get("metadata") or {}
+    return str(meta.get("creationTimestamp") or ""), str(meta.get("name") or "")

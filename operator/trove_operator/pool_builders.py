@@ -17,6 +17,7 @@ from trove_core.crd import (
     LABEL_MANAGED_BY,
     LABEL_POOL,
     ChildNames,
+    pool_claim_order,
 )
 from trove_operator import builders
 from trove_operator.spec import SandboxTemplate, TroveNamespaceSpec
@@ -137,7 +138,7 @@ def candidates(pods: list[Manifest], spec: SandboxTemplate) -> list[Manifest]:
     """Waiting pods ``spec`` can take, best first: ready ones, then the oldest."""
     fitting = [p for p in pods if _usable(p) and (p["metadata"].get("labels") or {}).get(LABEL_POOL)]
     fitting = [p for p in fitting if fits(p, spec)]
-    return sorted(fitting, key=lambda p: (not is_ready(p), p["metadata"].get("creationTimestamp") or ""))
+    return sorted(fitting, key=lambda p: (not is_ready(p), *pool_claim_order(p)))
 
 
 def build_claim_pod_patch(

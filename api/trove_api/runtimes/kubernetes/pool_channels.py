@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from trove_api.logs import detached_task
 from trove_api.runtimes.kubernetes.kubeapi import KubeApi, Manifest
 from trove_api.runtimes.kubernetes.podexec import WarmChannel
-from trove_core.crd import LABEL_COMPONENT, LABEL_POOL
+from trove_core.crd import LABEL_COMPONENT, LABEL_POOL, pool_claim_order
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,13 @@ class PoolChannels:
     def __init__(self, api: KubeApi, limit: int) -> None:
         self.api = api
         self.limit = limit
+        self._members: dict[str, Manifest] = {}  # the pool's waiting pods, as last seen
         self._ready: dict[str, WarmChannel] = {}
         self._opening: set[str] = set()
         self._refused: set[str] = set()  # pods whose image has no agent, or that never answered
         self._left: dict[str, float] = {}  # pod -> when it left the pool (claimed or deleted)
         self._follower: asyncio.Task[None] | None = None
-        self._openers: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         if self.limit and (self._follower is None or self._follower.done()):
@@ -63,7 +65,7 @@ class PoolChannels:
         """Close the channels of pods that left the pool and were not taken here in time."""
         cutoff = time.monotonic() - TAKE_GRACE_S
         stale = [pod for pod, channel in self._ready.items() if not channel.open]
-        stale += [pod for pod, left in self._left.items() if left < cutoff and pod in self._ready]
+        stale += [pod for pod, left in self._left.items() if left < cutoff]
         for pod in set(stale):
             self._left.pop(pod, None)
             channel = self._ready.pop(pod, None)
@@ -74,11 +76,10 @@ class PoolChannels:
         while True:
             try:
                 pods, version = await self.api.list_pods(POOL_SELECTOR)
-                members = {str(p["metadata"]["name"]) for p in pods}
-                for name in set(self._ready) - members:
+                self._members = {str(p["metadata"]["name"]): p for p in pods}
+                for name in (set(self._ready) | self._opening) - set(self._members):
                     self._left.setdefault(name, time.monotonic())
-                for pod in pods:
-                    self._seen(pod)
+                self._rebalance()
                 async for event in self.api.watch_pods(POOL_SELECTOR, version, WATCH_S):
                     self._on_event(event)
             except asyncio.CancelledError:
@@ -91,22 +92,30 @@ class PoolChannels:
         pod = event.get("object") or {}
         name = str((pod.get("metadata") or {}).get("name", ""))
         if event.get("type") == "DELETED":  # claimed (the pool label went) or gone
+            self._members.pop(name, None)
             if name in self._ready or name in self._opening:
                 self._left.setdefault(name, time.monotonic())
             self._refused.discard(name)
         elif event.get("type") in ("ADDED", "MODIFIED"):
-            self._seen(pod)
+            self._members[name] = pod
+        self._rebalance()
 
-    def _seen(self, pod: Manifest) -> None:
-        name = str(pod["metadata"]["name"])
-        if not is_ready(pod) or name in self._ready or name in self._opening or name in self._refused:
-            return
-        if len(self._ready) + len(self._opening) >= self.limit:
-            return
-        self._opening.add(name)
-        task = detached_task(self._open(name), name=f"trove-k8s-pool-channel-{name}")
-        self._openers.add(task)
-        task.add_done_callback(self._openers.discard)
+    def _rebalance(self) -> None:
+        """Channels to the members the next claims will take (the operator's order), no others."""
+        ready = sorted((p for p in self._members.values() if is_ready(p)), key=pool_claim_order)
+        wanted = [n for n in (str(p["metadata"]["name"]) for p in ready) if n not in self._refused]
+        wanted = wanted[: self.limit]
+        for name in wanted:
+            if name not in self._ready and name not in self._opening:
+                self._opening.add(name)
+                self._spawn(self._open(name), f"trove-k8s-pool-channel-{name}")
+        for name in [n for n in self._ready if n in self._members and n not in wanted]:
+            self._spawn(self._ready.pop(name).close(), f"trove-k8s-pool-channel-close-{name}")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = detached_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _open(self, pod: str) -> None:
         try:
@@ -121,7 +130,7 @@ class PoolChannels:
         self._ready[pod] = channel
 
     async def aclose(self) -> None:
-        tasks = [t for t in (self._follower, *self._openers) if t is not None]
+        tasks = [t for t in (self._follower, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
