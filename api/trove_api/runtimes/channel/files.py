@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from trove_api.runtimes.channel import fds
 from trove_api.runtimes.channel.protocol import (
     CANCEL,
     DATA,
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 
 
 async def write(session: AgentSession, rel: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
+    if session.fds is not None:  # local: the bytes go straight into the agent's temp file
+        return await fds.write_through(session, rel, chunks, max_bytes)
     request = await session.open({"op": "write", "path": rel, "max_bytes": max_bytes})
     # Request bodies arrive in small pieces; fewer, larger frames go faster through the
     # API server and the kubelet. Each frame is allocated whole and filled in place behind
@@ -130,8 +133,13 @@ async def export_tar(session: AgentSession) -> AsyncIterator[bytes]:
                 return
 
 
-async def open_file(session: AgentSession, rel: str) -> AgentFile:
-    result = await session.call({"op": "open", "path": rel})
+async def open_file(session: AgentSession, rel: str) -> AgentFile | fds.HandedFile:
+    if session.fds is not None:
+        result, handed = await fds.open_through(session, rel)
+        if handed is not None:
+            return handed
+    else:
+        result = await session.call({"op": "open", "path": rel})
     stat = FileStat(rel=rel, is_dir=False, size=int(result["size"]), mtime_ns=int(result["mtime_ns"]))
     return AgentFile(session, int(result["handle"]), stat)
 
