@@ -246,17 +246,21 @@ class HandedFile:
         self._reading: asyncio.Future[bytes] | None = None
 
     async def iter_bytes(self, start: int, end: int) -> AsyncIterator[bytes]:
+        # The next read runs while the caller sends this chunk on.
         position = start
-        while position < end:
-            self._reading = asyncio.ensure_future(
-                asyncio.to_thread(os.pread, self.fd, min(IO_BYTES, end - position), position)
-            )
+        if position < end:
+            self._reading = self._read(position, end)
+        while self._reading is not None:
             data = await self._reading
-            self._reading = None
-            if not data:
-                return
             position += len(data)
-            yield data
+            self._reading = self._read(position, end) if data and position < end else None
+            if data:
+                yield data
+
+    def _read(self, position: int, end: int) -> asyncio.Future[bytes]:
+        return asyncio.ensure_future(
+            asyncio.to_thread(os.pread, self.fd, min(IO_BYTES, end - position), position)
+        )
 
     async def aclose(self) -> None:
         if self.fd < 0:
