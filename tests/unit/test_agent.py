@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from trove_api.runtimes.channel import AGENT_SOURCE
+from trove_api.runtimes.channel import fds as channel_fds
 from trove_api.runtimes.channel.fds import FdChannel, HandedFile, new_pair
 from trove_api.runtimes.channel.session import AgentSession
 from trove_core.errors import IsADirectoryError_, PathNotFoundError, PathRejectedError, PayloadTooLargeError
@@ -83,8 +84,13 @@ async def agent(
             session.fds.close()
 
 
-# The framed channel (both backends), and the local transport's handed-over descriptors.
-TRANSPORTS = pytest.mark.parametrize("fds", [False, True], ids=["framed", "fds"])
+@pytest.fixture(params=[False, True], ids=["framed", "fds"])
+def fds(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """The framed channel (both backends), or the local transport's handed-over descriptors
+    (for every upload, however small: by default small ones go framed)."""
+    if request.param:
+        monkeypatch.setattr(channel_fds, "HANDED_MIN_BYTES", 0)
+    return bool(request.param)
 
 
 def spec(script: str, stdin: bytes | None = None, timeout: float = 10, limit: int = 1 << 20) -> ExecSpec:
@@ -138,7 +144,6 @@ async def test_output_cap(tmp_path: Path) -> None:
         assert out.exit_code == 0
 
 
-@TRANSPORTS
 async def test_files_round_trip(tmp_path: Path, fds: bool) -> None:
     data = os.urandom(3 * 1024 * 1024 + 17)
     async with agent(tmp_path, fds=fds) as session:
@@ -174,7 +179,6 @@ async def test_uploads_in_many_pieces_arrive_whole(tmp_path: Path, prefix: bytes
     assert (tmp_path / "up.bin").read_bytes() == data
 
 
-@TRANSPORTS
 async def test_a_large_upload_is_written_back_as_it_arrives_and_lands_whole(
     tmp_path: Path, fds: bool
 ) -> None:
@@ -203,7 +207,21 @@ def test_agent_widens_its_pipes(tmp_path: Path) -> None:
     assert sizes == [expected, expected]
 
 
-@TRANSPORTS
+async def test_small_uploads_go_framed_and_large_ones_through_the_descriptor(tmp_path: Path) -> None:
+    async with agent(tmp_path, fds=True) as session:
+        assert session.fds is not None
+        handed: list[int] = []
+        expect = session.fds.expect
+        session.fds.expect = lambda rid: (handed.append(rid), expect(rid))[1]  # type: ignore[method-assign]
+        small, large = b"s" * 1000, os.urandom(channel_fds.HANDED_MIN_BYTES + 1)
+        assert await session.write("small", chunks(small), 10 << 20) == len(small)
+        assert handed == []
+        assert await session.write("large", chunks(large[:1000], large[1000:]), 10 << 20) == len(large)
+        assert len(handed) == 1
+    assert (tmp_path / "small").read_bytes() == small
+    assert (tmp_path / "large").read_bytes() == large
+
+
 async def test_write_limit_leaves_nothing_behind(tmp_path: Path, fds: bool) -> None:
     async with agent(tmp_path, fds=fds) as session:
         with pytest.raises(PayloadTooLargeError):
@@ -211,7 +229,6 @@ async def test_write_limit_leaves_nothing_behind(tmp_path: Path, fds: bool) -> N
         assert list(tmp_path.iterdir()) == []
 
 
-@TRANSPORTS
 async def test_symlink_escapes_are_refused(tmp_path: Path, fds: bool) -> None:
     root = tmp_path / "root"
     root.mkdir()
@@ -302,7 +319,6 @@ async def test_restore_refuses_unsafe_members_and_keeps_the_tree(tmp_path: Path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
 
 
-@TRANSPORTS
 async def test_special_files_are_refused_without_waiting(tmp_path: Path, fds: bool) -> None:
     os.mkfifo(tmp_path / "pipe")
     async with agent(tmp_path, fds=fds) as session:

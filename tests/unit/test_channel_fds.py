@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_channel_guard import FakeAgent, frame, opened
+from trove_api.runtimes.channel import fds
 from trove_api.runtimes.channel.fds import FdChannel, new_pair
 from trove_api.runtimes.channel.protocol import CANCEL, DATA, EOF, RESULT
 from trove_core.errors import ChannelLostError, TroveError
@@ -54,7 +55,8 @@ class Fixture:
 
 
 @pytest.fixture
-async def fixture(tmp_path: Path) -> AsyncIterator[Fixture]:
+async def fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Fixture]:
+    monkeypatch.setattr(fds, "HANDED_MIN_BYTES", 0)  # every upload through a descriptor
     before = open_fds()
     made = Fixture(tmp_path)
     yield made

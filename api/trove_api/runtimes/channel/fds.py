@@ -128,6 +128,10 @@ def new_pair() -> tuple[socket.socket, socket.socket]:
 
 # Bytes per write() or read() of the file: few thread hand-overs, little held in memory.
 IO_BYTES = 1024 * 1024
+# Smaller uploads go framed (``files.write``): one exchange, no file held open across a round trip.
+HANDED_MIN_BYTES = 1024 * 1024
+# ... unless the body is still arriving after this long: then it is handed over at once.
+HANDED_WAIT_S = 0.05
 # How often the agent is told how far the upload is, so it starts writeback (its fsync is short).
 PROGRESS_BYTES = 8 * 1024 * 1024
 

@@ -34,8 +34,15 @@ if TYPE_CHECKING:
 
 
 async def write(session: AgentSession, rel: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
-    if session.fds is not None:  # local: the bytes go straight into the agent's temp file
-        return await fds.write_through(session, rel, chunks, max_bytes)
+    if session.fds is not None:
+        # Local: a large body, or one still arriving, goes straight into the agent's temp file.
+        # A small one at hand goes framed, in one exchange: handing the file over costs a round
+        # trip more and keeps the temp file open across it (a server killed meanwhile leaves it
+        # for the namespace's next agent to sweep).
+        head, following = await _head(chunks, fds.HANDED_MIN_BYTES)
+        if following is not None:
+            return await fds.write_through(session, rel, _chained(head, following), max_bytes)
+        chunks = _chained(head, None)
     request = await session.open({"op": "write", "path": rel, "max_bytes": max_bytes})
     # Request bodies arrive in small pieces; fewer, larger frames go faster through the
     # API server and the kubelet. Each frame is allocated whole and filled in place behind
@@ -98,6 +105,45 @@ async def write(session: AgentSession, rel: str, chunks: AsyncIterator[bytes], m
     if not result.get("ok"):
         raise agent_error(result)
     return int(result["size"])
+
+
+async def _head(chunks: AsyncIterator[bytes], size: int) -> tuple[list[bytes], AsyncIterator[bytes] | None]:
+    """The first chunks of ``chunks`` while they come at once, up to ``size`` bytes; and the
+    rest (None: there is none). A body still arriving is not waited for: its upload opens now."""
+    head: list[bytes] = []
+    taken = 0
+    iterator = aiter(chunks)
+    while taken < size:
+        following = asyncio.ensure_future(anext(iterator))
+        await asyncio.wait({following}, timeout=fds.HANDED_WAIT_S)
+        if not following.done():
+            return head, _resumed(following, iterator)
+        try:
+            chunk = following.result()
+        except StopAsyncIteration:
+            return head, None
+        head.append(chunk)
+        taken += len(chunk)
+    return head, iterator
+
+
+async def _resumed(following: asyncio.Future[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        yield await following
+    except StopAsyncIteration:
+        return
+    finally:
+        following.cancel()  # the upload ended before it came (a no-op once it has)
+    async for chunk in rest:
+        yield chunk
+
+
+async def _chained(head: list[bytes], rest: AsyncIterator[bytes] | None) -> AsyncIterator[bytes]:
+    for chunk in head:
+        yield chunk
+    if rest is not None:
+        async for chunk in rest:
+            yield chunk
 
 
 async def list_dir(
