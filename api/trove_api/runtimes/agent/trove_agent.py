@@ -6,6 +6,8 @@ Frames in both directions: a 9-byte header ``>IIB`` (payload length, request id,
 the payload. Client → agent: OPEN (JSON op), DATA (stdin or file bytes), EOF, CANCEL.
 Agent → client: HELLO (id 0), DATA (file bytes), STDOUT, STDERR, RESULT (JSON; ends the id).
 ``port_connect`` (a TCP connection in the sandbox) also has EOF from the agent and ACK both ways.
+Locally (``--fds=N``, a unix socket beside the pipes) ``open`` and ``write`` may hand the opened
+file to the API (SCM_RIGHTS) so the bytes skip the channel; paths and commits stay here.
 
 Each command runs in its own session under its own supervisor (a child subreaper: see
 "containment"), with its own timeout; everything it started is killed when it ends, however

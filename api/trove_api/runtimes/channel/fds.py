@@ -8,8 +8,11 @@ channel's pipe and the agent's read and write loop (most of an upload's CPU).
 The agent is not trusted with what it sends: a descriptor is taken only for a request that
 asked for one, only after the agent said (on the channel) that it was sent, without ever
 waiting on the socket, and only if it is a regular file on the namespace's own filesystem
-(never a FIFO, socket or device that could block the API, nor /proc or another mount).
-Anything else received is closed at once.
+(never a FIFO, socket or device that could block the API, nor /proc or another mount); an
+upload's must be empty and open for writing. Anything else received is closed at once, and a
+refused one drops the channel. A descriptor carries the access the agent had when it opened
+the file, as the sandbox's uid: through it the API reads or writes nothing the agent could not
+itself, and the API's own caps (upload and read sizes, the disk reserve) still apply.
 """
 
 from __future__ import annotations
