@@ -222,6 +222,26 @@ async def test_small_uploads_go_framed_and_large_ones_through_the_descriptor(tmp
     assert (tmp_path / "large").read_bytes() == large
 
 
+async def test_a_refused_upload_still_arriving_stops_reading_its_body(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "out").symlink_to(tmp_path)
+    stopped = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        try:
+            yield b"x" * 1000
+            await asyncio.Event().wait()  # a client that never sends the rest
+            yield b"never"
+        finally:
+            stopped.set()
+
+    async with agent(root, fds=True) as session:
+        with pytest.raises(PathRejectedError):
+            await asyncio.wait_for(session.write("out/x", slow_body(), 10 << 20), 5)
+        await asyncio.wait_for(stopped.wait(), 5)  # nothing is left reading the body
+
+
 async def test_write_limit_leaves_nothing_behind(tmp_path: Path, fds: bool) -> None:
     async with agent(tmp_path, fds=fds) as session:
         with pytest.raises(PayloadTooLargeError):

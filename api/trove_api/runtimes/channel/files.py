@@ -39,10 +39,14 @@ async def write(session: AgentSession, rel: str, chunks: AsyncIterator[bytes], m
         # A small one at hand goes framed, in one exchange: handing the file over costs a round
         # trip more and keeps the temp file open across it (a server killed meanwhile leaves it
         # for the namespace's next agent to sweep).
-        head, following = await _head(chunks, fds.HANDED_MIN_BYTES)
-        if following is not None:
-            return await fds.write_through(session, rel, _chained(head, following), max_bytes)
-        chunks = _chained(head, None)
+        head, following, remaining = await _head(chunks, fds.HANDED_MIN_BYTES)
+        if remaining is not None:
+            try:
+                return await fds.write_through(session, rel, _chained(head, following, remaining), max_bytes)
+            finally:
+                if following is not None:  # an upload refused before reading on stops reading
+                    following.cancel()
+        chunks = _chained(head, None, None)
     request = await session.open({"op": "write", "path": rel, "max_bytes": max_bytes})
     # Request bodies arrive in small pieces; fewer, larger frames go faster through the
     # API server and the kubelet. Each frame is allocated whole and filled in place behind
@@ -107,9 +111,12 @@ async def write(session: AgentSession, rel: str, chunks: AsyncIterator[bytes], m
     return int(result["size"])
 
 
-async def _head(chunks: AsyncIterator[bytes], size: int) -> tuple[list[bytes], AsyncIterator[bytes] | None]:
-    """The first chunks of ``chunks`` while they come at once, up to ``size`` bytes; and the
-    rest (None: there is none). A body still arriving is not waited for: its upload opens now."""
+async def _head(
+    chunks: AsyncIterator[bytes], size: int
+) -> tuple[list[bytes], asyncio.Future[bytes] | None, AsyncIterator[bytes] | None]:
+    """The first chunks of ``chunks`` while they come at once, up to ``size`` bytes; the next
+    one if it is still on its way (not waited for: that upload opens now); and the iterator for
+    the rest (None: the body is all in the head)."""
     head: list[bytes] = []
     taken = 0
     iterator = aiter(chunks)
@@ -117,30 +124,26 @@ async def _head(chunks: AsyncIterator[bytes], size: int) -> tuple[list[bytes], A
         following = asyncio.ensure_future(anext(iterator))
         await asyncio.wait({following}, timeout=fds.HANDED_WAIT_S)
         if not following.done():
-            return head, _resumed(following, iterator)
+            return head, following, iterator
         try:
             chunk = following.result()
         except StopAsyncIteration:
-            return head, None
+            return head, None, None
         head.append(chunk)
         taken += len(chunk)
-    return head, iterator
+    return head, None, iterator
 
 
-async def _resumed(following: asyncio.Future[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    try:
-        yield await following
-    except StopAsyncIteration:
-        return
-    finally:
-        following.cancel()  # the upload ended before it came (a no-op once it has)
-    async for chunk in rest:
-        yield chunk
-
-
-async def _chained(head: list[bytes], rest: AsyncIterator[bytes] | None) -> AsyncIterator[bytes]:
+async def _chained(
+    head: list[bytes], following: asyncio.Future[bytes] | None, rest: AsyncIterator[bytes] | None
+) -> AsyncIterator[bytes]:
     for chunk in head:
         yield chunk
+    if following is not None:
+        try:
+            yield await following
+        except StopAsyncIteration:
+            return
     if rest is not None:
         async for chunk in rest:
             yield chunk
