@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from trove_api.runtimes.channel import AGENT_SOURCE
+from trove_api.runtimes.channel import fds as channel_fds
+from trove_api.runtimes.channel.fds import FdChannel, HandedFile, new_pair
 from trove_api.runtimes.channel.session import AgentSession
 from trove_core.errors import IsADirectoryError_, PathNotFoundError, PathRejectedError, PayloadTooLargeError
 from trove_core.runtime import ExecSpec
@@ -31,19 +33,26 @@ async def agent(
     python: str = sys.executable,
     script: Path = AGENT,
     env: dict[str, str] | None = None,
+    fds: bool = False,
 ) -> AsyncIterator[AgentSession]:
     """``prefix`` stands for the exec websocket's stdin channel byte: checked and stripped here;
     ``wrapper`` runs the agent under another command (e.g. strace, setpriv), ``python`` and
-    ``script`` are the interpreter and agent file it runs, ``env`` its whole environment."""
+    ``script`` are the interpreter and agent file it runs, ``env`` its whole environment;
+    ``fds``: the local transport's descriptor socket beside the pipes (``channel/fds.py``)."""
+    api_end, agent_end = new_pair() if fds else (None, None)
     proc = await asyncio.create_subprocess_exec(
         *wrapper,
         python,
         str(script),
         str(root),
+        *([f"--fds={agent_end.fileno()}"] if agent_end is not None else []),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         env=env,
+        pass_fds=[agent_end.fileno()] if agent_end is not None else [],
     )
+    if agent_end is not None:
+        agent_end.close()
     assert proc.stdin is not None
     assert proc.stdout is not None
     stdin, stdout = proc.stdin, proc.stdout
@@ -61,13 +70,27 @@ async def agent(
         session.connection_lost()
 
     reader = asyncio.create_task(pump())
-    await session.hello
+    hello = await session.hello
+    if api_end is not None:
+        assert hello["fds"] is True
+        session.fds = FdChannel(api_end, os.stat(root).st_dev)
     try:
         yield session
     finally:
         stdin.close()
         await proc.wait()
         await reader
+        if session.fds is not None:
+            session.fds.close()
+
+
+@pytest.fixture(params=[False, True], ids=["framed", "fds"])
+def fds(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """The framed channel (both backends), or the local transport's handed-over descriptors
+    (for every upload, however small: by default small ones go framed)."""
+    if request.param:
+        monkeypatch.setattr(channel_fds, "HANDED_MIN_BYTES", 0)
+    return bool(request.param)
 
 
 def spec(script: str, stdin: bytes | None = None, timeout: float = 10, limit: int = 1 << 20) -> ExecSpec:
@@ -121,13 +144,14 @@ async def test_output_cap(tmp_path: Path) -> None:
         assert out.exit_code == 0
 
 
-async def test_files_round_trip(tmp_path: Path) -> None:
+async def test_files_round_trip(tmp_path: Path, fds: bool) -> None:
     data = os.urandom(3 * 1024 * 1024 + 17)
-    async with agent(tmp_path) as session:
+    async with agent(tmp_path, fds=fds) as session:
         size = await session.write("a/b/c.bin", chunks(data[:1000], data[1000:]), 10 << 20)
         assert size == len(data)
         assert (tmp_path / "a/b/c.bin").read_bytes() == data
         reader = await session.open_file("a/b/c.bin")
+        assert isinstance(reader, HandedFile) == fds  # the bytes come through the descriptor
         assert reader.stat.size == len(data)
         got = b"".join([c async for c in reader.iter_bytes(0, len(data))])
         part = b"".join([c async for c in reader.iter_bytes(10, 20)])
@@ -155,12 +179,14 @@ async def test_uploads_in_many_pieces_arrive_whole(tmp_path: Path, prefix: bytes
     assert (tmp_path / "up.bin").read_bytes() == data
 
 
-async def test_a_large_upload_is_written_back_as_it_arrives_and_lands_whole(tmp_path: Path) -> None:
+async def test_a_large_upload_is_written_back_as_it_arrives_and_lands_whole(
+    tmp_path: Path, fds: bool
+) -> None:
     # Past WRITEBACK_BYTES the agent asks the kernel to start writing each range out while the
     # rest still arrives (sync_file_range); the file must still be exactly what was sent.
     data = os.urandom(20 * 1024 * 1024 + 12345)
     pieces = [data[i : i + 100_003] for i in range(0, len(data), 100_003)]
-    async with agent(tmp_path) as session:
+    async with agent(tmp_path, fds=fds) as session:
         assert await session.write("big.bin", chunks(*pieces), 64 << 20) == len(data)
     assert (tmp_path / "big.bin").read_bytes() == data
 
@@ -181,20 +207,55 @@ def test_agent_widens_its_pipes(tmp_path: Path) -> None:
     assert sizes == [expected, expected]
 
 
-async def test_write_limit_leaves_nothing_behind(tmp_path: Path) -> None:
-    async with agent(tmp_path) as session:
+async def test_small_uploads_go_framed_and_large_ones_through_the_descriptor(tmp_path: Path) -> None:
+    async with agent(tmp_path, fds=True) as session:
+        assert session.fds is not None
+        handed: list[int] = []
+        expect = session.fds.expect
+        session.fds.expect = lambda rid: (handed.append(rid), expect(rid))[1]  # type: ignore[method-assign]
+        small, large = b"s" * 1000, os.urandom(channel_fds.HANDED_MIN_BYTES + 1)
+        assert await session.write("small", chunks(small), 10 << 20) == len(small)
+        assert handed == []
+        assert await session.write("large", chunks(large[:1000], large[1000:]), 10 << 20) == len(large)
+        assert len(handed) == 1
+    assert (tmp_path / "small").read_bytes() == small
+    assert (tmp_path / "large").read_bytes() == large
+
+
+async def test_a_refused_upload_still_arriving_stops_reading_its_body(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "out").symlink_to(tmp_path)
+    stopped = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        try:
+            yield b"x" * 1000
+            await asyncio.Event().wait()  # a client that never sends the rest
+            yield b"never"
+        finally:
+            stopped.set()
+
+    async with agent(root, fds=True) as session:
+        with pytest.raises(PathRejectedError):
+            await asyncio.wait_for(session.write("out/x", slow_body(), 10 << 20), 5)
+        await asyncio.wait_for(stopped.wait(), 5)  # nothing is left reading the body
+
+
+async def test_write_limit_leaves_nothing_behind(tmp_path: Path, fds: bool) -> None:
+    async with agent(tmp_path, fds=fds) as session:
         with pytest.raises(PayloadTooLargeError):
             await session.write("big", chunks(b"x" * 100, b"y" * 100), 150)
         assert list(tmp_path.iterdir()) == []
 
 
-async def test_symlink_escapes_are_refused(tmp_path: Path) -> None:
+async def test_symlink_escapes_are_refused(tmp_path: Path, fds: bool) -> None:
     root = tmp_path / "root"
     root.mkdir()
     (tmp_path / "secret").write_text("s")
     (root / "out").symlink_to(tmp_path)
     (root / "leak").symlink_to(tmp_path / "secret")
-    async with agent(root) as session:
+    async with agent(root, fds=fds) as session:
         with pytest.raises(PathRejectedError):
             await session.open_file("leak")
         with pytest.raises(PathRejectedError):
@@ -278,9 +339,9 @@ async def test_restore_refuses_unsafe_members_and_keeps_the_tree(tmp_path: Path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
 
 
-async def test_special_files_are_refused_without_waiting(tmp_path: Path) -> None:
+async def test_special_files_are_refused_without_waiting(tmp_path: Path, fds: bool) -> None:
     os.mkfifo(tmp_path / "pipe")
-    async with agent(tmp_path) as session:
+    async with agent(tmp_path, fds=fds) as session:
         with pytest.raises(IsADirectoryError_):
             await asyncio.wait_for(session.open_file("pipe"), 5)
 

@@ -6,6 +6,8 @@ Frames in both directions: a 9-byte header ``>IIB`` (payload length, request id,
 the payload. Client → agent: OPEN (JSON op), DATA (stdin or file bytes), EOF, CANCEL.
 Agent → client: HELLO (id 0), DATA (file bytes), STDOUT, STDERR, RESULT (JSON; ends the id).
 ``port_connect`` (a TCP connection in the sandbox) also has EOF from the agent and ACK both ways.
+Locally (``--fds=N``, a unix socket beside the pipes) ``open`` and ``write`` may hand the opened
+file to the API (SCM_RIGHTS) so the bytes skip the channel; paths and commits stay here.
 
 Each command runs in its own session under its own supervisor (a child subreaper: see
 "containment"), with its own timeout; everything it started is killed when it ends, however
@@ -176,10 +178,15 @@ def entry(rel: str, st: os.stat_result) -> list[object]:
 
 
 class Agent:
-    def __init__(self, root: str, writer: asyncio.StreamWriter, cwd: str = "/") -> None:
+    def __init__(
+        self, root: str, writer: asyncio.StreamWriter, cwd: str = "/", fd_socket: socket.socket | None = None
+    ) -> None:
         self.root = Root(root)
         self.cwd = cwd
         self.writer = writer
+        # Local transport: open files handed to the API (SCM_RIGHTS) for ops that ask ("fd": true),
+        # so a transfer's bytes skip the channel. Paths are still resolved and uploads committed here.
+        self.fd_socket = fd_socket
         self.inbox: dict[int, asyncio.Queue[tuple[int, bytes]]] = {}
         self.handles: dict[int, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -191,6 +198,17 @@ class Agent:
 
     def send(self, rid: int, kind: int, payload: bytes = b"") -> None:
         self.writer.write(HEADER.pack(len(payload), rid, kind) + payload)
+
+    def pass_fd(self, rid: int, req: dict[str, object], fd: int) -> bool:
+        """Hand ``fd`` to the API for request ``rid`` if it asked and this transport can."""
+        if not req.get("fd") or self.fd_socket is None:
+            return False
+        try:
+            rights = array.array("i", [fd]).tobytes()
+            self.fd_socket.sendmsg([struct.pack(">I", rid)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
+        except OSError:  # the socket is full or gone: the bytes go over the channel instead
+            return False
+        return True
 
     async def flush(self) -> None:
         await self.writer.drain()
@@ -383,24 +401,13 @@ class Agent:
         OWN_UPLOADS.add(temp)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=parent)
         fcntl.flock(fd, fcntl.LOCK_EX)  # a live upload: ``sweep`` leaves it alone
-        size = written_back = 0
         done = False
         try:
-            while True:
-                kind, payload = await queue.get()
-                if kind == CANCEL:
-                    raise OpError("cancelled", rel)
-                if kind == EOF:
-                    break
-                size += len(payload)
-                if size > max_bytes:
-                    raise OpError("payload_too_large", rel)
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if size - written_back >= WRITEBACK_BYTES:
-                    await asyncio.to_thread(start_writeback, fd, written_back, size - written_back)
-                    written_back = size
+            if self.pass_fd(rid, req, fd):
+                self.send(rid, DATA, b"fd")  # sent: the API writes the bytes through it
+                size = await written_by_client(rel, fd, queue, max_bytes)
+            else:
+                size = await received_into(rel, fd, queue, max_bytes)
             with contextlib.suppress(FileNotFoundError):
                 if stat.S_ISDIR(os.stat(last, dir_fd=parent, follow_symlinks=False).st_mode):
                     raise OpError("is_a_directory", rel)
@@ -423,6 +430,7 @@ class Agent:
     async def op_open(
         self, rid: int, req: dict[str, object], queue: asyncio.Queue[tuple[int, bytes]]
     ) -> dict[str, object]:
+        """A file held open for ``pread`` (its ``handle``), or handed to the API ("fd": true)."""
         rel = str(req["path"])
         real = self.root.resolve(rel)
         if not real:
@@ -441,6 +449,9 @@ class Agent:
             os.close(fd)
             raise OpError("is_a_directory", rel, "not a regular file")
         os.set_blocking(fd, True)
+        if self.pass_fd(rid, req, fd):
+            os.close(fd)
+            return {"fd": True, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
         self.handles[rid] = fd
         return {"handle": rid, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
@@ -1885,6 +1896,51 @@ async def write_all(fd: int, data: bytes) -> None:
                 loop.remove_writer(fd)
 
 
+async def received_into(rel: str, fd: int, queue: asyncio.Queue[tuple[int, bytes]], max_bytes: int) -> int:
+    """An upload's bytes from the channel (DATA frames until EOF), written to ``fd``; their size."""
+    size = written_back = 0
+    while True:
+        kind, payload = await queue.get()
+        if kind == CANCEL:
+            raise OpError("cancelled", rel)
+        if kind == EOF:
+            return size
+        size += len(payload)
+        if size > max_bytes:
+            raise OpError("payload_too_large", rel)
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view) :]
+        if size - written_back >= WRITEBACK_BYTES:
+            await asyncio.to_thread(start_writeback, fd, written_back, size - written_back)
+            written_back = size
+
+
+async def written_by_client(
+    rel: str, fd: int, queue: asyncio.Queue[tuple[int, bytes]], max_bytes: int
+) -> int:
+    """An upload the client writes through its copy of ``fd``: DATA frames say how far it has
+    written (writeback starts there), EOF its size, once its last write returned."""
+    written_back = 0
+    while True:
+        kind, payload = await queue.get()
+        if kind == CANCEL:
+            raise OpError("cancelled", rel)
+        if kind not in (DATA, EOF):
+            continue
+        size = int(payload or b"0")
+        if size > max_bytes:
+            raise OpError("payload_too_large", rel)
+        if kind == EOF:
+            on_disk = os.fstat(fd).st_size
+            if on_disk != size:
+                raise OpError("io_error", rel, f"{on_disk} bytes written, {size} announced")
+            return size
+        if size - written_back >= WRITEBACK_BYTES:
+            await asyncio.to_thread(start_writeback, fd, written_back, size - written_back)
+            written_back = size
+
+
 class FrameInput(asyncio.Protocol):
     """Splits stdin into frames as it arrives. Pieces are kept as read and each payload is joined
     once: a StreamReader's buffer, trimmed at the front and appended to, copies all it holds
@@ -1936,10 +1992,29 @@ class FrameInput(asyncio.Protocol):
             self.closed.set_result(None)
 
 
+FDS_OPTION = "--fds="
+
+
+def fd_socket_from(args: list[str]) -> socket.socket | None:
+    """The unix socket named by ``--fds=N`` (the local transport's; see ``Agent.pass_fd``), if any."""
+    for arg in args:
+        if arg.startswith(FDS_OPTION):
+            with contextlib.suppress(OSError, ValueError):
+                sock = socket.socket(fileno=int(arg[len(FDS_OPTION) :]))
+                if sock.family == socket.AF_UNIX:
+                    sock.set_inheritable(False)  # no command, nor a supervisor's exec, holds it
+                    sock.setblocking(False)  # a full socket never blocks the agent
+                    return sock
+                sock.detach()
+    return None
+
+
 async def main() -> None:
-    root = sys.argv[1] if len(sys.argv) > 1 else "/workspace"
+    args = [arg for arg in sys.argv[1:] if not arg.startswith(FDS_OPTION)]
+    fd_socket = fd_socket_from(sys.argv[1:])
+    root = args[0] if args else "/workspace"
     # Commands' working directory: "/" in a sandbox; unsandboxed, one that shows the root as workspace/.
-    cwd = sys.argv[2] if len(sys.argv) > 2 else "/"
+    cwd = args[1] if len(args) > 1 else "/"
     loop = asyncio.get_running_loop()
     # Not dumpable: /proc/<agent>/{fd,environ,mem} are closed to the commands (same uid, no
     # capabilities), so none can write a forged frame into the channel. Supervisors are forks
@@ -1959,9 +2034,10 @@ async def main() -> None:
     )
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
     finish_swaps(Root(root).path)
-    agent = Agent(root, writer, cwd)
+    agent = Agent(root, writer, cwd, fd_socket)
     # HELLO goes out before any request is read.
-    agent.send(0, HELLO, json.dumps({"version": VERSION, "pid": os.getpid()}).encode())
+    hello = {"version": VERSION, "pid": os.getpid(), "fds": fd_socket is not None}
+    agent.send(0, HELLO, json.dumps(hello).encode())
     _, frames = await loop.connect_read_pipe(
         lambda: FrameInput(agent.deliver), os.fdopen(0, "rb", buffering=0)
     )

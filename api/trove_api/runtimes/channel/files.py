@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from trove_api.runtimes.channel import fds
 from trove_api.runtimes.channel.protocol import (
     CANCEL,
     DATA,
@@ -33,6 +34,19 @@ if TYPE_CHECKING:
 
 
 async def write(session: AgentSession, rel: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
+    if session.fds is not None:
+        # Local: a large body, or one still arriving, goes straight into the agent's temp file.
+        # A small one at hand goes framed, in one exchange: handing the file over costs a round
+        # trip more and keeps the temp file open across it (a server killed meanwhile leaves it
+        # for the namespace's next agent to sweep).
+        head, following, remaining = await _head(chunks, fds.HANDED_MIN_BYTES)
+        if remaining is not None:
+            try:
+                return await fds.write_through(session, rel, _chained(head, following, remaining), max_bytes)
+            finally:
+                if following is not None:  # an upload refused before reading on stops reading
+                    following.cancel()
+        chunks = _chained(head, None, None)
     request = await session.open({"op": "write", "path": rel, "max_bytes": max_bytes})
     # Request bodies arrive in small pieces; fewer, larger frames go faster through the
     # API server and the kubelet. Each frame is allocated whole and filled in place behind
@@ -97,6 +111,44 @@ async def write(session: AgentSession, rel: str, chunks: AsyncIterator[bytes], m
     return int(result["size"])
 
 
+async def _head(
+    chunks: AsyncIterator[bytes], size: int
+) -> tuple[list[bytes], asyncio.Future[bytes] | None, AsyncIterator[bytes] | None]:
+    """The first chunks of ``chunks`` while they come at once, up to ``size`` bytes; the next
+    one if it is still on its way (not waited for: that upload opens now); and the iterator for
+    the rest (None: the body is all in the head)."""
+    head: list[bytes] = []
+    taken = 0
+    iterator = aiter(chunks)
+    while taken < size:
+        following = asyncio.ensure_future(anext(iterator))
+        await asyncio.wait({following}, timeout=fds.HANDED_WAIT_S)
+        if not following.done():
+            return head, following, iterator
+        try:
+            chunk = following.result()
+        except StopAsyncIteration:
+            return head, None, None
+        head.append(chunk)
+        taken += len(chunk)
+    return head, None, iterator
+
+
+async def _chained(
+    head: list[bytes], following: asyncio.Future[bytes] | None, rest: AsyncIterator[bytes] | None
+) -> AsyncIterator[bytes]:
+    for chunk in head:
+        yield chunk
+    if following is not None:
+        try:
+            yield await following
+        except StopAsyncIteration:
+            return
+    if rest is not None:
+        async for chunk in rest:
+            yield chunk
+
+
 async def list_dir(
     session: AgentSession, rel: str, *, recursive: bool, max_entries: int, max_depth: int
 ) -> tuple[list[FileStat], bool]:
@@ -130,8 +182,13 @@ async def export_tar(session: AgentSession) -> AsyncIterator[bytes]:
                 return
 
 
-async def open_file(session: AgentSession, rel: str) -> AgentFile:
-    result = await session.call({"op": "open", "path": rel})
+async def open_file(session: AgentSession, rel: str) -> AgentFile | fds.HandedFile:
+    if session.fds is not None:
+        result, handed = await fds.open_through(session, rel)
+        if handed is not None:
+            return handed
+    else:
+        result = await session.call({"op": "open", "path": rel})
     stat = FileStat(rel=rel, is_dir=False, size=int(result["size"]), mtime_ns=int(result["mtime_ns"]))
     return AgentFile(session, int(result["handle"]), stat)
 

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from trove_api.runtimes.channel import files
+from trove_api.runtimes.channel.fds import FdChannel, HandedFile
 from trove_api.runtimes.channel.frames import HEADER, FrameError, FrameReader
 from trove_api.runtimes.channel.protocol import (
     _LOST,
@@ -74,6 +75,8 @@ class AgentSession:
         self.last_used = time.monotonic()
         # Pids of processes started over this session and not seen to end (channel/processes.py).
         self.live_processes: set[int] = set()
+        # Local transport: open files the agent hands over (channel/fds.py); None on Kubernetes.
+        self.fds: FdChannel | None = None
 
     # -- transport side -------------------------------------------------------------------
 
@@ -267,5 +270,5 @@ class AgentSession:
         """The namespace as a gzip tar, acknowledged as consumed so the pod never runs ahead."""
         return files.export_tar(self)
 
-    async def open_file(self, rel: str) -> files.AgentFile:
+    async def open_file(self, rel: str) -> files.AgentFile | HandedFile:
         return await files.open_file(self, rel)

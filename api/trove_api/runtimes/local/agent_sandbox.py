@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import io
 import logging
 import os
@@ -20,12 +21,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from trove_api.logs import detached_task
+from trove_api.runtimes.channel.fds import FdChannel, new_pair
 from trove_api.runtimes.channel.session import AgentSession
 from trove_core.errors import ChannelLostError, UnavailableError
 
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 10.0
+# The agent's end of the descriptor socket is inherited at or above this number, clear of the
+# fds the spawn chain opens for bwrap (3-5).
+_FD_SOCKET_MIN = 64
 _STOP_WAIT_S = 5.0
 _STDERR_KEPT = 4096
 
@@ -72,11 +77,22 @@ class AgentSandbox:
         contained: bool = True,
         on_stop: Callable[[], None] | None = None,
         healthy: Callable[[], bool] | None = None,
+        fd_device: int | None = None,
     ) -> AgentSandbox:
-        """Spawn ``argv`` (which ends in the agent) and wait for its HELLO."""
+        """Spawn ``argv`` (which ends in the agent) and wait for its HELLO.
+
+        ``fd_device``: st_dev of the namespace's directory; given, the agent also gets a unix
+        socket (``--fds=N``) to hand file descriptors over (``channel/fds.py``), and the API
+        takes only regular files on that device from it."""
         # The agent's stdout is read by a protocol that hands each read straight to the session:
         # a StreamReader in between copied every byte twice more and shifted its buffer per read.
         channel_out, agent_out = os.pipe2(os.O_CLOEXEC)
+        fd_api, fd_agent = new_pair() if fd_device is not None else (None, None)
+        agent_fds = -1
+        if fd_agent is not None:
+            agent_fds = fcntl.fcntl(fd_agent.fileno(), fcntl.F_DUPFD_CLOEXEC, _FD_SOCKET_MIN)
+            fd_agent.close()
+            argv = [*argv, f"--fds={agent_fds}"]
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -86,9 +102,12 @@ class AgentSandbox:
                 start_new_session=True,
                 env=dict(env),
                 cwd=cwd,
+                pass_fds=(agent_fds,) if agent_fds >= 0 else (),
             )
         except OSError as exc:
             os.close(channel_out)
+            if fd_api is not None:
+                fd_api.close()
             if on_stop is not None:
                 on_stop()
             raise UnavailableError(
@@ -96,6 +115,8 @@ class AgentSandbox:
             ) from exc
         finally:
             os.close(agent_out)
+            if agent_fds >= 0:
+                os.close(agent_fds)
         sandbox = cls(key, proc, contained=contained, on_stop=on_stop, healthy=healthy)
         # Held here too: the transport closes its pipe only from a loop callback, which never
         # runs when the loop ends first; stop() closes it itself.
@@ -105,8 +126,10 @@ class AgentSandbox:
         )
         try:
             async with asyncio.timeout(HELLO_TIMEOUT_S):
-                await asyncio.shield(sandbox.session.hello)
+                hello = await asyncio.shield(sandbox.session.hello)
         except (TimeoutError, ChannelLostError) as exc:
+            if fd_api is not None:
+                fd_api.close()
             await sandbox.stop()
             await _settled(sandbox._errors)
             said = sandbox._stderr_tail.decode(errors="replace").strip()
@@ -115,6 +138,11 @@ class AgentSandbox:
                 retry_after=2,
                 internal=f"the sandbox of {key} did not say hello: {said or 'no output'}",
             ) from exc
+        if fd_api is not None and fd_device is not None:
+            if hello.get("fds") is True:
+                sandbox.session.fds = FdChannel(fd_api, fd_device)
+            else:
+                fd_api.close()
         return sandbox
 
     @property
@@ -178,6 +206,8 @@ class AgentSandbox:
             self._channel.close()
         if self._channel_file is not None:
             self._channel_file.close()
+        if self.session.fds is not None:
+            self.session.fds.close()
         if self._on_stop is not None:
             on_stop, self._on_stop = self._on_stop, None
             await asyncio.to_thread(on_stop)

@@ -122,7 +122,9 @@ class SandboxLauncher:
             _ensure_view(view, directory)
             agent = [sys.executable, *AGENT_FLAGS, str(AGENT_SOURCE), str(directory), str(view)]
             argv = [*build_limits_wrapper([], self.limits), *agent]
-            return await AgentSandbox.start(key, argv, env={"PATH": path}, cwd=view, contained=False)
+            return await AgentSandbox.start(
+                key, argv, env={"PATH": path}, cwd=view, contained=False, fd_device=_device(directory)
+            )
         cgroup_procs = await asyncio.to_thread(self.cgroups.prepare, key)
         networks = self.networks
         netns_path = await asyncio.to_thread(networks.acquire, key) if networks else None
@@ -143,7 +145,9 @@ class SandboxLauncher:
             return networks is None or netns_path is None or networks.slirp_running(current_key())
 
         argv = self.argv(str(directory), uid, cgroup_procs, netns_path)
-        sandbox = await AgentSandbox.start(key, argv, env={"PATH": path}, on_stop=release, healthy=network_up)
+        sandbox = await AgentSandbox.start(
+            key, argv, env={"PATH": path}, on_stop=release, healthy=network_up, fd_device=_device(directory)
+        )
         return sandbox
 
 
@@ -175,6 +179,11 @@ def compile_agent(target: Path) -> Path | None:
         temp.unlink(missing_ok=True)
         return None
     return target
+
+
+def _device(directory: Path) -> int:
+    """The filesystem the namespace's files are on: the agent may hand over descriptors on it only."""
+    return os.stat(directory).st_dev
 
 
 def _ensure_view(view: Path, target: Path) -> None:
