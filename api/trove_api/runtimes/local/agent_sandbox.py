@@ -87,10 +87,12 @@ class AgentSandbox:
                 env=dict(env),
                 cwd=cwd,
             )
-        except OSError as exc:
+        except BaseException as exc:  # OSError, or cancelled (asyncio reaps what it spawned)
             os.close(channel_out)
             if on_stop is not None:
                 on_stop()
+            if not isinstance(exc, OSError):
+                raise
             raise UnavailableError(
                 "The sandbox could not be started; retry", retry_after=2, internal=f"spawning {key}: {exc}"
             ) from exc
@@ -100,14 +102,14 @@ class AgentSandbox:
         # Held here too: the transport closes its pipe only from a loop callback, which never
         # runs when the loop ends first; stop() closes it itself.
         sandbox._channel_file = os.fdopen(channel_out, "rb", buffering=0)
-        sandbox._channel, _ = await asyncio.get_running_loop().connect_read_pipe(
-            lambda: _ChannelReader(sandbox), sandbox._channel_file
-        )
         try:
+            sandbox._channel, _ = await asyncio.get_running_loop().connect_read_pipe(
+                lambda: _ChannelReader(sandbox), sandbox._channel_file
+            )
             async with asyncio.timeout(HELLO_TIMEOUT_S):
                 await asyncio.shield(sandbox.session.hello)
         except (TimeoutError, ChannelLostError) as exc:
-            await sandbox.stop()
+            await sandbox._stop_unstarted()
             await _settled(sandbox._errors)
             said = sandbox._stderr_tail.decode(errors="replace").strip()
             raise UnavailableError(
@@ -115,7 +117,18 @@ class AgentSandbox:
                 retry_after=2,
                 internal=f"the sandbox of {key} did not say hello: {said or 'no output'}",
             ) from exc
+        except BaseException:
+            # Cancelled (a pause or kill stops the E2B warm-up; a shutdown ends what runs): no
+            # one else knows this sandbox, and its process and pipes would outlive the loop.
+            await sandbox._stop_unstarted()
+            raise
         return sandbox
+
+    async def _stop_unstarted(self) -> None:
+        await self.stop()
+        hello = self.session.hello
+        if hello.done() and not hello.cancelled():
+            hello.exception()  # retrieved: stop() failed it, and no one waits for it any more
 
     @property
     def alive(self) -> bool:
