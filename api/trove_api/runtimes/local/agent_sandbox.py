@@ -16,6 +16,7 @@ import io
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -63,6 +64,7 @@ class AgentSandbox:
         self._channel_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._channel: asyncio.BaseTransport | None = None
         self._channel_file: io.FileIO | None = None
+        self._fd_socket: socket.socket | None = None  # the API's end until the session takes it
         self._errors = detached_task(self._log_stderr(proc.stderr), name=f"trove-sandbox-log-{key}")
         self._stopped = False
 
@@ -104,12 +106,14 @@ class AgentSandbox:
                 cwd=cwd,
                 pass_fds=(agent_fds,) if agent_fds >= 0 else (),
             )
-        except OSError as exc:
+        except BaseException as exc:  # OSError, or cancelled (asyncio reaps what it spawned)
             os.close(channel_out)
             if fd_api is not None:
                 fd_api.close()
             if on_stop is not None:
                 on_stop()
+            if not isinstance(exc, OSError):
+                raise
             raise UnavailableError(
                 "The sandbox could not be started; retry", retry_after=2, internal=f"spawning {key}: {exc}"
             ) from exc
@@ -118,19 +122,18 @@ class AgentSandbox:
             if agent_fds >= 0:
                 os.close(agent_fds)
         sandbox = cls(key, proc, contained=contained, on_stop=on_stop, healthy=healthy)
+        sandbox._fd_socket = fd_api  # closed by stop() unless the hello hands it to the session
         # Held here too: the transport closes its pipe only from a loop callback, which never
         # runs when the loop ends first; stop() closes it itself.
         sandbox._channel_file = os.fdopen(channel_out, "rb", buffering=0)
-        sandbox._channel, _ = await asyncio.get_running_loop().connect_read_pipe(
-            lambda: _ChannelReader(sandbox), sandbox._channel_file
-        )
         try:
+            sandbox._channel, _ = await asyncio.get_running_loop().connect_read_pipe(
+                lambda: _ChannelReader(sandbox), sandbox._channel_file
+            )
             async with asyncio.timeout(HELLO_TIMEOUT_S):
                 hello = await asyncio.shield(sandbox.session.hello)
         except (TimeoutError, ChannelLostError) as exc:
-            if fd_api is not None:
-                fd_api.close()
-            await sandbox.stop()
+            await sandbox._stop_unstarted()
             await _settled(sandbox._errors)
             said = sandbox._stderr_tail.decode(errors="replace").strip()
             raise UnavailableError(
@@ -138,12 +141,21 @@ class AgentSandbox:
                 retry_after=2,
                 internal=f"the sandbox of {key} did not say hello: {said or 'no output'}",
             ) from exc
-        if fd_api is not None and fd_device is not None:
-            if hello.get("fds") is True:
-                sandbox.session.fds = FdChannel(fd_api, fd_device)
-            else:
-                fd_api.close()
+        except BaseException:
+            # Cancelled (a pause or kill stops the E2B warm-up; a shutdown ends what runs): no
+            # one else knows this sandbox, and its process and pipes would outlive the loop.
+            await sandbox._stop_unstarted()
+            raise
+        if fd_api is not None and fd_device is not None and hello.get("fds") is True:
+            sandbox.session.fds = FdChannel(fd_api, fd_device)  # it owns the socket from now
+            sandbox._fd_socket = None
         return sandbox
+
+    async def _stop_unstarted(self) -> None:
+        await self.stop()
+        hello = self.session.hello
+        if hello.done() and not hello.cancelled():
+            hello.exception()  # retrieved: stop() failed it, and no one waits for it any more
 
     @property
     def alive(self) -> bool:
@@ -208,6 +220,9 @@ class AgentSandbox:
             self._channel_file.close()
         if self.session.fds is not None:
             self.session.fds.close()
+        if self._fd_socket is not None:
+            self._fd_socket.close()
+            self._fd_socket = None
         if self._on_stop is not None:
             on_stop, self._on_stop = self._on_stop, None
             await asyncio.to_thread(on_stop)

@@ -14,6 +14,7 @@ shows it as ``workspace/``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -127,7 +128,7 @@ class SandboxLauncher:
             )
         cgroup_procs = await asyncio.to_thread(self.cgroups.prepare, key)
         networks = self.networks
-        netns_path = await asyncio.to_thread(networks.acquire, key) if networks else None
+        netns_path = await _acquire(networks, key) if networks else None
 
         # A spare sandbox's key changes when a namespace claims it (``spares``).
         sandbox: AgentSandbox | None = None
@@ -149,6 +150,19 @@ class SandboxLauncher:
             key, argv, env={"PATH": path}, on_stop=release, healthy=network_up, fd_device=_device(directory)
         )
         return sandbox
+
+
+async def _acquire(networks: netns.SandboxNetworks, key: str) -> str | None:
+    """``networks.acquire`` in a thread; cancelled meanwhile, the network the thread still takes
+    is handed back (else it stays in use, and running, for good)."""
+    acquiring = asyncio.ensure_future(asyncio.to_thread(networks.acquire, key))
+    try:
+        return await asyncio.shield(acquiring)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):  # what acquire raised, nobody waits for now
+            if await acquiring is not None:
+                await asyncio.to_thread(networks.release, key)
+        raise
 
 
 def compile_agent(target: Path) -> Path | None:

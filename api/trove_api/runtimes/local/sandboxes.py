@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from trove_api.logs import detached_task
 from trove_api.runtimes.channel.session import AgentSession
 from trove_api.runtimes.local.agent_sandbox import AgentSandbox
+from trove_core.errors import UnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ class WarmSandboxes:
         self.warm: dict[str, AgentSandbox] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self._closed = False
+        self._starting: set[asyncio.Future[AgentSandbox]] = set()  # cancelled by aclose
         self.started = 0  # sandboxes started so far (tests and the bench read it)
 
     async def session(self, key: str, start: Starter) -> AgentSession:
@@ -40,6 +43,8 @@ class WarmSandboxes:
             return sandbox.session
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
+            if self._closed:  # aclose went past this lock: nothing started now would be stopped
+                raise _shutting_down()
             sandbox = self.warm.get(key)
             if sandbox is not None and sandbox.alive:
                 sandbox.touch()
@@ -47,11 +52,32 @@ class WarmSandboxes:
             if sandbox is not None:  # its agent died: clear what is left before the new one
                 await self.stop(key)
             await self._make_room()
-            sandbox = await start()
+            sandbox = await self._start(start)
             self.started += 1
             self.warm[key] = sandbox
             self._ensure_reaper()
             return sandbox.session
+
+    async def _start(self, start: Starter) -> AgentSandbox:
+        """``start()`` in a future of its own, which aclose cancels: a cancelled start stops
+        what it spawned (``AgentSandbox.start``), and the caller is told the server is going."""
+        if self._closed:  # while room was being made
+            raise _shutting_down()
+        starting = asyncio.ensure_future(start())
+        self._starting.add(starting)
+        try:
+            sandbox = await starting
+        except asyncio.CancelledError:
+            caller = asyncio.current_task()
+            if self._closed and not (caller is not None and caller.cancelling()):
+                raise _shutting_down() from None
+            raise
+        finally:
+            self._starting.discard(starting)
+        if self._closed:  # it ended just as aclose began, which would not see it in ``warm``
+            await sandbox.stop()
+            raise _shutting_down()
+        return sandbox
 
     async def stop(self, key: str) -> None:
         sandbox = self.warm.pop(key, None)
@@ -98,8 +124,21 @@ class WarmSandboxes:
                 log.exception("stopping idle sandboxes failed")
 
     async def aclose(self) -> None:
+        """Stop every sandbox, those still starting too (cancelled: a shutdown waits for no
+        agent's hello); a call that comes later is refused. A start in flight holds its
+        namespace's lock until it has cleaned up: taking each lock waits for that."""
+        self._closed = True
+        for starting in list(self._starting):
+            starting.cancel()
+        for lock in list(self._locks.values()):
+            async with lock:
+                pass
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
         await asyncio.gather(*(self.stop(key) for key in list(self.warm)), return_exceptions=True)
+
+
+def _shutting_down() -> UnavailableError:
+    return UnavailableError("The server is shutting down; retry", retry_after=2)

@@ -120,7 +120,15 @@ class SpareSandboxes:
         if not _alive(spare):
             await self._discard(spare)
             return False
-        inode = await asyncio.to_thread(_move_noreplace, spare.directory, directory)
+        moving = asyncio.ensure_future(asyncio.to_thread(_move_noreplace, spare.directory, directory))
+        try:
+            inode = await asyncio.shield(moving)
+        except asyncio.CancelledError:  # as in ``_bound``: taken from ``_ready``, stopped here
+            with contextlib.suppress(Exception):
+                if await moving is not None:
+                    spare.placed = directory  # the namespace's directory now: it stays
+            await self._discard(spare)
+            raise
         if inode is None:
             await self._discard(spare)
             return False
@@ -145,11 +153,7 @@ class SpareSandboxes:
         if spare is None or spare.sandbox is None:
             return None
         sandbox = spare.sandbox
-        if (
-            spare.uid != uid
-            or not sandbox.alive
-            or not await asyncio.to_thread(self._bind, spare, key, directory)
-        ):
+        if spare.uid != uid or not sandbox.alive or not await self._bound(spare, key, directory):
             await self._discard(spare)
             return None
         sandbox.key = key
@@ -162,6 +166,20 @@ class SpareSandboxes:
         spare = self._placed.pop(directory, None)
         if spare is not None:
             await self._discard(spare)
+
+    async def _bound(self, spare: _Spare, key: str, directory: Path) -> bool:
+        """``_bind`` in a thread. Cancelled meanwhile (the call is gone: a shutdown, a pause or
+        kill of the E2B warm-up), the spare is stopped once the thread is done with it, under
+        the key it has then: it was taken from ``_placed``, no one else would."""
+        binding = asyncio.ensure_future(asyncio.to_thread(self._bind, spare, key, directory))
+        try:
+            return await asyncio.shield(binding)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                if await binding:
+                    spare.key = key
+            await self._discard(spare)
+            raise
 
     def _bind(self, spare: _Spare, key: str, directory: Path) -> bool:
         try:  # still the very directory it was placed as (not deleted and made anew elsewhere)
