@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import os
 import socket
@@ -28,7 +29,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from trove_api.runtimes.channel.protocol import CANCEL, DATA, EOF, RESULT, Request, agent_error, reply
-from trove_core.errors import ChannelLostError, PayloadTooLargeError, TroveError
+from trove_core.errors import ChannelLostError, PayloadTooLargeError, StorageFullError, TroveError
 from trove_core.paths import display
 from trove_core.runtime import FileStat
 
@@ -152,7 +153,13 @@ async def write_through(session: AgentSession, rel: str, chunks: AsyncIterator[b
         if kind == RESULT:
             raise _refusal(request, payload)
         fd = _taken(session, request, writable=True)
-        filled = await _fill(fd, chunks, request, rel, max_bytes)
+        try:
+            filled = await _fill(fd, chunks, request, rel, max_bytes)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # The namespace's quota, as the agent says it on the framed path (not the server's disk).
+            raise StorageFullError(f"No space left while writing {display(rel)}") from None
         os.close(fd)  # every write has returned: the agent's fsync covers them
         fd = -1
         if filled is not None:
