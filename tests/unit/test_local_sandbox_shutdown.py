@@ -82,6 +82,8 @@ def _start_then(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scenario: Scena
     calls: list[asyncio.Task[object]] = []
 
     async def main() -> None:
+        # Only what this start spawns: other tests' servers in this process have sandboxes too.
+        before = set(_descendants(os.getpid()))
         rt = _runtime(tmp_path, monkeypatch)
         ns = _ns("starting")
         await rt.provision(ns)
@@ -89,7 +91,7 @@ def _start_then(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scenario: Scena
         while not (rt._plain_dir(ns) / ".spawned").exists():
             assert not calls[0].done(), calls[0]
             await asyncio.sleep(0.01)
-        spawned.extend(_descendants(os.getpid()))
+        spawned.extend(pid for pid in _descendants(os.getpid()) if pid not in before)
         try:
             await scenario(rt, calls[0])
         finally:

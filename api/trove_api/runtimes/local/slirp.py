@@ -38,14 +38,18 @@ def start_slirp(netns_path: str, api_socket: Path) -> tuple[subprocess.Popen[byt
     finally:
         os.close(ready_w)
         os.close(exit_r)
+    ready = False
     try:
-        readable, _, _ = select.select([ready_r], [], [], READY_TIMEOUT_S)
-        ready = bool(readable) and os.read(ready_r, 1) == b"1"
+        # poll, not select: a server with many sandboxes has descriptors past select's 1024.
+        waiting = select.poll()
+        waiting.register(ready_r, select.POLLIN)
+        ready = bool(waiting.poll(READY_TIMEOUT_S * 1000)) and os.read(ready_r, 1) == b"1"
     finally:
         os.close(ready_r)
+        if not ready:  # also on any exception: never a slirp left running that no one holds
+            os.close(exit_w)
+            slirp.kill()
+            slirp.wait()
     if not ready:
-        os.close(exit_w)
-        slirp.kill()
-        slirp.wait()
         raise RuntimeError(f"slirp4netns was not ready within {READY_TIMEOUT_S:.0f} s")
     return slirp, exit_w
