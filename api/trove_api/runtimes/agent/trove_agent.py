@@ -1250,14 +1250,7 @@ class Supervisor:
         self.reaped.add_done_callback(lambda _: self.sock.close())
 
     def hand_over(self, request: bytes, fds: list[int]) -> None:
-        memfd = os.memfd_create("trove-call", os.MFD_CLOEXEC)
-        try:
-            os.write(memfd, request)
-            os.lseek(memfd, 0, os.SEEK_SET)
-            fd_array = array.array("i", [memfd, *fds])
-            self.sock.sendmsg([b"c"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fd_array.tobytes())])
-        finally:
-            os.close(memfd)
+        hand_over(self.sock, request, fds)
 
     def retire(self) -> None:
         self.sock.close()
@@ -1538,7 +1531,7 @@ class Ring:
 
 
 class Proc:
-    def __init__(self, popen: subprocess.Popen[bytes], spec: dict[str, object], buffer_bytes: int) -> None:
+    def __init__(self, popen: Spawned, spec: dict[str, object], buffer_bytes: int) -> None:
         self.popen = popen
         self.pid = popen.pid
         self.spec = spec
@@ -1589,6 +1582,208 @@ class Proc:
         return frame.result() if frame.done() and not frame.cancelled() else None
 
 
+class Spawned:
+    """A process a zygote became, as ``subprocess.Popen`` tracks one: reaped by its pid alone."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: as Popen says then
+                pid, status = self.pid, 0
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
+            time.sleep(0.001)
+        return code
+
+
+def become_process(requests: int, agent: int) -> NoReturn:
+    """A zygote: a fork of the agent that waits for one ``proc_start`` and execs its command.
+
+    What every such process is, it becomes now, before it is needed: its own session, killed
+    with the agent (PDEATHSIG; checked against an agent already gone), a child subreaper (what
+    it double-forks stays below it). Per start it takes its descriptors, terminal, limits (soft
+    and hard), cwd and environment; SIGPIPE and SIGXFSZ go back to their defaults (Python
+    ignores both, and exec keeps what is ignored). An exec that fails reports its errno.
+    """
+    import resource  # loaded by the agent before the fork: only looked up here
+    import termios
+
+    try:
+        gc.disable()  # a collection would copy every page it shares with the agent
+        signal.set_wakeup_fd(-1)
+        if PRCTL is not None:
+            PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            PRCTL(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        if os.getppid() != agent:
+            os._exit(0)
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) not in (2, requests):
+                with contextlib.suppress(OSError):
+                    os.close(int(name))
+        null = os.open(os.devnull, os.O_RDWR)  # 0 and 1 taken: what arrives lands above 2
+        os.dup2(null, 1 - (null == 1))
+        os.setsid()
+        sock = socket.socket(fileno=requests)
+        sock.setblocking(True)
+        message, fds = receive_fds(sock, 5)
+        if not message or len(fds) != 5:
+            os._exit(0)  # retired, or the agent is gone
+        with os.fdopen(fds[0], "rb") as request:
+            call = json.loads(request.read())
+        stdin, stdout, stderr, report = fds[1:]
+        os.set_inheritable(report, False)
+        try:
+            os.chdir(call["cwd"])
+            for target, fd in enumerate((stdin, stdout, stderr)):
+                os.dup2(fd, target)
+            for fd in {stdin, stdout, stderr} - {0, 1, 2}:
+                os.close(fd)
+            if call["pty"]:
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            fsize = int(call["fsize"])
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+            if call["nproc"]:
+                nproc = int(call["nproc"])
+                resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+            for signum in (signal.SIGPIPE, signal.SIGXFSZ):
+                signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            os.execvpe(call["argv"][0], call["argv"], call["env"])  # noqa: S606 (argv, as Popen's)
+        except OSError as exc:
+            os.write(report, REPORT.pack(exc.errno or errno.EIO))
+    finally:
+        os._exit(127)
+
+
+ZYGOTE_EXEC_S = 5.0  # a zygote that has not exec'd by then (stopped by a command) is replaced
+
+
+class Zygotes:
+    """Spawns for ``proc_start``: each by a zygote forked ahead (``become_process``), so the
+    fork of the agent (1-3 ms, the most of an E2B command's start) is off the reply's way.
+
+    One waits idle once a process has been started (none in a sandbox that only execs); it is
+    known to the sweep from its fork on, and dies with the agent.
+    """
+
+    def __init__(self, known: set[int]) -> None:
+        self.known = known
+        self.idle: tuple[int, socket.socket] | None = None
+
+    def fork(self) -> tuple[int, socket.socket]:
+        # Imported here, before the fork: only commands need them, and the zygote finds them loaded.
+        import resource  # noqa: F401
+        import termios  # noqa: F401
+
+        agent_end, its_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        agent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            become_process(its_end.detach(), agent)
+        its_end.close()
+        self.known.add(pid)
+        return pid, agent_end
+
+    def refill(self) -> None:
+        if self.idle is None:
+            with contextlib.suppress(OSError):
+                self.idle = self.fork()
+
+    def discard(self, pid: int, sock: socket.socket) -> None:
+        sock.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        self.known.discard(pid)
+
+    def spawn(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: str,
+        fds: tuple[int, int, int],
+        *,
+        pty: bool,
+        file_bytes: int,
+    ) -> Spawned:
+        cap = os.environ.get(MAX_PROCESSES_ENV, "")
+        taken, self.idle = self.idle, None
+        if taken is not None:
+            pid, sock = taken
+            if carries_state(pid, (b"T", b"t", b"Z", b"X")):  # stopped or killed by a command
+                self.discard(pid, sock)
+                taken = None
+        pid, sock = taken if taken is not None else self.fork()
+        import resource
+
+        try:
+            hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+            call = {
+                "argv": argv,
+                "env": env,
+                "cwd": cwd,
+                "pty": pty,
+                "fsize": file_bytes if hard == resource.RLIM_INFINITY else min(file_bytes, hard),
+                "nproc": int(cap) if cap.isdigit() and int(cap) > 0 else 0,
+            }
+            report_r, report_w = os.pipe2(os.O_CLOEXEC)
+            try:
+                hand_over(sock, json.dumps(call).encode(), [*fds, report_w])
+            finally:
+                os.close(report_w)
+            try:
+                # Waits for the exec, as Popen does: its errno, or end of file once it ran.
+                ready, _, _ = select.select([report_r], [], [], ZYGOTE_EXEC_S)
+                data = os.read(report_r, REPORT.size) if ready else None
+            finally:
+                os.close(report_r)
+        except BaseException:
+            self.discard(pid, sock)
+            raise
+        sock.close()
+        if data is None or data:
+            self.discard(pid, sock)
+            code = REPORT.unpack(data)[0] if data else errno.ETIMEDOUT
+            raise OSError(code, os.strerror(code), argv[0])
+        asyncio.get_running_loop().call_soon(self.refill)  # after this start's reply
+        return Spawned(pid)
+
+
+def carries_state(pid: int, states: tuple[bytes, ...]) -> bool:
+    """Whether ``pid``'s kernel state letter is one of ``states`` (True when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat_line = f.read()
+    except OSError:
+        return True
+    return stat_line[stat_line.rfind(b")") + 2 : stat_line.rfind(b")") + 3] in states
+
+
+def hand_over(sock: socket.socket, request: bytes, fds: list[int]) -> None:
+    """``request`` in a memfd, with ``fds``, to a process waiting on the other end of ``sock``."""
+    memfd = os.memfd_create("trove-call", os.MFD_CLOEXEC)
+    try:
+        os.write(memfd, request)
+        os.lseek(memfd, 0, os.SEEK_SET)
+        fd_array = array.array("i", [memfd, *fds])
+        sock.sendmsg([b"c"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fd_array.tobytes())])
+    finally:
+        os.close(memfd)
+
+
 class Processes:
     """The agent's processes that outlive a call, by pid."""
 
@@ -1599,6 +1794,7 @@ class Processes:
         self.started = 0
         self.procs: dict[int, Proc] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        self.zygotes = Zygotes(known)
 
     def get(self, req: dict[str, object]) -> Proc:
         proc = self.procs.get(int(req.get("pid", -1)))  # type: ignore[call-overload]
@@ -1656,17 +1852,18 @@ class Processes:
                 ours += [out_r, err_r]
                 theirs += [out_w, err_w]
                 stdout, stderr = out_w, err_w
-                stdin = subprocess.DEVNULL
                 if req.get("stdin"):
                     in_r, in_w = os.pipe()
                     ours.append(in_w)
                     theirs.append(in_r)
                     stdin = in_r
-            popen = subprocess.Popen(
-                argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env,
-                start_new_session=True, preexec_fn=child_setup(bool(size), file_bytes),
-            )  # fmt: skip
-        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+                else:
+                    stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+                    theirs.append(stdin)
+            popen = self.zygotes.spawn(
+                argv, env, cwd, (stdin, stdout, stderr), pty=bool(size), file_bytes=file_bytes
+            )
+        except (OSError, ValueError) as exc:
             for fd in ours:
                 os.close(fd)
             raise OpError("process_start_failed", "", f"{argv[0]}: {exc}") from exc
@@ -1830,34 +2027,7 @@ def set_winsize(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def child_setup(pty: bool, file_bytes: int) -> Callable[[], None]:
-    """Runs in the child between fork and exec (already a session leader): the PTY becomes its
-    controlling terminal; the limits an exec gets apply; it dies with the agent."""
-    # Imported here, before the fork (never in the child): only commands need them.
-    import resource
-    import termios
-
-    cap = os.environ.get(MAX_PROCESSES_ENV, "")
-    nproc = int(cap) if cap.isdigit() and int(cap) > 0 else 0
-    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
-    fsize = file_bytes if hard == resource.RLIM_INFINITY else min(file_bytes, hard)
-
-    def setup() -> None:
-        if pty:
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-        if nproc:
-            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-        if PRCTL is not None:
-            PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            # What it double-forks stays below it (the flag survives exec) instead of coming
-            # up to the agent, whose sweep kills every orphan it does not know.
-            PRCTL(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-    return setup
-
-
-async def exited_pid(popen: subprocess.Popen[bytes]) -> None:
+async def exited_pid(popen: Spawned) -> None:
     """Return once ``popen`` has exited and is reaped (a pidfd says when; polled without one)."""
     try:
         pidfd = os.pidfd_open(popen.pid)
