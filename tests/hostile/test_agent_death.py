@@ -10,13 +10,21 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import pytest
 
 from tests.hostile.helpers import KIB, agent_pid, ns_dir, raw_client
 from tests.support.server import LiveServer
 
 
-def test_agent_killed_mid_upload(api: httpx.Client, hostile: LiveServer, namespace: str) -> None:
+# A new file must not appear; one that existed must stay whole. Since the slow body goes through
+# the descriptor the agent hands over (channel/fds.py), this is also that path's kill -9 test.
+@pytest.mark.parametrize("existing", [None, b"old"], ids=["new-file", "replacing"])
+def test_agent_killed_mid_upload(
+    api: httpx.Client, hostile: LiveServer, namespace: str, existing: bytes | None
+) -> None:
     assert api.post("/write", json={"path": "keep.txt", "content": "kept"}).status_code == 200
+    if existing is not None:
+        assert api.put("/files/half.bin", content=existing).status_code == 200
     workspace = ns_dir(hostile, namespace)
     first_sent, go_on = threading.Event(), threading.Event()
 
@@ -50,10 +58,14 @@ def test_agent_killed_mid_upload(api: httpx.Client, hostile: LiveServer, namespa
     assert int(answer.headers["retry-after"]) >= 1
 
     # Nothing half-written is visible; the next calls work (a new sandbox).
-    assert not (workspace / "half.bin").exists()
     listing = api.get("/v1/files", params={"recursive": "true"})
     assert listing.status_code == 200, listing.text
-    assert "half.bin" not in listing.text
+    if existing is None:
+        assert not (workspace / "half.bin").exists()
+        assert "half.bin" not in listing.text
+    else:
+        assert (workspace / "half.bin").read_bytes() == existing
+        assert api.get("/files/half.bin").content == existing
     assert ".trove-upload-" not in listing.text
     assert api.get("/files/keep.txt").content == b"kept"
     assert api.post("/write", json={"path": "after.txt", "content": "ok"}).status_code == 200

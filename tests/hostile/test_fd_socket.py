@@ -5,16 +5,12 @@ the paths (an escaping path is refused before any descriptor is sent)."""
 from __future__ import annotations
 
 import os
-import signal
 import stat
-import threading
-import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.hostile.helpers import KIB, agent_pid, assert_problem, exec_json, ns_dir, raw_client
+from tests.hostile.helpers import agent_pid, assert_problem, exec_json, ns_dir
 from tests.support.server import LiveServer
 from trove_api.runtimes.channel import fds
 
@@ -72,46 +68,3 @@ def test_files_move_through_the_socket_and_paths_stay_the_agents_to_resolve(
     assert_problem(api.get("/files/pw"), 400, "path_rejected")
     # The channel stayed up: nothing the agent sent was refused.
     assert api.get("/files/dir/blob.bin").content == data
-
-
-def test_agent_killed_mid_upload_through_the_descriptor_leaves_the_old_file(
-    api: httpx.Client, hostile: LiveServer, namespace: str
-) -> None:
-    assert api.put("/files/f.bin", content=b"old").status_code == 200
-    workspace = ns_dir(hostile, namespace)
-    first_sent, go_on = threading.Event(), threading.Event()
-
-    def body() -> Iterator[bytes]:
-        yield b"a" * (64 * KIB)
-        first_sent.set()
-        go_on.wait(30)
-        yield b"b" * (64 * KIB)
-
-    answers: list[httpx.Response] = []
-
-    def upload() -> None:
-        with raw_client(hostile, namespace) as http:
-            answers.append(http.put("/files/f.bin", content=body()))
-
-    uploader = threading.Thread(target=upload)
-    uploader.start()
-    assert first_sent.wait(30)
-    deadline = time.monotonic() + 30
-    while not list(workspace.glob(".trove-upload-*")):  # the agent has opened the upload
-        assert time.monotonic() < deadline, "the upload never reached the agent"
-        time.sleep(0.01)
-    os.kill(agent_pid(hostile, namespace), signal.SIGKILL)
-    go_on.set()
-    uploader.join(60)
-
-    (answer,) = answers
-    assert_problem(answer, 503, "sandbox_channel_lost")
-    assert (workspace / "f.bin").read_bytes() == b"old"  # the old file, whole
-    assert api.get("/files/f.bin").content == b"old"
-    assert api.put("/files/f.bin", content=b"new" * 1000).status_code == 200
-    assert api.get("/files/f.bin").content == b"new" * 1000
-    # The new agent drops the cut-off temp file: the API let go of its copy of the descriptor.
-    deadline = time.monotonic() + 30
-    while list(workspace.glob(".trove-upload-*")):
-        assert time.monotonic() < deadline, "the cut-off upload was never swept"
-        time.sleep(0.05)
