@@ -97,8 +97,8 @@ class SandboxService(RequestChecks):
             del self._starting[sandbox_id]
 
     def _stop_warm_up(self, sandbox_id: str) -> None:
-        """A pause or kill: a start still under way would hold the sandbox's lock waiting for a
-        pod that is not coming (Kubernetes), or start what was just stopped."""
+        """A pause or kill: a start still under way would hold the sandbox's lock, or start
+        what was just stopped."""
         task = self._starting.pop(sandbox_id, None)
         if task is not None:
             task.cancel()
@@ -149,7 +149,7 @@ class SandboxService(RequestChecks):
             key_name=caller.key_name,
         )
         if rec.state == "paused":
-            self._warm_up(caller.workspace_id, sandbox_id)  # a resume: its pod comes back now
+            self._warm_up(caller.workspace_id, sandbox_id)  # a resume: its agent starts now
         return replace(rec, state="running", end_at=end_at, key_id=caller.key_id, key_name=caller.key_name)
 
     async def update_network(self, caller: Caller, sandbox_id: str, body: dict[str, Any]) -> None:
@@ -206,8 +206,8 @@ class SandboxService(RequestChecks):
         await self._halt(rec)
 
     async def _halt(self, rec: SandboxRecord) -> None:
-        """A pause: nothing E2B ran goes on (its streams end); an owned sandbox is suspended
-        whole (on Kubernetes its pod goes until a call wakes it)."""
+        """A pause: nothing E2B ran goes on (its streams end); an owned sandbox's processes
+        end too (``Runtime.suspend``; on Kubernetes the pod itself stays, see its note)."""
         self._stop_warm_up(rec.sandbox_id)
         for hook in self.on_end:
             await hook(rec)
