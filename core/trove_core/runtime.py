@@ -180,8 +180,8 @@ class Runtime(Protocol):
         ...
 
     async def suspend(self, ns: NamespaceRef) -> None:
-        """A pause: ``stop_sandbox``, and give back what a stopped sandbox still holds until its
-        next call (locally nothing more; Kubernetes keeps the pod for now, see its note)."""
+        """``stop_sandbox``, and give back what a stopped sandbox still holds until its next
+        call wakes it (Kubernetes: the pod and its CPU and memory requests), as an idle suspend."""
         ...
 
     async def usage(self, ns: NamespaceRef) -> SandboxUsage:

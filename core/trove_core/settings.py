@@ -318,6 +318,13 @@ class Settings(BaseSettings):
         300, ge=1, description="E2B sandbox timeout when `Sandbox.create` names none (E2B's own default)."
     )
     e2b_max_timeout_s: int = Field(86400, ge=1, description="Longest E2B sandbox timeout accepted.")
+    e2b_resume_wait_s: float = Field(
+        45.0,
+        gt=0,
+        description="How long E2B's `connect` of a paused sandbox waits for it to answer, seconds "
+        "(E2B answers a running sandbox; the SDK gives a call 60 s). On Kubernetes this spans the "
+        "old pod's teardown and the new pod's start.",
+    )
     e2b_sweep_interval_s: float = Field(
         2.0, gt=0, description="How often expired E2B sandboxes are paused or killed."
     )

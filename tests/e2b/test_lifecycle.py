@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import httpx
 import pytest
 from e2b import Sandbox, SandboxQuery, SandboxState
-from e2b.exceptions import NotFoundException
+from e2b.exceptions import NotFoundException, SandboxException
 
 from tests.e2b import WAIT_S
+from tests.support import cluster
 from tests.support.sdk import client
-from tests.support.server import LiveServer
+from tests.support.server import LiveServer, start_server
+from trove_core.crd import GROUP, PLURAL, VERSION, object_name
+
+T = TypeVar("T")
 
 
 def test_create_info_list_kill(e2b_env: LiveServer) -> None:
@@ -79,9 +85,52 @@ def test_pause_then_connect_keeps_files(e2b_env: LiveServer) -> None:
         assert sbx.sandbox_id in {s.sandbox_id for s in paused}
         assert sbx.sandbox_id not in {s.sandbox_id for s in running}
         assert not sbx.is_running()
+        handle = cluster.current()
+        if handle is not None:  # Kubernetes: the pod is given back (suspended), the claim kept
+            name = object_name(e2b_env.workspace_id, sbx.sandbox_id)
+            obj = handle.custom.get_namespaced_custom_object(GROUP, VERSION, handle.namespace, PLURAL, name)
+            assert obj["spec"]["suspended"] is True
         again = Sandbox.connect(sbx.sandbox_id)
         assert again.is_running()
         assert again.files.read("kept.txt") == "still here"
+    finally:
+        sbx.kill()
+
+
+@pytest.fixture(scope="module")
+def impatient_server() -> Iterator[LiveServer]:
+    """Each call waits at most 2 s for its sandbox: less than a pod's way back from a pause
+    (the old pod's teardown, then the new one's start: 6 s on a quiet node, 20 s and more in CI)."""
+    with start_server(k8s_ready_timeout_s=2) as live:
+        yield live
+
+
+def _until_it_answers(call: Callable[[], T]) -> T:
+    """A brand-new sandbox's pod may outlast a 2 s wait too: that is not what is tested here."""
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            return call()
+        except SandboxException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def test_a_resume_waits_for_the_sandbox_longer_than_one_call_does(
+    impatient_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("E2B_API_URL", f"{impatient_server.base_url}/e2b")
+    monkeypatch.setenv("E2B_SANDBOX_URL", f"{impatient_server.base_url}/e2b")
+    monkeypatch.setenv("E2B_API_KEY", impatient_server.workspace_key)
+    sbx = Sandbox.create()
+    try:
+        _until_it_answers(lambda: sbx.files.write("kept.txt", "across the pause"))
+        sbx.pause()
+        # E2B's connect answers a running sandbox: the next call needs no retry.
+        again = Sandbox.connect(sbx.sandbox_id)
+        assert again.files.read("kept.txt") == "across the pause"
+        assert again.commands.run("cat kept.txt").stdout == "across the pause"
     finally:
         sbx.kill()
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, wait_for
 from tests.support.server import make_data_dir
 from trove_api.runtimes.kubernetes.kubeapi import KubeApi, load_configuration
 from trove_api.runtimes.kubernetes.runtime import KubernetesRuntime
@@ -45,6 +45,28 @@ def _tns(k8s: Cluster, ns: NamespaceRef) -> dict[str, Any]:
         GROUP, VERSION, k8s.namespace, PLURAL, ns.object_name
     )
     return obj
+
+
+async def test_suspend_gives_the_pod_back_and_the_next_call_wakes_it(k8s: Cluster) -> None:
+    runtime, _ = _runtime(k8s)
+    ns = NamespaceRef("ws_suspend_" + secrets.token_hex(4), "paused")
+    try:
+        await runtime.provision(ns)
+        out = await runtime.exec(ns, _script("echo kept > /workspace/kept.txt; echo ok"))
+        assert out.stdout.strip() == b"ok"
+        first_pod = _tns(k8s, ns)["status"]["pod"]
+        await runtime.suspend(ns)
+        assert _tns(k8s, ns)["spec"]["suspended"] is True
+        # The operator deletes the pod, as after the idle limit; the claim (the files) stays.
+        wait_for(lambda: (_tns(k8s, ns).get("status") or {}).get("phase") == "Suspended", what="Suspended")
+        pods = k8s.core.list_namespaced_pod(k8s.namespace).items
+        assert first_pod not in {p.metadata.name for p in pods if p.metadata.deletion_timestamp is None}
+        again = await runtime.exec(ns, _script("cat /workspace/kept.txt"))
+        assert again.stdout.strip() == b"kept"
+        assert _tns(k8s, ns)["spec"]["suspended"] is False
+    finally:
+        await runtime.deprovision(ns)
+        await runtime.aclose()
 
 
 async def test_rules_the_object_already_has_are_not_written_again(k8s: Cluster) -> None:

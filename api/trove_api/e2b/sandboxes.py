@@ -23,7 +23,7 @@ from trove_api.e2b.records import SandboxRecord, SandboxRecords, egress_json
 from trove_api.e2b.request_checks import E2bApiError, RequestChecks, not_found
 from trove_api.logs import detached_task
 from trove_api.services.auth import Caller
-from trove_core.errors import EgressRulesUnsupportedError, TroveError
+from trove_core.errors import EgressRulesUnsupportedError, SandboxNotReadyError, TroveError
 from trove_core.names import validate_namespace
 from trove_core.runtime import SandboxUsage
 
@@ -85,34 +85,45 @@ class SandboxService(RequestChecks):
         self._warm_up(caller.workspace_id, sandbox_id)
         return rec
 
-    def _warm_up(self, workspace_id: str, sandbox_id: str) -> None:
+    def _warm_up(self, workspace_id: str, sandbox_id: str, *, until: float = 0.0) -> asyncio.Task[None]:
         """E2B's create answers a running sandbox: it starts now, while the answer is on its
-        way, and the first command finds it started (or waits for the same start)."""
-        task = detached_task(self._start(workspace_id, sandbox_id), name=f"e2b-start-{sandbox_id}")
+        way, and the first command finds it started (or waits for the same start). A start
+        that finds the sandbox not ready is tried again until ``until`` (``time.monotonic()``)."""
+        task = detached_task(self._start(workspace_id, sandbox_id, until), name=f"e2b-start-{sandbox_id}")
         self._starting[sandbox_id] = task
         task.add_done_callback(functools.partial(self._started, sandbox_id))
+        return task
 
     def _started(self, sandbox_id: str, task: asyncio.Task[None]) -> None:
         if self._starting.get(sandbox_id) is task:  # not a later start of the same sandbox
             del self._starting[sandbox_id]
 
     def _stop_warm_up(self, sandbox_id: str) -> None:
-        """A pause or kill: a start still under way would hold the sandbox's lock, or start
-        what was just stopped."""
+        """A pause or kill: a start still under way would hold the sandbox's lock waiting for a
+        pod that is not coming (Kubernetes), or start what was just stopped."""
         task = self._starting.pop(sandbox_id, None)
         if task is not None:
             task.cancel()
 
-    async def _start(self, workspace_id: str, sandbox_id: str) -> None:
-        try:
-            # Shared, as a command's call: a kill (exclusive) waits for it or goes first.
-            async with self.ctx.files.locks.shared(workspace_id, sandbox_id):
-                rec = await asyncio.to_thread(self.records.get, workspace_id, sandbox_id)
-                ns = await self.ctx.namespaces.find(workspace_id, sandbox_id)
-                if rec is not None and rec.state == "running" and ns is not None:
-                    await self.ctx.runtime.list_processes(ns)  # starts the sandbox's agent
-        except Exception:  # the first call starts it (and says why it cannot)
-            log.info("e2b: starting sandbox %s ahead of its first call failed", sandbox_id, exc_info=True)
+    async def _start(self, workspace_id: str, sandbox_id: str, until: float) -> None:
+        while True:
+            try:
+                # Shared, as a command's call: a kill (exclusive) waits for it or goes first.
+                async with self.ctx.files.locks.shared(workspace_id, sandbox_id):
+                    rec = await asyncio.to_thread(self.records.get, workspace_id, sandbox_id)
+                    ns = await self.ctx.namespaces.find(workspace_id, sandbox_id)
+                    if rec is not None and rec.state == "running" and ns is not None:
+                        await self.ctx.runtime.list_processes(ns)  # starts the sandbox's agent
+                return
+            except SandboxNotReadyError:
+                if time.monotonic() + 1 < until:
+                    await asyncio.sleep(1)  # each try waited its own deadline, or was told why not
+                    continue
+                log.info("e2b: sandbox %s was not ready in time", sandbox_id, exc_info=True)
+                return
+            except Exception:  # the first call starts it (and says why it cannot)
+                log.info("e2b: starting sandbox %s ahead of its first call failed", sandbox_id, exc_info=True)
+                return
 
     async def aclose(self) -> None:
         starting = list(self._starting.values())
@@ -149,7 +160,11 @@ class SandboxService(RequestChecks):
             key_name=caller.key_name,
         )
         if rec.state == "paused":
-            self._warm_up(caller.workspace_id, sandbox_id)  # a resume: its agent starts now
+            # E2B's resume answers a running sandbox. On Kubernetes its pod comes back now, which
+            # can outlast one call's wait for it (the old pod's teardown comes first): the resume
+            # waits longer, and a pause or kill meanwhile ends the wait (it cancels the start).
+            until = time.monotonic() + self.settings.e2b_resume_wait_s
+            await asyncio.wait({self._warm_up(caller.workspace_id, sandbox_id, until=until)})
         return replace(rec, state="running", end_at=end_at, key_id=caller.key_id, key_name=caller.key_name)
 
     async def update_network(self, caller: Caller, sandbox_id: str, body: dict[str, Any]) -> None:
@@ -206,8 +221,8 @@ class SandboxService(RequestChecks):
         await self._halt(rec)
 
     async def _halt(self, rec: SandboxRecord) -> None:
-        """A pause: nothing E2B ran goes on (its streams end); an owned sandbox's processes
-        end too (``Runtime.suspend``; on Kubernetes the pod itself stays, see its note)."""
+        """A pause: nothing E2B ran goes on (its streams end); an owned sandbox is suspended
+        whole (on Kubernetes its pod goes until a call wakes it)."""
         self._stop_warm_up(rec.sandbox_id)
         for hook in self.on_end:
             await hook(rec)

@@ -145,9 +145,10 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
             await channel.close()  # ends the agent, and with it the processes it runs
 
     async def suspend(self, ns: NamespaceRef) -> None:
-        # Not spec.suspended yet: a woken pod waited on its predecessor's termination past the
-        # call's deadline in CI (E2B auto-pause, then connect). The processes end; the pod stays.
         await self.stop_sandbox(ns)
+        # The operator deletes the pod (the PVC stays), as after the idle limit; the next call
+        # wakes it through NamespaceControl.wait_ready. An object already gone is left gone.
+        await self.api.patch_tns(ns.object_name, {"spec": {"suspended": True}})
 
     async def deprovision(self, ns: NamespaceRef) -> None:
         name = ns.object_name
