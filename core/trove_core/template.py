@@ -26,8 +26,10 @@ TEMPLATE_FIELDS: Final = (
 
 # On a TroveNamespace the API manages: the template revision it wants the namespace on. Set at
 # creation and by each rollout (also while the namespace waits for an idle moment); the
-# operator shows it as status.desiredTemplateRevision next to the one the pod runs.
-ANNOTATION_TEMPLATE_REVISION: Final = "trove.dev/template-revision"
+# operator shows it as status.desiredTemplateRevision next to the one the pod runs. Not under
+# ``trove.dev/``: kopf keeps its own state there and so leaves every ``trove.dev/`` annotation
+# out of the changes it reports, and the operator's handler must see this one change.
+ANNOTATION_TEMPLATE_REVISION: Final = "rollout.trove.dev/revision"
 # When the API replica whose settings wrote the template started: during a rolling upgrade a
 # replica never rolls back what a replica started after it wrote (see rollout.newer_elsewhere).
 ANNOTATION_TEMPLATE_AT: Final = "trove.dev/template-at"

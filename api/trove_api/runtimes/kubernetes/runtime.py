@@ -76,15 +76,6 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
     def __init__(self, settings: Settings, api: KubeApi) -> None:
         self.settings = settings
         self.api = api
-        self.rollout = Rollout(
-            api,
-            policy=settings.k8s_rollout,
-            wanted=build_template(settings),
-            idle_after_s=settings.k8s_rollout_idle_s,
-            hold=self._hold,
-            last_active=self._activity.get,
-        )
-        self.control = NamespaceControl(api, settings, self.rollout)
         self.file_bytes = settings.exec_file_mb * 1024 * 1024
         self.process_limits = ProcessLimits.from_settings(settings)
         self._channels: dict[str, WarmChannel] = {}
@@ -96,6 +87,15 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
         self.activity_flush_s = activity_flush_s(settings.k8s_idle_suspend_s)
         self._housekeeper: asyncio.Task[None] | None = None
         self._roller: asyncio.Task[None] | None = None
+        self.rollout = Rollout(
+            api,
+            policy=settings.k8s_rollout,
+            wanted=build_template(settings),
+            idle_after_s=settings.k8s_rollout_idle_s,
+            hold=self._hold,
+            last_active=self._activity.get,
+        )
+        self.control = NamespaceControl(api, settings, self.rollout)
         self.pool_channels = PoolChannels(api, settings.k8s_pool_channels)
 
     @classmethod
