@@ -174,6 +174,19 @@ class Settings(BaseSettings):
     k8s_idle_suspend_s: int = Field(
         300, ge=0, description="Suspend a namespace's pod after this long idle (PVC kept); 0 never."
     )
+    k8s_rollout: Literal["idle", "immediate", "never"] = Field(
+        "idle",
+        description="How a changed sandbox template (image, resources, egress, idle limit) reaches "
+        "existing namespaces: `idle` at their next idle moment (suspended, or no call for "
+        "`TROVE_K8S_ROLLOUT_IDLE_S`), `immediate` now (a call in flight fails), "
+        "`never` (new namespaces only).",
+    )
+    k8s_rollout_idle_s: float = Field(
+        180.0,
+        ge=0,
+        description="A namespace without a call for this long may be rolled (`TROVE_K8S_ROLLOUT=idle`); "
+        "above 120 s so calls through other API replicas, stamped at least every minute, count.",
+    )
     k8s_channel_idle_s: float = Field(
         300.0, gt=0, description="Close a pod's warm exec channel after this long unused."
     )

@@ -9,6 +9,7 @@ from typing import Any
 import kopf
 
 from trove_core.crd import GROUP, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NAMESPACE, PLURAL, VERSION
+from trove_core.template import ANNOTATION_TEMPLATE_REVISION
 from trove_operator import metrics, reconciler
 from trove_operator.kube import Kube
 from trove_operator.settings import load_settings
@@ -39,6 +40,13 @@ def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         reconciler.fail_malformed(kube, manifest, exc)
         raise
     log.info("reconciled %s/%s: %s", body.meta.namespace, body.meta.name, phase)
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL, field=("metadata", "annotations", ANNOTATION_TEMPLATE_REVISION))
+@metrics.instrumented("show_desired")
+def show_desired(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The API recorded the template a namespace waits for (rollout): show it in the status."""
+    reconciler.show_desired(_kube(memo), dict(body))
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_COMPONENT: "sandbox", LABEL_MANAGED_BY: "trove-operator"})

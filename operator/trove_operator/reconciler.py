@@ -19,6 +19,7 @@ from trove_core.crd import (
     child_names,
     current_phase,
 )
+from trove_core.template import ANNOTATION_TEMPLATE_REVISION, template_revision
 from trove_operator import builders, metrics, pool_reconciler, room
 from trove_operator.kube import Kube, Manifest
 from trove_operator.settings import load_settings
@@ -209,6 +210,12 @@ def report(
         now=now(),
         last_activity=(meta.get("annotations") or {}).get(ANNOTATION_LAST_ACTIVITY),
     )
+    running = spec.suspended or (
+        pod is not None
+        and not pod["metadata"].get("deletionTimestamp")
+        and not _stale(pod, builders.build_pod(meta["name"], children, spec))
+    )
+    status |= template_status(body, running=running)
     kube.patch_status(meta["namespace"], meta["name"], status)
     # Node full: free a pod now (once when it begins, then on each periodic pass it lasts).
     if reason == room.UNSCHEDULABLE and (periodic or _previous_reason(previous) != reason):
@@ -222,6 +229,30 @@ def report(
     if began or stuck:
         kopf.warn(cast(Any, body), reason=reason, message=message)
     return phase
+
+
+def template_status(body: Manifest, *, running: bool) -> Manifest:
+    """Which sandbox template the namespace runs and which one it should (``kubectl get tns``).
+
+    ``running``: the pod (or, suspended, the next one) is built from the spec as it is; else the
+    pod is being replaced and still runs what the status said before. The desired revision is
+    the one the API recorded (possibly newer than the spec while it waits for an idle moment),
+    or the spec's for objects the API did not make.
+    """
+    spec_revision = template_revision(body.get("spec") or {})
+    previous = (body.get("status") or {}).get("templateRevision")
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    return {
+        "templateRevision": spec_revision if running else previous,
+        "desiredTemplateRevision": annotations.get(ANNOTATION_TEMPLATE_REVISION) or spec_revision,
+    }
+
+
+def show_desired(kube: Kube, body: Manifest) -> None:
+    """The API recorded a template the namespace waits for: only the status's desired changes."""
+    meta = body["metadata"]
+    wanted = template_status(body, running=False)["desiredTemplateRevision"]
+    kube.patch_status(meta["namespace"], meta["name"], {"desiredTemplateRevision": wanted})
 
 
 def _stale(pod: Manifest, desired: Manifest) -> bool:

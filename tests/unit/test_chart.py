@@ -201,6 +201,7 @@ def test_rbac_verbs_are_exactly_what_the_code_calls(defaults: list[Doc]) -> None
     api = find(defaults, "Role", "-api")
     assert rules(api) == {
         ("trove.dev", "trovenamespaces", "get"),
+        ("trove.dev", "trovenamespaces", "list"),  # the template rollout's passes
         ("trove.dev", "trovenamespaces", "watch"),
         ("trove.dev", "trovenamespaces", "create"),
         ("trove.dev", "trovenamespaces", "patch"),

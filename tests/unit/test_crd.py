@@ -27,7 +27,7 @@ def test_coordinates_match_trove_core() -> None:
     assert version["name"] == crd.VERSION
     assert version["subresources"] == {"status": {}}
     columns = [c["name"].upper() for c in version["additionalPrinterColumns"] if not c.get("priority")]
-    assert columns == ["NAMESPACE", "PHASE", "POD", "AGE"]
+    assert columns == ["NAMESPACE", "PHASE", "POD", "REVISION", "DESIRED", "AGE"]
 
 
 def _defaults(schema: dict[str, Any]) -> dict[str, Any]:

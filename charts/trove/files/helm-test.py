@@ -39,8 +39,12 @@ keys = f"/v1/workspaces/{workspace}/keys"
 created = call("mint key", "POST", keys, ADMIN, {"name": "helm-test", "namespace": NAMESPACE, "admin": False})
 try:
     token = secrets.token_hex(8)
-    call("write", "POST", "/write", created["api_key"], {"path": "helm-test.txt", "content": token}, NAMESPACE)
-    result = call("exec", "POST", "/v1/exec", created["api_key"], {"command": "cat workspace/helm-test.txt"}, NAMESPACE)
+    call(
+        "write", "POST", "/write", created["api_key"], {"path": "helm-test.txt", "content": token}, NAMESPACE
+    )
+    result = call(
+        "exec", "POST", "/v1/exec", created["api_key"], {"command": "cat workspace/helm-test.txt"}, NAMESPACE
+    )
     if result.get("exit_code") != 0 or result.get("stdout") != token:
         sys.exit(f"FAIL exec: expected {token!r}, got {result!r}")
     call("delete", "POST", "/delete", created["api_key"], {"path": "helm-test.txt"}, NAMESPACE)

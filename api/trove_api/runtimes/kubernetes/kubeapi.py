@@ -160,6 +160,22 @@ class KubeApi:
         )
         return None if status == 404 else body
 
+    async def patch_tns_unchanged(self, name: str, patch: Manifest) -> Manifest | None:
+        """A merge patch carrying ``metadata.resourceVersion``: None if the object changed since
+        that version (409) or is gone, so replicas racing on one object cannot both apply."""
+        status, body = await self._call(
+            "PATCH",
+            self._tns_url(name),
+            body=patch,
+            content_type="application/merge-patch+json",
+            allow=(404, 409),
+        )
+        return None if status in (404, 409) else body
+
+    async def list_tns(self, label_selector: str) -> list[Manifest]:
+        _, body = await self._call("GET", f"{self._tns_url()}?{urlencode({'labelSelector': label_selector})}")
+        return list(body.get("items") or [])
+
     async def delete_tns(self, name: str) -> bool:
         """Delete the object (the operator's finalizer then removes its pod and PVC); False if absent."""
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}

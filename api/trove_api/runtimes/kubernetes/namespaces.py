@@ -7,6 +7,7 @@ import datetime as dt
 import time
 
 from trove_api.runtimes.kubernetes.kubeapi import KubeApi, Manifest
+from trove_api.runtimes.kubernetes.rollout import Rollout
 from trove_core.crd import (
     ANNOTATION_LAST_ACTIVITY,
     GROUP,
@@ -19,41 +20,57 @@ from trove_core.crd import (
 from trove_core.errors import SandboxNotReadyError
 from trove_core.runtime import NamespaceRef
 from trove_core.settings import Settings
+from trove_core.template import ANNOTATION_TEMPLATE_AT, ANNOTATION_TEMPLATE_REVISION, template_revision
 
 
-def build_tns(settings: Settings, ns: NamespaceRef) -> Manifest:
-    """The object the API creates for a namespace; the operator fills in the rest."""
+def build_template(settings: Settings) -> Manifest:
+    """The sandbox template of the namespaces the API makes (trove_core.template's fields)."""
+    return {
+        "image": settings.k8s_sandbox_image,
+        "imagePullPolicy": settings.k8s_image_pull_policy,
+        "resources": {
+            "requests": {
+                "cpu": settings.k8s_cpu_request,
+                "memory": settings.k8s_memory_request,
+                "ephemeralStorage": settings.k8s_ephemeral_storage_request,
+            },
+            "limits": {
+                "cpu": settings.k8s_cpu_limit,
+                "memory": settings.k8s_memory_limit,
+                "ephemeralStorage": settings.k8s_ephemeral_storage_limit,
+            },
+        },
+        "maxProcesses": settings.k8s_max_processes,
+        # TROVE_SANDBOX_NETWORK=off turns the network off on both backends.
+        "egress": "none" if settings.sandbox_network == "off" else settings.k8s_sandbox_egress,
+        "idleSuspendSeconds": settings.k8s_idle_suspend_s,
+    }
+
+
+def build_tns(settings: Settings, ns: NamespaceRef, *, template_at: str | None = None) -> Manifest:
+    """The object the API creates for a namespace; the operator fills in the rest.
+
+    ``template_at``: when this API replica started (see rollout.newer_elsewhere).
+    """
+    template = build_template(settings)
+    annotations = {ANNOTATION_TEMPLATE_REVISION: template_revision(template)}
+    if template_at:
+        annotations[ANNOTATION_TEMPLATE_AT] = template_at
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,
         "metadata": {
             "name": ns.object_name,
             "labels": {LABEL_MANAGED_BY: "trove-api", LABEL_COMPONENT: "namespace"},
+            "annotations": annotations,
         },
         "spec": {
             "workspaceId": ns.workspace_id,
             "namespace": ns.name,
-            "image": settings.k8s_sandbox_image,
-            "imagePullPolicy": settings.k8s_image_pull_policy,
             "storage": {"size": settings.k8s_storage_size}
             | ({"storageClassName": settings.k8s_storage_class} if settings.k8s_storage_class else {}),
-            "resources": {
-                "requests": {
-                    "cpu": settings.k8s_cpu_request,
-                    "memory": settings.k8s_memory_request,
-                    "ephemeralStorage": settings.k8s_ephemeral_storage_request,
-                },
-                "limits": {
-                    "cpu": settings.k8s_cpu_limit,
-                    "memory": settings.k8s_memory_limit,
-                    "ephemeralStorage": settings.k8s_ephemeral_storage_limit,
-                },
-            },
-            "maxProcesses": settings.k8s_max_processes,
-            # TROVE_SANDBOX_NETWORK=off turns the network off on both backends.
-            "egress": "none" if settings.sandbox_network == "off" else settings.k8s_sandbox_egress,
+            **template,
             "suspended": False,
-            "idleSuspendSeconds": settings.k8s_idle_suspend_s,
         },
     }
 
@@ -94,16 +111,20 @@ def not_ready_error(obj: Manifest, waited_s: float) -> SandboxNotReadyError:
 
 
 class NamespaceControl:
-    def __init__(self, api: KubeApi, settings: Settings) -> None:
+    def __init__(self, api: KubeApi, settings: Settings, rollout: Rollout | None = None) -> None:
         self.api = api
         self.settings = settings
+        self.rollout = rollout
 
     async def ensure(self, ns: NamespaceRef) -> Manifest:
         name = ns.object_name
         existing = await self.api.get_tns(name)
         if existing is not None:
+            if self.rollout is not None:
+                self.rollout.notice(existing)  # an old template: rolled once the call is over
             return existing
-        return await self.api.create_tns(build_tns(self.settings, ns))
+        template_at = self.rollout.template_at if self.rollout is not None else None
+        return await self.api.create_tns(build_tns(self.settings, ns, template_at=template_at))
 
     async def wait_ready(self, ns: NamespaceRef) -> str:
         """Create, wake and watch until the pod is Ready; 503 + Retry-After past the deadline."""
@@ -113,10 +134,16 @@ class NamespaceControl:
         if (obj.get("spec") or {}).get("suspended"):
             # Waking is activity: with only the stamp of the last flush (older than the idle
             # limit), the operator would suspend the namespace again before the next flush.
-            wake = {
+            wake: Manifest = {
                 "metadata": {"annotations": {ANNOTATION_LAST_ACTIVITY: activity_stamp(time.time())}},
                 "spec": {"suspended": False},
             }
+            if self.rollout is not None:
+                # No pod runs: the ideal moment to take a changed sandbox template along.
+                rolled = self.rollout.on_wake(obj)
+                if rolled:
+                    wake["metadata"]["annotations"] |= rolled["metadata"]["annotations"]
+                    wake["spec"] |= rolled["spec"]
             obj = await self.api.patch_tns(name, wake) or obj
         pod = ready_pod(obj)
         while pod is None:

@@ -21,9 +21,10 @@ from trove_api.runtimes.channel.session import AgentSession
 from trove_api.runtimes.kubernetes.fallback import snapshots as fallback_snapshots
 from trove_api.runtimes.kubernetes.fallback.files import PodFiles
 from trove_api.runtimes.kubernetes.kubeapi import KubeApi, load_configuration
-from trove_api.runtimes.kubernetes.namespaces import NamespaceControl, activity_stamp
+from trove_api.runtimes.kubernetes.namespaces import NamespaceControl, activity_stamp, build_template
 from trove_api.runtimes.kubernetes.podexec import WarmChannel, fresh_exec
 from trove_api.runtimes.kubernetes.pool_channels import PoolChannels
+from trove_api.runtimes.kubernetes.rollout import Hold, Rollout
 from trove_core.errors import AgentMissingError, PodGoneError, UnavailableError
 from trove_core.runtime import (
     ExecOutput,
@@ -75,7 +76,6 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
     def __init__(self, settings: Settings, api: KubeApi) -> None:
         self.settings = settings
         self.api = api
-        self.control = NamespaceControl(api, settings)
         self.file_bytes = settings.exec_file_mb * 1024 * 1024
         self.process_limits = ProcessLimits.from_settings(settings)
         self._channels: dict[str, WarmChannel] = {}
@@ -86,6 +86,16 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
         self._flushed: dict[str, float] = {}
         self.activity_flush_s = activity_flush_s(settings.k8s_idle_suspend_s)
         self._housekeeper: asyncio.Task[None] | None = None
+        self._roller: asyncio.Task[None] | None = None
+        self.rollout = Rollout(
+            api,
+            policy=settings.k8s_rollout,
+            wanted=build_template(settings),
+            idle_after_s=settings.k8s_rollout_idle_s,
+            hold=self._hold,
+            last_active=self._activity.get,
+        )
+        self.control = NamespaceControl(api, settings, self.rollout)
         self.pool_channels = PoolChannels(api, settings.k8s_pool_channels)
 
     @classmethod
@@ -131,8 +141,52 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
         raise UnavailableError("The sandbox pod is restarting; retry", retry_after=2)
 
     def start_background(self) -> None:
-        """At server start: warm-pool pods get their agent channels before the first call."""
+        """At server start: warm-pool pods get their agent channels before the first call, and
+        namespaces on an older sandbox template are rolled to this server's."""
         self.pool_channels.start()
+        if self._roller is None:
+            self._roller = detached_task(self.rollout.run(), name="trove-k8s-rollout")
+
+    @contextlib.asynccontextmanager
+    async def _hold(self, name: str, *, force: bool) -> AsyncIterator[Hold]:
+        """Keep this replica's calls off a namespace while the rollout patches it.
+
+        With its lock held no new call can open a channel, and with the channel taken out of
+        the table no call finds the open one; a call already in flight (or a background
+        process the sandbox runs for us) makes it busy. Once patched the channel is closed:
+        the pod it leads to is being replaced. ``force`` (the ``immediate`` policy) waits for
+        nothing and only closes the channel afterwards.
+        """
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        held = Hold()
+        if force:
+            yield held
+            if held.rolled:
+                await self._drop_channel(name)
+            return
+        if lock.locked():  # a call is waiting for the pod (or connecting to it)
+            held.busy = True
+            yield held
+            return
+        async with lock:
+            channel = self._channels.pop(name, None)
+            if channel is not None and channel.open:
+                held.busy = bool(channel.session.requests) or await ProcessClient(channel.session).running()
+                # A call that took the session just before it left the table shows up now.
+                held.busy = held.busy or bool(channel.session.requests)
+            try:
+                yield held
+            finally:
+                if channel is not None:
+                    if held.rolled or not channel.open:
+                        await channel.close()
+                    else:
+                        self._channels.setdefault(name, channel)
+
+    async def _drop_channel(self, name: str) -> None:
+        channel = self._channels.pop(name, None)
+        if channel is not None:
+            await channel.close()  # ends the agent, and with it the processes it runs
 
     # -- Runtime --------------------------------------------------------------------------------
 
@@ -140,9 +194,7 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
         await self.control.ensure(ns)
 
     async def stop_sandbox(self, ns: NamespaceRef) -> None:
-        channel = self._channels.pop(ns.object_name, None)
-        if channel is not None:
-            await channel.close()  # ends the agent, and with it the processes it runs
+        await self._drop_channel(ns.object_name)
 
     async def suspend(self, ns: NamespaceRef) -> None:
         await self.stop_sandbox(ns)
@@ -302,10 +354,11 @@ class KubernetesRuntime(AgentProcesses, AgentPorts):
                 await channel.close()
 
     async def aclose(self) -> None:
-        if self._housekeeper is not None:
-            self._housekeeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeper
+        for task in (self._housekeeper, self._roller):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.pool_channels.aclose()
         await asyncio.gather(*(c.close() for c in self._channels.values()), return_exceptions=True)
         self._channels.clear()
