@@ -12,7 +12,7 @@ export TROVE_PORT ?= 8080
 export TROVE_DATA_DIR ?= ./.trove
 export TROVE_RUNTIME ?= local
 
-.PHONY: help run test lint bench bench-events bench-snapshots deps dev-deps system-deps lock clean uv images e2e bench-k8s kind-up kind-down kind-images
+.PHONY: help run test lint bench bench-events bench-snapshots deps dev-deps system-deps lock clean uv images e2e bench-k8s bench-density kind-up kind-down kind-images
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -106,6 +106,9 @@ e2e: dev-deps  ## contract and dashboard suites on the Kubernetes runtime + oper
 
 bench-k8s: dev-deps  ## Kubernetes runtime benchmarks vs raw pod exec, against $KUBECONFIG
 	$(PY) -m bench.k8s
+
+bench-density: dev-deps  ## DENSITY_COUNT (500) namespaces on one node, each called twice; operator CPU, node memory, vs bare pods ($KUBECONFIG; ~30 min)
+	$(PY) -m bench.k8s_density
 
 lock:  ## re-pin requirements/*.txt with hashes (uv pip compile)
 	$(UV) pip compile pyproject.toml --generate-hashes --python-version 3.11 -q --no-header -o requirements/main.txt

@@ -13,6 +13,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.support.cluster import SANDBOX_IMAGE, Cluster, wait_for
 from trove_core.crd import GROUP, PLURAL, VERSION, child_names, object_name
+from trove_core.template import template_revision
 
 
 def create_tns(k8s: Cluster, namespace: str | None = None, **spec: Any) -> str:
@@ -325,10 +326,8 @@ def test_kubectl_get_tns_shows_the_table(k8s: Cluster) -> None:
             capture_output=True, text=True, check=True, env=env,
         ).stdout  # fmt: skip
         header, row = out.splitlines()[:2]
-        assert header.split() == ["NAME", "NAMESPACE", "PHASE", "POD", "AGE"]
-        assert row.split()[:4] == [
-            name,
-            get_tns(k8s, name)["spec"]["namespace"],
-            "Ready",
-            child_names(name).pod,
-        ]
+        assert header.split() == ["NAME", "NAMESPACE", "PHASE", "POD", "REVISION", "DESIRED", "AGE"]
+        spec = get_tns(k8s, name)["spec"]
+        revision = template_revision(spec)  # current: the pod runs the template it asks for
+        expected = [name, spec["namespace"], "Ready", child_names(name).pod, revision, revision]
+        assert row.split()[:6] == expected
