@@ -69,7 +69,7 @@ def _lookup_caller(db: Database, authorization: str | None) -> Caller:
     if not token.startswith(WORKSPACE_KEY_PREFIX) or len(token) > 256:
         raise UnauthenticatedError("Invalid API key")
     wanted = digest(token)
-    with db.read() as conn:
+    with db.single() as conn:
         row = conn.execute(_KEY_BY_DIGEST, {"digest": wanted}).mappings().first()
     if row is None or not hmac.compare_digest(row["digest"], wanted):
         raise UnauthenticatedError("Invalid API key")

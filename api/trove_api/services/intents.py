@@ -110,7 +110,7 @@ class IntentLog:
         return intent
 
     def _insert(self, intent: Intent) -> None:
-        with self.db.write() as conn:
+        with self.db.single(write=True) as conn:
             conn.execute(
                 _INSERT_INTENT,
                 {

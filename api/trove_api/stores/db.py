@@ -63,6 +63,21 @@ class Database:
             for callback in list(self._listeners.get(topic, ())):
                 callback()
 
+    @contextmanager
+    def single(self, *, write: bool = False) -> Iterator[Connection]:
+        """A connection for one statement that is its own transaction (a key lookup, an
+        intent's insert). On PostgreSQL it runs in autocommit: no BEGIN before it and no
+        COMMIT or ROLLBACK after it, two round trips fewer of an exec's ~20 (the statement
+        commits as a transaction of its own would, durably: synchronous_commit). Only for
+        one statement: a second would not share its transaction. ``write``: under the
+        process's write lock, as ``write()`` (SQLite's one writer)."""
+        with self._write_lock if write else contextlib.nullcontext(), self.engine.connect() as connection:
+            if self.is_postgres:
+                connection.execution_options(isolation_level="AUTOCOMMIT")
+            yield connection
+            if write:
+                connection.commit()
+
     def listen(self, topic: str, callback: Callable[[], None]) -> None:
         """Call ``callback`` (from the writer's thread) after each commit that flagged ``topic``."""
         self._listeners.setdefault(topic, []).append(callback)

@@ -195,6 +195,9 @@ class Agent:
         # Processes started by proc_start are the agent's own children: registered in the
         # sweep's known set, so it never takes them for orphans.
         self.processes = Processes(self.root, self.session, self.children.known)
+        # The $SHELL bash would look up for each exec (``login_shell``), once known.
+        self.login_shell: str | None = None
+        self.login_shell_lookup: asyncio.Task[None] | None = None
 
     def send(self, rid: int, kind: int, payload: bytes = b"") -> None:
         self.writer.write(HEADER.pack(len(payload), rid, kind) + payload)
@@ -274,6 +277,10 @@ class Agent:
             "TERM": "dumb",
             "USER": "agent",
         }
+        if self.login_shell is not None:
+            env["SHELL"] = self.login_shell
+        elif self.login_shell_lookup is None:  # the first exec: this one's bash still looks
+            self.login_shell_lookup = asyncio.create_task(self.look_up_login_shell())
         started = time.monotonic()
         # The limit (soft and hard) is set by the same bash before the script's own lines are
         # parsed, so the script cannot lift it; one exec fewer than a wrapper shell. Same line:
@@ -281,7 +288,8 @@ class Agent:
         # CPU seconds per command (the local sandbox): set here, since on the long-lived agent
         # itself RLIMIT_CPU would add up over every call.
         cpu = f"ulimit -t {int(req['cpu_s'])} || exit 125; " if req.get("cpu_s") else ""  # type: ignore[call-overload]
-        limited = f"ulimit -f {file_blocks} || exit 125; {cpu}{process_cap()}{script}"
+        # A $SHELL handed over is un-exported, as bash leaves the one it sets (a no-op on that).
+        limited = f"ulimit -f {file_blocks} || exit 125; {cpu}{process_cap()}export -n SHELL; {script}"
         call = self.children.start(
             ["/bin/bash", "--noprofile", "--norc", "-c", limited],
             env,
@@ -382,6 +390,53 @@ class Agent:
             "stderr_truncated": cut[STDERR],
             "duration_ms": int((time.monotonic() - started) * 1000),
         }
+
+    async def look_up_login_shell(self) -> None:
+        """``$SHELL`` as bash sets it when its environment has none: the shell of the uid's
+        passwd entry, or ``/bin/sh`` without one (bash's ``get_current_user_info``). Handed to
+        each exec's bash in its environment, it spares every call that lookup: for a uid
+        /etc/passwd lacks (a local sandbox's), NSS loads libnss_systemd and two more libraries,
+        about a quarter of a bare ``bash -c true``. Asked of ``getent`` (getpwuid, as bash),
+        once, so neither the agent nor its supervisors load NSS; spawned as supervisors spawn
+        (``posix_spawn``, no subprocess machinery: what the agent runs dirties pages it shares
+        with its forks). If that fails, bash keeps looking it up itself."""
+        getent = next(
+            (f"{d}/getent" for d in SANDBOX_PATH.split(":") if os.access(f"{d}/getent", os.X_OK)), None
+        )
+        if getent is None:
+            return
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            with self.children.spawning():
+                pid = os.posix_spawn(  # noqa: ASYNC221 (vfork and exec: never blocks)
+                    getent,
+                    [getent, "passwd", str(os.getuid())],
+                    {"PATH": SANDBOX_PATH},
+                    # Not the channel's ends (0 and 1): /dev/null, and the pipe for its line.
+                    file_actions=[
+                        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                        (os.POSIX_SPAWN_DUP2, out_w, 1),
+                        (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+                    ],
+                )
+                self.children.known.add(pid)
+        except OSError:
+            os.close(out_r)
+            return
+        finally:
+            os.close(out_w)
+        try:
+            status = await watch_exit(pid)
+            out = os.read(out_r, 65536)  # a line, in the pipe's buffer: getent never waited
+        finally:
+            self.children.known.discard(pid)
+            os.close(out_r)
+        code = os.waitstatus_to_exitcode(status)
+        fields = os.fsdecode(out.rstrip(b"\n")).split(":")
+        if code == 2:  # no such entry
+            self.login_shell = "/bin/sh"
+        elif code == 0 and len(fields) == 7:
+            self.login_shell = fields[6] or "/bin/sh"
 
     # -- files ----------------------------------------------------------------------------
 
