@@ -81,6 +81,8 @@ async def _pass(base_url: str, key: str, command: str) -> list[tuple[float, int,
     for i in range(COUNT):
         queue.put_nowait(i)
 
+    done, began = [0], time.monotonic()
+
     async def worker() -> None:
         while not queue.empty():
             i = queue.get_nowait()
@@ -88,6 +90,11 @@ async def _pass(base_url: str, key: str, command: str) -> list[tuple[float, int,
                 api_key=key, namespace=f"d{i}", base_url=base_url, timeout=60
             ) as trove:
                 results[i] = await _call(trove, command)
+            done[0] += 1
+            if done[0] % 50 == 0:  # a long run shows how it goes
+                errors = sum(1 for *_, e in results if e is not None)
+                elapsed = time.monotonic() - began
+                print(f"  {command!r}: {done[0]}/{COUNT} in {elapsed:.0f} s, {errors} errors", flush=True)
 
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     return results
@@ -175,6 +182,7 @@ def main() -> int:
     )
     log_path = Path(tempfile.gettempdir()) / f"{namespace}-operator.log"
     results: dict[str, Any] = {"namespaces": COUNT, "concurrency": CONCURRENCY}
+    _wait_for_token(core, namespace)
     memory_before = _node_memory_used()
     baseline = k8s_ready.bare_pods(core, namespace, IMAGE, 100)
     results["baseline_bare_pods_ready"] = latency_summary(baseline)
@@ -217,6 +225,16 @@ def main() -> int:
     errors = results["first_exec"]["errors"] + results["next_call"]["errors"]
     print(f"\n== {COUNT} namespaces: {errors} calls never answered (target 0)")
     return 0 if errors == 0 else 1
+
+
+def _wait_for_token(core: client.CoreV1Api, namespace: str) -> None:
+    """A pod made in a brand-new namespace before its account's token exists is refused."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(client.ApiException):
+            if core.read_namespaced_service_account("default", namespace).secrets:
+                return
+        time.sleep(0.5)
 
 
 def _list_tns(custom: client.CustomObjectsApi, namespace: str) -> list[dict[str, Any]]:
