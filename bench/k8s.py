@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 from kubernetes import client, config
@@ -219,16 +219,43 @@ def _rss() -> int:
     return 0
 
 
-def main() -> int:
+class BenchCluster(NamedTuple):
+    kubeconfig: str
+    api: client.ApiClient
+    core: client.CoreV1Api
+    custom: client.CustomObjectsApi
+    namespace: str  # made for this run, with the CRDs installed
+
+
+def bench_cluster(target: str, prefix: str) -> BenchCluster | None:
+    """The cluster of ``$KUBECONFIG`` and a fresh namespace in it; None (said why) without one."""
     kubeconfig = os.environ.get("KUBECONFIG")
     if not kubeconfig:
-        print("bench-k8s needs KUBECONFIG (../shared/k8s/cluster.sh up)", file=sys.stderr)
-        return 2
+        print(f"{target} needs KUBECONFIG (../shared/k8s/cluster.sh up)", file=sys.stderr)
+        return None
     api = config.new_client_from_config(config_file=kubeconfig)
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     install_crds(api)
-    namespace = f"trove-bench-{secrets.token_hex(3)}"
+    namespace = f"{prefix}-{secrets.token_hex(3)}"
     core.create_namespace({"metadata": {"name": namespace}})
+    return BenchCluster(kubeconfig, api, core, custom, namespace)
+
+
+def tear_down(made: BenchCluster, operator: subprocess.Popen[bytes]) -> None:
+    """Stop the operator, then delete the run's namespace (its objects' finalizers let go)."""
+    operator.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        operator.wait(timeout=10)
+    with contextlib.suppress(Exception):
+        release_finalizers(made.api, made.namespace)
+        made.core.delete_namespace(made.namespace, grace_period_seconds=0)
+
+
+def main() -> int:
+    made = bench_cluster("bench-k8s", "trove-bench")
+    if made is None:
+        return 2
+    kubeconfig, _, core, custom, namespace = made
     operator = start_operator(
         kubeconfig, namespace, Path(tempfile.gettempdir()) / f"{namespace}-operator.log"
     )
@@ -281,12 +308,7 @@ def main() -> int:
             template = k8s_ready.sandbox_template(IMAGE, STORAGE)
             results.update(k8s_ready.run(core, custom, namespace, template, base_url, key))
     finally:
-        operator.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            operator.wait(timeout=10)
-        with contextlib.suppress(Exception):
-            release_finalizers(api, namespace)
-            core.delete_namespace(namespace, grace_period_seconds=0)
+        tear_down(made, operator)
     print(json.dumps(results, indent=2))
     verdicts = k8s_targets.judge(results)
     results["targets"] = [asdict(v) for v in verdicts]

@@ -23,22 +23,20 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config
-from tests.support.cluster import install_crds, release_finalizers, start_operator
+from kubernetes import client
+from tests.support.cluster import start_operator
 from trove_sdk import AsyncTroveClient
 from trove_sdk.exceptions import TroveServerError
 
 from bench import k8s_ready
 from bench.common import RESULTS_DIR, latency_summary
-from bench.k8s import IMAGE, api_server
+from bench.k8s import IMAGE, api_server, bench_cluster, tear_down
 
 COUNT = int(os.environ.get("DENSITY_COUNT", "500"))
 CONCURRENCY = int(os.environ.get("DENSITY_CONCURRENCY", "8"))
@@ -167,15 +165,10 @@ async def _costs(core: client.CoreV1Api, namespace: str, base_url: str, key: str
 
 
 def main() -> int:
-    kubeconfig = os.environ.get("KUBECONFIG")
-    if not kubeconfig:
-        print("bench-density needs KUBECONFIG (../shared/k8s/cluster.sh up)", file=sys.stderr)
+    made = bench_cluster("bench-density", "trove-density")
+    if made is None:
         return 2
-    api = config.new_client_from_config(config_file=kubeconfig)
-    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-    install_crds(api)
-    namespace = f"trove-density-{secrets.token_hex(3)}"
-    core.create_namespace({"metadata": {"name": namespace}})
+    kubeconfig, _, core, custom, namespace = made
     # The production pace, not the tests' quick one (start_operator's defaults yield to these).
     os.environ.update(
         TROVE_OPERATOR_IDLE_CHECK_S="30", TROVE_OPERATOR_RESYNC_S="300", TROVE_OPERATOR_POOL_CHECK_S="5"
@@ -213,12 +206,7 @@ def main() -> int:
             phases = [(o.get("status") or {}).get("phase") for o in _list_tns(custom, namespace)]
             results["phases_at_end"] = {p or "none": phases.count(p) for p in set(phases)}
     finally:
-        operator.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            operator.wait(timeout=10)
-        with contextlib.suppress(Exception):
-            release_finalizers(api, namespace)
-            core.delete_namespace(namespace, grace_period_seconds=0)
+        tear_down(made, operator)
     print(json.dumps(results, indent=2))
     RESULTS_DIR.mkdir(exist_ok=True)
     (RESULTS_DIR / "k8s_density.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -13,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable
 from typing import Any
 
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, wait_for_async
 from tests.support.server import make_data_dir
 from trove_api.runtimes.kubernetes.namespaces import build_template
 from trove_api.runtimes.kubernetes.runtime import KubernetesRuntime
@@ -44,18 +43,6 @@ def _pod(k8s: Cluster, ns: NamespaceRef) -> Any:
     return k8s.core.read_namespaced_pod(
         child_names(ns.object_name, obj["metadata"].get("annotations")).pod, k8s.namespace
     )
-
-
-async def _until(predicate: Callable[[], Any], what: str, timeout: float = 120) -> Any:
-    """Poll without blocking the loop: the call in flight runs on it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.5)
 
 
 def _rolled_and_ready(k8s: Cluster, ns: NamespaceRef, revision: str) -> bool:
@@ -107,7 +94,9 @@ async def test_the_idle_namespace_rolls_now_and_the_busy_one_after_its_call(k8s:
         assert counts.names == {idle.object_name: "roll", busy.object_name: "wait"}
 
         # The idle one: a new pod on the new template, its files kept.
-        await _until(lambda: _rolled_and_ready(k8s, idle, new_revision), what="the idle namespace rolled")
+        await wait_for_async(
+            lambda: _rolled_and_ready(k8s, idle, new_revision), what="the idle namespace rolled", timeout=120
+        )
         pod = _pod(k8s, idle)
         assert pod.metadata.uid != old_uid["idle"]
         assert pod.spec.containers[0].resources.limits["cpu"] == NEW_CPU_LIMIT
@@ -122,7 +111,7 @@ async def test_the_idle_namespace_rolls_now_and_the_busy_one_after_its_call(k8s:
         assert counts.names[busy.object_name] == "wait"
         assert _pod(k8s, busy).metadata.uid == old_uid["busy"]
         assert _tns(k8s, busy)["spec"]["resources"]["limits"]["cpu"] == "1"
-        await _until(
+        await wait_for_async(
             lambda: (_tns(k8s, busy).get("status") or {}).get("desiredTemplateRevision") == new_revision,
             what="the busy namespace's status showing the wanted revision",
             timeout=60,
@@ -143,7 +132,9 @@ async def test_the_idle_namespace_rolls_now_and_the_busy_one_after_its_call(k8s:
         while not await rolled_busy():
             assert time.monotonic() < deadline, "the busy namespace was never rolled after its call"
             await asyncio.sleep(1)
-        await _until(lambda: _rolled_and_ready(k8s, busy, new_revision), what="the busy namespace rolled")
+        await wait_for_async(
+            lambda: _rolled_and_ready(k8s, busy, new_revision), what="the busy namespace rolled", timeout=120
+        )
         assert _pod(k8s, busy).metadata.uid != old_uid["busy"]
         kept = await after.exec(busy, _script("cat /workspace/keep.txt"))
         assert kept.stdout.decode().strip() == "busy-kept"

@@ -9,6 +9,7 @@ down (namespace deleted, operator stopped) at exit.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import os
@@ -303,6 +304,20 @@ def release_finalizers(api: client.ApiClient, namespace: str) -> None:
                         "trove.dev", "v1alpha1", namespace, plural, item["metadata"]["name"],
                         {"metadata": {"finalizers": None}},
                     )  # fmt: skip
+
+
+async def wait_for_async(
+    predicate: Any, timeout: float = 60, interval: float = 0.5, what: str = "condition"
+) -> Any:
+    """``wait_for`` that lets the loop run meanwhile (a call in flight on it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
 
 
 def wait_for(predicate: Any, timeout: float = 60, interval: float = 0.5, what: str = "condition") -> Any:
