@@ -83,6 +83,9 @@ class Cluster:
             # Many short-lived test namespaces on one node: let idle pods go quickly.
             "k8s_idle_suspend_s": 120,
             "k8s_channel_idle_s": 60,
+            # Many API servers with different settings share one cluster namespace in a run: one
+            # must not roll another's namespaces to its template (tests/e2e/test_rollout sets it).
+            "k8s_rollout": "never",
         }
 
 
