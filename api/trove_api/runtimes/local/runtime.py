@@ -267,6 +267,10 @@ class LocalRuntime(AgentProcesses, AgentPorts):
             # A namespace made later under the same name starts without the old rules.
             await asyncio.to_thread(self.networks.set_egress, _sandbox_key(ns), ())
         await asyncio.to_thread(self._remove_storage, ns)
+        uid = self._uid(ns)
+        if self.spares is not None and uid is not None:
+            self.spares.forget(uid)  # its number may be the next namespace's again
+            self.spares.fill()
 
     def _remove_storage(self, ns: NamespaceRef) -> None:
         self.cgroups.remove(_sandbox_key(ns))
@@ -318,7 +322,12 @@ class LocalRuntime(AgentProcesses, AgentPorts):
             claimed = await self.spares.claim(uid, _sandbox_key(ns), directory)
             if claimed is not None:
                 return claimed
-        return await self.launcher.start(_sandbox_key(ns), directory, self._uid(ns), self._view(ns))
+        sandbox = await self.launcher.start(_sandbox_key(ns), directory, self._uid(ns), self._view(ns))
+        if self.spares is not None:
+            # As after a claim: the next namespace's spare starts now, not after some later
+            # exec (E2B's create starts the sandbox by itself and its commands are no exec).
+            self.spares.fill()
+        return sandbox
 
     async def _checked(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         # Stops at the data dir's reserve, so the database can still commit (507). What was sent

@@ -92,6 +92,14 @@ class SpareSandboxes:
         """The uid of the next namespace: spares are started for it and those after it."""
         self._next = uid if self._next is None else max(self._next, uid)
 
+    def forget(self, uid: int) -> None:
+        """Namespace ``uid`` is gone. Were it the last one provisioned, the next namespace may
+        get its number again: SQLite numbers a row one past the largest left (PostgreSQL's
+        sequence does not reuse). Spares are then wanted from ``uid`` on, so both that number
+        and the one after it are covered (E2B's kill and the next create, back to back)."""
+        if self._next == uid + 1:
+            self._next = uid
+
     def _wanted(self) -> range:
         return range(0) if self._next is None else range(self._next, self._next + self.count)
 
@@ -209,6 +217,9 @@ class SpareSandboxes:
             return
         if self._closed or uid not in self._wanted() or uid in self._ready:
             await self._discard(spare)
+            # No longer wanted (a namespace deleted meanwhile, ``forget``): the one now wanted
+            # starts next, not only at the next namespace's call.
+            asyncio.get_running_loop().call_soon(self.fill)
             return
         self._ready[uid] = spare
         asyncio.get_running_loop().call_soon(self.fill)
