@@ -216,10 +216,11 @@ class LocalRuntime(AgentProcesses, AgentPorts):
     async def provision(self, ns: NamespaceRef) -> None:
         uid = self._uid(ns)
         if self.spares is not None and uid is not None:
-            self.spares.want(uid + 1)  # rows are numbered in order: most likely the next one's
             # A new namespace's directory is created as the spare's (never over one that exists).
             if await asyncio.to_thread(self._spare_can_be_placed, ns):
                 await self.spares.place(uid, self._plain_dir(ns))
+            # After ``place``: a spare of ``uid`` still starting stays wanted while it waits.
+            self.spares.want(uid + 1)  # rows are numbered in order: most likely the next one's
         await asyncio.to_thread(self._provision, ns)
 
     def _spare_can_be_placed(self, ns: NamespaceRef) -> bool:
