@@ -138,6 +138,20 @@ async def test_a_spare_becomes_the_sandbox_of_its_uid_only(runtime: LocalRuntime
         assert runtime.networks.slirp_running(_key(owner))
 
 
+async def test_a_namespace_made_while_its_spare_is_starting_gets_it(runtime: LocalRuntime) -> None:
+    # Made right after the namespace before it ran (E2B creates back to back): its spare was
+    # started with that run and is most likely still starting; the namespace waits for it.
+    first = _ns(FIRST)
+    await runtime.provision(first)
+    await _run(runtime, first, "true")
+    owner = _ns(FIRST + 1)
+    await runtime.provision(owner)
+    out = await _run(runtime, owner, "id -u")
+    assert out.stdout.decode().strip() == str(FIRST + 1)
+    assert runtime.spares is not None
+    assert runtime.spares.claimed == 1
+
+
 async def test_a_spare_never_replaces_an_existing_directory_even_an_empty_one(runtime: LocalRuntime) -> None:
     waiting = (await _next_spare(runtime)).directory
     assert runtime.spares is not None

@@ -216,10 +216,11 @@ class LocalRuntime(AgentProcesses, AgentPorts):
     async def provision(self, ns: NamespaceRef) -> None:
         uid = self._uid(ns)
         if self.spares is not None and uid is not None:
-            self.spares.want(uid + 1)  # rows are numbered in order: most likely the next one's
             # A new namespace's directory is created as the spare's (never over one that exists).
             if await asyncio.to_thread(self._spare_can_be_placed, ns):
                 await self.spares.place(uid, self._plain_dir(ns))
+            # After ``place``: a spare of ``uid`` still starting stays wanted while it waits.
+            self.spares.want(uid + 1)  # rows are numbered in order: most likely the next one's
         await asyncio.to_thread(self._provision, ns)
 
     def _spare_can_be_placed(self, ns: NamespaceRef) -> bool:
@@ -267,6 +268,10 @@ class LocalRuntime(AgentProcesses, AgentPorts):
             # A namespace made later under the same name starts without the old rules.
             await asyncio.to_thread(self.networks.set_egress, _sandbox_key(ns), ())
         await asyncio.to_thread(self._remove_storage, ns)
+        uid = self._uid(ns)
+        if self.spares is not None and uid is not None:
+            self.spares.forget(uid)  # its number may be the next namespace's again
+            self.spares.fill()
 
     def _remove_storage(self, ns: NamespaceRef) -> None:
         self.cgroups.remove(_sandbox_key(ns))
@@ -318,7 +323,12 @@ class LocalRuntime(AgentProcesses, AgentPorts):
             claimed = await self.spares.claim(uid, _sandbox_key(ns), directory)
             if claimed is not None:
                 return claimed
-        return await self.launcher.start(_sandbox_key(ns), directory, self._uid(ns), self._view(ns))
+        sandbox = await self.launcher.start(_sandbox_key(ns), directory, self._uid(ns), self._view(ns))
+        if self.spares is not None:
+            # As after a claim: the next namespace's spare starts now, not after some later
+            # exec (E2B's create starts the sandbox by itself and its commands are no exec).
+            self.spares.fill()
+        return sandbox
 
     async def _checked(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         # Stops at the data dir's reserve, so the database can still commit (507). What was sent

@@ -50,6 +50,8 @@ SPARES_DIR = ".spares"
 SPARES = 2
 # After a spare failed to start, the next attempt waits this long (one warning, not one per exec).
 _RETRY_AFTER_S = 30.0
+# How long ``place`` waits for the spare of its uid still starting (a start takes ~50 ms).
+_WAIT_STARTING_S = 1.0
 Launch = Callable[[str, Path, int], Awaitable[AgentSandbox]]
 
 
@@ -84,6 +86,7 @@ class SpareSandboxes:
         self._ready: dict[int, _Spare] = {}
         self._placed: dict[Path, _Spare] = {}  # by namespace directory, oldest first
         self._starting: asyncio.Task[None] | None = None  # one at a time: it competes for CPU
+        self._starting_uid: int | None = None  # the uid that start is for
         self._closed = False
         self._retry_at = 0.0
         self.claimed = 0  # first calls served by a spare (tests and the bench read it)
@@ -91,6 +94,14 @@ class SpareSandboxes:
     def want(self, uid: int) -> None:
         """The uid of the next namespace: spares are started for it and those after it."""
         self._next = uid if self._next is None else max(self._next, uid)
+
+    def forget(self, uid: int) -> None:
+        """Namespace ``uid`` is gone. Were it the last one provisioned, the next namespace may
+        get its number again: SQLite numbers a row one past the largest left (PostgreSQL's
+        sequence does not reuse). Spares are then wanted from ``uid`` on, so both that number
+        and the one after it are covered (E2B's kill and the next create, back to back)."""
+        if self._next == uid + 1:
+            self._next = uid
 
     def _wanted(self) -> range:
         return range(0) if self._next is None else range(self._next, self._next + self.count)
@@ -107,6 +118,7 @@ class SpareSandboxes:
             del self._ready[spare.uid]
         missing = [uid for uid in wanted if uid not in self._ready]
         if stale or missing:
+            self._starting_uid = missing[0] if missing else None
             self._starting = detached_task(
                 self._replace(stale, missing[0] if missing else None), name="trove-spare-sandbox"
             )
@@ -115,6 +127,13 @@ class SpareSandboxes:
         """Create ``directory`` as the ready spare of ``uid``'s own; False (nothing made) if it
         cannot be: no spare, or anything at ``directory`` already."""
         spare = self._ready.pop(uid, None)
+        starting = self._starting
+        if spare is None and starting is not None and not starting.done() and self._starting_uid == uid:
+            # Namespaces created back to back: this uid's spare is still starting, and what is
+            # left of its start is shorter than a start of the namespace's own. Not cancelled
+            # here: a start that outlasts the wait goes on (``_replace`` decides where to).
+            await asyncio.wait({starting}, timeout=_WAIT_STARTING_S)
+            spare = self._ready.pop(uid, None)
         if spare is None:
             return False
         if not _alive(spare):
@@ -209,6 +228,9 @@ class SpareSandboxes:
             return
         if self._closed or uid not in self._wanted() or uid in self._ready:
             await self._discard(spare)
+            # No longer wanted (a namespace deleted meanwhile, ``forget``): the one now wanted
+            # starts next, not only at the next namespace's call.
+            asyncio.get_running_loop().call_soon(self.fill)
             return
         self._ready[uid] = spare
         asyncio.get_running_loop().call_soon(self.fill)
