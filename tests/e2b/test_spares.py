@@ -22,7 +22,12 @@ from tests.support.server import LiveServer, start_server
 from trove_api.runtimes.local.runtime import LocalRuntime
 from trove_api.runtimes.local.spares import SpareSandboxes
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="spares need per-namespace uids (root)")
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="spares need per-namespace uids (root)"),
+    pytest.mark.skipif(
+        os.environ.get("TROVE_TEST_BACKEND") == "kubernetes", reason="spare sandboxes are the local runtime's"
+    ),
+]
 
 
 @pytest.fixture
