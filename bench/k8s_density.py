@@ -118,8 +118,9 @@ def _tranches(results: list[tuple[float, int, str | None]]) -> dict[str, Any]:
 def _pod_working_sets(core: client.CoreV1Api, namespace: str) -> dict[str, int]:
     """The kubelet's working set per sandbox pod (its summary API, through the API server)."""
     node = core.list_node().items[0].metadata.name
-    raw = core.connect_get_node_proxy_with_path(node, "stats/summary")
-    summary = json.loads(raw) if isinstance(raw, str) else raw
+    # Unparsed: the client would hand back the repr of a dict, not JSON.
+    raw = core.connect_get_node_proxy_with_path(node, "stats/summary", _preload_content=False)
+    summary = json.loads(raw.data)
     return {
         pod["podRef"]["name"]: int((pod.get("memory") or {}).get("workingSetBytes") or 0)
         for pod in summary.get("pods", [])
@@ -187,6 +188,7 @@ def main() -> int:
             first = asyncio.run(_pass(base_url, key, "true"))
             results["first_exec"] = _tranches([(s, r, e) for s, r, e in first])
             results["first_pass_s"] = round(time.monotonic() - run_start, 1)
+            _save(results)
             quiet_cpu = _cpu_s(operator.pid)
             time.sleep(60)
             results["operator_cpu_quiet_minute_pct"] = round((_cpu_s(operator.pid) - quiet_cpu) / 60 * 100, 2)
@@ -202,17 +204,25 @@ def main() -> int:
                 "before": round(memory_before / 2**20),
                 "at_end": round(_node_memory_used() / 2**20),
             }
-            results["per_namespace"] = asyncio.run(_costs(core, namespace, base_url, key))
+            _save(results)  # a long run's figures so far are kept whatever fails next
+            try:
+                results["per_namespace"] = asyncio.run(_costs(core, namespace, base_url, key))
+            except Exception as exc:  # the counts above stand without it
+                results["per_namespace"] = {"error": repr(exc)[:300]}
             phases = [(o.get("status") or {}).get("phase") for o in _list_tns(custom, namespace)]
             results["phases_at_end"] = {p or "none": phases.count(p) for p in set(phases)}
     finally:
         tear_down(made, operator)
     print(json.dumps(results, indent=2))
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / "k8s_density.json").write_text(json.dumps(results, indent=2) + "\n")
+    _save(results)
     errors = results["first_exec"]["errors"] + results["next_call"]["errors"]
     print(f"\n== {COUNT} namespaces: {errors} calls never answered (target 0)")
     return 0 if errors == 0 else 1
+
+
+def _save(results: dict[str, Any]) -> None:
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / "k8s_density.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 def _wait_for_token(core: client.CoreV1Api, namespace: str) -> None:
