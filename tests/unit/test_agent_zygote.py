@@ -70,9 +70,12 @@ async def test_a_zygote_a_command_stops_or_kills_is_replaced(tmp_path: Path, sig
         # The command is the idle zygote once it runs: it signals the next one, its sibling
         # (both are the agent's children), from inside, as a hostile command could.
         spare = " ".join(str(pid) for pid in supervisors) or "none"
+        # Only a zygote set up (in its own session, as ``idle_zygote`` tells them apart): one
+        # caught between its fork and its setsid would look like a supervisor to this test.
         signals = (
             'while :; do for p in $(cat /proc/$PPID/task/*/children); do case " $$ ' + spare + ' " in'
-            f' *" $p "*) ;; *) kill -{signum.name[3:]} $p; exit 0;; esac; done; sleep 0.01; done'
+            ' *" $p "*) ;; *) set -- $(cat /proc/$p/stat 2>/dev/null); if [ "$6" = "$p" ]; then'
+            f" kill -{signum.name[3:]} $p; exit 0; fi;; esac; done; sleep 0.01; done"
         )
         assert (await run(procs, signals))[1] == 0
         zygote = await idle_zygote(agent_pid, {first}) if signum == signal.SIGSTOP else None
