@@ -70,13 +70,15 @@ async def agent(
         session.connection_lost()
 
     reader = asyncio.create_task(pump())
-    hello = await session.hello
-    if api_end is not None:
-        assert hello["fds"] is True
-        session.fds = FdChannel(api_end, os.stat(root).st_dev)
     try:
+        hello = await session.hello
+        if api_end is not None:
+            assert hello["fds"] is True
+            session.fds, api_end = FdChannel(api_end, os.stat(root).st_dev), None
         yield session
     finally:
+        if api_end is not None:  # the agent never said hello: the session did not take it
+            api_end.close()
         stdin.close()
         await proc.wait()
         await reader

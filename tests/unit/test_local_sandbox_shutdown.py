@@ -154,3 +154,21 @@ def test_a_call_after_close_starts_nothing(tmp_path: Path, monkeypatch: pytest.M
         assert rt.sandboxes.started == 0
 
     asyncio.run(main())
+
+
+def test_a_start_cancelled_twice_still_stops_its_sandbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second cancel lands while the first one's stop waits for the killed sandbox (as when
+    a shutdown cancels a warm-up that a pause has just cancelled): the stop still ends, and
+    closes the sandbox's pipes and descriptor socket."""
+
+    async def cancel_twice(rt: LocalRuntime, call: asyncio.Task[object]) -> None:
+        call.cancel()
+        for _ in range(3):  # the start's cleanup is now in its stop, waiting for the process
+            await asyncio.sleep(0)
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+
+    assert _start_then(tmp_path, monkeypatch, cancel_twice).cancelled()

@@ -67,6 +67,7 @@ class AgentSandbox:
         self._fd_socket: socket.socket | None = None  # the API's end until the session takes it
         self._errors = detached_task(self._log_stderr(proc.stderr), name=f"trove-sandbox-log-{key}")
         self._stopped = False
+        self._stopping: asyncio.Future[None] | None = None
 
     @classmethod
     async def start(
@@ -152,10 +153,12 @@ class AgentSandbox:
         return sandbox
 
     async def _stop_unstarted(self) -> None:
-        await self.stop()
-        hello = self.session.hello
-        if hello.done() and not hello.cancelled():
-            hello.exception()  # retrieved: stop() failed it, and no one waits for it any more
+        try:
+            await self.stop()
+        finally:
+            hello = self.session.hello
+            if hello.done() and not hello.cancelled():
+                hello.exception()  # retrieved: stop() failed it, and no one waits for it any more
 
     @property
     def alive(self) -> bool:
@@ -191,11 +194,28 @@ class AgentSandbox:
             log.warning("trove-agent of %s: %s", self.key, line.decode(errors="replace").rstrip())
 
     async def stop(self) -> None:
-        """Kill the sandbox and everything in it; idempotent."""
-        if self._stopped:
-            return
-        self._stopped = True
-        self.session.connection_lost()
+        """Kill the sandbox and everything in it; idempotent. A caller cancelled meanwhile does
+        not cut the stop short (its processes, pipes and descriptor socket would outlive it, and
+        warn when collected): the stop goes on, and a later call waits for that same stop."""
+        if self._stopping is None:
+            self._stopped = True
+            self.session.connection_lost()
+            self._stopping = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> None:
+        try:
+            await self._kill()
+        finally:  # even cancelled (the loop ending under it): nothing of the sandbox stays open
+            if self.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+            self._release()
+            if self._on_stop is not None:
+                on_stop, self._on_stop = self._on_stop, None
+                await asyncio.to_thread(on_stop)
+
+    async def _kill(self) -> None:
         pid = self.proc.pid
         if self.proc.returncode is None:
             if self.contained:
@@ -214,6 +234,8 @@ class AgentSandbox:
             self._stdin.close()
         for waited in (self._channel_done, self._errors):
             await _settled(waited, _STOP_WAIT_S)
+
+    def _release(self) -> None:
         if self._channel is not None:
             self._channel.close()
         if self._channel_file is not None:
@@ -223,9 +245,6 @@ class AgentSandbox:
         if self._fd_socket is not None:
             self._fd_socket.close()
             self._fd_socket = None
-        if self._on_stop is not None:
-            on_stop, self._on_stop = self._on_stop, None
-            await asyncio.to_thread(on_stop)
 
 
 class _ChannelReader(asyncio.Protocol):
