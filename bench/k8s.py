@@ -48,6 +48,8 @@ from bench.common import RESULTS_DIR, latency_summary, ratio, summary_table
 from trove_core.crd import GROUP, PLURAL, VERSION, object_name
 
 IMAGE = os.environ.get("TROVE_K8S_SANDBOX_IMAGE", "trove-sandbox:0.1.0")
+# The namespaces a benchmark run makes for itself (``bench_cluster``), this one's and others'.
+BENCH_PREFIXES = ("trove-bench", "trove-density")
 STORAGE = "256Mi"
 IDLE_BEFORE_S = 0.2
 
@@ -236,9 +238,30 @@ def bench_cluster(target: str, prefix: str) -> BenchCluster | None:
     api = config.new_client_from_config(config_file=kubeconfig)
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     install_crds(api)
+    _wait_for_earlier_runs(core)
     namespace = f"{prefix}-{secrets.token_hex(3)}"
     core.create_namespace({"metadata": {"name": namespace}})
     return BenchCluster(kubeconfig, api, core, custom, namespace)
+
+
+def _wait_for_earlier_runs(core: client.CoreV1Api, timeout_s: float = 600) -> None:
+    """Until no earlier run's namespace is still being deleted: its pods hold the node's CPU
+    and kubelet until they are gone (minutes after a big run), so a run started meanwhile
+    measured them, or failed its first call on a pod that could not be placed."""
+    deadline = time.monotonic() + timeout_s
+    said = False
+    while True:
+        going = sorted(
+            ns.metadata.name
+            for ns in core.list_namespace().items
+            if ns.metadata.name.startswith(BENCH_PREFIXES) and ns.status.phase == "Terminating"
+        )
+        if not going or time.monotonic() > deadline:
+            return
+        if not said:
+            print(f"waiting for earlier runs' namespaces to go: {', '.join(going)}", file=sys.stderr)
+            said = True
+        time.sleep(2)
 
 
 def tear_down(made: BenchCluster, operator: subprocess.Popen[bytes]) -> None:

@@ -171,9 +171,11 @@ def serve(settings: Settings) -> int:
 def event_loop(runtime: str) -> Literal["asyncio", "uvloop"]:
     """The event loop ``serve`` runs on for a runtime.
 
-    The local runtime spawns a sandbox per exec, and uvloop's spawn path measured 2.4x slower
-    per exec (p50 31.5 vs 13.0 ms). The Kubernetes runtime spawns nothing: its execs are
-    websocket messages, and uvloop took its API CPU per exec from 3.0 to 2.5 ms.
+    The local runtime spawns processes (each namespace's sandbox, with its bubblewrap chain;
+    when it spawned one per exec, uvloop's spawn path measured 2.4x slower per exec, p50 31.5
+    vs 13.0 ms) and hands descriptors over unix sockets; asyncio's loop is what its tests and
+    benchmarks run on. The Kubernetes runtime spawns nothing: its execs are websocket
+    messages, and uvloop took its API CPU per exec from 3.0 to 2.5 ms.
     """
     return "uvloop" if runtime == "kubernetes" else "asyncio"
 

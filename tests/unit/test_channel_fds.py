@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import struct
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from trove_api.runtimes.channel import fds
 from trove_api.runtimes.channel.fds import FdChannel, new_pair
 from trove_api.runtimes.channel.protocol import CANCEL, DATA, EOF, RESULT
 from trove_core.errors import ChannelLostError, TroveError
+from trove_core.runtime import FileStat
 
 
 def hand(sock: socket.socket, rid: int, *fds: int) -> None:
@@ -211,3 +213,39 @@ async def test_an_upload_over_the_limit_is_cancelled_and_stops_writing(fixture: 
         await asyncio.wait_for(upload, 5)
     assert EOF not in fake.kinds(rid)
     assert os.stat(fixture.root / "temp").st_size <= 600
+
+
+async def test_a_close_cancelled_under_a_read_is_cancelled_and_closes_when_the_read_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The descriptor is never closed under a read in flight (a thread's pread), and a caller
+    cancelled while its close waits for that read is cancelled, not told the close is done."""
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 10)
+    fd = os.open(path, os.O_RDONLY)
+    started, release = threading.Event(), threading.Event()
+    real_pread = os.pread
+
+    def slow_pread(target: int, size: int, offset: int) -> bytes:
+        if target == fd:
+            started.set()
+            release.wait(5)
+        return real_pread(target, size, offset)
+
+    monkeypatch.setattr(os, "pread", slow_pread)
+    reader = fds.HandedFile(fd, FileStat(rel="f", is_dir=False, size=10, mtime_ns=0))
+    chunks = reader.iter_bytes(0, 10)
+    first = asyncio.ensure_future(anext(chunks))
+    assert await asyncio.to_thread(started.wait, 5)
+    closing = asyncio.ensure_future(reader.aclose())
+    await asyncio.sleep(0.01)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    os.fstat(fd)  # still open: the read goes on
+    release.set()
+    assert await first == b"x" * 10
+    await asyncio.sleep(0)
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fd)
+    await chunks.aclose()

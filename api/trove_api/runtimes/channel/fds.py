@@ -279,11 +279,17 @@ class HandedFile:
     async def aclose(self) -> None:
         if self.fd < 0:
             return
-        if self._reading is not None:  # never close the descriptor under a read in flight
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(self._reading)
-        os.close(self.fd)
-        self.fd = -1
+        fd, self.fd, reading = self.fd, -1, self._reading
+        if reading is None or reading.done():
+            if reading is not None and not reading.cancelled():
+                reading.exception()  # retrieved: the read's error no longer matters
+            os.close(fd)
+            return
+        # Never closed under a read in flight: the read's end closes it. Waited for here, but a
+        # caller cancelled meanwhile is cancelled (the close still comes when the read ends).
+        reading.add_done_callback(lambda _: os.close(fd))
+        with contextlib.suppress(Exception):
+            await asyncio.shield(reading)
 
 
 def _taken(session: AgentSession, request: Request, *, writable: bool) -> int:
