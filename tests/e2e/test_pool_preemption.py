@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.utils.quantity import parse_quantity
 
 from tests.e2e.test_operator import create_tns, phase_is
-from tests.e2e.test_warm_pool import full, pool_members
+from tests.e2e.test_warm_pool import full, get_pod_or_none, pool_members
 from tests.support.cluster import SANDBOX_IMAGE, Cluster, wait_for
 from trove_core.crd import GROUP, PLURAL, POOL_PLURAL, VERSION
 
@@ -100,13 +100,8 @@ def _filler(name: str, priority_class: str, millicores: int) -> dict[str, Any]:
 
 
 def _running(k8s: Cluster, name: str) -> bool:
-    try:
-        pod = k8s.core.read_namespaced_pod(name, k8s.namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return bool(pod.status.phase == "Running" and pod.metadata.deletion_timestamp is None)
+    pod = get_pod_or_none(k8s, name)
+    return bool(pod is not None and pod.status.phase == "Running" and pod.metadata.deletion_timestamp is None)
 
 
 def _no_pod_terminating(k8s: Cluster) -> bool:
