@@ -61,19 +61,15 @@ def _cpu_left(k8s: Cluster, node: client.V1Node) -> int:
     for pod in pods:
         if pod.status.phase in ("Succeeded", "Failed"):
             continue
-        containers = sum(
-            float(parse_quantity((c.resources.requests or {}).get("cpu", "0"))) for c in pod.spec.containers
-        )
-        init = max(
-            (
-                float(parse_quantity((c.resources.requests or {}).get("cpu", "0")))
-                for c in pod.spec.init_containers or []
-            ),
-            default=0.0,
-        )
+        containers = sum(_cpu_requested(c) for c in pod.spec.containers)
+        init = max((_cpu_requested(c) for c in pod.spec.init_containers or []), default=0.0)
         requested += max(containers, init)
     allocatable = float(parse_quantity(node.status.allocatable["cpu"]))
     return int((allocatable - requested) * 1000)
+
+
+def _cpu_requested(container: client.V1Container) -> float:
+    return float(parse_quantity((container.resources.requests or {}).get("cpu", "0")))
 
 
 def _filler(name: str, priority_class: str, millicores: int) -> dict[str, Any]:
@@ -145,8 +141,9 @@ def test_a_full_node_preempts_a_waiting_member_not_a_claimed_one(
         claimer = create_tns(k8s, storage={"size": POOL_STORAGE})
         made.append(claimer)
         claimed = wait_for(lambda: phase_is(k8s, claimer, "Ready"), what="the claimer Ready")["status"]["pod"]
-        claimed_uid = k8s.core.read_namespaced_pod(claimed, k8s.namespace).metadata.uid
-        assert k8s.core.read_namespaced_pod(claimed, k8s.namespace).spec.priority == POOL_PRIORITY
+        claimed_pod = k8s.core.read_namespaced_pod(claimed, k8s.namespace)
+        claimed_uid = claimed_pod.metadata.uid
+        assert claimed_pod.spec.priority == POOL_PRIORITY
         wait_for(lambda: full(k8s, pool, 2), timeout=120, what="the pool refilled")
         waiting = {p.metadata.name for p in pool_members(k8s, pool)}
 

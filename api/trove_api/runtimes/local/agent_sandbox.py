@@ -66,8 +66,7 @@ class AgentSandbox:
         self._channel_file: io.FileIO | None = None
         self._fd_socket: socket.socket | None = None  # the API's end until the session takes it
         self._errors = detached_task(self._log_stderr(proc.stderr), name=f"trove-sandbox-log-{key}")
-        self._stopped = False
-        self._stopping: asyncio.Future[None] | None = None
+        self._stopping: asyncio.Future[None] | None = None  # set once stop() is called
 
     @classmethod
     async def start(
@@ -183,7 +182,7 @@ class AgentSandbox:
 
     def _channel_closed(self) -> None:
         self.session.connection_lost()
-        if not self._stopped:
+        if self._stopping is None:
             log.warning("the sandbox agent of %s exited (code %s)", self.key, self.proc.returncode)
         if not self._channel_done.done():
             self._channel_done.set_result(None)
@@ -198,9 +197,8 @@ class AgentSandbox:
         not cut the stop short (its processes, pipes and descriptor socket would outlive it, and
         warn when collected): the stop goes on, and a later call waits for that same stop."""
         if self._stopping is None:
-            self._stopped = True
+            self._stopping = asyncio.ensure_future(self._stop())  # runs from the next await on
             self.session.connection_lost()
-            self._stopping = asyncio.ensure_future(self._stop())
         await asyncio.shield(self._stopping)
 
     async def _stop(self) -> None:
