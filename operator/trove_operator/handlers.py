@@ -10,7 +10,7 @@ import kopf
 
 from trove_core.crd import GROUP, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NAMESPACE, PLURAL, VERSION
 from trove_core.template import ANNOTATION_TEMPLATE_REVISION
-from trove_operator import metrics, reconciler
+from trove_operator import ghosts, metrics, reconciler
 from trove_operator.kube import Kube
 from trove_operator.settings import load_settings
 
@@ -83,7 +83,9 @@ IDLE_CHECK_S = load_settings().operator_idle_check_s
 RESYNC_S = load_settings().operator_resync_s
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=IDLE_CHECK_S, initial_delay=IDLE_CHECK_S, idle=10)
+@kopf.timer(
+    GROUP, VERSION, PLURAL, interval=IDLE_CHECK_S, initial_delay=IDLE_CHECK_S, idle=10, when=ghosts.alive
+)
 @metrics.instrumented("stop_idle")
 def stop_idle(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Suspend namespaces idle past ``idleSuspendSeconds``; re-sync those still in transit."""
@@ -104,7 +106,7 @@ def stop_idle(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         log.warning("timer for %s/%s: %s", body.meta.namespace, body.meta.name, exc)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_S, initial_delay=RESYNC_S, idle=10)
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_S, initial_delay=RESYNC_S, idle=10, when=ghosts.alive)
 @metrics.instrumented("resync")
 def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Re-sync every namespace now and then: the safety net behind the events."""

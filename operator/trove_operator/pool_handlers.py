@@ -8,7 +8,7 @@ from typing import Any
 import kopf
 
 from trove_core.crd import GROUP, POOL_PLURAL, VERSION
-from trove_operator import metrics, pool_reconciler
+from trove_operator import ghosts, metrics, pool_reconciler
 from trove_operator.kube import Kube
 from trove_operator.settings import load_settings
 
@@ -43,7 +43,7 @@ def reconcile_pool(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _replenish(body, memo)
 
 
-@kopf.timer(GROUP, VERSION, POOL_PLURAL, interval=POOL_CHECK_S, initial_delay=POOL_CHECK_S)
+@kopf.timer(GROUP, VERSION, POOL_PLURAL, interval=POOL_CHECK_S, initial_delay=POOL_CHECK_S, when=ghosts.alive)
 @metrics.instrumented("pool_timer")
 def keep_pool_warm(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     try:

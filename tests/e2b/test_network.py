@@ -337,6 +337,8 @@ def test_an_adopted_namespace_gets_its_network_back_when_e2b_lets_go(
 
 @pytest.mark.skipif(not KUBERNETES, reason="the NetworkPolicy of a Kubernetes sandbox")
 def test_rules_reach_the_network_policy(sandbox: Sandbox, e2b_env: LiveServer) -> None:
+    from kubernetes.client.exceptions import ApiException
+
     from tests.support.cluster import cluster, wait_for
     from trove_core.crd import child_names
     from trove_core.runtime import NamespaceRef
@@ -345,8 +347,20 @@ def test_rules_reach_the_network_policy(sandbox: Sandbox, e2b_env: LiveServer) -
     name = NamespaceRef(e2b_env.workspace_id, sandbox.sandbox_id).object_name
     policy_name = child_names(name).network_policy
 
+    def read_policy() -> Any:
+        # Sandbox.create returns before the operator has handled the new object; its policy
+        # exists before any pod of it does, not necessarily before the first update_network.
+        try:
+            return k8s.networking.read_namespaced_network_policy(policy_name, k8s.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            return None
+
     def excepts() -> list[str]:
-        policy = k8s.networking.read_namespaced_network_policy(policy_name, k8s.namespace)
+        policy = read_policy()
+        if policy is None:
+            return []
         return [
             cidr
             for rule in policy.spec.egress or []
@@ -362,13 +376,12 @@ def test_rules_reach_the_network_policy(sandbox: Sandbox, e2b_env: LiveServer) -
     sandbox.update_network({"deny_out": ["0.0.0.0/0"]})
 
     def no_egress() -> bool:
-        policy = k8s.networking.read_namespaced_network_policy(policy_name, k8s.namespace)
-        return not policy.spec.egress
+        return not read_policy().spec.egress
 
     wait_for(no_egress, what="a NetworkPolicy without egress")
 
     def resolver_open() -> bool:
-        policy = k8s.networking.read_namespaced_network_policy(policy_name, k8s.namespace)
+        policy = read_policy()
         return any(
             peer.pod_selector is not None for rule in policy.spec.egress or [] for peer in rule.to or []
         )
