@@ -322,6 +322,10 @@ def test_template_refusals(args: list[str], message: str) -> None:
         (["--set", "api.adminKey.value=hunter2"], "api.adminKey.value: Does not match pattern"),
         (["--set", "snapshots.store=gcs"], "snapshots.store: snapshots.store must be one of"),
         (["--set", "sandbox.storageSize=lots"], "sandbox.storageSize: Does not match pattern"),
+        (
+            ["--set", "sandbox.rolloutIdleSeconds=60"],
+            "rolloutIdleSeconds: Must be greater than or equal to 120",
+        ),
         (["--set", "operator.metrics.port=0"], "operator.metrics.port: Must be greater than or equal to 1"),
         (["--set", "operator.metrics.bogus=1"], "operator.metrics: Additional property bogus is not allowed"),
     ],

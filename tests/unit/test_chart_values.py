@@ -240,6 +240,17 @@ def test_idle_suspend_reaches_the_api_and_the_namespaces_it_creates(args: list[s
     assert TroveNamespaceSpec.model_validate(tns["spec"]).idle_suspend_seconds == expected
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"), [([], 180.0), (["--set", "sandbox.rolloutIdleSeconds=600"], 600.0)]
+)
+def test_rollout_idle_reaches_the_api(args: list[str], expected: float) -> None:
+    env = env_of(find(render(*args), "Deployment", "-api"))
+    settings = Settings.model_validate({"k8s_rollout_idle_s": env["TROVE_K8S_ROLLOUT_IDLE_S"]})
+    assert settings.k8s_rollout_idle_s == expected
+    if not args:  # the chart's default is the API's own
+        assert expected == Settings.model_fields["k8s_rollout_idle_s"].default
+
+
 def test_notes_warn_of_an_ingress_without_tls_and_of_pod_pids(tmp_path: Path) -> None:
     plain = render_notes(tmp_path / "plain", "--set", "api.ingress.enabled=true")
     assert "WARNING: the ingress serves plain HTTP" in plain
