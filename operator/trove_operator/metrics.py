@@ -22,20 +22,27 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class PhaseTracker:
-    """The last phase seen of each TroveNamespace, keyed by (Kubernetes namespace, name)."""
+    """The last phase seen of each TroveNamespace, keyed by (Kubernetes namespace, name), and
+    whether its pod runs an older sandbox template than the one wanted (a rollout waiting)."""
 
     def __init__(self) -> None:
         # Event handlers and the scrape thread touch it concurrently.
         self._lock = threading.Lock()
         self._phases: dict[tuple[str, str], str] = {}
+        self._outdated: set[tuple[str, str]] = set()
 
-    def update(self, namespace: str, name: str, phase: str) -> None:
+    def update(self, namespace: str, name: str, phase: str, *, outdated: bool = False) -> None:
         with self._lock:
             self._phases[(namespace, name)] = phase
+            if outdated:
+                self._outdated.add((namespace, name))
+            else:
+                self._outdated.discard((namespace, name))
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
             self._phases.pop((namespace, name), None)
+            self._outdated.discard((namespace, name))
 
     def counts(self) -> dict[str, int]:
         """Objects per phase: the four known phases always (0 when none), then any other seen."""
@@ -44,6 +51,10 @@ class PhaseTracker:
             for phase in self._phases.values():
                 counts[phase] = counts.get(phase, 0) + 1
         return counts
+
+    def outdated(self) -> int:
+        with self._lock:
+            return len(self._outdated)
 
 
 class _PhaseCollector(Collector):
@@ -59,6 +70,12 @@ class _PhaseCollector(Collector):
         for phase, count in self._tracker.counts().items():
             family.add_metric([phase], count)
         yield family
+        yield GaugeMetricFamily(
+            "trove_operator_namespaces_outdated",
+            "TroveNamespaces whose pod runs an older sandbox template than the one wanted "
+            "(a rollout waiting for their idle moment).",
+            value=self._tracker.outdated(),
+        )
 
 
 def error_kind(exc: BaseException) -> str:
@@ -165,8 +182,8 @@ def instrumented(handler: str) -> Callable[[F], F]:
     return METRICS.instrumented(handler)
 
 
-def observe_phase(namespace: str, name: str, phase: str) -> None:
-    METRICS.phases.update(namespace, name, phase)
+def observe_phase(namespace: str, name: str, phase: str, *, outdated: bool = False) -> None:
+    METRICS.phases.update(namespace, name, phase, outdated=outdated)
 
 
 def forget(namespace: str, name: str) -> None:

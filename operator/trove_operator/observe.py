@@ -1,4 +1,4 @@
-"""Feed the phase metric from every TroveNamespace watch event (a read-only observer)."""
+"""Feed the phase and rollout metrics from every TroveNamespace watch event (a read-only observer)."""
 
 from __future__ import annotations
 
@@ -20,4 +20,7 @@ async def track_phase(event: kopf.RawEvent, **_: Any) -> None:
         metrics.forget(namespace, name)
         return
     # A new object has no status until its first reconcile.
-    metrics.observe_phase(namespace, name, (body.get("status") or {}).get("phase") or "Pending")
+    status = body.get("status") or {}
+    running, wanted = status.get("templateRevision"), status.get("desiredTemplateRevision")
+    outdated = bool(running and wanted and running != wanted)
+    metrics.observe_phase(namespace, name, status.get("phase") or "Pending", outdated=outdated)

@@ -88,6 +88,43 @@ async def test_observer_feeds_the_tracker_from_watch_events() -> None:
     assert (ready(), pending()) == (base_ready, base_pending)
 
 
+async def test_namespaces_awaiting_a_rollout_are_counted_until_they_run_the_wanted_template() -> None:
+    from trove_operator import observe
+
+    def outdated() -> float:
+        return metrics.METRICS.registry.get_sample_value("trove_operator_namespaces_outdated", {}) or 0
+
+    base = outdated()
+    meta = {"namespace": "unit-rollout", "name": "t1"}
+
+    async def seen(kind: str | None, **status: str) -> None:
+        await observe.track_phase(event={"type": kind, "object": {"metadata": meta, "status": status}})
+
+    await seen(None)  # no status yet: nothing to compare
+    assert outdated() == base
+    await seen("MODIFIED", phase="Ready", templateRevision="r1", desiredTemplateRevision="r1")
+    assert outdated() == base
+    await seen("MODIFIED", phase="Ready", templateRevision="r1", desiredTemplateRevision="r2")
+    assert outdated() == base + 1
+    await seen("MODIFIED", phase="Pending", templateRevision="r1", desiredTemplateRevision="r2")
+    assert outdated() == base + 1  # its pod is being replaced
+    await seen("MODIFIED", phase="Ready", templateRevision="r2", desiredTemplateRevision="r2")
+    assert outdated() == base
+    await seen("MODIFIED", phase="Ready", templateRevision="r2", desiredTemplateRevision="r3")
+    await seen("DELETED", phase="Ready", templateRevision="r2", desiredTemplateRevision="r3")
+    assert outdated() == base  # a deleted namespace waits for nothing
+
+
+def test_outdated_gauge_is_exported(m: OperatorMetrics) -> None:
+    assert sample(m, "trove_operator_namespaces_outdated") == 0
+    m.phases.update("ns", "a", "Ready", outdated=True)
+    m.phases.update("ns", "b", "Ready")
+    assert sample(m, "trove_operator_namespaces_outdated") == 1
+    m.phases.forget("ns", "a")
+    assert sample(m, "trove_operator_namespaces_outdated") == 0
+    assert "# TYPE trove_operator_namespaces_outdated gauge" in generate_latest(m.registry).decode()
+
+
 # ── handler instrumentation ──────────────────────────────────────────────────
 
 
