@@ -15,6 +15,7 @@ import secrets
 import time
 from typing import Any
 
+from tests.e2e.test_operator_metrics import scrape, value
 from tests.support.cluster import Cluster, wait_for_async
 from tests.support.server import make_data_dir
 from trove_api.runtimes.kubernetes.namespaces import build_template
@@ -43,6 +44,11 @@ def _pod(k8s: Cluster, ns: NamespaceRef) -> Any:
     return k8s.core.read_namespaced_pod(
         child_names(ns.object_name, obj["metadata"].get("annotations")).pod, k8s.namespace
     )
+
+
+def _outdated(k8s: Cluster) -> float:
+    """The operator's count of namespaces whose pod runs an older template than wanted."""
+    return value(scrape(k8s), "trove_operator_namespaces_outdated") or 0
 
 
 def _rolled_and_ready(k8s: Cluster, ns: NamespaceRef, revision: str) -> bool:
@@ -117,6 +123,7 @@ async def test_the_idle_namespace_rolls_now_and_the_busy_one_after_its_call(k8s:
             timeout=60,
         )
         assert _tns(k8s, busy)["status"]["templateRevision"] == old_revision
+        waiting = await wait_for_async(lambda: _outdated(k8s), what="the busy one counted as outdated")
 
         # The call ends on its own pod, whole; then the busy one rolls too.
         released = await after.exec(busy, _script("touch /workspace/release"))
@@ -136,6 +143,7 @@ async def test_the_idle_namespace_rolls_now_and_the_busy_one_after_its_call(k8s:
             lambda: _rolled_and_ready(k8s, busy, new_revision), what="the busy namespace rolled", timeout=120
         )
         assert _pod(k8s, busy).metadata.uid != old_uid["busy"]
+        await wait_for_async(lambda: _outdated(k8s) < waiting, what="the busy one no longer outdated")
         kept = await after.exec(busy, _script("cat /workspace/keep.txt"))
         assert kept.stdout.decode().strip() == "busy-kept"
         assert _tns(k8s, busy)["status"]["desiredTemplateRevision"] == new_revision
