@@ -10,6 +10,11 @@ is a warm sandbox, and a namespace's first call may claim a spare started before
 only counting the processes that appeared during them missed sandboxes and failed the run.
 Network helpers started ahead without a sandbox yet are in the sum, not in the count. The
 baseline is one bare sandbox of the same chain running `sleep` instead of the agent.
+
+Then each of the 100 runs one command through the e2b SDK (a process start, not an exec): from
+then on its agent keeps a zygote, a fork of itself waiting for the next start. The second
+figure is the PSS per sandbox after that, and the difference is what a sandbox that has run an
+E2B command costs more (the zygote, and whatever the start left in the agent).
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ import signal
 import subprocess
 import time
 
+from e2b import Sandbox
 from trove_sdk import TroveClient
 
 from bench.common import Result, ServerProcess, header, launch_server, proc_status_kb
+from bench.e2b_sdk import use_server
 from bench.proctree import (
     TreeMemory,
     descendants,
@@ -117,6 +124,10 @@ def run(server: ServerProcess, warm: int = WARM) -> Result:
         )
         ratio_text = "n/a"
         passed = False
+    after_e2b = _after_an_e2b_command_each(server, warm, by_kind_kb)
+    details |= after_e2b
+    if found and after_e2b["pss_per_sandbox_mb_after_e2b_command"]:
+        figure += f"; {after_e2b['pss_per_sandbox_mb_after_e2b_command']:.1f} MB after an E2B command each"
     result = Result(
         name=NAME,
         figure=figure,
@@ -131,6 +142,36 @@ def run(server: ServerProcess, warm: int = WARM) -> Result:
     for kind, kb in sorted(by_kind_kb.items(), key=lambda item: -item[1]):
         print(f"    {kind}: {kb} kB per sandbox ({sandboxes.processes_by_kind[kind]} processes)")
     return result
+
+
+def _after_an_e2b_command_each(
+    server: ServerProcess, warm: int, before_kb: dict[str, int]
+) -> dict[str, object]:
+    """PSS per sandbox once each namespace has run one E2B command (so keeps an idle zygote)."""
+    use_server(server)
+    for i in range(warm):
+        result = Sandbox.connect(f"mem-{i}").commands.run("true")
+        assert result.exit_code == 0, result
+    time.sleep(_SETTLE_S)
+    sandboxes, found = sandboxes_below(server.pid)
+    if not found:
+        return {"pss_per_sandbox_mb_after_e2b_command": 0.0}
+    by_kind_kb = {kind: round(kb / found) for kind, kb in sandboxes.pss_kb_by_kind.items()}
+    grown = {
+        kind: kb - before_kb.get(kind, 0) for kind, kb in by_kind_kb.items() if kb != before_kb.get(kind, 0)
+    }
+    per_sandbox_mb = sandboxes.pss_kb / found / _KB_PER_MB
+    print(f"  after one E2B command in each ({found} sandboxes): PSS {per_sandbox_mb:.1f} MB per sandbox")
+    for kind, kb in sorted(grown.items(), key=lambda item: -abs(item[1])):
+        print(
+            f"    {kind}: {kb:+d} kB per sandbox ({sandboxes.processes_by_kind.get(kind, 0)} processes now)"
+        )
+    return {
+        "pss_per_sandbox_mb_after_e2b_command": round(per_sandbox_mb, 2),
+        "pss_per_sandbox_kb_by_kind_after_e2b_command": by_kind_kb,
+        "sandbox_processes_by_kind_after_e2b_command": sandboxes.processes_by_kind,
+        "pss_per_sandbox_kb_grown_by_kind": grown,
+    }
 
 
 def main() -> None:
