@@ -337,9 +337,7 @@ def test_an_adopted_namespace_gets_its_network_back_when_e2b_lets_go(
 
 @pytest.mark.skipif(not KUBERNETES, reason="the NetworkPolicy of a Kubernetes sandbox")
 def test_rules_reach_the_network_policy(sandbox: Sandbox, e2b_env: LiveServer) -> None:
-    from kubernetes.client.exceptions import ApiException
-
-    from tests.support.cluster import cluster, wait_for
+    from tests.support.cluster import cluster, read_or_none, wait_for
     from trove_core.crd import child_names
     from trove_core.runtime import NamespaceRef
 
@@ -350,12 +348,7 @@ def test_rules_reach_the_network_policy(sandbox: Sandbox, e2b_env: LiveServer) -
     def read_policy() -> Any:
         # Sandbox.create returns before the operator has handled the new object; its policy
         # exists before any pod of it does, not necessarily before the first update_network.
-        try:
-            return k8s.networking.read_namespaced_network_policy(policy_name, k8s.namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            return None
+        return read_or_none(k8s.networking.read_namespaced_network_policy, policy_name, k8s.namespace)
 
     def excepts() -> list[str]:
         policy = read_policy()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.cluster import SANDBOX_IMAGE, Cluster, wait_for
+from tests.support.cluster import SANDBOX_IMAGE, Cluster, read_or_none, wait_for
 from trove_core.crd import GROUP, PLURAL, VERSION, child_names, object_name
 from trove_core.template import template_revision
 
@@ -49,12 +49,7 @@ def phase_is(k8s: Cluster, name: str, phase: str) -> dict[str, Any] | None:
 
 
 def get_pod(k8s: Cluster, name: str) -> Any:
-    try:
-        return k8s.core.read_namespaced_pod(child_names(name).pod, k8s.namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
+    return read_or_none(k8s.core.read_namespaced_pod, child_names(name).pod, k8s.namespace)
 
 
 def test_cr_becomes_a_ready_hardened_pod(k8s: Cluster) -> None:
@@ -185,13 +180,8 @@ def test_a_deleted_network_policy_comes_back_with_the_resync(k8s: Cluster) -> No
     k8s.networking.delete_namespaced_network_policy(policy, k8s.namespace)
 
     def recreated() -> bool:
-        try:
-            live = k8s.networking.read_namespaced_network_policy(policy, k8s.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return bool(live.metadata.uid != first)
+        live = read_or_none(k8s.networking.read_namespaced_network_policy, policy, k8s.namespace)
+        return live is not None and bool(live.metadata.uid != first)
 
     wait_for(recreated, timeout=90, interval=1, what="the NetworkPolicy re-created by the re-sync")
 

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
-
-from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.test_operator import create_tns, phase_is
-from tests.e2e.test_warm_pool import pool_status
-from tests.support.cluster import SANDBOX_IMAGE, Cluster, wait_for
+from tests.e2e.test_warm_pool import create_pool, pool_status
+from tests.support.cluster import SANDBOX_IMAGE, Cluster, read_or_none, wait_for
 from trove_core.crd import GROUP, LABEL_POOL, PLURAL, POOL_PLURAL, VERSION, child_names
 
 # The create handlers may still run once while the objects exist (kopf may see them before
@@ -26,36 +23,21 @@ SETTLE_S = 3
 WATCH_S = 16
 
 
-def _policy_exists(k8s: Cluster, name: str) -> bool:
-    try:
-        k8s.networking.read_namespaced_network_policy(name, k8s.namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
-
-
 def _members(k8s: Cluster, pool: str) -> list[str]:
     pods = k8s.core.list_namespaced_pod(k8s.namespace, label_selector=f"{LABEL_POOL}={pool}").items
     return [p.metadata.name for p in pods]
 
 
-def _pool(name: str, size: int) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "TroveWarmPool",
-        "metadata": {"name": name},
-        # A size no other test's namespace asks for: nothing claims its members.
-        "spec": {"size": size, "template": {"image": SANDBOX_IMAGE, "storage": {"size": "41Mi"}}},
-    }
+def _pool(k8s: Cluster, name: str, size: int) -> None:
+    # A storage size no other test's namespace asks for: nothing claims its members.
+    create_pool(k8s, name, size, {"image": SANDBOX_IMAGE, "storage": {"size": "41Mi"}})
 
 
 def _watching(k8s: Cluster) -> None:
     """Wait until the operator handles both kinds (a fresh one may not be watching yet, and an
     object it never saw cannot haunt it)."""
     pool = "alive-" + secrets.token_hex(3)
-    k8s.custom.create_namespaced_custom_object(GROUP, VERSION, k8s.namespace, POOL_PLURAL, _pool(pool, 0))
+    _pool(k8s, pool, 0)
     name = create_tns(k8s, suspended=True)
     try:
         wait_for(lambda: "size" in pool_status(k8s, pool), what="the operator handling pools")
@@ -68,7 +50,7 @@ def _watching(k8s: Cluster) -> None:
 def test_objects_deleted_at_once_get_no_timers(k8s: Cluster) -> None:
     _watching(k8s)
     pool = "ghost-" + secrets.token_hex(3)
-    k8s.custom.create_namespaced_custom_object(GROUP, VERSION, k8s.namespace, POOL_PLURAL, _pool(pool, 1))
+    _pool(k8s, pool, 1)
     k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, k8s.namespace, POOL_PLURAL, pool)
     name = create_tns(k8s)
     k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, k8s.namespace, PLURAL, name)
@@ -80,7 +62,8 @@ def test_objects_deleted_at_once_get_no_timers(k8s: Cluster) -> None:
     seen: list[str] = []
     while time.monotonic() < deadline and not seen:
         seen += [f"pool member {member}" for member in _members(k8s, pool)]
-        if _policy_exists(k8s, child_names(name).network_policy):
+        policy = child_names(name).network_policy
+        if read_or_none(k8s.networking.read_namespaced_network_policy, policy, k8s.namespace) is not None:
             seen.append(f"NetworkPolicy of {name}")
         with k8s.operator_log.open("rb") as log:
             log.seek(log_start)

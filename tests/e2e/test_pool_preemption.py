@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.utils.quantity import parse_quantity
 
 from tests.e2e.test_operator import create_tns, phase_is
-from tests.e2e.test_warm_pool import full, get_pod_or_none, pool_members
+from tests.e2e.test_warm_pool import create_pool, full, get_pod_or_none, pool_members
 from tests.support.cluster import SANDBOX_IMAGE, Cluster, wait_for
 from trove_core.crd import GROUP, PLURAL, POOL_PLURAL, VERSION
 
@@ -114,25 +114,12 @@ def test_a_full_node_preempts_a_waiting_member_not_a_claimed_one(
 ) -> None:
     pool_class, filler_class = classes
     pool = "pool-" + secrets.token_hex(3)
-    k8s.custom.create_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        k8s.namespace,
-        POOL_PLURAL,
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "TroveWarmPool",
-            "metadata": {"name": pool},
-            "spec": {
-                "size": 2,
-                "priorityClassName": pool_class,
-                "template": {
-                    "image": SANDBOX_IMAGE,
-                    "imagePullPolicy": "Never",
-                    "storage": {"size": POOL_STORAGE},
-                },
-            },
-        },
+    create_pool(
+        k8s,
+        pool,
+        2,
+        {"image": SANDBOX_IMAGE, "imagePullPolicy": "Never", "storage": {"size": POOL_STORAGE}},
+        priorityClassName=pool_class,
     )
     filler = "filler-" + secrets.token_hex(3)
     made: list[str] = []

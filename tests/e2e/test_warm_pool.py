@@ -18,7 +18,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.test_operator import create_tns, get_tns, phase_is
-from tests.support.cluster import SANDBOX_IMAGE, Cluster, wait_for
+from tests.support.cluster import SANDBOX_IMAGE, Cluster, read_or_none, wait_for
 from tests.support.sdk import client
 from tests.support.server import make_data_dir, start_server
 from trove_api.runtimes.kubernetes import pool_channels
@@ -40,6 +40,17 @@ def pool_status(k8s: Cluster, pool: str) -> dict[str, Any]:
     return dict(obj.get("status") or {})
 
 
+def create_pool(k8s: Cluster, name: str, size: int, template: dict[str, Any], **spec: Any) -> None:
+    """A TroveWarmPool of ``size`` members built from ``template`` (``spec``: its other fields)."""
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TroveWarmPool",
+        "metadata": {"name": name},
+        "spec": {"size": size, **spec, "template": template},
+    }
+    k8s.custom.create_namespaced_custom_object(GROUP, VERSION, k8s.namespace, POOL_PLURAL, body)
+
+
 def full(k8s: Cluster, pool: str, size: int) -> bool:
     status = pool_status(k8s, pool)
     return status.get("warm") == size and status.get("ready") == size and len(pool_members(k8s, pool)) == size
@@ -51,16 +62,7 @@ def make_pool(k8s: Cluster) -> Iterator[Any]:
 
     def make(size: int, **template: Any) -> str:
         name = "pool-" + secrets.token_hex(3)
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "TroveWarmPool",
-            "metadata": {"name": name},
-            "spec": {
-                "size": size,
-                "template": {"image": SANDBOX_IMAGE, "imagePullPolicy": "Never", **template},
-            },
-        }
-        k8s.custom.create_namespaced_custom_object(GROUP, VERSION, k8s.namespace, POOL_PLURAL, body)
+        create_pool(k8s, name, size, {"image": SANDBOX_IMAGE, "imagePullPolicy": "Never", **template})
         made.append(name)
         wait_for(lambda: full(k8s, name, size), timeout=120, what=f"{size} ready members in {name}")
         return name
@@ -153,12 +155,7 @@ def test_the_api_first_call_lands_on_a_claimed_pod(k8s: Cluster, make_pool: Any)
 
 
 def get_pod_or_none(k8s: Cluster, name: str) -> Any:
-    try:
-        return k8s.core.read_namespaced_pod(name, k8s.namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
+    return read_or_none(k8s.core.read_namespaced_pod, name, k8s.namespace)
 
 
 def test_pools_are_deleted_at_once_even_while_their_timer_runs(k8s: Cluster) -> None:
@@ -168,13 +165,7 @@ def test_pools_are_deleted_at_once_even_while_their_timer_runs(k8s: Cluster) -> 
     # the old setting this test failed about one run in three.
     names = [f"gone-{secrets.token_hex(3)}" for _ in range(40)]
     for name in names:
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "TroveWarmPool",
-            "metadata": {"name": name},
-            "spec": {"size": 0, "template": {"image": SANDBOX_IMAGE, "storage": {"size": POOL_STORAGE}}},
-        }
-        k8s.custom.create_namespaced_custom_object(GROUP, VERSION, k8s.namespace, POOL_PLURAL, body)
+        create_pool(k8s, name, 0, {"image": SANDBOX_IMAGE, "storage": {"size": POOL_STORAGE}})
     for name in names:
         wait_for(lambda n=name: "size" in pool_status(k8s, n), what=f"{name} handled")
     for name in names:

@@ -323,6 +323,16 @@ async def wait_for_async(
         await asyncio.sleep(interval)
 
 
+def read_or_none(read: Any, *args: Any) -> Any:
+    """``read(*args)`` (a client's ``read_namespaced_*``), or None when the object is absent."""
+    try:
+        return read(*args)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
 def wait_for(predicate: Any, timeout: float = 60, interval: float = 0.5, what: str = "condition") -> Any:
     """Poll ``predicate`` until it returns something truthy (test helper; the product uses watches)."""
     deadline = time.monotonic() + timeout
